@@ -1,0 +1,1 @@
+"""Built-in passes, one per module; installed as qdq_compiler.passes."""

@@ -1,0 +1,365 @@
+"""Turn a :class:`TensorStats` into an amax (the clipping threshold; INT8 scale = amax / 127).
+
+Methods (all results are clamped to ``[AMAX_FLOOR, max(absmax, AMAX_FLOOR)]``):
+
+* ``max`` -- the largest finite |x| seen.
+* ``percentile{p=99.99}`` -- the upper edge of the first histogram bin at which the cumulative count reaches
+  ``p`` percent of all values, clamped to absmax. At least ``p`` percent of the values are <= amax.
+  (pytorch-quantization returns the lower edge of that bin instead: the two differ by at most one bin.)
+* ``entropy{start_bin=128,stride=1}`` -- the KL-divergence calibration of TensorRT / pytorch-quantization,
+  see :func:`amax_entropy`.
+* ``mse{start_bin=128,stride=1}`` -- the bin centre minimising the count-weighted squared error of 8-bit
+  symmetric fake quantization of the bin centres, see :func:`amax_mse`.
+
+The histogram is considered up to its last non-empty bin (the one holding absmax): bins above it are empty
+artefacts of the power-of-two range (see :mod:`qdq_compiler.calib.histogram`).
+
+A tensor whose values are all zero gets ``AMAX_FLOOR`` (1e-8), so its scale 1e-8 / 127 is positive and a
+normal float32. A tensor that never saw a finite value is an error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+import numpy as np
+
+from .errors import CalibrationMethodError
+from .histogram import TensorStats
+
+__all__ = [
+    "AMAX_FLOOR",
+    "MethodPlan",
+    "MethodSpec",
+    "amax_entropy",
+    "amax_max",
+    "amax_mse",
+    "amax_percentile",
+    "available_methods",
+    "compute_amax",
+    "parse_method_spec",
+    "parse_override",
+    "register_method",
+]
+
+AMAX_FLOOR = 1e-8
+NUM_LEVELS = 128  # 8-bit signed: 127 positive levels + zero
+QMAX = 127
+# Divergences closer than this (in nats) to the minimum count as ties (the last one wins).
+ENTROPY_TIE_TOLERANCE = 1e-12
+
+MethodFn = Callable[..., float]
+ParamValue = int | float | bool
+
+
+def _used_bins(stats: TensorStats) -> int:
+    """Number of bins up to and including the last non-empty one."""
+    nonzero = np.flatnonzero(stats.hist)
+    return int(nonzero[-1]) + 1 if nonzero.size else 0
+
+
+# --------------------------------------------------------------------------- methods
+def amax_max(stats: TensorStats) -> float:
+    """Largest finite |x|."""
+    return stats.absmax
+
+
+def amax_percentile(stats: TensorStats, p: float = 99.99) -> float:
+    """Upper edge of the bin where the cumulative count first reaches ``p`` percent (clamped to absmax)."""
+    if not 0 < p <= 100:
+        raise CalibrationMethodError(f"percentile p must be in (0, 100], got {p!r}")
+    cumulative = np.cumsum(stats.hist)
+    target = p / 100.0 * float(cumulative[-1])
+    index = min(int(np.searchsorted(cumulative, target, side="left")), stats.num_bins - 1)
+    return min((index + 1) * stats.bin_width, stats.absmax)
+
+
+def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x * log(y)`` with 0 where ``x == 0`` (y is then ignored)."""
+    return np.where(x > 0, x * np.log(np.where(y > 0, y, 1)), 0)
+
+
+def entropy_divergences(
+    hist: np.ndarray, start_bin: int = 128, stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """KL divergences of every candidate threshold of ``hist`` (already truncated to its used bins).
+
+    Returns ``(thresholds, divergences)``: threshold ``i`` keeps bins ``[0, i)``. Definition (pytorch-
+    quantization's ``_compute_amax_entropy``): bin 0 takes the count of bin 1 (so the zeros of a ReLU do not
+    dominate); the reference ``p`` is bins ``[0, i)`` with the clipped tail added to bin ``i - 1``; the
+    candidate ``q`` splits bin ``j`` into level ``floor(j * 128 / i)``, gives each level's total (over bins
+    ``[0, i)``, tail excluded) evenly to that level's non-empty bins and zero to empty ones; the divergence is
+    KL(p || q) of the normalised distributions (infinite where p > 0 and q = 0).
+
+    The sum over bins is computed per level from prefix sums (extended precision), not bin by bin.
+    """
+    counts = np.asarray(hist, dtype=np.float64).copy()
+    used = counts.size
+    counts[0] = counts[1]
+    wide = np.longdouble
+    prefix_count = np.concatenate(([0.0], np.cumsum(counts)))  # exact: integers below 2**53
+    prefix_nonzero = np.concatenate(([0], np.cumsum(counts > 0)))
+    wide_counts = counts.astype(wide)
+    prefix_plogp = np.concatenate(([wide(0)], np.cumsum(_xlogy(wide_counts, wide_counts))))
+    total = prefix_count[-1]
+
+    thresholds = np.arange(start_bin, used + 1, stride, dtype=np.int64)
+    levels = np.arange(NUM_LEVELS + 1, dtype=np.int64)
+    bounds = (levels[None, :] * thresholds[:, None] + NUM_LEVELS - 1) // NUM_LEVELS  # first bin of each level
+    level_sum = prefix_count[bounds[:, 1:]] - prefix_count[bounds[:, :-1]]
+    level_nonzero = prefix_nonzero[bounds[:, 1:]] - prefix_nonzero[bounds[:, :-1]]
+    level_sum_w = level_sum.astype(wide)
+    spread = level_sum_w / np.where(level_nonzero > 0, level_nonzero, 1).astype(wide)
+    plogq = np.sum(_xlogy(level_sum_w, spread), axis=1)
+
+    last = counts[thresholds - 1]
+    tail = total - prefix_count[thresholds]
+    p_last = (last + tail).astype(wide)
+    plogp = prefix_plogp[thresholds - 1] + _xlogy(p_last, p_last)
+    plogq = plogq + _xlogy(tail.astype(wide), spread[:, -1])
+    kept = prefix_count[thresholds].astype(wide)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        divergence = (plogp - plogq) / wide(total) - np.log(wide(total)) + np.log(kept)
+    divergence = divergence.astype(np.float64)
+    divergence[(last == 0) & (tail > 0)] = np.inf  # p has the tail where q is empty
+    return thresholds, divergence
+
+
+def amax_entropy(stats: TensorStats, start_bin: int = 128, stride: int = 1) -> float:
+    """Threshold minimising KL(reference || quantized) over bins; the last minimum wins on ties.
+
+    Candidates are ``i = start_bin, start_bin + stride, ...`` up to the number of used bins; amax is the
+    upper edge of bin ``i - 1`` (``edges[i]``), clamped to absmax.
+    """
+    _check_positive_int("start_bin", start_bin)
+    _check_positive_int("stride", stride)
+    if start_bin < NUM_LEVELS:
+        raise CalibrationMethodError(f"entropy start_bin must be >= {NUM_LEVELS}, got {start_bin}")
+    used = _used_bins(stats)
+    if used <= start_bin:  # fewer bins than candidates: nothing to clip
+        return stats.absmax
+    thresholds, divergence = entropy_divergences(stats.hist[:used], start_bin, stride)
+    finite = np.isfinite(divergence)
+    if not finite.any():
+        return stats.absmax
+    best = np.min(divergence[finite])
+    winner = int(np.flatnonzero(divergence <= best + ENTROPY_TIE_TOLERANCE)[-1])
+    return min(float(thresholds[winner]) * stats.bin_width, stats.absmax)
+
+
+def mse_errors(
+    centers: np.ndarray, counts: np.ndarray, candidates: np.ndarray, chunk: int = 128
+) -> np.ndarray:
+    """Count-weighted squared error of fake-quantizing ``centers`` with amax = each candidate."""
+    errors = np.empty(candidates.size, dtype=np.float64)
+    weights = counts.astype(np.float64)
+    for start in range(0, candidates.size, chunk):
+        amax = candidates[start : start + chunk, None]
+        scale = QMAX / amax
+        quantized = np.clip(np.round(centers[None, :] * scale), -QMAX, QMAX) / scale
+        errors[start : start + chunk] = ((quantized - centers[None, :]) ** 2) @ weights
+    return errors
+
+
+def amax_mse(stats: TensorStats, start_bin: int = 128, stride: int = 1) -> float:
+    """Bin centre (from bin ``start_bin`` on) minimising the squared error of 8-bit fake quantization.
+
+    Every used bin's centre ``c`` stands for its ``count`` values; for a candidate amax ``a`` the error is
+    ``sum(count * (clip(round(c * 127 / a), -127, 127) * a / 127 - c) ** 2)``. The first minimum wins.
+    Unlike pytorch-quantization, the last used bin's centre is a candidate too.
+    """
+    _check_positive_int("start_bin", start_bin)
+    _check_positive_int("stride", stride)
+    used = _used_bins(stats)
+    if used <= start_bin:
+        return stats.absmax
+    centers = (np.arange(used, dtype=np.float64) + 0.5) * stats.bin_width
+    candidates = np.arange(start_bin, used, stride)
+    errors = mse_errors(centers, stats.hist[:used], centers[candidates])
+    return min(float(centers[candidates[int(np.argmin(errors))]]), stats.absmax)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise CalibrationMethodError(f"{name} must be a positive integer, got {value!r}")
+
+
+# --------------------------------------------------------------------------- registry
+_METHODS: dict[str, MethodFn] = {}
+
+
+def register_method(name: str, fn: MethodFn) -> None:
+    """Register ``fn(stats, **params) -> float`` under ``name``; a name clash is an error."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise CalibrationMethodError(f"invalid calibration method name {name!r}")
+    if name in _METHODS:
+        raise CalibrationMethodError(f"calibration method {name!r} is already registered")
+    _METHODS[name] = fn
+
+
+def available_methods() -> list[str]:
+    """Names of the registered methods, sorted."""
+    return sorted(_METHODS)
+
+
+def _method_params(name: str) -> dict[str, inspect.Parameter]:
+    params = list(inspect.signature(_METHODS[name]).parameters.values())[1:]
+    return {p.name: p for p in params}
+
+
+for _name, _fn in (("max", amax_max), ("percentile", amax_percentile), ("entropy", amax_entropy),
+                   ("mse", amax_mse)):
+    register_method(_name, _fn)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method name with its parameters; ``str()`` gives the canonical text, e.g. ``percentile{p=99.9}``."""
+
+    name: str
+    params: tuple[tuple[str, ParamValue], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.name not in _METHODS:
+            raise CalibrationMethodError(
+                f"unknown calibration method {self.name!r}; valid: {', '.join(available_methods())}"
+            )
+        accepted = _method_params(self.name)
+        for key, _ in self.params:
+            if key not in accepted:
+                valid = ", ".join(accepted) or "none"
+                raise CalibrationMethodError(f"method {self.name!r} has no option {key!r}; valid: {valid}")
+        object.__setattr__(self, "params", tuple(sorted(dict(self.params).items())))
+
+    @property
+    def kwargs(self) -> dict[str, ParamValue]:
+        return dict(self.params)
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.name
+        inner = ",".join(f"{key.replace('_', '-')}={_format_value(value)}" for key, value in self.params)
+        return f"{self.name}{{{inner}}}"
+
+
+def _format_value(value: ParamValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _parse_value(text: str, spec: str) -> ParamValue:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(lowered)
+    except ValueError:
+        pass
+    try:
+        return float(lowered)
+    except ValueError:
+        raise CalibrationMethodError(f"bad option value {text.strip()!r} in method spec {spec!r}") from None
+
+
+_SPEC_RE = re.compile(r"\s*([A-Za-z][\w-]*)\s*(?:\{(.*)\})?\s*", re.DOTALL)
+
+
+def parse_method_spec(spec: str | MethodSpec) -> MethodSpec:
+    """Parse ``"name"`` or ``"name{key=value,...}"`` (kebab- or snake-case keys) into a MethodSpec."""
+    if isinstance(spec, MethodSpec):
+        return spec
+    match = _SPEC_RE.fullmatch(spec)
+    if not match:
+        raise CalibrationMethodError(f"malformed method spec {spec!r}; expected NAME or NAME{{KEY=VALUE}}")
+    name, body = match.group(1).lower(), match.group(2)
+    params: dict[str, ParamValue] = {}
+    if body is not None and body.strip():
+        for item in body.split(","):
+            key, sep, value = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key):
+                raise CalibrationMethodError(f"malformed option {item.strip()!r} in method spec {spec!r}")
+            if key in params:
+                raise CalibrationMethodError(f"option {key!r} given twice in method spec {spec!r}")
+            params[key] = _parse_value(value, spec)
+    return MethodSpec(name, tuple(params.items()))
+
+
+def compute_amax(stats: TensorStats, method: str | MethodSpec = "max", **params: ParamValue) -> float:
+    """amax of ``stats`` by ``method`` (a name or spec text; ``params`` override the spec's options)."""
+    spec = parse_method_spec(method)
+    if params:
+        spec = MethodSpec(spec.name, tuple({**spec.kwargs, **params}.items()))
+    if stats.count == 0:
+        label = f"tensor {stats.name!r}" if stats.name else "tensor"
+        raise CalibrationMethodError(f"{label} has no finite values to calibrate")
+    if stats.absmax == 0.0:
+        return AMAX_FLOOR
+    amax = float(_METHODS[spec.name](stats, **spec.kwargs))
+    if not np.isfinite(amax) or amax < 0:
+        raise CalibrationMethodError(f"method {spec} returned an invalid amax {amax!r} for {stats.name!r}")
+    return max(min(amax, stats.absmax), AMAX_FLOOR)
+
+
+# --------------------------------------------------------------------------- plans
+def parse_override(text: str) -> tuple[str, MethodSpec]:
+    """Parse ``"PATTERN=SPEC"`` (e.g. ``"op:Sigmoid=max"``, ``"/head/*=percentile{p=99.9}"``)."""
+    pattern, sep, spec = text.partition("=")
+    if not sep or not pattern.strip() or not spec.strip():
+        raise CalibrationMethodError(f"malformed override {text!r}; expected PATTERN=METHOD")
+    return pattern.strip(), parse_method_spec(spec)
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """Which method calibrates which tensor: a default and ordered ``(pattern, spec)`` overrides.
+
+    A pattern is an fnmatch pattern on the tensor name, or ``op:PATTERN`` matched against the op types the
+    caller associates with the tensor (its producer/consumers). The first matching override wins.
+    """
+
+    default: str | MethodSpec = "entropy"
+    overrides: Sequence[tuple[str, str | MethodSpec]] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "default", parse_method_spec(self.default))
+        normalized = []
+        for item in self.overrides:
+            if isinstance(item, str):
+                normalized.append(parse_override(item))
+                continue
+            pattern, spec = item
+            if not pattern or pattern == "op:":
+                raise CalibrationMethodError(f"empty override pattern {pattern!r}")
+            normalized.append((pattern, parse_method_spec(spec)))
+        object.__setattr__(self, "overrides", tuple(normalized))
+
+    def method_for(self, tensor_name: str, op_types: Iterable[str] = ()) -> MethodSpec:
+        """The spec that applies to ``tensor_name`` whose producer/consumer op types are ``op_types``."""
+        ops = tuple(op_types)
+        for pattern, spec in self.overrides:
+            if pattern.startswith("op:"):
+                if any(fnmatchcase(op, pattern[3:]) for op in ops):
+                    return spec
+            elif fnmatchcase(tensor_name, pattern):
+                return spec
+        return self.default  # type: ignore[return-value]
+
+    def compute(
+        self, stats: Mapping[str, TensorStats], op_types: Mapping[str, Iterable[str]] | None = None
+    ) -> dict[str, float]:
+        """amax of every tensor in ``stats`` (sorted by name)."""
+        op_types = op_types or {}
+        return {
+            name: compute_amax(stats[name], self.method_for(name, op_types.get(name, ())))
+            for name in sorted(stats)
+        }
+
+    def __str__(self) -> str:
+        parts = [str(self.default)] + [f"{pattern}={spec}" for pattern, spec in self.overrides]
+        return ";".join(parts)

@@ -1,0 +1,210 @@
+"""The `qdqc` command line: compile, opt, passes, inspect, demo."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+import qdq_compiler
+from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir import count_qdq, load_model, op_counts, save_model
+from qdq_compiler.ir.printer import format_type
+from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_plugin
+from qdq_compiler.pm.instruments import IRDumpDir, PassStatistics, PrintIR, Reproducer, Timing, VerifyEach
+from qdq_compiler.pm.options import field_types, format_value, kebab
+
+DEFAULT_COMPILE_PIPELINE = "prepare"
+logger = logging.getLogger("qdqc")
+
+
+def instrument_options(fn):
+    """Options shared by every command that runs a pipeline."""
+    options = [
+        click.option("--verify-each", is_flag=True, help="Verify the IR (and run the onnx checker) after every pass."),
+        click.option("--timing", is_flag=True, help="Print wall time per pass."),
+        click.option("--pass-stats", is_flag=True, help="Print each pass's counters."),
+        click.option("--print-ir-after", multiple=True, metavar="NAME|all", help="Print the IR after a pass."),
+        click.option("--print-ir-after-change", is_flag=True, help="Print the IR after every pass that changed it."),
+        click.option("--ir-dump-dir", type=click.Path(file_okay=False), help="Write NNN_<pass>.txt dumps here."),
+        click.option("--reproducer-dir", type=click.Path(file_okay=False), default=None,
+                     help="On failure, save the failing pass's input and the rest of the pipeline here."),
+        click.option("--load-pass-plugin", multiple=True, metavar="FILE|MODULE", help="Load extra passes."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(qdq_compiler.__version__, prog_name="qdqc")
+@click.option("-v", "--verbose", count=True, help="More output (-vv for debug and tracebacks).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """qdqc: compile FP32 ONNX CNNs into explicit-quantized (Q/DQ) ONNX for TensorRT INT8 on Jetson."""
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="qdqc: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
+
+
+def _run_pipeline(model_path: str, output: str, pipeline: str, opts: dict, quiet: bool) -> None:
+    """Load, run the pipeline with the requested instruments, save atomically."""
+    source, target = Path(model_path), Path(output)
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise QdqcError("output path equals the input model; the input is never overwritten")
+    for plugin in opts["load_pass_plugin"]:
+        load_plugin(plugin)
+    model = load_model(source)
+    manager = PassManager(pipeline)
+    instruments = manager.instruments
+    if opts["verify_each"]:
+        instruments.append(VerifyEach())
+    if opts["print_ir_after"] or opts["print_ir_after_change"]:
+        instruments.append(PrintIR(tuple(opts["print_ir_after"]), opts["print_ir_after_change"]))
+    if opts["ir_dump_dir"]:
+        instruments.append(IRDumpDir(opts["ir_dump_dir"]))
+    if opts["reproducer_dir"]:
+        instruments.append(Reproducer(opts["reproducer_dir"], manager.remaining_pipeline))
+    if opts["timing"]:
+        instruments.append(Timing())
+    if opts["pass_stats"]:
+        instruments.append(PassStatistics())
+    manager.run(model, PassContext())
+    save_model(model, target)
+    if not quiet:
+        q, dq = count_qdq(model.graph)
+        click.echo(f"wrote {target} ({len(model.graph)} nodes, {q} Q / {dq} DQ) with pipeline: {manager.pipeline_text}")
+
+
+@cli.command()
+@click.argument("model", type=str)
+@click.option("-o", "--output", required=True, help="Where to write the compiled model.")
+@click.option("--pipeline", default=None, help=f"Pipeline text or named pipeline (default: {DEFAULT_COMPILE_PIPELINE}).")
+@instrument_options
+@click.pass_context
+def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
+    """Compile MODEL with the default pipeline (or --pipeline) and write the result to -o."""
+    _run_pipeline(model, output, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
+
+
+@cli.command()
+@click.argument("model", type=str)
+@click.option("-o", "--output", required=True, help="Output ONNX file, or '-' to print the IR dump.")
+@click.option("--pipeline", required=True, help="Pipeline text, e.g. 'canonicalize,fold-bn'.")
+@instrument_options
+@click.pass_context
+def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> None:
+    """Run any pipeline on MODEL (IR to IR, like mlir-opt)."""
+    if output == "-":
+        from qdq_compiler.ir import dump
+
+        for plugin in opts["load_pass_plugin"]:
+            load_plugin(plugin)
+        loaded = load_model(model)
+        PassManager(pipeline).run(loaded, PassContext())
+        click.echo(dump(loaded), nl=False)
+        return
+    _run_pipeline(model, output, pipeline, opts, ctx.obj["quiet"])
+
+
+@cli.command()
+@click.option("--load-pass-plugin", multiple=True, metavar="FILE|MODULE", help="Load extra passes first.")
+def passes(load_pass_plugin: tuple[str, ...]) -> None:
+    """List the registered passes with their options, and the named pipelines."""
+    for plugin in load_pass_plugin:
+        load_plugin(plugin)
+    for name, cls in all_passes().items():
+        click.echo(f"{name}: {cls.summary}")
+        defaults = cls.Options()
+        for field_name, annotation in field_types(cls.Options).items():
+            type_name = getattr(annotation, "__name__", str(annotation))
+            default = format_value(getattr(defaults, field_name))
+            click.echo(f"    {kebab(field_name)}: {type_name} = {default}")
+    click.echo("")
+    click.echo("named pipelines:")
+    for name, (text, summary) in all_pipelines().items():
+        click.echo(f"{name}: {summary}")
+        click.echo(f"    {text}")
+
+
+@cli.command()
+@click.argument("model", type=str)
+def inspect(model: str) -> None:
+    """Show MODEL's ops, inputs and outputs with shapes, and Q/DQ counts."""
+    loaded = load_model(model)
+    graph = loaded.graph
+    opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in sorted(loaded.opset_imports.items()))
+    click.echo(f"model: {model}")
+    click.echo(f"opsets: {opsets}   ir_version: {loaded.ir_version}   nodes: {len(graph)}   "
+               f"initializers: {len(graph.initializers)}")
+    for value in graph.inputs:
+        if not value.is_initializer():
+            click.echo(f"input  {value.name}: {format_type(value)}")
+    for value in graph.outputs:
+        click.echo(f"output {value.name}: {format_type(value)}")
+    q, dq = count_qdq(graph)
+    click.echo(f"QuantizeLinear: {q}   DequantizeLinear: {dq}")
+    click.echo("ops:")
+    for op, count in sorted(op_counts(graph).items(), key=lambda item: (-item[1], item[0])):
+        click.echo(f"  {count:6d} {op}")
+    for key in sorted(loaded.metadata_props):
+        if key.startswith("qdq_compiler."):
+            click.echo(f"{key}: {loaded.metadata_props[key]}")
+
+
+@cli.command()
+@click.option("--out-dir", default="qdqc-demo", show_default=True, help="Where to write the example outputs.")
+@click.pass_context
+def demo(ctx: click.Context, out_dir: str) -> None:
+    """Run the main job on the bundled example model (no user files needed)."""
+    from qdq_compiler.models import build_yolov7_tiny
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    example = folder / "yolov7-tiny.fp32.onnx"
+    save_model(load_model(build_yolov7_tiny()), example)
+    click.echo(f"bundled example written to {example}")
+    opts = {"load_pass_plugin": (), "verify_each": True, "print_ir_after": (), "print_ir_after_change": False,
+            "ir_dump_dir": None, "reproducer_dir": None, "timing": True, "pass_stats": True}
+    _run_pipeline(str(example), str(folder / "yolov7-tiny.compiled.onnx"), DEFAULT_COMPILE_PIPELINE, opts,
+                  ctx.obj["quiet"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="qdqc", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return int(done.exit_code or 0)
+    except click.Abort:
+        click.echo("qdqc: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"qdqc: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except QdqcError as exc:
+        click.echo(f"qdqc: error: {exc}", err=True)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.exception("traceback")
+        return 1
+    except KeyboardInterrupt:
+        click.echo("qdqc: interrupted", err=True)
+        return 130
+    except Exception as exc:  # a bug in qdqc: still one line unless -vv
+        if logger.isEnabledFor(logging.DEBUG):
+            raise
+        click.echo(f"qdqc: internal error: {type(exc).__name__}: {exc} (run with -vv for a traceback)", err=True)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry: exit with main()'s status."""
+    sys.exit(main())

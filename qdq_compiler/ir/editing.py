@@ -1,0 +1,206 @@
+"""Graph edits: the one way passes mutate the IR, keeping def-use and names consistent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import onnx_ir as ir
+
+
+def all_value_names(graph: ir.Graph) -> set[str]:
+    """Names of every value in the graph: inputs, initializers and node outputs."""
+    names = {v.name for v in graph.inputs if v.name}
+    names.update(name for name in graph.initializers)
+    for node in graph:
+        names.update(v.name for v in node.outputs if v.name)
+    return names
+
+
+class NameScope:
+    """Hands out value and node names that are unique in one graph and deterministic."""
+
+    def __init__(self, graph: ir.Graph):
+        self._values = all_value_names(graph)
+        self._nodes = {node.name for node in graph if node.name}
+
+    def value(self, base: str) -> str:
+        """A fresh value name starting with `base`."""
+        return self._fresh(base, self._values)
+
+    def node(self, base: str) -> str:
+        """A fresh node name starting with `base`."""
+        return self._fresh(base, self._nodes)
+
+    @staticmethod
+    def _fresh(base: str, taken: set[str]) -> str:
+        name, suffix = base, 1
+        while name in taken:
+            name = f"{base}_{suffix}"
+            suffix += 1
+        taken.add(name)
+        return name
+
+
+def add_constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
+    """Register `array` as an initializer named `name` (made unique) and return its value."""
+    unique = name if name not in graph.initializers else NameScope(graph).value(name)
+    tensor = ir.tensor(np.asarray(array, order="C"), name=unique)
+    value = ir.Value(name=unique, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype))
+    value.const_value = tensor
+    graph.register_initializer(value)
+    return value
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The numpy array of a constant value (initializer or Constant node output), else None."""
+    if value is None:
+        return None
+    if value.const_value is not None and not value.is_graph_input():
+        return value.const_value.numpy()
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx"):
+        attr = producer.attributes.get("value")
+        if attr is not None and attr.type == ir.AttributeType.TENSOR:
+            return attr.as_tensor().numpy()
+    return None
+
+
+def insert_on_edge(
+    value: ir.Value,
+    nodes: ir.Node | list[ir.Node],
+    new_value: ir.Value,
+    consumers: Iterable[ir.Node] | None = None,
+) -> int:
+    """Splice `nodes` (already reading `value`) onto the edge from `value` to some of its consumers.
+
+    Uses of `value` by the chosen consumers (all if None) are rewired to `new_value`; the new nodes are
+    placed right after the producer of `value` (or first in the graph for inputs and initializers).
+    Graph outputs keep pointing at `value`. Returns the number of rewired uses.
+    """
+    graph = value.graph if value.graph is not None else _graph_of_consumers(value)
+    new_nodes = [nodes] if isinstance(nodes, ir.Node) else list(nodes)
+    chosen = None if consumers is None else set(map(id, consumers))
+    uses = [
+        (user, index)
+        for user, index in value.uses()
+        if user not in new_nodes and (chosen is None or id(user) in chosen)
+    ]
+    producer = value.producer()
+    if producer is not None:
+        graph.insert_after(producer, new_nodes)
+    elif len(graph) > 0:
+        graph.insert_before(next(iter(graph)), new_nodes)
+    else:
+        graph.extend(new_nodes)
+    for user, index in uses:
+        user.replace_input_with(index, new_value)
+    return len(uses)
+
+
+def _graph_of_consumers(value: ir.Value) -> ir.Graph:
+    for user, _ in value.uses():
+        if user.graph is not None:
+            return user.graph
+    raise ValueError(f"value '{value.name}' belongs to no graph")
+
+
+def replace_value(old: ir.Value, new: ir.Value, graph: ir.Graph) -> None:
+    """Make every user of `old`, graph outputs included, read `new`; `new` takes over `old`'s name.
+
+    Taking the name keeps tensor names of the float model stable across rewrites, so calibrated
+    scales and user exclusions still find them.
+    """
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
+    name = old.name
+    if name and not new.is_graph_input() and not new.is_initializer():
+        old.name = None
+        new.name = name
+    if old.shape is not None and new.shape is None:
+        new.shape = old.shape
+    if old.type is not None and new.type is None:
+        new.type = old.type
+
+
+def bypass_node(node: ir.Node, input_index: int = 0) -> None:
+    """Remove a node whose first output equals one of its inputs (Identity, inference Dropout)."""
+    graph = node.graph
+    assert graph is not None, "node is not in a graph"
+    source = node.inputs[input_index]
+    assert source is not None
+    output = node.outputs[0]
+    if output.is_graph_output() and (source.is_graph_input() or source.is_graph_output()):
+        # Two graph boundary values cannot be merged; keep an explicit Identity instead.
+        if node.op_type != "Identity":
+            identity = ir.Node("", "Identity", [source], outputs=[ir.Value(name=None)], name=node.name)
+            graph.insert_before(node, identity)
+            replace_value(output, identity.outputs[0], graph)
+            graph.remove(node, safe=True)
+        return
+    if output.is_graph_output() and source.is_initializer():
+        return
+    if output.is_graph_output():
+        # The graph output name is the model's interface: give it to the surviving value.
+        replace_value(output, source, graph)
+    else:
+        output.replace_all_uses_with(source)
+    graph.remove(node, safe=True)
+
+
+def eliminate_dead_code(graph: ir.Graph) -> int:
+    """Remove nodes that contribute to no graph output, and unused initializers. Returns removed count."""
+    live: set[int] = set()
+    stack = [v for v in graph.outputs]
+    seen_values: set[int] = set()
+    while stack:
+        value = stack.pop()
+        if id(value) in seen_values:
+            continue
+        seen_values.add(id(value))
+        producer = value.producer()
+        if producer is None or id(producer) in live:
+            continue
+        live.add(id(producer))
+        stack.extend(v for v in producer.inputs if v is not None)
+        for attr in producer.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                stack.extend(_outer_values_used_by(attr.as_graph()))
+    dead = [node for node in graph if id(node) not in live]
+    if dead:
+        _remove_nodes(graph, dead)
+    return len(dead) + remove_unused_initializers(graph)
+
+
+def remove_unused_initializers(graph: ir.Graph) -> int:
+    """Drop initializers nothing reads (graph inputs and outputs are kept). Returns how many went."""
+    unused = [
+        name
+        for name, value in graph.initializers.items()
+        if not value.uses() and not value.is_graph_output() and not value.is_graph_input()
+    ]
+    for name in unused:
+        graph.initializers.pop(name)
+    return len(unused)
+
+
+def _remove_nodes(graph: ir.Graph, nodes: list[ir.Node]) -> None:
+    """Detach `nodes` from their inputs, then remove them together."""
+    for node in nodes:
+        for index in range(len(node.inputs)):
+            node.replace_input_with(index, None)
+    graph.remove(nodes)
+
+
+def _outer_values_used_by(subgraph: ir.Graph) -> list[ir.Value]:
+    """Values from enclosing scopes that a subgraph reads."""
+    outer: list[ir.Value] = []
+    for node in subgraph.all_nodes():
+        for value in node.inputs:
+            if value is not None and value.graph is not subgraph:
+                outer.append(value)
+    return outer
+
+
+def topological_sort(graph: ir.Graph) -> None:
+    """Stable topological sort of the graph and its subgraphs (keeps the original order where it can)."""
+    graph.sort()

@@ -1,0 +1,82 @@
+"""Q/DQ helpers: recognise QuantizeLinear/DequantizeLinear, read their scales, insert a pair on an edge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import onnx_ir as ir
+
+from qdq_compiler.ir.editing import NameScope, add_constant, constant_array, insert_on_edge
+
+QUANTIZE = "QuantizeLinear"
+DEQUANTIZE = "DequantizeLinear"
+
+
+def is_quantize(node: ir.Node | None) -> bool:
+    """True for an ONNX QuantizeLinear node."""
+    return node is not None and node.op_type == QUANTIZE and node.domain in ("", "ai.onnx")
+
+
+def is_dequantize(node: ir.Node | None) -> bool:
+    """True for an ONNX DequantizeLinear node."""
+    return node is not None and node.op_type == DEQUANTIZE and node.domain in ("", "ai.onnx")
+
+
+def scale_of(node: ir.Node) -> np.ndarray | None:
+    """The constant scale of a Q or DQ node, or None when it is not constant."""
+    return constant_array(node.inputs[1])
+
+
+def zero_point_of(node: ir.Node) -> np.ndarray | None:
+    """The constant zero-point of a Q or DQ node, or None when absent or not constant."""
+    return constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
+
+
+def axis_of(node: ir.Node) -> int | None:
+    """The per-channel axis of a Q or DQ node whose scale is a vector; None for per-tensor."""
+    scale = scale_of(node)
+    if scale is None or scale.ndim == 0 or scale.size == 1:
+        return None
+    attr = node.attributes.get("axis")
+    return attr.as_int() if attr is not None else 1
+
+
+def count_qdq(graph: ir.Graph) -> tuple[int, int]:
+    """(number of QuantizeLinear, number of DequantizeLinear) in the graph."""
+    q = sum(1 for node in graph if is_quantize(node))
+    dq = sum(1 for node in graph if is_dequantize(node))
+    return q, dq
+
+
+def insert_qdq_pair(
+    value: ir.Value,
+    scale: np.ndarray,
+    consumers: Iterable[ir.Node] | None = None,
+    axis: int | None = None,
+    quant_dtype: type = np.int8,
+) -> tuple[ir.Node, ir.Node]:
+    """Insert QuantizeLinear -> DequantizeLinear on `value` for the chosen consumers (all if None).
+
+    Zero-points are 0 (symmetric, as TensorRT requires); the scale dtype follows `scale`. Names derive
+    from the tensor name: `<name>_quantized`, `<name>_dequantized`.
+    """
+    graph = value.graph
+    assert graph is not None, "value is not in a graph"
+    names = NameScope(graph)
+    base = value.name or "tensor"
+    scale_value = add_constant(graph, np.asarray(scale), names.value(f"{base}_scale"))
+    zero = np.zeros(np.asarray(scale).shape, dtype=quant_dtype)
+    zero_value = add_constant(graph, zero, names.value(f"{base}_zero_point"))
+    attrs = {"axis": ir.AttrInt64("axis", axis)} if axis is not None else {}
+    q_out = ir.Value(name=names.value(f"{base}_quantized"), shape=value.shape)
+    quantize = ir.Node(
+        "", QUANTIZE, [value, scale_value, zero_value], attrs, outputs=[q_out], name=names.node(f"{base}_Q")
+    )
+    dq_out = ir.Value(name=names.value(f"{base}_dequantized"), shape=value.shape, type=value.type)
+    dequantize = ir.Node(
+        "", DEQUANTIZE, [q_out, scale_value, zero_value], dict(attrs), outputs=[dq_out],
+        name=names.node(f"{base}_DQ"),
+    )
+    insert_on_edge(value, [quantize, dequantize], dq_out, consumers)
+    return quantize, dequantize

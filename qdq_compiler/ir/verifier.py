@@ -1,0 +1,42 @@
+"""Structural checks of the IR, run between passes with --verify-each."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+
+from qdq_compiler.errors import VerificationError
+
+
+def verify(model: ir.Model, check_onnx: bool = True, full_check: bool = False) -> None:
+    """Raise VerificationError if a value is used before it is defined, names clash, or onnx rejects it."""
+    graph = model.graph
+    defined: set[int] = {id(v) for v in graph.inputs}
+    defined.update(id(v) for v in graph.initializers.values())
+    names: dict[str, str] = {}
+    for value in list(graph.inputs) + list(graph.initializers.values()):
+        if value.name:
+            names.setdefault(value.name, "input/initializer")
+    for node in graph:
+        for value in node.inputs:
+            if value is not None and id(value) not in defined and value.graph is graph:
+                raise VerificationError(
+                    f"node '{node.name or node.op_type}' reads '{value.name}' before it is defined"
+                )
+        for value in node.outputs:
+            if value.name in names:
+                raise VerificationError(f"value name '{value.name}' is defined twice")
+            if value.name:
+                names[value.name] = node.name or node.op_type
+            defined.add(id(value))
+    for value in graph.outputs:
+        if id(value) not in defined:
+            raise VerificationError(f"graph output '{value.name}' is never produced")
+    if check_onnx:
+        from qdq_compiler.ir.io import to_proto
+
+        try:
+            onnx.checker.check_model(to_proto(model), full_check=full_check)
+        except onnx.checker.ValidationError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+            raise VerificationError(f"onnx checker: {first}") from exc

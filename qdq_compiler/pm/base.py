@@ -1,0 +1,84 @@
+"""The pass interface: Pass, its Options dataclass, PassResult and PassContext."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import onnx_ir as ir
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a pass that takes none."""
+
+
+@dataclass
+class PassResult:
+    """What a pass did: whether it changed the model, and named counters (`num-bn-folded`)."""
+
+    modified: bool
+    statistics: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class PassContext:
+    """Every runtime input of a pass: target, calibration data and statistics, logger.
+
+    Passes read what they need from here; nothing reaches a pass through globals or **kwargs.
+    """
+
+    target: str = "trt10"
+    calibration_data: Any = None
+    calibration_stats: dict[str, Any] = field(default_factory=dict)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("qdqc"))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Pass:
+    """A named, in-place transformation of an IR model.
+
+    Subclasses set `name` (kebab-case, verb first), `summary` (one line), an `Options` frozen dataclass,
+    and implement `run`. Running a pass twice must report `modified=False` the second time.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        """Transform `model` in place and say whether it changed."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        from qdq_compiler.pm.pipeline import format_entry
+
+        return format_entry(self.name, self.options)
+
+
+def option_fields(options_cls: type) -> list[dataclasses.Field]:
+    """The dataclass fields of an Options class, in declaration order."""
+    return list(dataclasses.fields(options_cls))
+
+
+def function_pass(name: str, summary: str):
+    """Turn `fn(model, ctx) -> bool | PassResult` into an option-less Pass class (for trivial passes)."""
+
+    def wrap(fn) -> type[Pass]:
+        def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+            outcome = fn(model, ctx)
+            return outcome if isinstance(outcome, PassResult) else PassResult(modified=bool(outcome))
+
+        return type(
+            fn.__name__,
+            (Pass,),
+            {"name": name, "summary": summary, "run": run, "__doc__": fn.__doc__, "__module__": fn.__module__},
+        )
+
+    return wrap

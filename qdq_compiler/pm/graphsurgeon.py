@@ -1,0 +1,39 @@
+"""Run an onnx-graphsurgeon script as a pass: export to ONNX, edit as gs.Graph, import back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx_ir as ir
+
+from qdq_compiler.ir import load_model, to_proto
+from qdq_compiler.pm.base import Pass, PassContext, PassResult
+
+
+def graphsurgeon_pass(name: str, summary: str) -> Callable[[Callable], type[Pass]]:
+    """Decorator: `fn(graph: gs.Graph) -> None` becomes a Pass that edits the model through graphsurgeon."""
+
+    def wrap(fn: Callable) -> type[Pass]:
+        def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+            import onnx_graphsurgeon as gs
+
+            before = to_proto(model)
+            graph = gs.import_onnx(before)
+            fn(graph)
+            graph.cleanup().toposort()
+            after = gs.export_onnx(graph)
+            after.metadata_props.extend(before.metadata_props)
+            if after.graph.SerializeToString() == before.graph.SerializeToString():
+                return PassResult(modified=False)
+            replacement = load_model(after)
+            model.graph = replacement.graph
+            model.opset_imports.update(replacement.opset_imports)
+            return PassResult(modified=True)
+
+        return type(
+            fn.__name__,
+            (Pass,),
+            {"name": name, "summary": summary, "run": run, "__doc__": fn.__doc__, "__module__": fn.__module__},
+        )
+
+    return wrap

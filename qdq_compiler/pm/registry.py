@@ -1,0 +1,104 @@
+"""Registry of passes and named pipelines: built-ins, entry-point plugins and plugin files."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from qdq_compiler.errors import PipelineError
+from qdq_compiler.pm.base import Pass
+
+_PASSES: dict[str, type[Pass]] = {}
+_PIPELINES: dict[str, tuple[str, str]] = {}
+_LOADED = False
+ENTRY_POINT_GROUP = "qdq_compiler.passes"
+
+
+def register_pass(cls: type[Pass]) -> type[Pass]:
+    """Class decorator adding a pass to the registry. A name clash is an error, never an override."""
+    if not cls.name or cls.name != cls.name.lower() or " " in cls.name or "_" in cls.name:
+        raise PipelineError(f"pass name '{cls.name}' must be kebab-case")
+    existing = _PASSES.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise PipelineError(
+            f"pass '{cls.name}' is already registered by {existing.__module__}; "
+            f"{cls.__module__} cannot register it again"
+        )
+    if not cls.summary:
+        raise PipelineError(f"pass '{cls.name}' needs a one-line summary")
+    _PASSES[cls.name] = cls
+    return cls
+
+
+def register_pipeline(name: str, text: str, summary: str) -> None:
+    """Register a named pipeline; its text is what `qdqc passes` and the output metadata show."""
+    if name in _PIPELINES and _PIPELINES[name][0] != text:
+        raise PipelineError(f"pipeline '{name}' is already registered")
+    _PIPELINES[name] = (text, summary)
+
+
+def load_builtin_passes() -> None:
+    """Import every module of qdq_compiler.passes and every entry-point plugin, once."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    import qdq_compiler.passes as builtin
+
+    for module in sorted(pkgutil.iter_modules(builtin.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{builtin.__name__}.{module.name}")
+    import qdq_compiler.pipelines  # noqa: F401  (registers the named pipelines)
+
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        entry.load()
+
+
+def load_plugin(spec: str) -> None:
+    """Load passes from a Python file path or an importable module name."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        if not path.is_file():
+            raise PipelineError(f"pass plugin file not found: {spec}")
+        module_name = f"qdqc_plugin_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise PipelineError(f"cannot load pass plugin {spec}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        module_spec.loader.exec_module(module)
+        return
+    try:
+        importlib.import_module(spec)
+    except ImportError as exc:
+        raise PipelineError(f"cannot import pass plugin module '{spec}': {exc}") from None
+
+
+def get_pass(name: str) -> type[Pass]:
+    """The pass class registered under `name`, or a PipelineError listing the valid names."""
+    load_builtin_passes()
+    if name not in _PASSES:
+        raise PipelineError(f"unknown pass '{name}' (valid passes: {', '.join(sorted(_PASSES))})")
+    return _PASSES[name]
+
+
+def all_passes() -> dict[str, type[Pass]]:
+    """Every registered pass, sorted by name."""
+    load_builtin_passes()
+    return dict(sorted(_PASSES.items()))
+
+
+def get_pipeline(name: str) -> str | None:
+    """The text of a named pipeline, or None."""
+    load_builtin_passes()
+    entry = _PIPELINES.get(name)
+    return entry[0] if entry else None
+
+
+def all_pipelines() -> dict[str, tuple[str, str]]:
+    """Every named pipeline: name -> (text, summary)."""
+    load_builtin_passes()
+    return dict(sorted(_PIPELINES.items()))
