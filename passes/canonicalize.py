@@ -18,7 +18,7 @@ class Canonicalize(Pass):
     """Bring the graph to the canonical form the other passes expect."""
 
     name = "canonicalize"
-    summary = "Remove Identity/inference Dropout, hoist Constants to initializers, merge duplicate constants, drop dead code."
+    summary = "Remove Identity/inference Dropout, hoist Constants, merge duplicate constants, drop dead code."
 
     @dataclass(frozen=True)
     class Options:

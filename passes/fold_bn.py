@@ -42,7 +42,11 @@ class FoldBatchNormPattern(RewritePattern):
     def match_and_rewrite(self, node: ir.Node, rewriter: Rewriter) -> bool:
         source = node.inputs[0]
         producer = source.producer() if source is not None else None
-        if producer is None or producer.op_type not in FOLDABLE_PRODUCERS or producer.domain not in ("", "ai.onnx"):
+        if (
+            producer is None
+            or producer.op_type not in FOLDABLE_PRODUCERS
+            or producer.domain not in ("", "ai.onnx")
+        ):
             return rewriter.notify_match_failure(node, "input is not produced by Conv/ConvTranspose/Gemm")
         if sole_user(source) is not node:
             return rewriter.notify_match_failure(node, "producer output has other users")
@@ -89,7 +93,11 @@ def _fold_weights(
         rewriter.notify_match_failure(producer, "bias is not constant")
         return None
     w = weight.astype(np.float64)
-    b = np.broadcast_to(bias.astype(np.float64).reshape(-1), (channels,)) if bias.size in (1, channels) else None
+    b = (
+        np.broadcast_to(bias.astype(np.float64).reshape(-1), (channels,))
+        if bias.size in (1, channels)
+        else None
+    )
     if b is None:
         rewriter.notify_match_failure(producer, "bias shape does not broadcast to the channels")
         return None

@@ -15,14 +15,22 @@ from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 # Ops never folded: quantization must stay explicit, random ops are not constant.
 NEVER_FOLD = frozenset(
-    {"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLike",
-     "RandomUniformLike", "Multinomial", "Bernoulli"}
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
 )
 
 
 @register_pass
 class FoldConstants(Pass):
-    """Replace constant subgraphs, such as the Shape/Gather/Concat arithmetic of PyTorch exports, by initializers."""
+    """Replace constant subgraphs (the Shape/Gather/Concat arithmetic of PyTorch exports) by initializers."""
 
     name = "fold-constants"
     summary = "Evaluate constant subgraphs (incl. Shape of static shapes) into initializers."
@@ -39,7 +47,9 @@ class FoldConstants(Pass):
         for node in list(graph):
             if node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLD or node.graph is not graph:
                 continue
-            if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
+            if any(
+                a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()
+            ):
                 continue
             outputs = _static_shape_of(node) if node.op_type == "Shape" else _evaluate(node, opset)
             if outputs is None or any(o.size > self.options.max_elements for o in outputs):

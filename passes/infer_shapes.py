@@ -53,8 +53,9 @@ def _apply(value: ir.Value, tensor_type: onnx.TypeProto.Tensor) -> bool:
             d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
         ]
         new_shape = ir.Shape(dims)
-        if value.shape is None or (_unknown_dims(value.shape) > _unknown_dims(new_shape)
-                                   and len(value.shape) == len(new_shape)):
+        if value.shape is None or (
+            _unknown_dims(value.shape) > _unknown_dims(new_shape) and len(value.shape) == len(new_shape)
+        ):
             value.shape = new_shape
             changed = True
     return changed

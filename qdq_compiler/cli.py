@@ -23,14 +23,26 @@ logger = logging.getLogger("qdqc")
 def instrument_options(fn):
     """Options shared by every command that runs a pipeline."""
     options = [
-        click.option("--verify-each", is_flag=True, help="Verify the IR (and run the onnx checker) after every pass."),
+        click.option(
+            "--verify-each", is_flag=True, help="Verify the IR (and run the onnx checker) after every pass."
+        ),
         click.option("--timing", is_flag=True, help="Print wall time per pass."),
         click.option("--pass-stats", is_flag=True, help="Print each pass's counters."),
-        click.option("--print-ir-after", multiple=True, metavar="NAME|all", help="Print the IR after a pass."),
-        click.option("--print-ir-after-change", is_flag=True, help="Print the IR after every pass that changed it."),
-        click.option("--ir-dump-dir", type=click.Path(file_okay=False), help="Write NNN_<pass>.txt dumps here."),
-        click.option("--reproducer-dir", type=click.Path(file_okay=False), default=None,
-                     help="On failure, save the failing pass's input and the rest of the pipeline here."),
+        click.option(
+            "--print-ir-after", multiple=True, metavar="NAME|all", help="Print the IR after a pass."
+        ),
+        click.option(
+            "--print-ir-after-change", is_flag=True, help="Print the IR after every pass that changed it."
+        ),
+        click.option(
+            "--ir-dump-dir", type=click.Path(file_okay=False), help="Write NNN_<pass>.txt dumps here."
+        ),
+        click.option(
+            "--reproducer-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="On failure, save the failing pass's input and the rest of the pipeline here.",
+        ),
         click.option("--load-pass-plugin", multiple=True, metavar="FILE|MODULE", help="Load extra passes."),
     ]
     for option in reversed(options):
@@ -45,7 +57,11 @@ def instrument_options(fn):
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """qdqc: compile FP32 ONNX CNNs into explicit-quantized (Q/DQ) ONNX for TensorRT INT8 on Jetson."""
-    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    level = (
+        logging.ERROR
+        if quiet
+        else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    )
     logging.basicConfig(level=level, format="qdqc: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"verbose": verbose, "quiet": quiet}
 
@@ -76,13 +92,17 @@ def _run_pipeline(model_path: str, output: str, pipeline: str, opts: dict, quiet
     save_model(model, target)
     if not quiet:
         q, dq = count_qdq(model.graph)
-        click.echo(f"wrote {target} ({len(model.graph)} nodes, {q} Q / {dq} DQ) with pipeline: {manager.pipeline_text}")
+        click.echo(
+            f"wrote {target} ({len(model.graph)} nodes, {q} Q / {dq} DQ); pipeline: {manager.pipeline_text}"
+        )
 
 
 @cli.command()
 @click.argument("model", type=str)
 @click.option("-o", "--output", required=True, help="Where to write the compiled model.")
-@click.option("--pipeline", default=None, help=f"Pipeline text or named pipeline (default: {DEFAULT_COMPILE_PIPELINE}).")
+@click.option(
+    "--pipeline", default=None, help=f"Pipeline text or named pipeline (default: {DEFAULT_COMPILE_PIPELINE})."
+)
 @instrument_options
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
@@ -138,8 +158,10 @@ def inspect(model: str) -> None:
     graph = loaded.graph
     opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in sorted(loaded.opset_imports.items()))
     click.echo(f"model: {model}")
-    click.echo(f"opsets: {opsets}   ir_version: {loaded.ir_version}   nodes: {len(graph)}   "
-               f"initializers: {len(graph.initializers)}")
+    click.echo(
+        f"opsets: {opsets}   ir_version: {loaded.ir_version}   nodes: {len(graph)}   "
+        f"initializers: {len(graph.initializers)}"
+    )
     for value in graph.inputs:
         if not value.is_initializer():
             click.echo(f"input  {value.name}: {format_type(value)}")
@@ -167,10 +189,23 @@ def demo(ctx: click.Context, out_dir: str) -> None:
     example = folder / "yolov7-tiny.fp32.onnx"
     save_model(load_model(build_yolov7_tiny()), example)
     click.echo(f"bundled example written to {example}")
-    opts = {"load_pass_plugin": (), "verify_each": True, "print_ir_after": (), "print_ir_after_change": False,
-            "ir_dump_dir": None, "reproducer_dir": None, "timing": True, "pass_stats": True}
-    _run_pipeline(str(example), str(folder / "yolov7-tiny.compiled.onnx"), DEFAULT_COMPILE_PIPELINE, opts,
-                  ctx.obj["quiet"])
+    opts = {
+        "load_pass_plugin": (),
+        "verify_each": True,
+        "print_ir_after": (),
+        "print_ir_after_change": False,
+        "ir_dump_dir": None,
+        "reproducer_dir": None,
+        "timing": True,
+        "pass_stats": True,
+    }
+    _run_pipeline(
+        str(example),
+        str(folder / "yolov7-tiny.compiled.onnx"),
+        DEFAULT_COMPILE_PIPELINE,
+        opts,
+        ctx.obj["quiet"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug in qdqc: still one line unless -vv
         if logger.isEnabledFor(logging.DEBUG):
             raise
-        click.echo(f"qdqc: internal error: {type(exc).__name__}: {exc} (run with -vv for a traceback)", err=True)
+        click.echo(
+            f"qdqc: internal error: {type(exc).__name__}: {exc} (run with -vv for a traceback)", err=True
+        )
         return 3
     return 0
 

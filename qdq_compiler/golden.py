@@ -1,4 +1,4 @@
-"""Golden cases: an input model (ONNX text or a small Python builder), a `# RUN:` pipeline, an expected dump."""
+"""Golden cases: an input model (ONNX text or a Python builder), a `# RUN:` pipeline, an expected dump."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def discover(root: Path) -> list[GoldenCase]:
 def _run_line(path: Path) -> str | None:
     for line in path.read_text().splitlines():
         if line.startswith(RUN_PREFIX):
-            return line[len(RUN_PREFIX):].strip()
+            return line[len(RUN_PREFIX) :].strip()
     return None
 
 
@@ -79,7 +79,9 @@ def unified_diff(expected: str, actual: str, name: str) -> str:
     """A readable diff of expected vs actual dumps."""
     return "".join(
         difflib.unified_diff(
-            expected.splitlines(keepends=True), actual.splitlines(keepends=True),
-            fromfile=f"{name}.expected", tofile=f"{name} (actual)",
+            expected.splitlines(keepends=True),
+            actual.splitlines(keepends=True),
+            fromfile=f"{name}.expected",
+            tofile=f"{name} (actual)",
         )
     )

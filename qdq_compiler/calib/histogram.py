@@ -5,15 +5,15 @@ Growth rule (documented in docs/calibration-cache.md as well):
 * The histogram has ``num_bins`` equal bins over ``[0, range]``; a value ``v`` falls into bin
   ``min(floor(v * num_bins / range), num_bins - 1)``.
 * ``range`` starts at 0 (every value seen so far was exactly 0 and is counted in bin 0). The first non-zero
-  value sets ``range`` to the smallest power of two that is >= |value|.
-* When a larger value arrives, ``range`` is doubled as many times as needed and each doubling merges
+  value sets ``range`` to the smallest power of two strictly greater than |value|.
+* When a value >= ``range`` arrives, ``range`` is doubled as many times as needed and each doubling merges
   adjacent bin pairs (bin ``2k`` and ``2k + 1`` become bin ``k``). ``num_bins`` must be even, so old bins map
-  exactly onto new ones: no count is ever split or approximated.
+  exactly onto new ones: no count is ever split or approximated (floor(v / 2w) == floor(floor(v / w) / 2)).
 
-Because the range is always ``2**k`` (the smallest power of two covering the absolute maximum seen), the final
+Because the range is always ``2**k`` (the smallest power of two above the absolute maximum seen), the final
 histogram does not depend on how the data was split into batches nor on their order: streaming gives exactly
 the histogram that one pass over all the data would give. The price is resolution: the data's absolute
-maximum lies in the upper half of the range, so it is covered by between ``num_bins / 2 + 1`` and ``num_bins``
+maximum lies in the upper half of the range, so the data covers between ``num_bins / 2 + 1`` and ``num_bins``
 bins. Memory is ``num_bins`` int64 counters per tensor, whatever the number of samples.
 """
 
@@ -24,19 +24,18 @@ import math
 
 import numpy as np
 
-__all__ = ["DEFAULT_NUM_BINS", "TensorStats", "pow2_ceil"]
+__all__ = ["DEFAULT_NUM_BINS", "TensorStats", "pow2_above"]
 
 DEFAULT_NUM_BINS = 2048
 
 logger = logging.getLogger(__name__)
 
 
-def pow2_ceil(value: float) -> float:
-    """Return the smallest power of two that is >= ``value`` (``value`` > 0)."""
+def pow2_above(value: float) -> float:
+    """Return the smallest power of two strictly greater than ``value`` (``value`` > 0)."""
     if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"pow2_ceil needs a finite positive value, got {value!r}")
-    mantissa, exponent = math.frexp(value)  # value = mantissa * 2**exponent, 0.5 <= mantissa < 1
-    return math.ldexp(1.0, exponent - 1) if mantissa == 0.5 else math.ldexp(1.0, exponent)
+        raise ValueError(f"pow2_above needs a finite positive value, got {value!r}")
+    return math.ldexp(1.0, math.frexp(value)[1])  # value = m * 2**e with 0.5 <= m < 1, so value < 2**e
 
 
 def _is_pow2(value: float) -> bool:
@@ -164,7 +163,7 @@ class TensorStats:
         self.max = max(self.max, hi)
         self.count += int(data.size)
         peak = max(-lo, hi)
-        if peak > self.range:
+        if peak >= self.range:
             self._grow(peak)
         if self.range == 0.0:
             self.hist[0] += data.size
@@ -182,11 +181,13 @@ class TensorStats:
         return np.bincount(index, minlength=self.num_bins)
 
     def _grow(self, peak: float) -> None:
-        """Widen the range to cover ``peak``: set it if empty, else double it and merge bin pairs."""
-        if self.range == 0.0:
-            self.range = pow2_ceil(peak)  # every earlier value was 0 and stays in bin 0
+        """Widen the range beyond ``peak``: set it if still 0, else double it and merge bin pairs."""
+        if peak == 0.0:
             return
-        while self.range < peak:
+        if self.range == 0.0:
+            self.range = pow2_above(peak)  # every earlier value was 0 and stays in bin 0
+            return
+        while self.range <= peak:
             self._merge_pairs()
             self.range *= 2.0
 

@@ -58,7 +58,9 @@ def _numpy_dtype_name(dtype: np.dtype) -> str:
 def format_scalar(number: float | int | np.generic) -> str:
     """Exact, shortest round-trip text of a number in its own precision."""
     if isinstance(number, (np.floating,)):
-        return np.format_float_positional(number, unique=True, trim="-") if np.isfinite(number) else str(number)
+        return (
+            np.format_float_positional(number, unique=True, trim="-") if np.isfinite(number) else str(number)
+        )
     if isinstance(number, float):
         return repr(number)
     return str(int(number)) if not isinstance(number, (bool, np.bool_)) else str(bool(number)).lower()
@@ -93,9 +95,13 @@ def format_attribute(attr: ir.Attr, namer: _ValueNamer, indent: str) -> str:
     if kind == ir.AttributeType.GRAPH:
         return "{\n" + _graph_body(attr.as_graph(), namer, indent + "    ") + indent + "}"
     if kind == ir.AttributeType.GRAPHS:
-        return "[" + ", ".join(
-            "{\n" + _graph_body(g, namer, indent + "    ") + indent + "}" for g in attr.as_graphs()
-        ) + "]"
+        return (
+            "["
+            + ", ".join(
+                "{\n" + _graph_body(g, namer, indent + "    ") + indent + "}" for g in attr.as_graphs()
+            )
+            + "]"
+        )
     if kind == ir.AttributeType.FLOAT:
         return format_scalar(np.float32(attr.as_float()))
     if kind == ir.AttributeType.FLOATS:

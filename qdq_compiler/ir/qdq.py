@@ -75,7 +75,11 @@ def insert_qdq_pair(
     )
     dq_out = ir.Value(name=names.value(f"{base}_dequantized"), shape=value.shape, type=value.type)
     dequantize = ir.Node(
-        "", DEQUANTIZE, [q_out, scale_value, zero_value], dict(attrs), outputs=[dq_out],
+        "",
+        DEQUANTIZE,
+        [q_out, scale_value, zero_value],
+        dict(attrs),
+        outputs=[dq_out],
         name=names.node(f"{base}_DQ"),
     )
     insert_on_edge(value, [quantize, dequantize], dq_out, consumers)

@@ -5,7 +5,7 @@ compute output shapes themselves and the emitted model needs no ``value_info`` (
 recovers it). Weights come from a seeded ``numpy`` generator, so building twice with the same seed gives
 byte-identical models.
 
-With ``probe=True`` the builder also pushes a seeded random float64 "probe" input through the layers it
+With ``probe=True`` the builder also pushes a seeded random float64 "probe" batch through the layers it
 knows (conv, BN, activations, pools, concat, ...) and sets every BatchNormalization's running mean/var
 from the statistics it actually sees (with a small random perturbation, rounded to 4 significant digits
 so the result does not depend on BLAS last-bit differences). Like a trained network, activations then stay
@@ -15,7 +15,7 @@ O(1) however deep the graph is, also for non-homogeneous activations such as SiL
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -76,6 +76,7 @@ def _np_maxpool(x: np.ndarray, k: int, s: int, p: int) -> np.ndarray:
 
 
 def _np_sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic sigmoid for the probe."""
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -89,14 +90,16 @@ class GraphBuilder:
         opset: int = DEFAULT_OPSET,
         dedup_constants: bool = True,
         probe: bool = True,
+        probe_batch: int = 4,
     ) -> None:
         """Create an empty graph.
 
         ``dedup_constants`` makes :meth:`const` reuse equal initializers; ``probe`` calibrates BN statistics
-        on a seeded probe input (see the module docstring).
+        on a seeded probe input of batch ``probe_batch`` (see the module docstring).
         """
         self.graph_name = graph_name
         self.probe = probe
+        self.probe_batch = probe_batch
         self.values: dict[str, np.ndarray] = {}
         self._probe_rng = np.random.default_rng([seed, 0x5EED])
         self.opset = opset
@@ -141,7 +144,7 @@ class GraphBuilder:
         """Probe value of tensor ``x`` (float64) or ``None`` when it is not tracked."""
         return self.values.get(x)
 
-    def _probe_op(self, out: str, fn, *ins: str) -> str:
+    def _probe_op(self, out: str, fn: Callable[..., np.ndarray], *ins: str) -> str:
         """Record ``fn(*probe values of ins)`` as the probe value of ``out`` when all inputs are known."""
         if self.probe:
             vals = [self.values.get(i) for i in ins]
@@ -156,9 +159,11 @@ class GraphBuilder:
         elem_type: int = TensorProto.FLOAT,
         probe_shape: Sequence[int] | None = None,
     ) -> str:
-        """Declare a graph input with a static shape (``probe_shape`` may shrink the probe's spatial size)."""
+        """Declare a graph input with a static shape (``probe_shape`` may shrink the probe's spatial size;
+        the probe batch size is always ``probe_batch``)."""
         if self.probe and elem_type == TensorProto.FLOAT:
-            self.values[name] = self._probe_rng.standard_normal(tuple(probe_shape or shape))
+            probe_dims = (self.probe_batch, *tuple(probe_shape or shape)[1:])
+            self.values[name] = self._probe_rng.standard_normal(probe_dims)
         self._used.add(name)
         self.shapes[name] = tuple(shape)
         self.dtypes[name] = elem_type
@@ -269,9 +274,9 @@ class GraphBuilder:
         p = k // 2 if p is None else p
         fan_in = (c // groups) * k * k
         weight = self.rng.standard_normal((out_ch, c // groups, k, k)) * (gain / math.sqrt(fan_in))
+        b = self.rng.standard_normal(out_ch) * bias_std if bias else None
         inputs = [x, self.initializer(weight.astype(np.float32), f"{name}.weight")]
-        if bias:
-            b = self.rng.standard_normal(out_ch) * bias_std
+        if b is not None:
             inputs.append(self.initializer(b.astype(np.float32), f"{name}.bias"))
         out_shape = (n, out_ch, _conv_out(h, k, s, p, p), _conv_out(w, k, s, p, p))
         y = self.node(
@@ -350,6 +355,12 @@ class GraphBuilder:
         y = self.conv(x, out_ch, k, s, p=p, groups=groups, bias=False, name="conv", gain=gain)
         y = self.batchnorm(y, name="bn")
         return self.act(y, act, name="act")
+
+    def clip(self, x: str, lo: float, hi: float, name: str = "clip") -> str:
+        """Clip with constant ``min``/``max`` inputs (``clip(x, 0, 6)`` is ReLU6)."""
+        ins = [x, self.const(lo, "clip_min"), self.const(hi, "clip_max")]
+        return self._probe_op(self.node("Clip", ins, [self.shapes[x]], name=name)[0],
+                              lambda v: np.clip(v, lo, hi), x)
 
     def relu(self, x: str, name: str = "relu") -> str:
         """Relu."""

@@ -6,6 +6,8 @@ import onnx
 
 from qdq_compiler.models.builder import GraphBuilder
 
+PROBE_MAX_RESOLUTION = 128  # BN statistics are calibrated on at most 128x128 probes
+
 
 def _basic_block(b: GraphBuilder, x: str, out_ch: int, stride: int) -> str:
     """conv-bn-relu-conv-bn + skip (1x1 conv-bn projection when the shape changes) + Add + relu."""
@@ -38,7 +40,8 @@ def build_resnet_blocks(
     if num_blocks < 1:
         raise ValueError("num_blocks must be >= 1")
     b = GraphBuilder("resnet_blocks", seed=seed)
-    x = b.add_input("images", (1, 3, resolution, resolution))
+    probe_res = min(resolution, PROBE_MAX_RESOLUTION)
+    x = b.add_input("images", (1, 3, resolution, resolution), probe_shape=(1, 3, probe_res, probe_res))
     with b.scope("stem"):
         x = b.conv_bn_act(x, width, 3, 2, act="relu", in_act="linear")
     ch = width

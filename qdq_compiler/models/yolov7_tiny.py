@@ -23,6 +23,8 @@ ANCHORS = (
     ((116, 90), (156, 198), (373, 326)),
 )
 INT64_MAX = 9223372036854775807
+FIRST_HEAD_LAYER = 29  # yaml index of the first head (SPP) layer
+PROBE_MAX_RESOLUTION = 160  # BN statistics are calibrated on at most 160x160 probes (a multiple of 32)
 
 
 def scale_channels(channels: int, width: float) -> int:
@@ -41,8 +43,7 @@ class _YoloBuilder:
         self.layers: list[str] = []
 
     def _scope(self) -> str:
-        i = len(self.layers)
-        return f"backbone.{i}" if i < 29 else f"head.{i}"
+        return self._scope_of(len(self.layers))
 
     def _src(self, frm: int) -> str:
         return self.layers[frm] if self.layers else self.images  # layer 0 reads the input
@@ -96,7 +97,7 @@ class _YoloBuilder:
 
     @staticmethod
     def _scope_of(index: int) -> str:
-        return f"backbone.{index}" if index < 29 else f"head.{index}"
+        return f"backbone.{index}" if index < FIRST_HEAD_LAYER else f"head.{index}"
 
 
 def _backbone_and_neck(y: _YoloBuilder, export_style: bool) -> list[str]:
@@ -176,7 +177,7 @@ def _dynamic_reshape(b: GraphBuilder, x: str, parts: list[str | int], out_shape:
     return b.node("Reshape", [x, target], [out_shape], name=name)[0]
 
 
-def _decode(b: GraphBuilder, p: str, scale: int, no: int, duplicate_const: bool) -> str:
+def _decode(b: GraphBuilder, p: str, scale: int, duplicate_const: bool) -> str:
     """YOLO box decode like the PyTorch export: ``xy=(2s-0.5+grid)*stride``, ``wh=(2s)**2*anchor``."""
     _, na, ny, nx, _ = b.shape(p)
     yv, xv = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
@@ -213,7 +214,7 @@ def _detect(b: GraphBuilder, feats: list[str], num_classes: int, export_style: b
             x = b.transpose(x, [0, 1, 3, 4, 2], name="permute")
             x = b.sigmoid(x, name="sigmoid")
             if export_style:
-                x = _decode(b, x, i, no, duplicate_const=(i == 1))
+                x = _decode(b, x, i, duplicate_const=(i == 1))
                 x = _dynamic_reshape(b, x, [bs, -1, no], (1, NUM_ANCHORS * ny * nx, no), "flatten")
             else:
                 x = b.reshape(x, (1, -1, no), name="flatten")
@@ -240,7 +241,9 @@ def build_yolov7_tiny(
     if act not in ("leaky", "silu"):
         raise ValueError(f"act must be 'leaky' or 'silu', got {act!r}")
     b = GraphBuilder("yolov7_tiny", seed=seed)
-    y = _YoloBuilder(b, b.add_input("images", (1, 3, resolution, resolution)), width, act)
+    probe_res = min(resolution, PROBE_MAX_RESOLUTION)
+    images = b.add_input("images", (1, 3, resolution, resolution), probe_shape=(1, 3, probe_res, probe_res))
+    y = _YoloBuilder(b, images, width, act)
     feats = _backbone_and_neck(y, export_style)
     out = _detect(b, feats, num_classes, export_style)
     b.add_output(b.rename_tensor(out, "output"))

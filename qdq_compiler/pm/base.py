@@ -78,7 +78,13 @@ def function_pass(name: str, summary: str):
         return type(
             fn.__name__,
             (Pass,),
-            {"name": name, "summary": summary, "run": run, "__doc__": fn.__doc__, "__module__": fn.__module__},
+            {
+                "name": name,
+                "summary": summary,
+                "run": run,
+                "__doc__": fn.__doc__,
+                "__module__": fn.__module__,
+            },
         )
 
     return wrap

@@ -33,7 +33,13 @@ def graphsurgeon_pass(name: str, summary: str) -> Callable[[Callable], type[Pass
         return type(
             fn.__name__,
             (Pass,),
-            {"name": name, "summary": summary, "run": run, "__doc__": fn.__doc__, "__module__": fn.__module__},
+            {
+                "name": name,
+                "summary": summary,
+                "run": run,
+                "__doc__": fn.__doc__,
+                "__module__": fn.__module__,
+            },
         )
 
     return wrap

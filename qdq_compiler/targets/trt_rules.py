@@ -1,0 +1,223 @@
+"""TensorRT's Q/DQ rules as data: the one place the linter, the fusion predictor and the docs read them from.
+
+Every entry names where the rule comes from. `SRC_*` strings point into /work/shared/docs/tensorrt-qdq.md
+(which cites NVIDIA's pages) or to another public source; entries marked `DERIVED` follow from the math
+of symmetric quantization but no NVIDIA page we checked lists them, so treat predictions based on them
+as less certain. To extend a table, add an entry with its source; docs/tensorrt-rules.md mirrors these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from qdq_compiler.ir.editing import constant_array
+
+# Sources (section numbers refer to /work/shared/docs/tensorrt-qdq.md).
+SRC_EXPLICIT = "TensorRT 'Explicit Quantization' guide (tensorrt-qdq.md s3)"
+SRC_PROCESSING = "TensorRT Q/DQ processing: DQ forward, Q backward across commuting ops (tensorrt-qdq.md s4)"
+SRC_PLACEMENT = "TensorRT 'Q/DQ Layer-Placement Recommendations' (tensorrt-qdq.md s4)"
+SRC_CONCAT_TIE = (
+    "Model Optimizer graph_utils.get_concat_eliminated_tensors; yolo_deepstream QAT guidance (tensorrt-qdq.md s4-5)"
+)
+SRC_ONNX_TRT = "onnx-tensorrt docs/operators.md (tensorrt-qdq.md s3)"
+SRC_MODELOPT_COPY = "Model Optimizer modelopt/onnx/op_types.py copy_ops()"
+DERIVED = "qdqc: derived from the math of symmetric quantization (no NVIDIA page lists it)"
+
+# Quantized element types TensorRT builds from ONNX Q/DQ, and the opset each needs.
+INT8_MIN_OPSET = 10  # per-tensor QuantizeLinear/DequantizeLinear exist from opset 10
+PER_CHANNEL_MIN_OPSET = 13  # the `axis` attribute arrives in opset 13
+FP8_MIN_OPSET = 19  # FLOAT8 types in Q/DQ arrive in opset 19
+FP8_TYPES = frozenset(
+    {ir.DataType.FLOAT8E4M3FN, ir.DataType.FLOAT8E4M3FNUZ, ir.DataType.FLOAT8E5M2, ir.DataType.FLOAT8E5M2FNUZ}
+)
+INT8_WEIGHT_RANGE = (-127, 127)  # weights are symmetric; activations use [-128, 127]
+
+# QOperator-format and integer ops: TensorRT only imports the Q/DQ (QDQ) format.
+QOPERATOR_OPS = frozenset(
+    {
+        "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul",
+        "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool", "QLinearGlobalAveragePool",
+        "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere", "QLinearConvTranspose", "QAttention",
+        "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+    }
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Weighted (quantizable linear) ops
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightedOpRule:
+    """A linear op TensorRT runs in INT8 when its activation and weight inputs are dequantized INT8."""
+
+    op_type: str
+    activation_input: int
+    weight_input: int
+    bias_input: int | None
+    axis_rule: str  # human-readable per-channel axis rule
+    source: str
+
+    def weight_axis(self, node: ir.Node, weight_rank: int | None) -> int | None:
+        """The output-channel axis a per-channel weight scale must use for `node` (None when unknown)."""
+        if self.op_type == "Conv":
+            return 0
+        if self.op_type == "ConvTranspose":
+            return 1
+        if self.op_type == "Gemm":
+            trans_b = node.attributes.get("transB")
+            return 0 if trans_b is not None and trans_b.as_int() else 1
+        if self.op_type == "MatMul":
+            return None if weight_rank is None else weight_rank - 1
+        return None
+
+
+WEIGHTED_OPS: dict[str, WeightedOpRule] = {
+    rule.op_type: rule
+    for rule in (
+        WeightedOpRule("Conv", 0, 1, 2, "axis 0 (output channels of W[M, C/g, k...])", SRC_EXPLICIT),
+        WeightedOpRule("ConvTranspose", 0, 1, 2, "axis 1 (output channels of W[C, M/g, k...])", SRC_EXPLICIT),
+        WeightedOpRule("Gemm", 0, 1, 2, "axis 0 when transB=1 (B[N, K]), else axis 1 (B[K, N])", SRC_EXPLICIT),
+        WeightedOpRule("MatMul", 0, 1, None, "last axis of a constant B[..., K, N]", SRC_EXPLICIT),
+    )
+}
+MAC_OPS = frozenset(WEIGHTED_OPS)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Ops that commute with Q/DQ: Q(op(x)) == op(Q(x)) for a per-tensor, zero-point-0 quantizer.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _resize_is_nearest(node: ir.Node) -> str | None:
+    mode = node.attributes.get("mode")
+    value = mode.as_string() if mode is not None else "nearest"
+    return None if value == "nearest" else f"Resize mode '{value}' interpolates, which does not commute with Q"
+
+
+def _pad_copies_or_zero(node: ir.Node) -> str | None:
+    mode_attr = node.attributes.get("mode")
+    mode = mode_attr.as_string() if mode_attr is not None else "constant"
+    if mode in ("reflect", "edge", "wrap"):
+        return None
+    if mode != "constant":
+        return f"Pad mode '{mode}'"
+    value = node.inputs[2] if len(node.inputs) > 2 else None
+    if value is None:
+        attr = node.attributes.get("value")  # opset < 11
+        pad_value = attr.as_float() if attr is not None else 0.0
+    else:
+        array = constant_array(value)
+        if array is None:
+            return "Pad constant_value is not constant"
+        pad_value = float(array.reshape(-1)[0]) if array.size else 0.0
+    return None if pad_value == 0.0 else f"Pad constant_value {pad_value} is not 0 (Q(0) = 0 only for 0)"
+
+
+def _maxpool_without_indices(node: ir.Node) -> str | None:
+    if len(node.outputs) > 1 and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
+        return "MaxPool Indices output is used"
+    return None
+
+
+@dataclass(frozen=True)
+class CommutingOpRule:
+    """An op Q/DQ move across. `data_inputs` are the inputs carrying the quantized tensor ('all' = every input).
+
+    After propagation a DQ(s_in) meets a Q(s_out) around the op: they cancel only when s_in == s_out,
+    otherwise a requantize layer stays. `ties_inputs` marks ops (Concat) whose inputs must also share one
+    scale for the DQs to move past them.
+    """
+
+    op_type: str
+    data_inputs: tuple[int, ...] | str
+    ties_inputs: bool
+    source: str
+    condition: Callable[[ir.Node], str | None] | None = None
+    note: str = ""
+
+    def data_input_indices(self, node: ir.Node) -> list[int]:
+        """Indices of the inputs that carry the (de)quantized data for `node`."""
+        if self.data_inputs == "all":
+            return [i for i, value in enumerate(node.inputs) if value is not None]
+        return [i for i in self.data_inputs if i < len(node.inputs) and node.inputs[i] is not None]
+
+    def blocks(self, node: ir.Node) -> str | None:
+        """Why Q/DQ cannot move across this node (None when they can)."""
+        return self.condition(node) if self.condition is not None else None
+
+
+COMMUTING_OPS: dict[str, CommutingOpRule] = {
+    rule.op_type: rule
+    for rule in (
+        CommutingOpRule("MaxPool", (0,), False, SRC_PROCESSING, _maxpool_without_indices,
+                        "max is monotonic, so it commutes with a positive-scale Q"),
+        CommutingOpRule("Reshape", (0,), False, SRC_PROCESSING),
+        CommutingOpRule("Transpose", (0,), False, SRC_PROCESSING),
+        CommutingOpRule("Slice", (0,), False, SRC_PROCESSING),
+        CommutingOpRule("Concat", "all", True, SRC_PROCESSING + "; " + SRC_CONCAT_TIE,
+                        note="all inputs and the output must share one scale"),
+        CommutingOpRule("Resize", (0,), False, SRC_PROCESSING, _resize_is_nearest,
+                        "nearest only: linear/cubic interpolation creates new values"),
+        CommutingOpRule("Flatten", (0,), False, SRC_MODELOPT_COPY),
+        CommutingOpRule("Split", (0,), False, SRC_MODELOPT_COPY),
+        CommutingOpRule("Squeeze", (0,), False, SRC_MODELOPT_COPY),
+        CommutingOpRule("Unsqueeze", (0,), False, DERIVED, note="inverse of Squeeze: pure reshape"),
+        CommutingOpRule("Identity", (0,), False, DERIVED),
+        CommutingOpRule("Gather", (0,), False, SRC_MODELOPT_COPY, note="selects elements of input 0"),
+        CommutingOpRule("Pad", (0,), False, DERIVED, _pad_copies_or_zero,
+                        "constant 0 maps to q=0 (zero-point 0); reflect/edge copy existing values"),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Epilogues that fuse into a Conv/ConvTranspose/Gemm/MatMul before its output Q
+# --------------------------------------------------------------------------------------------------------------
+
+POINTWISE_EPILOGUE_OPS: dict[str, str] = {
+    "Relu": SRC_PROCESSING,
+    "LeakyRelu": SRC_PROCESSING,
+    "Sigmoid": SRC_PROCESSING,
+    "Tanh": SRC_PROCESSING,
+    "Clip": SRC_PROCESSING,
+    "HardSigmoid": SRC_PROCESSING,
+    "HardSwish": SRC_PROCESSING,
+    "BatchNormalization": SRC_PLACEMENT + " (rule 3: TensorRT fuses Conv+BN+ReLU)",
+}
+# Two-node and two-input epilogues, matched by pattern in targets/fusion.py.
+PATTERN_EPILOGUES: dict[str, str] = {
+    "SiLU (x * Sigmoid(x))": SRC_PROCESSING,
+    "residual Add (other input through a DQ)": SRC_PLACEMENT + " (rule 4)",
+}
+
+# --------------------------------------------------------------------------------------------------------------
+# Non-weighted ops TensorRT runs in INT8 when all inputs come through DQ and the output goes to a Q
+# --------------------------------------------------------------------------------------------------------------
+
+INT8_CAPABLE_OPS: dict[str, str] = {
+    "MaxPool": SRC_PROCESSING,
+    "AveragePool": SRC_PROCESSING + " (quantizable AveragePool example)",
+    "GlobalAveragePool": SRC_PROCESSING,
+    "Add": SRC_PROCESSING + " (quantized element-wise addition example)",
+    "Concat": SRC_PROCESSING,
+}
+
+
+def weighted_rule(node: ir.Node) -> WeightedOpRule | None:
+    """The weighted-op rule for `node`, or None."""
+    return WEIGHTED_OPS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+
+
+def commuting_rule(node: ir.Node) -> CommutingOpRule | None:
+    """The commuting rule for `node` when Q/DQ can move across it, else None."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    rule = COMMUTING_OPS.get(node.op_type)
+    if rule is None or rule.blocks(node) is not None:
+        return None
+    return rule

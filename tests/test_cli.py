@@ -1,0 +1,114 @@
+"""The qdqc command line: commands work, user errors are one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from qdq_compiler.cli import main
+from qdq_compiler.ir import load_model, op_counts
+from qdq_compiler.models import TEST_MODELS
+
+
+@pytest.fixture
+def yolo_path(tmp_path):
+    path = tmp_path / "yolo.onnx"
+    onnx.save_model(TEST_MODELS["yolov7_tiny"](), path)
+    return path
+
+
+def test_version(capsys) -> None:
+    assert main(["--version"]) == 0
+    assert "qdqc, version" in capsys.readouterr().out
+
+
+def test_passes_lists_passes_with_options(capsys) -> None:
+    assert main(["passes"]) == 0
+    out = capsys.readouterr().out
+    for name in ("canonicalize", "fold-bn", "fold-constants", "infer-shapes"):
+        assert f"\n{name}: " in "\n" + out
+    assert "max-elements: int = 1048576" in out and "prepare:" in out
+
+
+def test_compile_writes_model_and_leaves_input_alone(yolo_path, tmp_path, capsys) -> None:
+    before = yolo_path.read_bytes()
+    out = tmp_path / "out.onnx"
+    assert main(["compile", str(yolo_path), "-o", str(out), "--timing", "--pass-stats", "--verify-each"]) == 0
+    assert yolo_path.read_bytes() == before
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    assert op_counts(load_model(out).graph)["BatchNormalization"] == 0
+    err = capsys.readouterr().err
+    assert "pass timing" in err and "num-bn-folded" in err
+
+
+def test_compile_is_byte_identical_across_runs(yolo_path, tmp_path) -> None:
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    assert main(["-q", "compile", str(yolo_path), "-o", str(first)]) == 0
+    assert main(["-q", "compile", str(yolo_path), "-o", str(second)]) == 0
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_opt_prints_ir(yolo_path, capsys) -> None:
+    assert main(["opt", str(yolo_path), "--pipeline", "canonicalize,fold-bn", "-o", "-"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model ir_version=") and "BatchNormalization" not in out
+
+
+def test_print_ir_after_and_dump_dir(yolo_path, tmp_path, capsys) -> None:
+    dumps = tmp_path / "dumps"
+    code = main(
+        [
+            "opt",
+            str(yolo_path),
+            "--pipeline",
+            "canonicalize,fold-bn",
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--print-ir-after",
+            "fold-bn",
+            "--ir-dump-dir",
+            str(dumps),
+        ]
+    )
+    assert code == 0
+    assert "IR after fold-bn" in capsys.readouterr().err
+    assert sorted(p.name for p in dumps.iterdir()) == [
+        "000_input.txt",
+        "001_canonicalize.txt",
+        "002_fold-bn.txt",
+    ]
+
+
+def test_inspect(yolo_path, capsys) -> None:
+    assert main(["inspect", str(yolo_path)]) == 0
+    out = capsys.readouterr().out
+    assert "input  images: float[1,3,160,160]" in out and "QuantizeLinear: 0" in out and "Conv" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["inspect", "missing.onnx"], "model file not found"),
+        (["compile", "missing.onnx", "-o", "x.onnx"], "model file not found"),
+        (["opt", "{model}", "-o", "x.onnx", "--pipeline", "fold-bm"], "unknown pass 'fold-bm'"),
+        (["opt", "{model}", "-o", "x.onnx", "--pipeline", "fold-bn{{x=1}}"], "no option 'x'"),
+        (["compile", "{model}", "-o", "{model}"], "input is never overwritten"),
+        (["compile", "{model}"], "Missing option"),
+        (["frobnicate"], "No such command"),
+        (["opt", "{corrupt}", "-o", "x.onnx", "--pipeline", "canonicalize"], "cannot read"),
+    ],
+)
+def test_user_errors_are_one_line(args, message, yolo_path, tmp_path, capsys) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not an onnx file at all")
+    filled = [a.format(model=yolo_path, corrupt=corrupt) for a in args]
+    code = main(filled)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err and "Traceback" not in err
+
+
+def test_demo_runs(tmp_path, capsys) -> None:
+    assert main(["demo", "--out-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "yolov7-tiny.compiled.onnx").exists()
