@@ -5,9 +5,15 @@ from __future__ import annotations
 from qdq_compiler.pm.registry import register_pipeline
 
 PREPARE = "infer-shapes,canonicalize,fold-constants,fold-bn,canonicalize,infer-shapes"
+TRT_INT8 = f"{PREPARE},place-qdq,calibrate,unify-scales,fold-scales,cleanup-qdq"
 
 register_pipeline(
     "prepare",
     PREPARE,
     "Clean a float export for quantization: shapes, canonical form, constant folding, BN folding.",
+)
+register_pipeline(
+    "trt-int8",
+    TRT_INT8,
+    "PTQ for TensorRT: prepare, place Q/DQ, calibrate, unify scales, fold INT8 weights, clean up.",
 )

@@ -69,11 +69,13 @@ def insert_qdq_pair(
     zero = np.zeros(np.asarray(scale).shape, dtype=quant_dtype)
     zero_value = add_constant(graph, zero, names.value(f"{base}_zero_point"))
     attrs = {"axis": ir.AttrInt64("axis", axis)} if axis is not None else {}
-    q_out = ir.Value(name=names.value(f"{base}_quantized"), shape=value.shape)
+    q_type = ir.TensorType(ir.DataType.from_numpy(np.dtype(quant_dtype)))
+    q_out = ir.Value(name=names.value(f"{base}_quantized"), shape=value.shape, type=q_type)
     quantize = ir.Node(
         "", QUANTIZE, [value, scale_value, zero_value], attrs, outputs=[q_out], name=names.node(f"{base}_Q")
     )
-    dq_out = ir.Value(name=names.value(f"{base}_dequantized"), shape=value.shape, type=value.type)
+    dq_type = ir.TensorType(ir.DataType.from_numpy(np.asarray(scale).dtype))
+    dq_out = ir.Value(name=names.value(f"{base}_dequantized"), shape=value.shape, type=dq_type)
     dequantize = ir.Node(
         "",
         DEQUANTIZE,
@@ -84,3 +86,26 @@ def insert_qdq_pair(
     )
     insert_on_edge(value, [quantize, dequantize], dq_out, consumers)
     return quantize, dequantize
+
+
+def set_scale(quantize: ir.Node, scale: np.ndarray) -> None:
+    """Give a Q node and every DQ reading it a new scale (dtype of the old scale kept).
+
+    The scale constant is updated in place when only this Q/DQ group reads it, else a new one is made.
+    """
+    graph = quantize.graph
+    assert graph is not None, "node is not in a graph"
+    old = quantize.inputs[1]
+    old_array = constant_array(old)
+    dtype = old_array.dtype if old_array is not None else np.float32
+    array = np.asarray(scale, dtype=dtype)
+    dequantizers = [user for user, index in quantize.outputs[0].uses() if is_dequantize(user) and index == 0]
+    group = {id(quantize), *map(id, dequantizers)}
+    if old is not None and old.is_initializer() and all(id(user) in group for user, _ in old.uses()):
+        old.const_value = ir.tensor(array, name=old.name)
+        return
+    base = quantize.inputs[0].name if quantize.inputs[0] is not None and quantize.inputs[0].name else "tensor"
+    new = add_constant(graph, array, NameScope(graph).value(f"{base}_scale"))
+    quantize.replace_input_with(1, new)
+    for user in dequantizers:
+        user.replace_input_with(1, new)

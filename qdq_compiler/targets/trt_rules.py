@@ -20,7 +20,8 @@ SRC_EXPLICIT = "TensorRT 'Explicit Quantization' guide (tensorrt-qdq.md s3)"
 SRC_PROCESSING = "TensorRT Q/DQ processing: DQ forward, Q backward across commuting ops (tensorrt-qdq.md s4)"
 SRC_PLACEMENT = "TensorRT 'Q/DQ Layer-Placement Recommendations' (tensorrt-qdq.md s4)"
 SRC_CONCAT_TIE = (
-    "Model Optimizer graph_utils.get_concat_eliminated_tensors; yolo_deepstream QAT guidance (tensorrt-qdq.md s4-5)"
+    "Model Optimizer graph_utils.get_concat_eliminated_tensors; "
+    "yolo_deepstream QAT guide (tensorrt-qdq.md s4-5)"
 )
 SRC_ONNX_TRT = "onnx-tensorrt docs/operators.md (tensorrt-qdq.md s3)"
 SRC_MODELOPT_COPY = "Model Optimizer modelopt/onnx/op_types.py copy_ops()"
@@ -38,17 +39,18 @@ INT8_WEIGHT_RANGE = (-127, 127)  # weights are symmetric; activations use [-128,
 # QOperator-format and integer ops: TensorRT only imports the Q/DQ (QDQ) format.
 QOPERATOR_OPS = frozenset(
     {
-        "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul",
-        "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool", "QLinearGlobalAveragePool",
-        "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere", "QLinearConvTranspose", "QAttention",
-        "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+        "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd",
+        "QLinearMul", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool",
+        "QLinearGlobalAveragePool", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
+        "QLinearConvTranspose", "QAttention", "DynamicQuantizeLinear", "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
     }
 )
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Weighted (quantizable linear) ops
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -81,22 +83,22 @@ WEIGHTED_OPS: dict[str, WeightedOpRule] = {
     for rule in (
         WeightedOpRule("Conv", 0, 1, 2, "axis 0 (output channels of W[M, C/g, k...])", SRC_EXPLICIT),
         WeightedOpRule("ConvTranspose", 0, 1, 2, "axis 1 (output channels of W[C, M/g, k...])", SRC_EXPLICIT),
-        WeightedOpRule("Gemm", 0, 1, 2, "axis 0 when transB=1 (B[N, K]), else axis 1 (B[K, N])", SRC_EXPLICIT),
+        WeightedOpRule("Gemm", 0, 1, 2, "axis 0 if transB=1 (B[N, K]), else axis 1 (B[K, N])", SRC_EXPLICIT),
         WeightedOpRule("MatMul", 0, 1, None, "last axis of a constant B[..., K, N]", SRC_EXPLICIT),
     )
 }
 MAC_OPS = frozenset(WEIGHTED_OPS)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Ops that commute with Q/DQ: Q(op(x)) == op(Q(x)) for a per-tensor, zero-point-0 quantizer.
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def _resize_is_nearest(node: ir.Node) -> str | None:
     mode = node.attributes.get("mode")
     value = mode.as_string() if mode is not None else "nearest"
-    return None if value == "nearest" else f"Resize mode '{value}' interpolates, which does not commute with Q"
+    return None if value == "nearest" else f"Resize mode '{value}' interpolates: no commuting with Q"
 
 
 def _pad_copies_or_zero(node: ir.Node) -> str | None:
@@ -126,7 +128,7 @@ def _maxpool_without_indices(node: ir.Node) -> str | None:
 
 @dataclass(frozen=True)
 class CommutingOpRule:
-    """An op Q/DQ move across. `data_inputs` are the inputs carrying the quantized tensor ('all' = every input).
+    """An op Q/DQ move across; `data_inputs` carry the quantized tensor ('all' = every input).
 
     After propagation a DQ(s_in) meets a Q(s_out) around the op: they cancel only when s_in == s_out,
     otherwise a requantize layer stays. `ties_inputs` marks ops (Concat) whose inputs must also share one
@@ -175,9 +177,9 @@ COMMUTING_OPS: dict[str, CommutingOpRule] = {
 }
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Epilogues that fuse into a Conv/ConvTranspose/Gemm/MatMul before its output Q
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 POINTWISE_EPILOGUE_OPS: dict[str, str] = {
     "Relu": SRC_PROCESSING,
@@ -195,9 +197,9 @@ PATTERN_EPILOGUES: dict[str, str] = {
     "residual Add (other input through a DQ)": SRC_PLACEMENT + " (rule 4)",
 }
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Non-weighted ops TensorRT runs in INT8 when all inputs come through DQ and the output goes to a Q
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 INT8_CAPABLE_OPS: dict[str, str] = {
     "MaxPool": SRC_PROCESSING,

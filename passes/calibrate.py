@@ -1,0 +1,96 @@
+"""calibrate: run the float model over calibration data and set every activation Q/DQ scale to amax/127."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from qdq_compiler.calib import DEFAULT_NUM_BINS, MethodPlan, collect_statistics, open_calibration_data
+from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.qdq import is_quantize, scale_of, set_scale
+from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.float_view import float_view
+
+INT8_MAX = 127.0
+AMAX_META_KEY = "qdqc.amax"
+
+
+@register_pass
+class Calibrate(Pass):
+    """Streams statistics of every tensor an activation Q reads, then applies the chosen method.
+
+    Statistics come from `ctx.calibration_stats` when they cover every tensor (a calibration cache),
+    else they are collected from `ctx.calibration_data` and left in `ctx.calibration_stats`.
+    """
+
+    name = "calibrate"
+    summary = "Set activation Q/DQ scales from calibration data (max, percentile, entropy, mse)."
+
+    @dataclass(frozen=True)
+    class Options:
+        method: str = "entropy"
+        overrides: tuple[str, ...] = ()
+        num_bins: int = DEFAULT_NUM_BINS
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        plan = MethodPlan(self.options.method, tuple(self.options.overrides))
+        quantizers = activation_quantizers(model.graph)
+        result = PassResult(modified=False)
+        if not quantizers:
+            return result
+        names = sorted({q.inputs[0].name for q in quantizers})
+        stats = self._statistics(model, names, ctx)
+        op_types = {name: _op_types(q) for q in quantizers for name in [q.inputs[0].name]}
+        amax = plan.compute({name: stats[name] for name in names}, op_types)
+        for quantize in quantizers:
+            tensor = quantize.inputs[0]
+            value = float(amax[tensor.name])
+            tensor.meta[AMAX_META_KEY] = value
+            scale = np.float32(value / INT8_MAX)
+            current = scale_of(quantize)
+            if current is not None and current.shape == () and np.float32(current) == scale:
+                continue
+            set_scale(quantize, scale)
+            result.statistics["num-scales-set"] += 1
+        result.statistics["num-tensors-calibrated"] = len(names)
+        result.modified = result.statistics["num-scales-set"] > 0
+        return result
+
+    def _statistics(self, model: ir.Model, names: list[str], ctx: PassContext) -> dict:
+        cached = ctx.calibration_stats
+        if cached and all(name in cached for name in names):
+            return cached
+        if ctx.calibration_data is None:
+            raise QdqcError(
+                "calibrate needs calibration data (--calib DATA) or a calibration cache (--calib-cache); "
+                "random data is never used silently"
+            )
+        proto = float_view(model)
+        data = open_calibration_data(ctx.calibration_data, proto)
+        collected = collect_statistics(
+            proto, names, data, num_bins=self.options.num_bins, progress=bool(ctx.extra.get("progress"))
+        )
+        ctx.calibration_stats.update(collected)
+        return ctx.calibration_stats
+
+
+def activation_quantizers(graph: ir.Graph) -> list[ir.Node]:
+    """QuantizeLinear nodes whose input is an activation (not a constant weight), in graph order."""
+    return [
+        node
+        for node in graph
+        if is_quantize(node) and node.inputs[0] is not None and constant_array(node.inputs[0]) is None
+    ]
+
+
+def _op_types(quantize: ir.Node) -> tuple[str, ...]:
+    """The producer op type and the op types reading the quantized tensor, for per-op overrides."""
+    tensor = quantize.inputs[0]
+    producer = tensor.producer()
+    ops = [producer.op_type] if producer is not None else []
+    for dq, _ in quantize.outputs[0].uses():
+        ops.extend(user.op_type for value in dq.outputs for user, _ in value.uses())
+    return tuple(dict.fromkeys(ops))

@@ -1,0 +1,205 @@
+"""place-qdq: put Q/DQ where TensorRT fuses them into INT8 kernels (its placement recommendations).
+
+- every input of Conv/ConvTranspose/Gemm/MatMul: activations per-tensor, weights per-channel on the
+  output-channel axis; nothing on their outputs;
+- the residual input of a skip-connection Add whose other input is a quantized weighted op, so Conv+Add fuses;
+- the input of pooling ops inside the quantized region (MaxPool, AveragePool, GlobalAveragePool);
+- one Q/DQ per tensor, shared by all its quantized consumers; other consumers keep the float tensor.
+
+Weighted layers stay float when excluded by name pattern or op type, when they are detection-head output
+layers (no weighted layer downstream; `quantize-head` overrides), or when they have fewer input channels
+per group than `min-input-channels` (see docs/placement.md for why). Activation scales are placeholders
+(1.0) until `calibrate` sets them; weight scales are per-channel abs-max of the weights.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from qdq_compiler.calib.weights import per_channel_amax
+from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.qdq import insert_qdq_pair, is_dequantize
+from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.decisions import LayerDecision, record_decisions
+from qdq_compiler.targets.trt_rules import weighted_rule
+
+POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
+PLACEHOLDER_SCALE = np.float32(1.0)
+INT8_MAX = 127.0
+
+
+@register_pass
+class PlaceQDQ(Pass):
+    """Insert Q/DQ pairs at the inputs TensorRT wants quantized."""
+
+    name = "place-qdq"
+    summary = "Insert Q/DQ where TensorRT fuses INT8 kernels (weighted-op inputs, residual Adds, pooling)."
+
+    @dataclass(frozen=True)
+    class Options:
+        policy: str = "trt"
+        exclude: tuple[str, ...] = ()
+        exclude_ops: tuple[str, ...] = ()
+        quantize_head: bool = False
+        min_input_channels: int = 4
+        weight_method: str = "max"
+
+        def __post_init__(self) -> None:
+            if self.policy != "trt":
+                raise ValueError(f"unknown policy '{self.policy}' (valid: trt)")
+            if self.min_input_channels < 0:
+                raise ValueError("min-input-channels must be >= 0")
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        graph = model.graph
+        graph.sort()
+        result = PassResult(modified=False)
+        decisions = self._decide(graph)
+        record_decisions(model, decisions)
+        quantized = {d.node_name for d in decisions if d.int8}
+        weighted = [n for n in graph if weighted_rule(n) is not None and n.name in quantized]
+        activation_uses: dict[int, tuple[ir.Value, list[ir.Node]]] = {}
+
+        def want(value: ir.Value | None, consumer: ir.Node) -> None:
+            if value is None or _already_dequantized(value) or constant_array(value) is not None:
+                return
+            activation_uses.setdefault(id(value), (value, []))[1].append(consumer)
+
+        for node in weighted:
+            rule = weighted_rule(node)
+            want(node.inputs[rule.activation_input], node)
+        region = _quantized_region(graph, weighted)
+        for node in graph:
+            if node.op_type in POOLING_OPS and id(node) in region:
+                want(node.inputs[0], node)
+            residual = _residual_input(node, quantized)
+            if residual is not None:
+                want(residual, node)
+        for value, consumers in activation_uses.values():
+            insert_qdq_pair(value, PLACEHOLDER_SCALE, consumers=consumers)
+            result.statistics["num-activation-qdq-inserted"] += 1
+        for node in weighted:
+            if self._quantize_weight(node):
+                result.statistics["num-weight-qdq-inserted"] += 1
+        result.statistics["num-layers-int8"] = len(quantized)
+        result.statistics["num-layers-float"] = len(decisions) - len(quantized)
+        result.modified = bool(
+            result.statistics["num-activation-qdq-inserted"] or result.statistics["num-weight-qdq-inserted"]
+        )
+        return result
+
+    def _decide(self, graph: ir.Graph) -> list[LayerDecision]:
+        """INT8 or float for every weighted layer, with the reason for float."""
+        heads = _head_layers(graph) if not self.options.quantize_head else set()
+        decisions = []
+        for node in graph:
+            rule = weighted_rule(node)
+            if rule is None:
+                continue
+            reason = None
+            weight = node.inputs[rule.weight_input] if len(node.inputs) > rule.weight_input else None
+            if any(fnmatch.fnmatchcase(node.name or "", p) for p in self.options.exclude):
+                reason = "excluded by name pattern"
+            elif node.op_type in self.options.exclude_ops:
+                reason = "excluded by op type"
+            elif weight is None or (constant_array(weight) is None and not _already_dequantized(weight)):
+                reason = "weight is not constant"
+            elif id(node) in heads:
+                reason = "detection-head output layer (use --quantize-head to quantize)"
+            elif _input_channels(node, weight) < self.options.min_input_channels:
+                reason = f"fewer than {self.options.min_input_channels} input channels per group"
+            decisions.append(LayerDecision(node.name or "", node.op_type, reason is None, reason or ""))
+        return decisions
+
+    def _quantize_weight(self, node: ir.Node) -> bool:
+        """Per-channel Q/DQ on the constant float weight of `node` (shared weights share one pair)."""
+        rule = weighted_rule(node)
+        weight = node.inputs[rule.weight_input]
+        array = constant_array(weight)
+        if weight is None or array is None or _already_dequantized(weight):
+            return False
+        axis = rule.weight_axis(node, array.ndim)
+        amax = per_channel_amax(array, axis, self.options.weight_method)
+        scale = (np.asarray(amax, dtype=np.float64) / INT8_MAX).astype(np.float32)
+        users = [user for user, _ in weight.uses() if weighted_rule(user) is not None]
+        insert_qdq_pair(weight, scale, consumers=users, axis=axis if scale.ndim else None)
+        return True
+
+
+def _already_dequantized(value: ir.Value) -> bool:
+    return is_dequantize(value.producer())
+
+
+def _input_channels(node: ir.Node, weight: ir.Value) -> int:
+    """Input channels per group seen by one output channel (Conv: W.shape[1]; Gemm/MatMul: K)."""
+    shape = weight.shape
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        array = constant_array(weight)
+        if array is None:
+            return 1 << 30
+        dims = array.shape
+    else:
+        dims = tuple(shape)
+    if node.op_type == "Conv":
+        return int(dims[1])
+    if node.op_type == "ConvTranspose":
+        return int(dims[0])
+    if node.op_type == "Gemm":
+        trans_b = node.attributes.get("transB")
+        return int(dims[1] if trans_b is not None and trans_b.as_int() else dims[0])
+    return int(dims[-2]) if len(dims) >= 2 else int(dims[0])
+
+
+def _head_layers(graph: ir.Graph) -> set[int]:
+    """Weighted layers from which no other weighted layer is reachable: the detection head outputs."""
+    reaches_weighted: dict[int, bool] = {}
+    for node in reversed(list(graph)):
+        downstream = False
+        for value in node.outputs:
+            for user, _ in value.uses():
+                if weighted_rule(user) is not None or reaches_weighted.get(id(user), False):
+                    downstream = True
+        reaches_weighted[id(node)] = downstream
+    return {id(n) for n in graph if weighted_rule(n) is not None and not reaches_weighted[id(n)]}
+
+
+def _quantized_region(graph: ir.Graph, weighted: list[ir.Node]) -> set[int]:
+    """Nodes from which a quantized weighted layer is reachable (their INT8 output would be used)."""
+    targets = {id(n) for n in weighted}
+    region: set[int] = set()
+    for node in reversed(list(graph)):
+        for value in node.outputs:
+            for user, _ in value.uses():
+                if id(user) in targets or id(user) in region:
+                    region.add(id(node))
+    return region
+
+
+def _residual_input(node: ir.Node, quantized: set[str]) -> ir.Value | None:
+    """For Add(conv_out, skip) with a quantized weighted producer on one side, the skip input."""
+    if node.op_type != "Add" or len(node.inputs) != 2 or any(v is None for v in node.inputs):
+        return None
+    left, right = node.inputs
+    if constant_array(left) is not None or constant_array(right) is not None:
+        return None
+    if left.shape is not None and right.shape is not None and left.shape != right.shape:
+        return None  # broadcasting Add is arithmetic, not a skip connection
+
+    def fusable(value: ir.Value) -> bool:
+        producer = value.producer()
+        return (
+            producer is not None
+            and weighted_rule(producer) is not None
+            and producer.name in quantized
+            and len(value.uses()) == 1
+        )
+
+    if fusable(left):
+        return right if not _already_dequantized(right) else None
+    if fusable(right):
+        return left if not _already_dequantized(left) else None
+    return None

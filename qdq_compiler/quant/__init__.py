@@ -1,0 +1,1 @@
+"""Quantization bookkeeping shared by passes and reports (decisions per layer, scale groups)."""

@@ -1,0 +1,46 @@
+"""The float model behind a Q/DQ model: what calibration runs, so placeholder scales cannot distort it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from qdq_compiler.ir import eliminate_dead_code, load_model, to_proto
+from qdq_compiler.ir.editing import add_constant, constant_array
+from qdq_compiler.ir.qdq import is_dequantize, is_quantize
+
+
+def float_view(model: ir.Model) -> onnx.ModelProto:
+    """A copy of `model` with every Q->DQ pair bypassed and INT8 weights dequantized; tensor names kept."""
+    copy = load_model(to_proto(model))
+    graph = copy.graph
+    for node in list(graph):
+        if not is_dequantize(node):
+            continue
+        source = node.inputs[0]
+        producer = source.producer() if source is not None else None
+        if is_quantize(producer):
+            node.outputs[0].replace_all_uses_with(producer.inputs[0], replace_graph_outputs=True)
+            continue
+        stored = constant_array(source)
+        if stored is None:
+            continue
+        scale = constant_array(node.inputs[1])
+        zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        axis_attr = node.attributes.get("axis")
+        weights = dequantize(stored, scale, zero, axis_attr.as_int() if axis_attr is not None else 1)
+        replacement = add_constant(graph, weights, f"{node.outputs[0].name}_float")
+        node.outputs[0].replace_all_uses_with(replacement, replace_graph_outputs=True)
+    eliminate_dead_code(graph)
+    return to_proto(copy)
+
+
+def dequantize(stored: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
+    """(q - zero) * scale, per-channel along `axis` when the scale is a vector."""
+    values = stored.astype(np.float32) - (zero.astype(np.float32) if zero is not None else 0.0)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * stored.ndim
+        shape[axis % stored.ndim] = scale.size
+        return (values * scale.reshape(shape)).astype(scale.dtype)
+    return (values * scale).astype(scale.dtype)

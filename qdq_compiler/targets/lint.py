@@ -1,0 +1,379 @@
+"""Lint any Q/DQ ONNX model (ours, another tool's, a QAT export) against TensorRT's import rules.
+
+`lint_model` returns data (a list of `Violation`); `format_violations` renders one line per violation.
+The rules and their sources are listed in `RULES` and explained in docs/tensorrt-rules.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.qdq import DEQUANTIZE, QUANTIZE, is_dequantize, is_quantize
+from qdq_compiler.targets import trt_rules as rules
+
+Severity = Literal["error", "warning"]
+
+# rule id -> what it checks (the same ids appear in Violation.rule and in docs/tensorrt-rules.md)
+RULES: dict[str, str] = {
+    "qoperator-op": "QOperator/integer ops (QLinearConv, ConvInteger, ...): TensorRT imports Q/DQ only",
+    "contrib-qdq": "QuantizeLinear/DequantizeLinear from a non-ONNX domain (com.microsoft)",
+    "opset": "Q/DQ need opset >= 13 for per-channel axis (per-tensor below 13 is a warning)",
+    "zero-point": "zero-points must be constant 0 (symmetric quantization)",
+    "quant-type": "quantized type must be INT8 (FP8 only at opset >= 19; UINT8 is an error)",
+    "scale-constant": "scales must be constants (initializers or Constant nodes)",
+    "scale-value": "scales must be finite and strictly positive",
+    "scale-dtype": "scales must be float32 (float16 only for strongly typed builds: warning)",
+    "axis": "the Q/DQ axis must be in range and match the scale length",
+    "per-channel-activation": "per-channel scales only on constant weights, never on activations",
+    "weight-axis": "per-channel weight axis must match the consumer (Conv 0, ConvTranspose 1, Gemm, MatMul)",
+    "bias-quantized": "Conv/ConvTranspose/Gemm bias must stay float (no DQ on the bias input)",
+    "q-without-dq": "every QuantizeLinear output must feed DequantizeLinear nodes only",
+    "weight-range": "INT8 weight initializers behind a DQ must lie in [-127, 127]",
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule at one node."""
+
+    severity: Severity
+    rule: str
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity:<7} {self.node}: [{self.rule}] {self.message}"
+
+
+def _error(rule: str, node: str, message: str) -> Violation:
+    return Violation("error", rule, node, message)
+
+
+def _warning(rule: str, node: str, message: str) -> Violation:
+    return Violation("warning", rule, node, message)
+
+
+class TrtLintError(QdqcError):
+    """The model breaks TensorRT's Q/DQ rules (raised by the verify-trt pass)."""
+
+    def __init__(self, violations: list[Violation]):
+        self.violations = violations
+        errors = sum(1 for v in violations if v.severity == "error")
+        head = "; ".join(f"{v.node}: [{v.rule}] {v.message}" for v in violations[:5])
+        more = f" (+{len(violations) - 5} more)" if len(violations) > 5 else ""
+        super().__init__(
+            f"TensorRT lint failed ({errors} error(s), {len(violations) - errors} warning(s)): {head}{more}"
+        )
+
+
+def lint_model(model: ir.Model) -> list[Violation]:
+    """Check every node of `model` against TensorRT's Q/DQ rules; errors first, then warnings."""
+    opset = onnx_opset(model)
+    found: list[Violation] = []
+    has_qdq = False
+    per_channel_below_13 = False
+    for node in model.graph.all_nodes():
+        label = node_label(node)
+        if node.op_type in rules.QOPERATOR_OPS:
+            found.append(_error("qoperator-op", label,
+                                f"{node.op_type} is a QOperator-format op; TensorRT imports only Q/DQ"))
+        if node.op_type in (QUANTIZE, DEQUANTIZE) and node.domain not in ("", "ai.onnx"):
+            message = f"{node.op_type} of domain '{node.domain}' is not the ONNX op TensorRT parses"
+            found.append(_error("contrib-qdq", label, message))
+        if is_quantize(node) or is_dequantize(node):
+            has_qdq = True
+            node_found = _check_qdq(node, opset)
+            per_channel_below_13 |= any(v.rule == "opset" for v in node_found)
+            found.extend(node_found)
+        rule = rules.weighted_rule(node)
+        if rule is not None:
+            found.extend(_check_bias(node, rule))
+    if has_qdq and opset < rules.PER_CHANNEL_MIN_OPSET and not per_channel_below_13:
+        found.append(_warning("opset", "<model>",
+                              f"opset {opset} < 13: re-export at opset 13 or later for TensorRT Q/DQ"))
+    return sorted(found, key=lambda v: v.severity != "error")
+
+
+def format_violations(violations: Iterable[Violation]) -> str:
+    """One line per violation naming the node, then a count line."""
+    items = list(violations)
+    errors = sum(1 for v in items if v.severity == "error")
+    warnings = len(items) - errors
+    lines = [str(v) for v in items]
+    lines.append(f"TensorRT lint: {errors} error(s), {warnings} warning(s)" if items
+                 else "TensorRT lint: no violations")
+    return "\n".join(lines)
+
+
+def onnx_opset(model: ir.Model) -> int:
+    """The default-domain opset of the model (0 when absent)."""
+    imports = model.opset_imports or model.graph.opset_imports
+    return int(imports.get("", imports.get("ai.onnx", 0)))
+
+
+def node_label(node: ir.Node) -> str:
+    """The node's name, or `OpType(first output)` for unnamed nodes."""
+    if node.name:
+        return node.name
+    output = node.outputs[0].name if node.outputs else None
+    return f"{node.op_type}({output or '?'})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Q/DQ node checks
+# ----------------------------------------------------------------------------------------------------
+
+
+def _check_qdq(node: ir.Node, opset: int) -> list[Violation]:
+    label = node_label(node)
+    found: list[Violation] = []
+    scale_value = node.inputs[1] if len(node.inputs) > 1 else None
+    scale = constant_array(scale_value)
+    if scale is None:
+        found.append(_error("scale-constant", label, "scale is not a constant; TensorRT needs "
+                            "build-time scales"))
+    else:
+        found.extend(_check_scale(label, scale, value_dtype(scale_value)))
+    found.extend(_check_zero_point(node, label))
+    found.extend(_check_type(node, label, opset))
+    if is_quantize(node):
+        found.extend(_check_q_feeds_dq(node, label))
+    else:
+        found.extend(_check_weight_range(node, label))
+    if scale is not None and scale.size > 1:
+        found.extend(_check_per_channel(node, label, scale, opset))
+    return found
+
+
+def _check_scale(label: str, scale: np.ndarray, dtype: ir.DataType | None) -> list[Violation]:
+    found: list[Violation] = []
+    if dtype == ir.DataType.FLOAT16:
+        found.append(_warning("scale-dtype", label,
+                              "float16 scale: accepted only by strongly typed builds; use float32"))
+    elif dtype is not None and dtype != ir.DataType.FLOAT:
+        found.append(_error("scale-dtype", label, f"scale dtype {dtype.name}; TensorRT expects float32"))
+    values = np.asarray(scale, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        found.append(_error("scale-value", label, "scale holds NaN or infinity"))
+    elif np.any(values <= 0):
+        found.append(_error("scale-value", label,
+                            f"scale must be > 0 (min {values.min():.6g})"))
+    return found
+
+
+def _check_zero_point(node: ir.Node, label: str) -> list[Violation]:
+    zp_value = node.inputs[2] if len(node.inputs) > 2 else None
+    if zp_value is None:
+        return []
+    zero_point = constant_array(zp_value)
+    if zero_point is None:
+        return [_error("zero-point", label, "zero-point is not a constant")]
+    nonzero = np.count_nonzero(np.asarray(zero_point, dtype=np.float64))
+    if nonzero:
+        return [_error("zero-point", label,
+                       f"{nonzero} non-zero zero-point value(s); TensorRT is symmetric-only")]
+    return []
+
+
+def _check_type(node: ir.Node, label: str, opset: int) -> list[Violation]:
+    qtype = quantized_type(node)
+    if qtype is None or qtype == ir.DataType.INT8:
+        return []
+    if qtype == ir.DataType.UINT8:
+        why = " (no zero-point nor output_dtype: ONNX defaults to uint8)" if _defaults_to_uint8(node) else ""
+        return [_error("quant-type", label, f"UINT8 quantization{why}; TensorRT needs INT8")]
+    if qtype in rules.FP8_TYPES:
+        if opset >= rules.FP8_MIN_OPSET:
+            return []
+        return [_error("quant-type", label, f"{qtype.name} needs opset >= 19 (model has {opset})")]
+    if qtype == ir.DataType.INT32 and is_dequantize(node) and _feeds_bias_only(node):
+        return []  # reported once by the bias-quantized rule
+    return [_warning("quant-type", label,
+                     f"{qtype.name} quantization is not part of an INT8 CNN plan for TensorRT")]
+
+
+def _check_q_feeds_dq(node: ir.Node, label: str) -> list[Violation]:
+    output = node.outputs[0]
+    found: list[Violation] = []
+    if output.is_graph_output():
+        found.append(_error("q-without-dq", label,
+                            f"quantized tensor '{output.name}' is a graph output; add a DequantizeLinear"))
+    others = sorted({node_label(user) for user, _ in output.uses() if not is_dequantize(user)})
+    if others:
+        found.append(_error("q-without-dq", label,
+                            f"quantized tensor feeds {', '.join(others)} instead of a DequantizeLinear"))
+    return found
+
+
+def _check_weight_range(node: ir.Node, label: str) -> list[Violation]:
+    data = node.inputs[0]
+    if value_dtype(data) != ir.DataType.INT8:
+        return []
+    array = constant_array(data)
+    if array is None:
+        return []
+    low = int(np.count_nonzero(array < rules.INT8_WEIGHT_RANGE[0]))
+    if not low:
+        return []
+    return [_error("weight-range", label,
+                   f"INT8 constant '{data.name}' holds {low} value(s) of -128; TensorRT weights are "
+                   "symmetric [-127, 127]")]
+
+
+def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int) -> list[Violation]:
+    found: list[Violation] = []
+    if opset < rules.PER_CHANNEL_MIN_OPSET:
+        found.append(_error("opset", label,
+                            f"per-channel scale needs opset >= 13 for `axis` (model has {opset})"))
+    if node.attributes.get("block_size") is not None and node.attributes["block_size"].as_int() > 0:
+        found.append(_warning("axis", label, "blocked quantization (block_size) is for INT4 weights"))
+        return found
+    axis_attr = node.attributes.get("axis")
+    axis = axis_attr.as_int() if axis_attr is not None else 1
+    shape = _data_shape(node)
+    if scale.ndim != 1:
+        found.append(_error("axis", label, f"per-channel scale must be 1-D, got shape {scale.shape}"))
+    if shape is not None:
+        rank = len(shape)
+        if not -rank <= axis < rank:
+            found.append(_error("axis", label, f"axis {axis} is out of range for rank {rank}"))
+            return found
+        axis %= rank
+        dim = shape[axis]
+        if isinstance(dim, int) and dim != scale.size:
+            found.append(_error("axis", label,
+                                f"scale has {scale.size} values but axis {axis} has {dim} channels"))
+    if not _carries_constant(node):
+        found.append(_error("per-channel-activation", label,
+                            "per-channel scale on an activation; TensorRT wants per-tensor activations"))
+        return found
+    rank = len(shape) if shape is not None else None
+    consumers = _weighted_consumers(node)
+    if not consumers:
+        found.append(_warning("per-channel-activation", label,
+                              "per-channel scale on a constant that is no Conv/Gemm/MatMul weight"))
+    for user, rule in consumers:
+        expected = rule.weight_axis(user, rank)
+        if expected is not None and rank is not None and axis % rank != expected:
+            found.append(_error("weight-axis", label,
+                                f"weight of {user.op_type} '{node_label(user)}' is quantized on axis {axis}; "
+                                f"expected {rule.axis_rule}"))
+    return found
+
+
+def _check_bias(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
+    if rule.bias_input is None or len(node.inputs) <= rule.bias_input:
+        return []
+    bias = node.inputs[rule.bias_input]
+    producer = bias.producer() if bias is not None else None
+    if not is_dequantize(producer):
+        return []
+    return [_error("bias-quantized", node_label(node),
+                   f"bias '{bias.name}' comes through DequantizeLinear '{node_label(producer)}'; "
+                   "TensorRT wants a float bias")]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers shared with the fusion predictor
+# ----------------------------------------------------------------------------------------------------
+
+
+def value_dtype(value: ir.Value | None) -> ir.DataType | None:
+    """Element type of a value: constant tensor dtype, declared type, or the producing Q's quantized type."""
+    if value is None:
+        return None
+    if value.const_value is not None and not value.is_graph_input():
+        return value.const_value.dtype
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant":
+        attr = producer.attributes.get("value")
+        if attr is not None and attr.type == ir.AttributeType.TENSOR:
+            return attr.as_tensor().dtype
+    if value.dtype is not None:
+        return value.dtype
+    if is_quantize(producer):
+        return quantized_type(producer)
+    return None
+
+
+def quantized_type(node: ir.Node) -> ir.DataType | None:
+    """The integer/FP8 type a Q produces or a DQ consumes (None when it cannot be told)."""
+    zp_value = node.inputs[2] if len(node.inputs) > 2 else None
+    if zp_value is not None:
+        dtype = value_dtype(zp_value)
+        if dtype is not None:
+            return dtype
+    if is_quantize(node):
+        attr = node.attributes.get("output_dtype")
+        if attr is not None and attr.as_int():
+            return ir.DataType(attr.as_int())
+        return ir.DataType.UINT8
+    return value_dtype(node.inputs[0])
+
+
+def is_weight_qdq(node: ir.Node) -> bool:
+    """True for a Q/DQ of a constant: INT8 initializer -> DQ, or float constant -> Q -> DQ."""
+    return _carries_constant(node)
+
+
+def _defaults_to_uint8(node: ir.Node) -> bool:
+    no_zp = len(node.inputs) <= 2 or node.inputs[2] is None
+    return is_quantize(node) and no_zp and node.attributes.get("output_dtype") is None
+
+
+def _carries_constant(node: ir.Node) -> bool:
+    data = node.inputs[0]
+    if data is None:
+        return False
+    if data.const_value is not None and not data.is_graph_input():
+        return True
+    producer = data.producer()
+    if producer is None:
+        return False
+    if producer.op_type == "Constant":
+        return True
+    return is_dequantize(node) and is_quantize(producer) and _carries_constant(producer)
+
+
+def _data_shape(node: ir.Node) -> tuple | None:
+    """Shape of the tensor a Q/DQ (de)quantizes; looks through Q -> DQ to the constant."""
+    data = node.inputs[0]
+    if data is None:
+        return None
+    array = constant_array(data)
+    if array is not None:
+        return array.shape
+    producer = data.producer()
+    if is_dequantize(node) and is_quantize(producer):
+        return _data_shape(producer)
+    if data.shape is not None:
+        return tuple(d if isinstance(d, int) else None for d in data.shape)
+    return None
+
+
+def _weighted_consumers(node: ir.Node) -> list[tuple[ir.Node, rules.WeightedOpRule]]:
+    """Weighted ops reading this Q/DQ's tensor at their weight input (through the DQ for a Q)."""
+    dqs = [node] if is_dequantize(node) else [u for u, _ in node.outputs[0].uses() if is_dequantize(u)]
+    found = []
+    for dq in dqs:
+        for user, index in dq.outputs[0].uses():
+            rule = rules.weighted_rule(user)
+            if rule is not None and index == rule.weight_input:
+                found.append((user, rule))
+    return found
+
+
+def _feeds_bias_only(node: ir.Node) -> bool:
+    uses = list(node.outputs[0].uses())
+    for user, index in uses:
+        rule = rules.weighted_rule(user)
+        if rule is None or rule.bias_input != index:
+            return False
+    return bool(uses)

@@ -1,0 +1,162 @@
+"""Calibration cache: round trip, byte-for-byte determinism, stale-key refusal, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from qdq_compiler.calib import cache as cache_module
+from qdq_compiler.calib.cache import (
+    CacheKey,
+    cache_key,
+    load_cache,
+    model_sha256,
+    read_cache_key,
+    save_cache,
+)
+from qdq_compiler.calib.data import IterableData
+from qdq_compiler.calib.errors import CalibrationCacheError
+from qdq_compiler.calib.histogram import TensorStats
+from qdq_compiler.calib.methods import compute_amax
+
+KEY = CacheKey(model_sha256="a" * 64, data_sha256="b" * 64, preprocess_sha256="c" * 64, num_bins=2048)
+
+
+def _stats() -> dict[str, TensorStats]:
+    rng = np.random.default_rng(1)
+    out = {}
+    samples = {
+        "/conv/out": rng.standard_normal(3000),
+        "relu:0": np.maximum(rng.laplace(size=999), 0),
+        "zeros": np.zeros(10),
+    }
+    for name, data in samples.items():
+        stats = TensorStats(name=name)
+        stats.update(data.astype(np.float32))
+        out[name] = stats
+    nan_only = TensorStats(name="nan only")
+    nan_only.update(np.array([np.nan, np.inf]))
+    out["nan only"] = nan_only
+    return out
+
+
+def _model(bias: float = 0.0) -> onnx.ModelProto:
+    node = helper.make_node("Add", ["x", "b"], ["y"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [onnx.numpy_helper.from_array(np.array([bias], np.float32), "b")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_round_trip(tmp_path):
+    stats = _stats()
+    path = tmp_path / "model.calib"
+    save_cache(path, stats, KEY)
+    loaded = load_cache(path, KEY, require=stats)
+    assert sorted(loaded) == sorted(stats)
+    for name, original in stats.items():
+        again = loaded[name]
+        np.testing.assert_array_equal(again.hist, original.hist)
+        assert again.hist.dtype == np.int64 and again.name == name
+        for attr in ("range", "count", "nan_count", "inf_count", "num_bins"):
+            assert getattr(again, attr) == getattr(original, attr)
+        if original.count:
+            assert (again.min, again.max) == (original.min, original.max)
+            for method in ("max", "percentile", "entropy", "mse"):
+                assert compute_amax(again, method) == compute_amax(original, method)
+    assert read_cache_key(path) == KEY
+
+
+def test_bytes_are_deterministic(tmp_path):
+    stats = _stats()
+    save_cache(tmp_path / "one", stats, KEY)
+    reordered = dict(reversed(list(stats.items())))
+    os.utime(tmp_path / "one", (0, 0))
+    save_cache(tmp_path / "two", reordered, KEY)
+    assert (tmp_path / "one").read_bytes() == (tmp_path / "two").read_bytes()
+    with zipfile.ZipFile(tmp_path / "one") as archive:
+        names = archive.namelist()
+        assert names[0] == "meta.json" and names[1:] == [f"hist/{i:06d}.npy" for i in range(4)]
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+@pytest.mark.parametrize(
+    ("change", "label"),
+    [
+        ({"model_sha256": "d" * 64},
+         "model hash differs (model hash: cache aaaaaaaaaaaa..., expected dddddddddddd...)"),
+        ({"data_sha256": "e" * 64}, "data hash differs"),
+        ({"preprocess_sha256": "f" * 64}, "preprocessing hash differs"),
+        ({"num_bins": 1024}, "num_bins differs (num_bins: cache 2048, expected 1024)"),
+        ({"model_sha256": "d" * 64, "data_sha256": "e" * 64}, "model hash, data hash differ"),
+    ],
+)
+def test_stale_key_refused(tmp_path, change, label):
+    path = tmp_path / "c.calib"
+    save_cache(path, _stats(), KEY)
+    with pytest.raises(CalibrationCacheError) as info:
+        load_cache(path, CacheKey(**{**KEY.__dict__, **change}))
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"stale calibration cache {path}: ") and label in text
+
+
+def test_unreadable_caches(tmp_path):
+    with pytest.raises(CalibrationCacheError, match="not found"):
+        load_cache(tmp_path / "missing", KEY)
+    (tmp_path / "junk").write_bytes(b"hello")
+    with pytest.raises(CalibrationCacheError, match="is not a calibration cache"):
+        load_cache(tmp_path / "junk", KEY)
+    path = tmp_path / "old"
+    save_cache(path, _stats(), KEY)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["meta.json"] = members["meta.json"].replace(b'"version": 1', b'"version": 99')
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, payload in members.items():
+            archive.writestr(name, payload)
+    with pytest.raises(CalibrationCacheError, match="version 99; this qdqc reads version 1: recalibrate"):
+        load_cache(path, KEY)
+    save_cache(path, _stats(), KEY)
+    with pytest.raises(CalibrationCacheError, match="lacks tensor\\(s\\) 'other': recalibrate"):
+        load_cache(path, KEY, require=["zeros", "other"])
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "c.calib"
+    save_cache(path, _stats(), KEY)
+    before = path.read_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_module.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_cache(path, {"x": TensorStats()}, KEY)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.calib"]  # no temp file left behind
+
+
+def test_bin_count_must_match_key(tmp_path):
+    with pytest.raises(CalibrationCacheError, match="has 512 bins; the key says 2048"):
+        save_cache(tmp_path / "c", {"t": TensorStats(num_bins=512)}, KEY)
+
+
+def test_model_hash_and_key():
+    assert model_sha256(_model()) == model_sha256(_model())
+    assert model_sha256(_model()) != model_sha256(_model(bias=1.0))
+    relabelled = _model()
+    relabelled.producer_name = "someone else"  # outside the graph: same hash
+    assert model_sha256(relabelled) == model_sha256(_model())
+    batches = [np.ones(1, np.float32)]
+    key = cache_key(_model(), IterableData(batches, _model()), 2048)
+    assert key.model_sha256 == model_sha256(_model()) and key.num_bins == 2048
+    assert key.data_sha256 == IterableData(list(batches), _model()).data_sha256
+    with pytest.raises(CalibrationCacheError, match="cannot be hashed"):
+        cache_key(_model(), IterableData(iter(batches), _model()), 2048)

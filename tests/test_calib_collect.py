@@ -1,0 +1,111 @@
+"""collect_statistics on a tiny Conv+Relu model: values against numpy, model untouched, errors, progress."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from qdq_compiler.calib.cache import cache_key, load_cache, save_cache
+from qdq_compiler.calib.collect import collect_statistics
+from qdq_compiler.calib.data import NpyData
+from qdq_compiler.calib.errors import CalibrationDataError
+from qdq_compiler.calib.methods import compute_amax
+from qdq_compiler.calib.progress import Progress
+
+RNG = np.random.default_rng(42)
+WEIGHT = RNG.standard_normal((3, 2, 3, 3)).astype(np.float32)
+BIAS = np.array([0.5, -1.0, 0.0], np.float32)
+
+
+def _model() -> onnx.ModelProto:
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["conv_out"], pads=[1, 1, 1, 1], name="conv")
+    relu = helper.make_node("Relu", ["conv_out"], ["y"], name="relu")
+    graph = helper.make_graph(
+        [conv, relu], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 5])],
+        [onnx.numpy_helper.from_array(WEIGHT, "w"), onnx.numpy_helper.from_array(BIAS, "b")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _conv_numpy(x: np.ndarray) -> np.ndarray:
+    """Direct 3x3 convolution with padding 1, in float64."""
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((x.shape[0], 3, 5, 5)) + BIAS[None, :, None, None]
+    for dy in range(3):
+        for dx in range(3):
+            patch = padded[:, :, dy : dy + 5, dx : dx + 5]
+            out += np.einsum("nchw,oc->nohw", patch, WEIGHT[:, :, dy, dx].astype(np.float64))
+    return out
+
+
+def _batches(count: int = 4) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 4, size=count)
+    return [{"x": rng.standard_normal((int(n), 2, 5, 5)).astype(np.float32)} for n in sizes]
+
+
+def test_matches_numpy_and_leaves_model_unchanged():
+    model = _model()
+    before = model.SerializeToString()
+    batches = _batches()
+    stats = collect_statistics(model, ["conv_out", "y", "x", "conv_out"], batches, num_bins=256)
+    assert model.SerializeToString() == before
+    assert list(stats) == ["conv_out", "y", "x"]
+    x = np.concatenate([b["x"] for b in batches])
+    conv = _conv_numpy(x)
+    expected = {"conv_out": conv, "y": np.maximum(conv, 0), "x": x}
+    for name, values in expected.items():
+        got = stats[name]
+        assert got.count == values.size and got.num_bins == 256
+        assert got.absmax == pytest.approx(np.abs(values).max(), rel=1e-5)
+        assert got.min == pytest.approx(values.min(), rel=1e-5, abs=1e-6)
+        assert got.max == pytest.approx(values.max(), rel=1e-5)
+    assert stats["conv_out"].min < 0 <= stats["y"].min  # the conv output was observed before the Relu
+
+
+def test_reader_cache_round_trip(tmp_path):
+    model = _model()
+    np.save(tmp_path / "calib.npy", np.concatenate([b["x"] for b in _batches()]))
+    data = NpyData(tmp_path / "calib.npy", model, batch_size=3)
+    stats = collect_statistics(model, ["conv_out", "y"], data)
+    key = cache_key(model, data, 2048)
+    save_cache(tmp_path / "tiny.calib", stats, key)
+    loaded = load_cache(tmp_path / "tiny.calib", key, require=["conv_out", "y"])
+    for name in stats:
+        assert compute_amax(loaded[name], "entropy") == compute_amax(stats[name], "entropy")
+
+
+def test_errors():
+    model = _model()
+    with pytest.raises(ValueError, match="'nope' is not produced"):
+        collect_statistics(model, ["nope"], _batches())
+    with pytest.raises(ValueError, match="'w' is an initializer"):
+        collect_statistics(model, ["w"], _batches())
+    with pytest.raises(ValueError, match="no tensors"):
+        collect_statistics(model, [], _batches())
+    with pytest.raises(CalibrationDataError, match="count 0"):
+        collect_statistics(model, ["y"], [])
+    with pytest.raises(CalibrationDataError, match="unknown input name\\(s\\) 'images'"):
+        collect_statistics(model, ["y"], [{"images": np.zeros((1, 2, 5, 5), np.float32)}])
+
+
+def test_progress_bar():
+    stream = io.StringIO()
+    with Progress(total=None, stream=stream, force=True, min_interval=0.0) as bar:
+        collect_statistics(_model(), ["y"], _batches(3), progress=bar)
+    text = stream.getvalue()
+    assert "calibrating" in text and "samples/s" in text and text.endswith("\n")
+    silent = io.StringIO()  # not a terminal: nothing is drawn
+    with Progress(total=10, stream=silent) as bar:
+        bar.update(4)
+    assert silent.getvalue() == ""
+    line = Progress(total=10, stream=silent)
+    line.done = 5
+    assert "5/10 samples (50%)" in line.line() and "ETA" in line.line()
+    assert Progress(stream=stream, force=True, quiet=True).enabled is False
