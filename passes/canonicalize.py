@@ -27,6 +27,7 @@ class Canonicalize(Pass):
         hoist_constants: bool = True
         merge_duplicate_constants: bool = True
         remove_dead_code: bool = True
+        name_nodes: bool = True
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
@@ -43,6 +44,8 @@ class Canonicalize(Pass):
             stats["num-duplicate-constants-merged"] += merge_duplicate_initializers(graph)
         if self.options.remove_dead_code:
             stats["num-dead-removed"] += eliminate_dead_code(graph)
+        if self.options.name_nodes:
+            stats["num-nodes-named"] += name_unnamed_nodes(graph)
         result.modified = any(stats.values())
         return result
 
@@ -109,3 +112,19 @@ def merge_duplicate_initializers(graph: ir.Graph) -> int:
         graph.initializers.pop(name)
         merged += 1
     return merged
+
+
+def name_unnamed_nodes(graph: ir.Graph) -> int:
+    """Give nodes without a name a stable one (`<op_type>_<n>`): reports and exclusions refer to names."""
+    taken = {node.name for node in graph if node.name}
+    named = 0
+    for node in graph:
+        if node.name:
+            continue
+        index = 0
+        while f"{node.op_type}_{index}" in taken:
+            index += 1
+        node.name = f"{node.op_type}_{index}"
+        taken.add(node.name)
+        named += 1
+    return named

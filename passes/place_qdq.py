@@ -58,10 +58,10 @@ class PlaceQDQ(Pass):
         graph = model.graph
         graph.sort()
         result = PassResult(modified=False)
-        decisions = self._decide(graph)
-        record_decisions(model, decisions)
-        quantized = {d.node_name for d in decisions if d.int8}
-        weighted = [n for n in graph if weighted_rule(n) is not None and n.name in quantized]
+        decided = self._decide(graph)
+        record_decisions(model, [decision for _, decision in decided])
+        weighted = [node for node, decision in decided if decision.int8]
+        quantized = {id(node) for node in weighted}
         activation_uses: dict[int, tuple[ir.Value, list[ir.Node]]] = {}
 
         def want(value: ir.Value | None, consumer: ir.Node) -> None:
@@ -86,13 +86,13 @@ class PlaceQDQ(Pass):
             if self._quantize_weight(node):
                 result.statistics["num-weight-qdq-inserted"] += 1
         result.statistics["num-layers-int8"] = len(quantized)
-        result.statistics["num-layers-float"] = len(decisions) - len(quantized)
+        result.statistics["num-layers-float"] = len(decided) - len(quantized)
         result.modified = bool(
             result.statistics["num-activation-qdq-inserted"] or result.statistics["num-weight-qdq-inserted"]
         )
         return result
 
-    def _decide(self, graph: ir.Graph) -> list[LayerDecision]:
+    def _decide(self, graph: ir.Graph) -> list[tuple[ir.Node, LayerDecision]]:
         """INT8 or float for every weighted layer, with the reason for float."""
         heads = _head_layers(graph) if not self.options.quantize_head else set()
         decisions = []
@@ -112,7 +112,8 @@ class PlaceQDQ(Pass):
                 reason = "detection-head output layer (use --quantize-head to quantize)"
             elif _input_channels(node, weight) < self.options.min_input_channels:
                 reason = f"fewer than {self.options.min_input_channels} input channels per group"
-            decisions.append(LayerDecision(node.name or "", node.op_type, reason is None, reason or ""))
+            decision = LayerDecision(node.name or node.op_type, node.op_type, reason is None, reason or "")
+            decisions.append((node, decision))
         return decisions
 
     def _quantize_weight(self, node: ir.Node) -> bool:
@@ -179,7 +180,7 @@ def _quantized_region(graph: ir.Graph, weighted: list[ir.Node]) -> set[int]:
     return region
 
 
-def _residual_input(node: ir.Node, quantized: set[str]) -> ir.Value | None:
+def _residual_input(node: ir.Node, quantized: set[int]) -> ir.Value | None:
     """For Add(conv_out, skip) with a quantized weighted producer on one side, the skip input."""
     if node.op_type != "Add" or len(node.inputs) != 2 or any(v is None for v in node.inputs):
         return None
@@ -194,7 +195,7 @@ def _residual_input(node: ir.Node, quantized: set[str]) -> ir.Value | None:
         return (
             producer is not None
             and weighted_rule(producer) is not None
-            and producer.name in quantized
+            and id(producer) in quantized
             and len(value.uses()) == 1
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -10,13 +11,14 @@ import click
 
 import qdq_compiler
 from qdq_compiler.errors import QdqcError
-from qdq_compiler.ir import count_qdq, load_model, op_counts, save_model
+from qdq_compiler.ir import count_qdq, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
 from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_plugin
 from qdq_compiler.pm.instruments import IRDumpDir, PassStatistics, PrintIR, Reproducer, Timing, VerifyEach
 from qdq_compiler.pm.options import field_types, format_value, kebab
+from qdq_compiler.summary import compile_summary
 
-DEFAULT_COMPILE_PIPELINE = "prepare"
+DEFAULT_COMPILE_PIPELINE = "trt-int8"
 logger = logging.getLogger("qdqc")
 
 
@@ -66,15 +68,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj = {"verbose": verbose, "quiet": quiet}
 
 
-def _run_pipeline(model_path: str, output: str, pipeline: str, opts: dict, quiet: bool) -> None:
-    """Load, run the pipeline with the requested instruments, save atomically."""
-    source, target = Path(model_path), Path(output)
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise QdqcError("output path equals the input model; the input is never overwritten")
-    for plugin in opts["load_pass_plugin"]:
-        load_plugin(plugin)
-    model = load_model(source)
-    manager = PassManager(pipeline)
+def _instruments_for(manager: PassManager, opts: dict) -> Timing:
+    """Attach the instruments the options ask for; a Timing instrument is always attached (returned)."""
     instruments = manager.instruments
     if opts["verify_each"]:
         instruments.append(VerifyEach())
@@ -84,17 +79,105 @@ def _run_pipeline(model_path: str, output: str, pipeline: str, opts: dict, quiet
         instruments.append(IRDumpDir(opts["ir_dump_dir"]))
     if opts["reproducer_dir"]:
         instruments.append(Reproducer(opts["reproducer_dir"], manager.remaining_pipeline))
-    if opts["timing"]:
-        instruments.append(Timing())
+    timing = Timing(print_table=bool(opts["timing"]))
+    instruments.append(timing)
     if opts["pass_stats"]:
         instruments.append(PassStatistics())
-    manager.run(model, PassContext())
+    return timing
+
+
+def _run_pipeline(
+    model_path: str,
+    output: str,
+    pipeline: str | PassManager,
+    opts: dict,
+    quiet: bool,
+    ctx: PassContext | None = None,
+) -> tuple:
+    """Load, run the pipeline with the requested instruments, save atomically. Returns (model, timing)."""
+    source, target = Path(model_path), Path(output)
+    if source.exists() and target.exists() and target.resolve() == source.resolve():
+        raise QdqcError("output path equals the input model; the input is never overwritten")
+    for plugin in opts["load_pass_plugin"]:
+        load_plugin(plugin)
+    model = load_model(source)
+    manager = pipeline if isinstance(pipeline, PassManager) else PassManager(pipeline)
+    timing = _instruments_for(manager, opts)
+    manager.run(model, ctx or PassContext())
     save_model(model, target)
     if not quiet:
         q, dq = count_qdq(model.graph)
         click.echo(
             f"wrote {target} ({len(model.graph)} nodes, {q} Q / {dq} DQ); pipeline: {manager.pipeline_text}"
         )
+    return model, timing
+
+
+def calibration_options(fn):
+    """Options that feed calibration: data, cache, batch size, sample limit, method."""
+    options = [
+        click.option(
+            "--calib",
+            "calib",
+            default=None,
+            metavar="DATA",
+            help="Calibration data: a folder of images, a .npy (samples stacked) or an .npz by input.",
+        ),
+        click.option(
+            "--calib-cache",
+            default=None,
+            metavar="FILE",
+            help="Reuse statistics saved by `qdqc calibrate` (refused when stale).",
+        ),
+        click.option(
+            "--batch-size", type=click.IntRange(min=1), default=None, help="Calibration batch size."
+        ),
+        click.option(
+            "--calib-limit", type=click.IntRange(min=1), default=None, help="Use the first N samples."
+        ),
+        click.option(
+            "--method", default=None, help="Activation calibration: max, percentile{p=99.99}, entropy, mse."
+        ),
+        click.option(
+            "--calib-override",
+            multiple=True,
+            metavar="PATTERN=METHOD",
+            help="Per-tensor method: 'head.*=max', 'op:Concat=percentile{p=99.9}'.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def placement_options(fn):
+    """Options that steer Q/DQ placement and the output form."""
+    options = [
+        click.option(
+            "--exclude", multiple=True, metavar="PATTERN", help="Keep nodes whose name matches in float."
+        ),
+        click.option(
+            "--exclude-op", multiple=True, metavar="OP", help="Keep all nodes of this op type in float."
+        ),
+        click.option("--quantize-head", is_flag=True, help="Quantize the detection-head output layers too."),
+        click.option(
+            "--weights",
+            type=click.Choice(["int8", "qdq"]),
+            default="int8",
+            show_default=True,
+            help="int8: INT8 initializers behind DQ; qdq: float weights behind Q->DQ.",
+        ),
+        click.option(
+            "--target",
+            type=click.Choice(["trt10"]),
+            default="trt10",
+            show_default=True,
+            help="TensorRT generation the output is for.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 @cli.command()
@@ -103,11 +186,95 @@ def _run_pipeline(model_path: str, output: str, pipeline: str, opts: dict, quiet
 @click.option(
     "--pipeline", default=None, help=f"Pipeline text or named pipeline (default: {DEFAULT_COMPILE_PIPELINE})."
 )
+@calibration_options
+@placement_options
 @instrument_options
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
-    """Compile MODEL with the default pipeline (or --pipeline) and write the result to -o."""
-    _run_pipeline(model, output, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
+    """Compile MODEL to explicit-quantized ONNX (default pipeline: trt-int8) and write it to -o."""
+    manager = PassManager(pipeline or DEFAULT_COMPILE_PIPELINE)
+    apply_compile_flags(manager, opts)
+    pass_ctx = PassContext(target=opts["target"], extra={"progress": not ctx.obj["quiet"]})
+    if any(p.name == "calibrate" for p in manager.passes):
+        prepare_calibration(model, opts, pass_ctx)
+    compiled, timing = _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)
+    if not ctx.obj["quiet"]:
+        click.echo(compile_summary(compiled, timing.rows))
+
+
+def apply_compile_flags(manager: PassManager, opts: dict) -> None:
+    """Turn compile's flags into options of the passes they belong to (the printed pipeline shows them)."""
+    placement: dict = {}
+    if opts.get("exclude"):
+        placement["exclude"] = tuple(opts["exclude"])
+    if opts.get("exclude_op"):
+        placement["exclude_ops"] = tuple(opts["exclude_op"])
+    if opts.get("quantize_head"):
+        placement["quantize_head"] = True
+    calibration: dict = {}
+    if opts.get("method"):
+        from qdq_compiler.calib import parse_method_spec
+
+        parse_method_spec(opts["method"])  # reject a bad method before any work
+        calibration["method"] = opts["method"]
+    if opts.get("calib_override"):
+        calibration["overrides"] = tuple(opts["calib_override"])
+    for pass_ in manager.passes:
+        if pass_.name == "place-qdq" and placement:
+            pass_.options = dataclasses.replace(pass_.options, **placement)
+        if pass_.name == "calibrate" and calibration:
+            pass_.options = dataclasses.replace(pass_.options, **calibration)
+    if opts.get("weights") == "qdq":
+        manager.passes = [p for p in manager.passes if p.name != "fold-scales"]
+
+
+def prepare_calibration(model_path: str, opts: dict, pass_ctx: PassContext) -> None:
+    """Put the calibration data (and cached statistics) into the pass context, or refuse clearly."""
+    from qdq_compiler.calib import cache_key, load_cache, model_sha256, open_calibration_data, read_cache_key
+
+    float_proto = to_proto(load_model(model_path))
+    if not opts["calib"] and not opts["calib_cache"]:
+        raise QdqcError(
+            "calibration data is required: --calib DATA (images folder, .npy or .npz) or --calib-cache FILE; "
+            "random data is never used silently"
+        )
+    if opts["calib"]:
+        pass_ctx.calibration_data = open_calibration_data(
+            opts["calib"], float_proto, batch_size=opts["batch_size"], limit=opts["calib_limit"]
+        )
+    if opts["calib_cache"]:
+        stored = read_cache_key(opts["calib_cache"])
+        if pass_ctx.calibration_data is not None:
+            expected = cache_key(float_proto, pass_ctx.calibration_data, stored.num_bins)
+        else:  # no data given: the cache must at least belong to this model
+            expected = dataclasses.replace(stored, model_sha256=model_sha256(float_proto))
+        pass_ctx.calibration_stats.update(load_cache(opts["calib_cache"], expected))
+
+
+@cli.command()
+@click.argument("model", type=str)
+@click.option("-o", "--output", required=True, help="Where to write the statistics (calibration cache).")
+@calibration_options
+@placement_options
+@click.pass_context
+def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
+    """Run MODEL over --calib DATA once and save the statistics (compile --calib-cache reuses them)."""
+    from qdq_compiler.calib import cache_key, save_cache
+
+    if not opts["calib"]:
+        raise QdqcError("calibrate needs --calib DATA (images folder, .npy or .npz)")
+    manager = PassManager("prepare,place-qdq,calibrate")
+    apply_compile_flags(manager, opts)
+    pass_ctx = PassContext(extra={"progress": not ctx.obj["quiet"]})
+    prepare_calibration(model, {**opts, "calib_cache": None}, pass_ctx)
+    manager.run(load_model(model), pass_ctx, stamp=False)
+    float_proto = to_proto(load_model(model))
+    num_bins = manager.passes[-1].options.num_bins
+    save_cache(
+        output, pass_ctx.calibration_stats, cache_key(float_proto, pass_ctx.calibration_data, num_bins)
+    )
+    if not ctx.obj["quiet"]:
+        click.echo(f"wrote statistics of {len(pass_ctx.calibration_stats)} tensors to {output}")
 
 
 @cli.command()
@@ -179,32 +346,38 @@ def inspect(model: str) -> None:
 
 @cli.command()
 @click.option("--out-dir", default="qdqc-demo", show_default=True, help="Where to write the example outputs.")
+@click.option("--method", default="entropy", show_default=True, help="Activation calibration method.")
 @click.pass_context
-def demo(ctx: click.Context, out_dir: str) -> None:
-    """Run the main job on the bundled example model (no user files needed)."""
-    from qdq_compiler.models import build_yolov7_tiny
+def demo(ctx: click.Context, out_dir: str, method: str) -> None:
+    """Run the main job on the bundled example: a YOLOv7-tiny-structured model and its calibration data."""
+    from qdq_compiler.examples import write_example
 
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    example = folder / "yolov7-tiny.fp32.onnx"
-    save_model(load_model(build_yolov7_tiny()), example)
-    click.echo(f"bundled example written to {example}")
+    model_path, calib_path = write_example(folder)
+    click.echo(f"bundled example: {model_path} with calibration data {calib_path}")
     opts = {
+        "calib": str(calib_path),
+        "calib_cache": None,
+        "batch_size": None,
+        "calib_limit": None,
+        "method": method,
+        "calib_override": (),
+        "exclude": (),
+        "exclude_op": (),
+        "quantize_head": False,
+        "weights": "int8",
+        "target": "trt10",
         "load_pass_plugin": (),
         "verify_each": True,
         "print_ir_after": (),
         "print_ir_after_change": False,
         "ir_dump_dir": None,
         "reproducer_dir": None,
-        "timing": True,
-        "pass_stats": True,
+        "timing": False,
+        "pass_stats": False,
     }
-    _run_pipeline(
-        str(example),
-        str(folder / "yolov7-tiny.compiled.onnx"),
-        DEFAULT_COMPILE_PIPELINE,
-        opts,
-        ctx.obj["quiet"],
+    ctx.invoke(
+        compile, model=str(model_path), output=str(folder / "example.int8.onnx"), pipeline=None, **opts
     )
 
 

@@ -41,10 +41,19 @@ class GoldenCase:
         module = _import_file(self.source)
         return load_model(module.build())
 
+    def context(self) -> PassContext:
+        """The pass context of the case: a builder case may define `calibration_data()`."""
+        ctx = PassContext()
+        if self.source.suffix == ".py":
+            module = _import_file(self.source)
+            if hasattr(module, "calibration_data"):
+                ctx.calibration_data = module.calibration_data()
+        return ctx
+
     def run(self) -> str:
         """Run the case's pipeline on its input and return the dump."""
         model = self.load_input()
-        PassManager(self.pipeline).run(model, PassContext(), stamp=False)
+        PassManager(self.pipeline).run(model, self.context(), stamp=False)
         return dump(model)
 
 

@@ -109,3 +109,14 @@ def test_progress_bar():
     line.done = 5
     assert "5/10 samples (50%)" in line.line() and "ETA" in line.line()
     assert Progress(stream=stream, force=True, quiet=True).enabled is False
+
+
+def test_large_model_path_goes_through_a_file(monkeypatch, capsys):
+    from qdq_compiler.calib import collect as collect_module
+
+    monkeypatch.setattr(collect_module, "_PROTO_LIMIT", 0)  # as if the model were over 2 GB
+    batches = _batches(2)
+    stats = collect_statistics(_model(), ["conv_out"], batches, progress=True)
+    conv = _conv_numpy(np.concatenate([b["x"] for b in batches]))
+    assert stats["conv_out"].absmax == pytest.approx(np.abs(conv).max(), rel=1e-5)
+    assert capsys.readouterr().err == ""  # progress=True stays silent when stderr is not a terminal

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 
 from qdq_compiler.calib.data import (
     PILLOW_MISSING,
+    ArrayData,
     ImageFolderData,
     InputSpec,
     IterableData,
@@ -92,7 +93,7 @@ def test_static_batch_drops_partial_batch(tmp_path, caplog):
         (np.zeros((2, 3, 8, 9), np.float32),
          "input 'images' expects shape [1,3,8,8] but samples stack to [1,3,8,9]"),
         (np.zeros((2, 3, 8), np.float32), "expects shape [1,3,8,8]"),
-        (np.zeros((2, 3, 8, 8), np.float64), "expects dtype float32 but the file holds float64"),
+        (np.zeros((2, 3, 8, 8), np.float64), "expects dtype float32 but the data holds float64"),
     ],
 )
 def test_npy_errors(tmp_path, array, message):
@@ -158,6 +159,21 @@ def test_iterable_of_dicts_and_arrays():
     assert one_shot.num_samples is None and one_shot.data_sha256 is None
     with pytest.raises(CalibrationDataError, match="count 0"):
         IterableData([], DYNAMIC)
+
+
+def test_in_memory_arrays():
+    samples = np.arange(5 * 3 * 8 * 8, dtype=np.float32).reshape(5, 3, 8, 8)
+    reader = open_calibration_data(samples, DYNAMIC, batch_size=2, limit=3)
+    assert isinstance(reader, ArrayData) and reader.num_samples == 3
+    assert [b["images"].shape[0] for b in reader] == [2, 1]
+    assert reader.data_sha256 == ArrayData(samples[:3].copy(), DYNAMIC).data_sha256
+    assert reader.data_sha256 != ArrayData(samples, DYNAMIC).data_sha256
+    pair = open_calibration_data({"a": np.ones((3, 4), np.float32), "b": np.ones((3, 2), np.float32)}, TWO)
+    assert pair.num_samples == 3 and pair.batch_size == 1
+    with pytest.raises(CalibrationDataError, match="bare array fits single-input models only"):
+        ArrayData(np.ones((3, 4), np.float32), TWO)
+    with pytest.raises(CalibrationDataError, match="missing input\\(s\\) 'b'"):
+        ArrayData({"a": np.ones((3, 4), np.float32)}, TWO)
 
 
 @pytest.mark.parametrize(

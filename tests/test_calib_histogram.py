@@ -125,6 +125,16 @@ def test_nan_inf_skipped_and_counted(caplog):
     assert len(warnings) == 1 and "act" in warnings[0].getMessage()
 
 
+def test_extreme_magnitudes():
+    for value in (1e-42, 1e-35, 3e38):  # float32 denormal, tiny normal, near float32 max
+        stats = TensorStats()
+        stats.update(np.array([value, value / 2, 0.0], dtype=np.float32))
+        expected, _ = np.histogram(np.abs(np.array([value, value / 2, 0.0], np.float32).astype(np.float64)),
+                                   bins=2048, range=(0.0, stats.range))
+        np.testing.assert_array_equal(stats.hist, expected)
+        assert stats.range > stats.absmax >= stats.range / 2
+
+
 def test_dtypes_and_memory():
     stats = TensorStats(num_bins=16)
     stats.update(np.array([1, -3], dtype=np.int32))

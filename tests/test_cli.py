@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 
 from qdq_compiler.cli import main
+from qdq_compiler.examples import image_like_batch
 from qdq_compiler.ir import load_model, op_counts
 from qdq_compiler.models import TEST_MODELS
 
@@ -14,6 +16,13 @@ from qdq_compiler.models import TEST_MODELS
 def yolo_path(tmp_path):
     path = tmp_path / "yolo.onnx"
     onnx.save_model(TEST_MODELS["yolov7_tiny"](), path)
+    return path
+
+
+@pytest.fixture
+def calib_path(tmp_path):
+    path = tmp_path / "calib.npy"
+    np.save(path, image_like_batch(4, 160))
     return path
 
 
@@ -30,22 +39,78 @@ def test_passes_lists_passes_with_options(capsys) -> None:
     assert "max-elements: int = 1048576" in out and "prepare:" in out
 
 
-def test_compile_writes_model_and_leaves_input_alone(yolo_path, tmp_path, capsys) -> None:
+def test_compile_writes_model_and_leaves_input_alone(yolo_path, calib_path, tmp_path, capsys) -> None:
     before = yolo_path.read_bytes()
     out = tmp_path / "out.onnx"
-    assert main(["compile", str(yolo_path), "-o", str(out), "--timing", "--pass-stats", "--verify-each"]) == 0
+    args = ["compile", str(yolo_path), "-o", str(out), "--calib", str(calib_path), "--method", "max"]
+    assert main([*args, "--timing", "--pass-stats", "--verify-each"]) == 0
     assert yolo_path.read_bytes() == before
-    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
-    assert op_counts(load_model(out).graph)["BatchNormalization"] == 0
-    err = capsys.readouterr().err
-    assert "pass timing" in err and "num-bn-folded" in err
+    compiled = onnx.load(str(out))
+    onnx.checker.check_model(compiled, full_check=True)
+    counts = op_counts(load_model(out).graph)
+    assert counts["BatchNormalization"] == 0 and counts["QuantizeLinear"] > 0
+    metadata = {p.key: p.value for p in compiled.metadata_props}
+    assert "calibrate{method=max}" in metadata["qdq_compiler.pipeline"]
+    captured = capsys.readouterr()
+    assert "pass timing" in captured.err and "num-bn-folded" in captured.err
+    assert "weighted layers: " in captured.out and "detection-head output layer" in captured.out
 
 
-def test_compile_is_byte_identical_across_runs(yolo_path, tmp_path) -> None:
+def test_compile_is_byte_identical_across_runs(yolo_path, calib_path, tmp_path) -> None:
     first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    assert main(["-q", "compile", str(yolo_path), "-o", str(first)]) == 0
-    assert main(["-q", "compile", str(yolo_path), "-o", str(second)]) == 0
+    assert main(["-q", "compile", str(yolo_path), "-o", str(first), "--calib", str(calib_path)]) == 0
+    assert main(["-q", "compile", str(yolo_path), "-o", str(second), "--calib", str(calib_path)]) == 0
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_calibrate_then_compile_from_cache(yolo_path, calib_path, tmp_path) -> None:
+    cache = tmp_path / "stats.qdqc"
+    assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(cache)]) == 0
+    direct, cached = tmp_path / "direct.onnx", tmp_path / "cached.onnx"
+    for method in ("max", "percentile{p=99.9}"):
+        assert (
+            main(
+                [
+                    "-q",
+                    "compile",
+                    str(yolo_path),
+                    "-o",
+                    str(direct),
+                    "--calib",
+                    str(calib_path),
+                    "--method",
+                    method,
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "-q",
+                    "compile",
+                    str(yolo_path),
+                    "-o",
+                    str(cached),
+                    "--calib-cache",
+                    str(cache),
+                    "--method",
+                    method,
+                ]
+            )
+            == 0
+        )
+        assert direct.read_bytes() == cached.read_bytes()
+
+
+def test_stale_cache_is_refused(yolo_path, calib_path, tmp_path, capsys) -> None:
+    cache = tmp_path / "stats.qdqc"
+    assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(cache)]) == 0
+    other = tmp_path / "other.onnx"
+    onnx.save_model(TEST_MODELS["yolov7_tiny_silu"](), other)
+    code = main(["compile", str(other), "-o", str(tmp_path / "o.onnx"), "--calib-cache", str(cache)])
+    err = capsys.readouterr().err
+    assert code != 0 and "stale calibration cache" in err and "model hash" in err
 
 
 def test_opt_prints_ir(yolo_path, capsys) -> None:
@@ -92,16 +157,25 @@ def test_inspect(yolo_path, capsys) -> None:
         (["compile", "missing.onnx", "-o", "x.onnx"], "model file not found"),
         (["opt", "{model}", "-o", "x.onnx", "--pipeline", "fold-bm"], "unknown pass 'fold-bm'"),
         (["opt", "{model}", "-o", "x.onnx", "--pipeline", "fold-bn{{x=1}}"], "no option 'x'"),
-        (["compile", "{model}", "-o", "{model}"], "input is never overwritten"),
+        (["compile", "{model}", "-o", "{model}", "--calib", "{calib}"], "input is never overwritten"),
+        (["compile", "{model}", "-o", "x.onnx"], "calibration data is required"),
+        (["compile", "{model}", "-o", "x.onnx", "--calib", "{model}"], "unsupported calibration data"),
+        (
+            ["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--method", "kl"],
+            "unknown calibration",
+        ),
+        (["compile", "{model}", "-o", "x.onnx", "--calib", "{empty}"], "no calibration samples"),
         (["compile", "{model}"], "Missing option"),
         (["frobnicate"], "No such command"),
         (["opt", "{corrupt}", "-o", "x.onnx", "--pipeline", "canonicalize"], "cannot read"),
     ],
 )
-def test_user_errors_are_one_line(args, message, yolo_path, tmp_path, capsys) -> None:
+def test_user_errors_are_one_line(args, message, yolo_path, calib_path, tmp_path, capsys) -> None:
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"not an onnx file at all")
-    filled = [a.format(model=yolo_path, corrupt=corrupt) for a in args]
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 3, 160, 160), np.float32))
+    filled = [a.format(model=yolo_path, corrupt=corrupt, calib=calib_path, empty=empty) for a in args]
     code = main(filled)
     err = capsys.readouterr().err
     assert code != 0
@@ -111,4 +185,5 @@ def test_user_errors_are_one_line(args, message, yolo_path, tmp_path, capsys) ->
 
 def test_demo_runs(tmp_path, capsys) -> None:
     assert main(["demo", "--out-dir", str(tmp_path)]) == 0
-    assert (tmp_path / "yolov7-tiny.compiled.onnx").exists()
+    assert op_counts(load_model(tmp_path / "example.int8.onnx").graph)["DequantizeLinear"] > 0
+    assert "weighted layers:" in capsys.readouterr().out

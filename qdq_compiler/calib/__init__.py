@@ -8,6 +8,7 @@ from __future__ import annotations
 from .cache import CacheKey, cache_key, load_cache, model_sha256, read_cache_key, save_cache
 from .collect import collect_statistics
 from .data import (
+    ArrayData,
     CalibrationData,
     ImageFolderData,
     InputSpec,
@@ -37,6 +38,7 @@ from .weights import per_channel_amax, weight_axis
 __all__ = [
     "AMAX_FLOOR",
     "DEFAULT_NUM_BINS",
+    "ArrayData",
     "CacheKey",
     "CalibrationCacheError",
     "CalibrationData",

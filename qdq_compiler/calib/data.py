@@ -26,6 +26,7 @@ from .preprocess import Preprocess, preprocess_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "ArrayData",
     "CalibrationData",
     "CalibrationDataError",
     "ImageFolderData",
@@ -251,7 +252,7 @@ class _ArrayFileData(CalibrationData):
             array = arrays[spec.name]
             if array.dtype != spec.dtype:
                 raise CalibrationDataError(f"{self.source}: input {spec.name!r} expects dtype {spec.dtype} "
-                                           f"but the file holds {array.dtype}; convert it with "
+                                           f"but the data holds {array.dtype}; convert it with "
                                            f".astype(np.{spec.dtype})")
             _check_shape(spec, (self.batch_size, *array.shape[1:]), self.source, "samples stack to")
         self._arrays = arrays
@@ -324,6 +325,28 @@ class NpzData(_ArrayFileData):
 
     def _compute_data_sha256(self) -> str:
         return _hash_files([self.path], self.path.parent, f"limit={self.limit}")
+
+
+class ArrayData(_ArrayFileData):
+    """In-memory samples stacked on axis 0: an array (single-input model) or a dict keyed by input name."""
+
+    kind = "arrays"
+
+    def __init__(self, arrays: np.ndarray | Mapping[str, np.ndarray],
+                 model: onnx.ModelProto | Sequence[InputSpec], batch_size: int | None = None,
+                 limit: int | None = None, source: str = "calibration arrays") -> None:
+        super().__init__(_as_specs(model), source, batch_size, limit)
+        if not isinstance(arrays, Mapping):
+            if len(self.specs) != 1:
+                names = ", ".join(repr(s.name) for s in self.specs)
+                raise CalibrationDataError(f"{source}: a bare array fits single-input models only; the model "
+                                           f"has inputs {names}: give a dict keyed by input name")
+            arrays = {self.specs[0].name: arrays}
+        _check_names(list(arrays), self.specs, source)
+        self._set_arrays({name: np.asarray(value) for name, value in arrays.items()})
+
+    def _compute_data_sha256(self) -> str:
+        return _hash_arrays([{name: a[: self._count] for name, a in self._arrays.items()}])
 
 
 class ImageFolderData(CalibrationData):
@@ -468,7 +491,8 @@ def open_calibration_data(
     preprocess: Preprocess | None = None,
     limit: int | None = None,
 ) -> CalibrationData:
-    """Pick the reader for ``source``: a folder of images, a ``.npy``, an ``.npz``, or an iterable.
+    """Pick the reader for ``source``: a folder of images, a ``.npy``, an ``.npz``, an in-memory array (or
+    dict of arrays) of samples stacked on axis 0, or an iterable of batches.
 
     ``batch_size`` None means the model's fixed batch, or 1 for a dynamic batch. ``limit`` keeps the first
     samples only. ``preprocess`` applies to images only.
@@ -488,6 +512,8 @@ def open_calibration_data(
             return NpzData(path, model, batch_size, limit)
         raise CalibrationDataError(f"{path}: unsupported calibration data; give a folder of images, "
                                    f"a .npy or an .npz")
+    if isinstance(source, (np.ndarray, Mapping)):
+        return ArrayData(source, model, batch_size, limit)
     if isinstance(source, Iterable):
         return IterableData(source, model)
     raise CalibrationDataError(f"unsupported calibration data of type {type(source).__name__}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from qdq_compiler.errors import QdqcError
+
 __all__ = ["CalibrationCacheError", "CalibrationDataError", "CalibrationError", "CalibrationMethodError"]
 
 
-class CalibrationError(ValueError):
-    """Base class of calibration errors."""
+class CalibrationError(QdqcError, ValueError):
+    """Base class of calibration errors (user errors: the CLI prints them as one line)."""
 
 
 class CalibrationDataError(CalibrationError):

@@ -173,7 +173,7 @@ class TensorStats:
     def _bin_counts(self, data: np.ndarray) -> np.ndarray:
         scale = self.num_bins / self.range
         # Scaling by a power of two is exact in float32 too; otherwise bin in float64.
-        exact32 = _is_pow2(scale) and data.dtype == np.float32
+        exact32 = data.dtype == np.float32 and _is_pow2(scale) and 2.0**-100 <= scale <= 2.0**100
         work = np.abs(data) if exact32 else np.abs(data, dtype=np.float64)
         work *= scale
         index = work.astype(np.intp)

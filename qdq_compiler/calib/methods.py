@@ -156,7 +156,8 @@ def mse_errors(
 ) -> np.ndarray:
     """Count-weighted squared error of fake-quantizing ``centers`` with amax = each candidate."""
     errors = np.empty(candidates.size, dtype=np.float64)
-    weights = counts.astype(np.float64)
+    occupied = counts > 0  # empty bins add nothing
+    centers, weights = centers[occupied], counts[occupied].astype(np.float64)
     for start in range(0, candidates.size, chunk):
         amax = candidates[start : start + chunk, None]
         scale = QMAX / amax

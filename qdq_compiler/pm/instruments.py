@@ -38,10 +38,11 @@ class VerifyEach(Instrument):
 
 
 class Timing(Instrument):
-    """Wall time per pass, printed as a table at the end."""
+    """Wall time per pass, kept in `rows` and (unless `print_table` is False) printed as a table at the end."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, print_table: bool = True):
         self.stream = stream or sys.stderr
+        self.print_table = print_table
         self.rows: list[tuple[str, float]] = []
         self._start = 0.0
 
@@ -52,6 +53,8 @@ class Timing(Instrument):
         self.rows.append((pass_.name, time.perf_counter() - self._start))
 
     def finish(self):
+        if not self.print_table:
+            return
         total = sum(seconds for _, seconds in self.rows) or 1e-12
         print("=== pass timing ===", file=self.stream)
         for name, seconds in self.rows:

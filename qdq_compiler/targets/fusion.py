@@ -78,6 +78,7 @@ class FusionReport:
     requantizations: list[Requantization]
     reformats: list[Reformat]
     int8_ops: list[str]
+    split_fusions: list[str]
     cancelled_pairs: int
     moves: list[str]
     total_macs: int
@@ -318,10 +319,10 @@ def _pairs(g: _Graph, absorbed: _Absorbed) -> tuple[list[Requantization], int]:
             cancelled += 1
             continue
         before = g.producer_of(dq.inputs[0])
-        after = [user for user, _ in g.consumers(q.outputs[0])]
-        where = f"after {before.label()}" if before is not None and before.kind == "op" else "at the DQ input"
-        if after:
-            where += " -> " + ", ".join(user.label() for user in after)
+        after = [user.label() for user, _ in g.consumers(q.outputs[0])]
+        parts = [f"after {before.label()}"] if before is not None and before.kind == "op" else []
+        parts += [f"before {', '.join(after)}"] if after else []
+        where = ", ".join(parts) or "between a DQ and a Q"
         requants.append(Requantization(dq.origin, q.origin, _scalar(dq.scale), _scalar(q.scale), where))
     return requants, cancelled
 
@@ -352,15 +353,15 @@ def _gate_pattern(g: _Graph, value: str) -> tuple[_Node, _Node] | None:
     return gate, mul
 
 
-def _epilogue(g: _Graph, layer: _Node, absorbed: _Absorbed) -> tuple[list[_Node], bool, str]:
-    """Walk the fusible epilogue after `layer`: (fused nodes, output reaches only Qs, reason if not)."""
+def _epilogue(g: _Graph, layer: _Node, absorbed: _Absorbed) -> tuple[list[_Node], list[_Node], str]:
+    """Walk the fusible epilogue after `layer`: (fused nodes, the output Qs it reaches, reason if none)."""
     value, fused = layer.outputs[0], []
     while True:
         users = g.consumers(value)
         if value not in g.graph_outputs and users and all(u.kind == "act-q" for u, _ in users):
             for user, _ in users:
                 absorbed.qs.add(id(user))
-            return fused, True, ""
+            return fused, [u for u, _ in users], ""
         gate = _gate_pattern(g, value)
         if gate is not None:
             fused.extend(gate)
@@ -369,8 +370,8 @@ def _epilogue(g: _Graph, layer: _Node, absorbed: _Absorbed) -> tuple[list[_Node]
         user = _single_user(g, value)
         if user is None:
             if value in g.graph_outputs:
-                return fused, False, "output is a graph output"
-            return fused, False, "output has several consumers, not only Qs" if users else "output is unused"
+                return fused, [], "output is a graph output"
+            return fused, [], "output has several consumers, not only Qs" if users else "output is unused"
         if user.op in rules.POINTWISE_EPILOGUE_OPS and user.inputs[0] == value:
             fused.append(user)
             value = user.outputs[0]
@@ -379,15 +380,29 @@ def _epilogue(g: _Graph, layer: _Node, absorbed: _Absorbed) -> tuple[list[_Node]
             fused.append(user)
             other = user.inputs[1] if user.inputs[0] == value else user.inputs[0]
             if not _from_dq(g, other):
-                return fused, False, f"residual input of {user.label()} is float, so the output stays float"
+                return fused, [], f"residual input of {user.label()} is float, so the output stays float"
             absorbed.take_dq(g, user, user.inputs.index(other))
             value = user.outputs[0]
             continue
-        return fused, False, f"output feeds {user.label()}, not a Q"
+        return fused, [], f"output feeds {user.label()}, not a Q"
+
+
+def _split_fusions(g: _Graph, layer: _Node, qs: list[_Node]) -> list[str]:
+    """Output Q/DQ pairs that sit between a layer and an activation or Add it could have fused."""
+    found = []
+    for q in qs:
+        for dq, _ in g.consumers(q.outputs[0]):
+            if not dq.is_dq:
+                continue
+            for user, _ in g.consumers(dq.outputs[0]):
+                if user.op in rules.POINTWISE_EPILOGUE_OPS or user.op == "Add":
+                    found.append(f"Q/DQ '{q.origin}' between {layer.label()} and {user.label()} splits their "
+                                 "fusion: one more layer (placement recommendations 2 and 5)")
+    return found
 
 
 def _int8_capable_ops(g: _Graph, absorbed: _Absorbed) -> list[str]:
-    """Non-weighted ops with every data input through a DQ and every consumer a Q, plus int8 commuting ops."""
+    """Non-weighted ops whose data inputs all come through DQs and whose consumers are all Qs."""
     found: list[str] = []
     for node in g.nodes:
         if node.kind != "op":
@@ -398,9 +413,10 @@ def _int8_capable_ops(g: _Graph, absorbed: _Absorbed) -> list[str]:
             if producers and all(p is not None and (p.is_q or _int8_op(g, p)) for p in producers):
                 found.append(node.label())
             continue
-        if node.op not in rules.INT8_CAPABLE_OPS:
+        if node.op not in rules.INT8_CAPABLE_OPS and node.op not in rules.INT8_POINTWISE_OPS:
             continue
-        inputs = [i for i, v in enumerate(node.inputs) if v and v not in g.constants]
+        pointwise = node.op in rules.INT8_POINTWISE_OPS
+        inputs = [0] if pointwise else [i for i, v in enumerate(node.inputs) if v and v not in g.constants]
         outs = node.outputs[0]
         users = g.consumers(outs)
         if not inputs or not all(_from_dq(g, node.inputs[i]) for i in inputs):
@@ -526,22 +542,23 @@ def predict_fusions(model: ir.Model, excluded: Iterable[str] = ()) -> FusionRepo
     absorbed = _Absorbed()
     requants, cancelled = _pairs(g, absorbed)
     layers: list[LayerPrediction] = []
+    splits: list[str] = []
     for node in g.nodes:
         if node.kind != "op" or node.ir_node is None:
             continue
         rule = rules.weighted_rule(node.ir_node)
         if rule is None:
             continue
-        layers.append(_predict_layer(g, node, rule, shapes, absorbed, excluded_names))
+        layers.append(_predict_layer(g, node, rule, shapes, absorbed, excluded_names, splits))
     int8_ops = _int8_capable_ops(g, absorbed)
     reformats = _reformats(g, absorbed)
     total = sum(layer.macs or 0 for layer in layers)
     int8 = sum(layer.macs or 0 for layer in layers if layer.precision == "int8")
-    return FusionReport(layers, requants, reformats, int8_ops, cancelled, moves, total, int8)
+    return FusionReport(layers, requants, reformats, int8_ops, splits, cancelled, moves, total, int8)
 
 
 def _predict_layer(g: _Graph, node: _Node, rule: rules.WeightedOpRule, shapes: dict, absorbed: _Absorbed,
-                   excluded: set[str]) -> LayerPrediction:
+                   excluded: set[str], splits: list[str]) -> LayerPrediction:
     assert node.ir_node is not None
     macs = layer_macs(node.ir_node, shapes)
     act_ok = rule.activation_input < len(node.inputs) and _from_dq(g, node.inputs[rule.activation_input])
@@ -556,10 +573,11 @@ def _predict_layer(g: _Graph, node: _Node, rule: rules.WeightedOpRule, shapes: d
         return LayerPrediction(node.name, node.op, macs, "float", "float", reason)
     absorbed.take_dq(g, node, rule.activation_input)
     absorbed.take_dq(g, node, rule.weight_input)
-    fused, int8_out, why = _epilogue(g, node, absorbed)
+    fused, out_qs, why = _epilogue(g, node, absorbed)
+    splits.extend(_split_fusions(g, node, out_qs))
     names = [f.origin or f.name for f in fused]
-    reason = "" if int8_out else f"INT8 in, float out: {why}"
-    return LayerPrediction(node.name, node.op, macs, "int8", "int8" if int8_out else "float", reason, names)
+    reason = "" if out_qs else f"INT8 in, float out: {why}"
+    return LayerPrediction(node.name, node.op, macs, "int8", "int8" if out_qs else "float", reason, names)
 
 
 def _fmt_macs(macs: int | None) -> str:
@@ -597,6 +615,8 @@ def format_report(report: FusionReport) -> str:
         lines.append(f"  {rf.kind:<2} {rf.node}: {rf.reason}")
     lines += [
         "",
+        f"Split fusions (Q/DQ between a layer and its epilogue): {len(report.split_fusions)}",
+        *(f"  {text}" for text in report.split_fusions),
         f"Cancelled DQ->Q pairs (equal scales): {report.cancelled_pairs}",
         f"Other INT8 ops: {', '.join(report.int8_ops) if report.int8_ops else '-'}",
         f"INT8 MAC share: {100 * report.int8_mac_share:.1f}% ({_fmt_macs(report.int8_macs)} of "

@@ -256,7 +256,7 @@ def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int)
         return found
     rank = len(shape) if shape is not None else None
     consumers = _weighted_consumers(node)
-    if not consumers:
+    if not consumers and not _feeds_bias_only(node):
         found.append(_warning("per-channel-activation", label,
                               "per-channel scale on a constant that is no Conv/Gemm/MatMul weight"))
     for user, rule in consumers:

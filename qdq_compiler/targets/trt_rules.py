@@ -208,6 +208,14 @@ INT8_CAPABLE_OPS: dict[str, str] = {
     "Add": SRC_PROCESSING + " (quantized element-wise addition example)",
     "Concat": SRC_PROCESSING,
 }
+# A pointwise activation alone between a DQ and a Q (e.g. onnxruntime's Conv -> Q/DQ -> Relu -> Q/DQ):
+# predicted as its own INT8 pointwise layer. It costs a layer (the Q/DQ split the Conv+activation fusion,
+# placement rule 5) but no reformat.
+INT8_POINTWISE_OPS: dict[str, str] = {
+    op: DERIVED + "; TensorRT fuses DQ + pointwise + Q into one kernel (unverified here)"
+    for op in POINTWISE_EPILOGUE_OPS
+    if op != "BatchNormalization"
+}
 
 
 def weighted_rule(node: ir.Node) -> WeightedOpRule | None:
