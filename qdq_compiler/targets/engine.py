@@ -81,7 +81,8 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(model_path)):
         errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineBuildError(f"TensorRT could not parse {model_path}: {'; '.join(errors) or 'unknown error'}")
+        detail = "; ".join(errors) or "unknown error"
+        raise EngineBuildError(f"TensorRT could not parse {model_path}: {detail}")
     config = builder.create_builder_config()
     _configure(trt, builder, network, config, plan, workspace_mib)
     cache_path = Path(timing_cache) if timing_cache is not None else None
@@ -96,14 +97,14 @@ def build_engine(
     engine_file.write_bytes(bytes(serialized))
     if cache_path is not None:
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    info_path = Path(layer_info_path) if layer_info_path is not None else default_artifacts(engine_file)["layer_info"]
+    info_path = Path(layer_info_path or default_artifacts(engine_file)["layer_info"])
     info = _layer_information(trt, logger, serialized)
     info_path.write_text(json.dumps(info, indent=2))
     return EngineBuild(engine_file, info_path, info, str(trt.__version__), plan)
 
 
 def _network_flags(trt, plan: BuildPlan) -> int:
-    """STRONGLY_TYPED on TensorRT 10 when asked; on 11 the flag is deprecated and ignored, so it is not set."""
+    """STRONGLY_TYPED on TensorRT 10 when asked; TensorRT 11 deprecated the flag (always strongly typed)."""
     if plan.strongly_typed and plan.trt_major < 11:
         return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     return 0

@@ -83,7 +83,9 @@ def precision_of(text: str | None) -> str:
     return "unknown"
 
 
-def read_layer_report(source: str | Path | dict | list, profile: str | Path | list | None = None) -> LayerReport:
+def read_layer_report(
+    source: str | Path | dict | list, profile: str | Path | list | None = None
+) -> LayerReport:
     """Parse a layer report (path or already-loaded JSON); merge per-layer times from a profile if given."""
     data = _load(source)
     if isinstance(data, dict):
@@ -118,7 +120,9 @@ def _load(source: str | Path | dict | list) -> Any:
 def _layer(item: Any) -> EngineLayer:
     if not isinstance(item, dict):  # without detailed verbosity a layer is just its name
         name = str(item)
-        return EngineLayer(name, "", "unknown", fused=_fused_names(name), is_reformat="reformat" in name.lower())
+        reformat = "reformat" in name.lower()
+        fused = [] if reformat else _fused_names(name)
+        return EngineLayer(name, "", "unknown", fused=fused, is_reformat=reformat)
     name = str(item.get("Name", ""))
     layer_type = str(item.get("LayerType", ""))
     inputs = [_tensor_precision(t) for t in item.get("Inputs", []) if isinstance(t, dict)]
@@ -150,7 +154,7 @@ def _tensor_precision(tensor: dict) -> str:
 
 
 def _compute_precision(weight_type: str, inputs: list[str], outputs: list[str]) -> str:
-    """The kernel precision: the weight type when listed, else the lowest float/int8 input (then output) type."""
+    """Kernel precision: the weight type when listed, else the lowest input (then output) precision."""
     if weight_type in _RANK:
         return weight_type
     for side in (inputs, outputs):
@@ -167,7 +171,7 @@ def _fused_names(name: str) -> list[str]:
 
 
 def _merge_profile(report: LayerReport, profile: Any) -> None:
-    """Attach averageMs from a `trtexec --exportProfile` JSON (a list whose first item may be {"count": n})."""
+    """Attach averageMs from a `trtexec --exportProfile` JSON (a list; the first item may be {"count": n})."""
     times = {str(e.get("name")): e.get("averageMs") for e in profile if isinstance(e, dict) and "name" in e}
     for layer in report.layers:
         value = times.get(layer.name)
@@ -176,14 +180,16 @@ def _merge_profile(report: LayerReport, profile: Any) -> None:
 
 def format_layer_report(report: LayerReport) -> str:
     """A table of the engine's layers with precision, reformat flag and time, then the counts."""
-    lines = [f"TensorRT engine layers ({len(report.layers)}; {'detailed' if report.detailed else 'names only'})"]
+    detail = "detailed" if report.detailed else "names only"
+    lines = [f"TensorRT engine layers ({len(report.layers)}; {detail})"]
     for layer in report.layers:
         kind = "REFORMAT" if layer.is_reformat else layer.layer_type or "-"
         time = f"{layer.avg_ms:.3f} ms" if layer.avg_ms is not None else ""
         name = layer.name if len(layer.name) <= 70 else layer.name[:67] + "..."
         lines.append(f"  {layer.precision:<7} {kind:<18} {name}  {time}".rstrip())
     counts = ", ".join(f"{p} {report.count(p)}" for p in ("INT8", "FP16", "FP32") if report.count(p))
-    lines.append(f"Compute layers by precision: {counts or 'unknown'}; reformat layers: {len(report.reformats)}")
+    lines.append(f"Compute layers by precision: {counts or 'unknown'}; "
+                 f"reformat layers: {len(report.reformats)}")
     return "\n".join(lines)
 
 
@@ -229,8 +235,10 @@ def compare_with_prediction(report: LayerReport, fusion_report: FusionReport) ->
         agree = None
         if engine.precision in _RANK:
             agree = (engine.precision == "INT8") == (layer.precision == "int8")
-        rows.append(ComparisonRow(layer.name, layer.op, layer.precision, engine.precision, engine.name, agree))
-    return Comparison(rows, len(fusion_report.reformats), len(report.reformats), len(fusion_report.requantizations))
+        rows.append(ComparisonRow(layer.name, layer.op, layer.precision, engine.precision, engine.name,
+                                  agree))
+    return Comparison(rows, len(fusion_report.reformats), len(report.reformats),
+                      len(fusion_report.requantizations))
 
 
 def _find(report: LayerReport, onnx_name: str) -> EngineLayer | None:
@@ -248,8 +256,10 @@ def format_comparison(comparison: Comparison) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
     lines = ["Prediction vs engine"]
     for row in [header, *rows]:
-        lines.append("  " + "  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
+        cells = "  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True))
+        lines.append(f"  {cells}  {row[-1]}")
     lines.append(f"Disagreements: {len(comparison.disagreements)}; reformat layers predicted "
-                 f"{comparison.predicted_reformats} (+{comparison.predicted_requantizations} requantizations), "
+                 f"{comparison.predicted_reformats} "
+                 f"(+{comparison.predicted_requantizations} requantizations), "
                  f"engine {comparison.engine_reformats}")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ def resolve_build(target: str, trt_major: int, dla_core: int | None, shapes: str
     if trt_major not in TRT_MAJORS:
         raise TargetError(f"TensorRT major version {trt_major} is not supported (10 or 11)")
     if trt_major >= 11 and strongly_typed is False:
-        raise TargetError("TensorRT 11 removed weakly typed builds (--int8/--fp16): networks are strongly typed")
+        raise TargetError("TensorRT 11 removed weakly typed builds (--int8/--fp16): always strongly typed")
     typed = strongly_typed if strongly_typed is not None else trt_major >= 11
     parsed = parse_shape_spec(shapes) if shapes else []
     if dla_core is not None:
@@ -82,7 +82,7 @@ def trtexec_command(
     profile_path: str | Path | None = None,
     trtexec: str = "trtexec",
 ) -> list[str]:
-    """The trtexec argv that builds `model_path` into `engine_path` for the target (and exports a layer report)."""
+    """The trtexec argv building `model_path` into `engine_path` for the target, with a layer report."""
     plan = resolve_build(target, trt_major, dla_core, shapes, strongly_typed)
     cmd = [trtexec, f"--onnx={model_path}", f"--saveEngine={engine_path}"]
     cmd += ["--stronglyTyped"] if plan.strongly_typed else ["--int8", "--fp16"]
