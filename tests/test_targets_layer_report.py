@@ -16,20 +16,22 @@ from qdq_compiler.targets.layer_report import (
     read_layer_report,
 )
 
+INT8_CHW32 = "Thirty-two wide channel vectorized row major Int8 format"
 TRT10_DETAILED = {
     "Layers": [
         {
             "Name": "Reformatting CopyNode for Input Tensor 0 to x_Q + conv1 + relu1",
             "LayerType": "Reformat",
-            "Inputs": [{"Name": "x", "Dimensions": [1, 3, 64, 64], "Format/Datatype": "Row major linear FP32 format"}],
+            "Inputs": [{"Name": "x", "Dimensions": [1, 3, 64, 64],
+                        "Format/Datatype": "Row major linear FP32 format"}],
             "Outputs": [{"Name": "x_r", "Dimensions": [1, 3, 64, 64],
                          "Format/Datatype": "Channel major FP32 format where channel % 4 == 0"}],
         },
         {
             "Name": "x_Q + conv1 + relu1",
             "LayerType": "CaskConvolution",
-            "Inputs": [{"Name": "x_r", "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}],
-            "Outputs": [{"Name": "y", "Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}],
+            "Inputs": [{"Name": "x_r", "Format/Datatype": INT8_CHW32}],
+            "Outputs": [{"Name": "y", "Format/Datatype": INT8_CHW32}],
             "Weights": {"Type": "Int8", "Count": 432},
             "Metadata": "[ONNX Layer: conv1]\x1e[ONNX Layer: relu1]",
             "TacticName": "sm87_xmma_fprop_implicit_gemm_i8i8_i8i32_f32",
@@ -56,7 +58,8 @@ TRT11_DETAILED = {
         {
             "Name": "conv1",
             "LayerType": "CaskConvolution",
-            "Inputs": [{"Name": "x", "DataType": "Int8", "Format": "Thirty-two wide channel vectorized row major"}],
+            "Inputs": [{"Name": "x", "DataType": "Int8",
+                        "Format": "Thirty-two wide channel vectorized row major"}],
             "Outputs": [{"Name": "y", "DataType": "Half", "Format": "Channel major (k = 8)"}],
         },
     ],
@@ -90,7 +93,8 @@ def test_read_trt10_detailed_report(tmp_path):
     report = read_layer_report(path)
     assert report.detailed and report.io_tensors == ["x", "out"]
     reformat, conv1, conv2, pwn = report.layers
-    assert reformat.is_reformat and reformat.fused == [] and [r.name for r in report.reformats] == [reformat.name]
+    assert reformat.is_reformat and reformat.fused == []
+    assert [r.name for r in report.reformats] == [reformat.name]
     assert (conv1.precision, conv1.fused, conv1.onnx_nodes) == ("INT8", ["x_Q", "conv1", "relu1"],
                                                                 ["conv1", "relu1"])
     assert conv1.tactic.startswith("sm87")
