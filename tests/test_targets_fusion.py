@@ -195,6 +195,34 @@ def test_residual_add_and_silu_fuse_into_the_conv_epilogue():
     assert (conv.output, conv.fused) == ("int8", ["sig", "mul", "add"])
 
 
+def test_quantized_residual_input_is_not_a_split_fusion():
+    net = Net()
+    x = net.qdq(net.input("x", [1, 8, 8, 8]), 0.05, "x")
+    skip = net.qdq(net.conv(x, 8, 8, "conv_skip", k=1), 0.1, "skip")  # placement recommendation 4
+    r = net.op("Add", [net.conv(x, 8, 8, "conv_main"), skip], "add")
+    net.op("Identity", [net.qdq(r, 0.1, "r")], "out")
+    net.output("out")
+    report = predict_fusions(net.model())
+    assert (_layer(report, "conv_main").output, _layer(report, "conv_main").fused) == ("int8", ["add"])
+    assert _layer(report, "conv_skip").output == "int8"
+    assert report.split_fusions == []
+
+
+def test_qdq_between_conv_and_bn_is_a_split_fusion():
+    net = Net()
+    x = net.qdq(net.input("x", [1, 4, 8, 8]), 0.05, "x")
+    c = net.qdq(net.conv(x, 4, 4, "conv"), 0.1, "c")
+    params = [net.const(f"bn_{p}", np.full(4, v, np.float32))
+              for p, v in (("g", 1), ("b", 0), ("m", 0), ("v", 1))]
+    bn = net.qdq(net.op("BatchNormalization", [c, *params], "bn"), 0.1, "bn")
+    net.conv(bn, 4, 4, "conv2")
+    net.output("conv2")
+    report = predict_fusions(net.model())
+    assert len(report.split_fusions) == 1 and "fold BN" in report.split_fusions[0]
+    assert "BatchNormalization 'bn'" in report.int8_ops  # DQ + BN + Q: its own INT8 pointwise layer
+    assert report.requantizations == [] and report.reformats[0].node == "x_Q" and len(report.reformats) == 1
+
+
 def test_residual_add_with_float_input_keeps_float_output():
     net = Net()
     x = net.qdq(net.input("x", [1, 8, 8, 8]), 0.05, "x")

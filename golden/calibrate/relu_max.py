@@ -1,5 +1,5 @@
 # RUN: calibrate{method=max}
-"""Calibrate with `max` on data whose answer is known: the Q on relu output gets scale max(relu(x)) / 127 = 6/127."""
+"""Calibrate with `max` on data whose answer is known: the Q on relu gets scale max(relu(x)) / 127 = 6/127."""
 
 import numpy as np
 import onnx

@@ -38,7 +38,7 @@ class VerifyEach(Instrument):
 
 
 class Timing(Instrument):
-    """Wall time per pass, kept in `rows` and (unless `print_table` is False) printed as a table at the end."""
+    """Wall time per pass, kept in `rows` and printed as a table at the end unless `print_table` is False."""
 
     def __init__(self, stream: TextIO | None = None, print_table: bool = True):
         self.stream = stream or sys.stderr

@@ -387,17 +387,25 @@ def _epilogue(g: _Graph, layer: _Node, absorbed: _Absorbed) -> tuple[list[_Node]
         return fused, [], f"output feeds {user.label()}, not a Q"
 
 
-def _split_fusions(g: _Graph, layer: _Node, qs: list[_Node]) -> list[str]:
-    """Output Q/DQ pairs that sit between a layer and an activation or Add it could have fused."""
+def _split_fusions(g: _Graph, layer: _Node, qs: list[_Node], absorbed: _Absorbed) -> list[str]:
+    """Output Q/DQ pairs between a layer and an activation, BN or Add it could have fused.
+
+    A DQ that is the residual input of another layer's fused Add is the recommended placement, not a split.
+    """
     found = []
     for q in qs:
         for dq, _ in g.consumers(q.outputs[0]):
             if not dq.is_dq:
                 continue
-            for user, _ in g.consumers(dq.outputs[0]):
-                if user.op in rules.POINTWISE_EPILOGUE_OPS or user.op == "Add":
-                    found.append(f"Q/DQ '{q.origin}' between {layer.label()} and {user.label()} splits their "
-                                 "fusion: one more layer (placement recommendations 2 and 5)")
+            for user, index in g.consumers(dq.outputs[0]):
+                if user.op not in rules.POINTWISE_EPILOGUE_OPS and user.op != "Add":
+                    continue
+                if (id(dq), id(user), index) in absorbed.dq_uses and user.op == "Add":
+                    continue
+                rule = "recommendation 3: fold BN first" if user.op == "BatchNormalization" else (
+                    "recommendations 2 and 5")
+                found.append(f"Q/DQ '{q.origin}' between {layer.label()} and {user.label()} splits their "
+                             f"fusion: one more layer (placement {rule})")
     return found
 
 
@@ -443,7 +451,7 @@ def _reformats(g: _Graph, absorbed: _Absorbed) -> list[Reformat]:
     found: dict[tuple[str, str], Reformat] = {}
     for node in g.nodes:
         if node.kind == "act-dq":
-            uses = g.consumers(node.outputs[0])
+            uses = [(u, i) for u, i in g.consumers(node.outputs[0]) if u.op not in rules.SHAPE_ONLY_OPS]
             loose = [u for u, i in uses if (id(node), id(u), i) not in absorbed.dq_uses]
             targets = [u.label() for u in loose]
             if node.outputs[0] in g.graph_outputs:
@@ -451,7 +459,7 @@ def _reformats(g: _Graph, absorbed: _Absorbed) -> list[Reformat]:
             if targets:
                 reason = f"feeds {', '.join(targets)}, which does not take INT8 here: a standalone dequantize"
                 found.setdefault((node.origin, "DQ"), Reformat(node.origin, "DQ", reason))
-        elif node.kind == "act-q" and id(node) not in absorbed.qs:
+        elif node.kind == "act-q" and id(node) not in absorbed.qs and node.inputs[0] not in g.constants:
             producer = g.producer_of(node.inputs[0])
             if producer is None:
                 reason = f"quantizes graph input '{node.inputs[0]}' (expected before the first layer)"
@@ -542,14 +550,15 @@ def predict_fusions(model: ir.Model, excluded: Iterable[str] = ()) -> FusionRepo
     absorbed = _Absorbed()
     requants, cancelled = _pairs(g, absorbed)
     layers: list[LayerPrediction] = []
-    splits: list[str] = []
+    outputs: list[tuple[_Node, list[_Node]]] = []
     for node in g.nodes:
         if node.kind != "op" or node.ir_node is None:
             continue
         rule = rules.weighted_rule(node.ir_node)
         if rule is None:
             continue
-        layers.append(_predict_layer(g, node, rule, shapes, absorbed, excluded_names, splits))
+        layers.append(_predict_layer(g, node, rule, shapes, absorbed, excluded_names, outputs))
+    splits = [text for node, qs in outputs for text in _split_fusions(g, node, qs, absorbed)]
     int8_ops = _int8_capable_ops(g, absorbed)
     reformats = _reformats(g, absorbed)
     total = sum(layer.macs or 0 for layer in layers)
@@ -558,7 +567,7 @@ def predict_fusions(model: ir.Model, excluded: Iterable[str] = ()) -> FusionRepo
 
 
 def _predict_layer(g: _Graph, node: _Node, rule: rules.WeightedOpRule, shapes: dict, absorbed: _Absorbed,
-                   excluded: set[str], splits: list[str]) -> LayerPrediction:
+                   excluded: set[str], outputs: list[tuple[_Node, list[_Node]]]) -> LayerPrediction:
     assert node.ir_node is not None
     macs = layer_macs(node.ir_node, shapes)
     act_ok = rule.activation_input < len(node.inputs) and _from_dq(g, node.inputs[rule.activation_input])
@@ -574,7 +583,7 @@ def _predict_layer(g: _Graph, node: _Node, rule: rules.WeightedOpRule, shapes: d
     absorbed.take_dq(g, node, rule.activation_input)
     absorbed.take_dq(g, node, rule.weight_input)
     fused, out_qs, why = _epilogue(g, node, absorbed)
-    splits.extend(_split_fusions(g, node, out_qs))
+    outputs.append((node, out_qs))
     names = [f.origin or f.name for f in fused]
     reason = "" if out_qs else f"INT8 in, float out: {why}"
     return LayerPrediction(node.name, node.op, macs, "int8", "int8" if out_qs else "float", reason, names)

@@ -26,7 +26,7 @@ RULES: dict[str, str] = {
     "contrib-qdq": "QuantizeLinear/DequantizeLinear from a non-ONNX domain (com.microsoft)",
     "opset": "Q/DQ need opset >= 13 for per-channel axis (per-tensor below 13 is a warning)",
     "zero-point": "zero-points must be constant 0 (symmetric quantization)",
-    "quant-type": "quantized type must be INT8 (FP8 only at opset >= 19; UINT8 is an error)",
+    "quant-type": "quantized type must be INT8 (FP8 only at opset >= 19; UINT8 and INT32 are errors)",
     "scale-constant": "scales must be constants (initializers or Constant nodes)",
     "scale-value": "scales must be finite and strictly positive",
     "scale-dtype": "scales must be float32 (float16 only for strongly typed builds: warning)",
@@ -193,8 +193,11 @@ def _check_type(node: ir.Node, label: str, opset: int) -> list[Violation]:
         if opset >= rules.FP8_MIN_OPSET:
             return []
         return [_error("quant-type", label, f"{qtype.name} needs opset >= 19 (model has {opset})")]
-    if qtype == ir.DataType.INT32 and is_dequantize(node) and _feeds_bias_only(node):
-        return []  # reported once by the bias-quantized rule
+    if qtype == ir.DataType.INT32 and is_dequantize(node):
+        if _feeds_bias_only(node):
+            return []  # reported once, on the layer, by the bias-quantized rule
+        return [_error("quant-type", label,
+                       "INT32 dequantize (a quantized bias?): TensorRT dequantizes INT8/FP8; keep it float")]
     return [_warning("quant-type", label,
                      f"{qtype.name} quantization is not part of an INT8 CNN plan for TensorRT")]
 

@@ -120,6 +120,16 @@ def _pad_copies_or_zero(node: ir.Node) -> str | None:
     return None if pad_value == 0.0 else f"Pad constant_value {pad_value} is not 0 (Q(0) = 0 only for 0)"
 
 
+def _dropout_is_identity(node: ir.Node) -> str | None:
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        mode = constant_array(node.inputs[2])
+        if mode is None or bool(mode.reshape(-1)[0]):
+            return "Dropout training_mode may be on"
+    if len(node.outputs) > 1 and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
+        return "Dropout mask output is used"
+    return None
+
+
 def _maxpool_without_indices(node: ir.Node) -> str | None:
     if len(node.outputs) > 1 and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
         return "MaxPool Indices output is used"
@@ -170,6 +180,7 @@ COMMUTING_OPS: dict[str, CommutingOpRule] = {
         CommutingOpRule("Squeeze", (0,), False, SRC_MODELOPT_COPY),
         CommutingOpRule("Unsqueeze", (0,), False, DERIVED, note="inverse of Squeeze: pure reshape"),
         CommutingOpRule("Identity", (0,), False, DERIVED),
+        CommutingOpRule("Dropout", (0,), False, DERIVED, _dropout_is_identity, "identity at inference"),
         CommutingOpRule("Gather", (0,), False, SRC_MODELOPT_COPY, note="selects elements of input 0"),
         CommutingOpRule("Pad", (0,), False, DERIVED, _pad_copies_or_zero,
                         "constant 0 maps to q=0 (zero-point 0); reflect/edge copy existing values"),
@@ -201,6 +212,9 @@ PATTERN_EPILOGUES: dict[str, str] = {
 # Non-weighted ops TensorRT runs in INT8 when all inputs come through DQ and the output goes to a Q
 # ----------------------------------------------------------------------------------------------------
 
+# Consumers that read only a tensor's shape: a DQ feeding them needs no dequantize layer.
+SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
+
 INT8_CAPABLE_OPS: dict[str, str] = {
     "MaxPool": SRC_PROCESSING,
     "AveragePool": SRC_PROCESSING + " (quantizable AveragePool example)",
@@ -214,7 +228,6 @@ INT8_CAPABLE_OPS: dict[str, str] = {
 INT8_POINTWISE_OPS: dict[str, str] = {
     op: DERIVED + "; TensorRT fuses DQ + pointwise + Q into one kernel (unverified here)"
     for op in POINTWISE_EPILOGUE_OPS
-    if op != "BatchNormalization"
 }
 
 
