@@ -7,8 +7,8 @@
 - one Q/DQ per tensor, shared by all its quantized consumers; other consumers keep the float tensor.
 
 Weighted layers stay float when excluded by name pattern or op type, when they are detection-head output
-layers (no weighted layer downstream; `quantize-head` overrides), or when they have fewer input channels
-per group than `min-input-channels` (see docs/placement.md for why). Activation scales are placeholders
+layers (no weighted layer downstream; `quantize-head` overrides), or when both their input channels per
+group and their output channels are below `min-channels` (see docs/placement.md for why). Activation scales are placeholders
 (1.0) until `calibrate` sets them; weight scales are per-channel abs-max of the weights.
 """
 
@@ -45,14 +45,14 @@ class PlaceQDQ(Pass):
         exclude: tuple[str, ...] = ()
         exclude_ops: tuple[str, ...] = ()
         quantize_head: bool = False
-        min_input_channels: int = 4
+        min_channels: int = 4
         weight_method: str = "max"
 
         def __post_init__(self) -> None:
             if self.policy != "trt":
                 raise ValueError(f"unknown policy '{self.policy}' (valid: trt)")
-            if self.min_input_channels < 0:
-                raise ValueError("min-input-channels must be >= 0")
+            if self.min_channels < 0:
+                raise ValueError("min-channels must be >= 0")
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
@@ -110,8 +110,8 @@ class PlaceQDQ(Pass):
                 reason = "weight is not constant"
             elif id(node) in heads:
                 reason = "detection-head output layer (use --quantize-head to quantize)"
-            elif _input_channels(node, weight) < self.options.min_input_channels:
-                reason = f"fewer than {self.options.min_input_channels} input channels per group"
+            elif max(_channels(node, weight)) < self.options.min_channels:
+                reason = f"fewer than {self.options.min_channels} input and output channels (too small)"
             decision = LayerDecision(node.name or node.op_type, node.op_type, reason is None, reason or "")
             decisions.append((node, decision))
         return decisions
@@ -135,8 +135,8 @@ def _already_dequantized(value: ir.Value) -> bool:
     return is_dequantize(value.producer())
 
 
-def _input_channels(node: ir.Node, weight: ir.Value) -> int:
-    """Input channels per group seen by one output channel (Conv: W.shape[1]; Gemm/MatMul: K)."""
+def _channels(node: ir.Node, weight: ir.Value) -> tuple[int, int]:
+    """(input channels per group, output channels) of a weighted layer, from its weight's shape."""
     shape = weight.shape
     if shape is None or not all(isinstance(d, int) for d in shape):
         array = constant_array(weight)
@@ -146,13 +146,16 @@ def _input_channels(node: ir.Node, weight: ir.Value) -> int:
     else:
         dims = tuple(shape)
     if node.op_type == "Conv":
-        return int(dims[1])
+        return int(dims[1]), int(dims[0])
     if node.op_type == "ConvTranspose":
-        return int(dims[0])
+        group = node.attributes.get("group")
+        return int(dims[0]), int(dims[1]) * (group.as_int() if group is not None else 1)
     if node.op_type == "Gemm":
         trans_b = node.attributes.get("transB")
-        return int(dims[1] if trans_b is not None and trans_b.as_int() else dims[0])
-    return int(dims[-2]) if len(dims) >= 2 else int(dims[0])
+        if trans_b is not None and trans_b.as_int():
+            return int(dims[1]), int(dims[0])
+        return int(dims[0]), int(dims[1])
+    return (int(dims[-2]), int(dims[-1])) if len(dims) >= 2 else (int(dims[0]), 1)
 
 
 def _head_layers(graph: ir.Graph) -> set[int]:

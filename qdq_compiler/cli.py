@@ -381,10 +381,18 @@ def demo(ctx: click.Context, out_dir: str, method: str) -> None:
     )
 
 
+from qdq_compiler.cli_trt import build, explain, lint, report_engine  # noqa: E402  (after cli is defined)
+
+for _command in (lint, explain, build, report_engine):
+    cli.add_command(_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="qdqc", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="qdqc", standalone_mode=False)
+        if isinstance(status, int):  # click returns an Exit's code instead of raising it here
+            return status
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)
     except click.Abort:
