@@ -5,8 +5,8 @@ Prints one markdown table and writes it to ``bench/results/ptq.md`` and the raw 
 ``bench/results/ptq.json``. See ``bench/README.md`` for what every column means.
 
 Every tool runs in its own subprocess, so the wall time (measured here, in the parent) and the peak RSS
-(``ru_maxrss`` of that child, from ``os.wait4``) belong to that tool alone; both include interpreter start,
-imports, model load and save. The quantized models are then analysed here: Q/DQ counts, share of Conv MACs
+(VmHWM the child reads from /proc/self/status at its end) belong to that tool alone; both include interpreter
+start, imports, model load and save. The quantized models are then analysed here: Q/DQ counts, share of Conv MACs
 that read INT8 activations and INT8 weights, Concat/MaxPool scale mismatches, and output SQNR against the
 FP32 model on held-out inputs, run by onnxruntime CPU with graph optimizations disabled (so every Q/DQ is
 executed as written).
@@ -70,6 +70,8 @@ EXTRA = [
     Variant("ort", "minmax"),
     Variant("modelopt", "max"),
 ]
+# ORT's Entropy with TensorRT's 2048 histogram bins: its KL search is pure Python, ~100 s for the r160 YOLO.
+SLOW = [Variant("ort", "entropy2048")]
 QDQC_PIPELINE = "prepare,place-qdq,calibrate{{method={method}}},unify-scales,fold-scales,cleanup-qdq"
 
 
@@ -160,10 +162,23 @@ def split_batches(stacked: np.ndarray, batch: int) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------------------------------
 # Workers (run as `bench_ptq.py --worker TOOL ...` in a child process)
 # ----------------------------------------------------------------------------------------------------
-def _self_maxrss_mb() -> float:
+def _self_peak_rss_mb() -> float:
+    """Peak RSS of this process since its exec (VmHWM), or of any child it ran, in MB.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux folds the pre-exec memory image into it, i.e. the RSS of
+    the parent that forked us (here the benchmark driver, holding models and ORT sessions).
+    """
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak_kb = 0.0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak_kb = float(line.split()[1])
+    except OSError:
+        peak_kb = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    children_kb = float(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return max(peak_kb, children_kb) / 1024.0
 
 
 def worker_qdqc(args: argparse.Namespace) -> dict[str, Any]:
@@ -220,26 +235,62 @@ def worker_ort(args: argparse.Namespace) -> dict[str, Any]:
             return next(self._it, None)
 
     method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
-              "percentile": CalibrationMethod.Percentile}[args.method]
+              "entropy2048": CalibrationMethod.Entropy}[args.method]
+    cache = None
+    if args.method == "entropy2048":
+        # quantize_static builds its Entropy calibrator with num_bins=128, num_quantized_bins=128 and has no
+        # option to change them: the KL search then has (almost) a single candidate and returns the max.
+        # Calibrate with TensorRT's 2048 bins through ORT's own calibrator, hand the ranges over as a cache.
+        import tempfile
+
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+        with tempfile.TemporaryDirectory(prefix="bench_ptq.") as tmp:
+            calibrator = create_calibrator(
+                Path(source), ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                calibrate_method=CalibrationMethod.Entropy,
+                extra_options={"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128},
+            )
+            calibrator.collect_data(Reader())
+            ranges = calibrator.compute_data()
+            del calibrator
+        cache = str(Path(args.output).with_suffix(".calib.json"))
+        save_tensors_data(ranges, cache)
     quantize_static(
         source,
         args.output,
-        Reader(),
+        None if cache else Reader(),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=method,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        **({"calibration_cache_path": cache} if cache else {}),
     )
     info["quantize_s"] = time.perf_counter() - start
     return info
 
 
+def worker_modelopt(args: argparse.Namespace) -> dict[str, Any]:
+    """`python -m modelopt.onnx.quantization ARGS`, in this process so that its peak RSS can be read."""
+    import runpy
+
+    sys.argv = ["modelopt.onnx.quantization", *json.loads(args.modelopt_args)]
+    try:
+        runpy.run_module("modelopt.onnx.quantization", run_name="__main__", alter_sys=True)
+    except SystemExit as done:
+        if done.code not in (None, 0):
+            raise
+    return {"command": "python -m " + " ".join(sys.argv)}
+
+
 def run_worker(args: argparse.Namespace) -> None:
-    fn = {"qdqc": worker_qdqc, "ort": worker_ort}[args.worker]
+    fn = {"qdqc": worker_qdqc, "ort": worker_ort, "modelopt": worker_modelopt}[args.worker]
     info = fn(args)
-    info["self_maxrss_mb"] = _self_maxrss_mb()
+    info["peak_rss_mb"] = _self_peak_rss_mb()
     Path(args.report).write_text(json.dumps(info, indent=1, default=str))
 
 
@@ -555,7 +606,7 @@ def compare_outputs(ref_names: list[str], ref: list[list[np.ndarray]], names: li
 # The table
 # ----------------------------------------------------------------------------------------------------
 COLUMNS = ["tool", "model", "wall s", "peak RSS MB", "#Q", "#DQ", "Conv MACs INT8 %",
-           "Concat mism.", "MaxPool mism.", "SQNR dB", "notes"]
+           "Concat mism.", "MaxPool mism.", "SQNR dB", "pred. requant/reformat", "notes"]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -568,7 +619,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def row_cells(row: dict[str, Any]) -> list[str]:
     if row.get("error"):
-        return [row["tool"], row["model"]] + ["—"] * 8 + [row["error"]]
+        return [row["tool"], row["model"]] + ["—"] * (len(COLUMNS) - 3) + [row["error"]]
     a = row["analysis"]
     sq = row["sqnr"]
     sqnr = _fmt(sq["sqnr_db"], ".2f")
@@ -585,6 +636,8 @@ def row_cells(row: dict[str, Any]) -> list[str]:
         f"{a['concat']['mismatched']}/{a['concat']['checked']}",
         f"{a['maxpool']['mismatched']}/{a['maxpool']['checked']}",
         sqnr,
+        (f"{a['trt_predicted_requantizations']}/{a['trt_predicted_reformats']}"
+         if "trt_predicted_requantizations" in a else "—"),
         row.get("note", ""),
     ]
 
@@ -662,21 +715,22 @@ def bench_model(spec: ModelSpec, settings: Settings, work: Path, modelopt: tuple
                 row["error"] = f"not installed here: {mo_detail}"
                 rows.append(row)
                 continue
-            cmd = [mo_python, "-m", "modelopt.onnx.quantization", "--onnx_path", str(fp32),
-                   "--quantize_mode", "int8", "--calibration_data_path", str(calib_path),
-                   "--calibration_method", variant.method, "--calibration_eps", "cpu",
-                   "--high_precision_dtype", "fp32", "--output_path", str(out)]
-            row["command"] = " ".join(cmd)
+            mo_args = ["--onnx_path", str(fp32), "--quantize_mode", "int8",
+                       "--calibration_data_path", str(calib_path), "--calibration_method", variant.method,
+                       "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(out)]
+            cmd = [mo_python, str(Path(__file__).resolve()), "--worker", "modelopt", "--report", str(report),
+                   "--modelopt-args", json.dumps(mo_args)]
         else:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant.tool, "--method",
                    variant.method, "--input", str(fp32), "--calib", str(calib_path), "--output", str(out),
                    "--report", str(report)]
         log(f"[{spec.key}] {variant.label} ...")
         run = run_child(cmd, logf, settings.timeout_s)
-        row.update({"wall_s": run.wall_s, "peak_rss_mb": run.maxrss_mb, "returncode": run.returncode,
-                    "log": str(logf)})
+        row.update({"wall_s": run.wall_s, "peak_rss_mb": None, "returncode": run.returncode,
+                    "ru_maxrss_wait4_mb": run.maxrss_mb, "log": str(logf)})
         if report.exists():
             row["worker"] = json.loads(report.read_text())
+            row["peak_rss_mb"] = row["worker"].get("peak_rss_mb")
         if run.timed_out:
             row["error"] = f"timed out after {settings.timeout_s:.0f}s"
         elif run.returncode != 0 or not out.exists():
@@ -697,10 +751,12 @@ def bench_model(spec: ModelSpec, settings: Settings, work: Path, modelopt: tuple
         worker = row.get("worker", {})
         if variant.tool == "ort" and "failed" in worker.get("preprocess", ""):
             notes.append(worker["preprocess"])
+        if "trt_predicted_error" in row["analysis"]:
+            notes.append(f"predict_fusions failed: {row['analysis']['trt_predicted_error'][:120]}")
         if row["analysis"]["convs_unknown_shape"]:
             notes.append(f"{row['analysis']['convs_unknown_shape']} Conv(s) without shape (MACs not counted)")
         row["note"] = "; ".join(notes)
-        log(f"[{spec.key}] {variant.label}: {run.wall_s:.1f}s, {run.maxrss_mb:.0f} MB, "
+        log(f"[{spec.key}] {variant.label}: {run.wall_s:.1f}s, {_fmt(row['peak_rss_mb'], '.0f')} MB, "
             f"SQNR {row['sqnr']['sqnr_db']:.2f} dB")
         rows.append(row)
     return rows
@@ -710,8 +766,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="res 160 models, 8 calibration samples, entropy only")
     parser.add_argument("--models", default="", help="comma-separated model keys (default: all of the mode)")
-    parser.add_argument("--variants", choices=["primary", "all"], default=None,
-                        help="entropy only (primary) or also max/percentile/minmax (all; default unless --quick)")
+    parser.add_argument("--variants", choices=["primary", "all", "slow"], default=None,
+                        help="entropy only (primary; default with --quick), also max/percentile/minmax (all; "
+                             "default), or also ORT entropy with 2048 bins (slow)")
     parser.add_argument("--tools", default="qdqc,ort,modelopt", help="comma-separated subset of qdqc,ort,modelopt")
     parser.add_argument("--calib-samples", type=int, default=None, help="default 32 (8 with --quick)")
     parser.add_argument("--eval-samples", type=int, default=8)
@@ -721,7 +778,8 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--keep-models", action="store_true", help="keep the quantized models under out-dir/work")
     # worker mode (internal)
-    parser.add_argument("--worker", choices=["qdqc", "ort"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["qdqc", "ort", "modelopt"], help=argparse.SUPPRESS)
+    parser.add_argument("--modelopt-args", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--calib", help=argparse.SUPPRESS)
@@ -734,7 +792,8 @@ def main() -> None:
 
     variants_mode = args.variants or ("primary" if args.quick else "all")
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    variants = [v for v in PRIMARY + (EXTRA if variants_mode == "all" else []) if v.tool in tools]
+    chosen = PRIMARY + (EXTRA if variants_mode in ("all", "slow") else []) + (SLOW if variants_mode == "slow" else [])
+    variants = [v for v in chosen if v.tool in tools]
     variants.sort(key=lambda v: (["qdqc", "ort", "modelopt"].index(v.tool), v not in PRIMARY))
     settings = Settings(
         quick=args.quick,
@@ -773,6 +832,8 @@ def main() -> None:
     print(header)
     print()
     print(table)
+    print()
+    print(f"Environment: {env_line}")
     out_dir.mkdir(parents=True, exist_ok=True)
     md = [f"# {header}", "", table, "", f"Environment: {env_line}", "",
           "Columns: see bench/README.md. qdqc pipeline: `" + QDQC_PIPELINE.format(method="METHOD") + "`."]

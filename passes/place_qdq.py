@@ -8,8 +8,8 @@
 
 Weighted layers stay float when excluded by name pattern or op type, when they are detection-head output
 layers (no weighted layer downstream; `quantize-head` overrides), or when both their input channels per
-group and their output channels are below `min-channels` (see docs/placement.md for why). Activation scales are placeholders
-(1.0) until `calibrate` sets them; weight scales are per-channel abs-max of the weights.
+group and their output channels are below `min-channels` (see docs/placement.md for why).
+Activation scales are placeholders (1.0) until `calibrate` sets them; weight scales are per-channel abs-max.
 """
 
 from __future__ import annotations
