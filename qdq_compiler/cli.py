@@ -169,11 +169,12 @@ def placement_options(fn):
         ),
         click.option(
             "--target",
-            type=click.Choice(["trt10"]),
+            type=click.Choice(["trt10", "trt11"]),
             default="trt10",
             show_default=True,
-            help="TensorRT generation the output is for.",
+            help="trt10: float graph with Q/DQ; trt11: strongly typed, float remainder in FP16 (opset 19).",
         ),
+        click.option("--io-fp16", is_flag=True, help="trt11: keep graph inputs/outputs FP16 (default float32)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -219,7 +220,12 @@ def apply_compile_flags(manager: PassManager, opts: dict) -> None:
         calibration["method"] = opts["method"]
     if opts.get("calib_override"):
         calibration["overrides"] = tuple(opts["calib_override"])
+    target = opts.get("target") or "trt10"
     for pass_ in manager.passes:
+        if pass_.name == "legalize-trt":
+            pass_.options = dataclasses.replace(pass_.options, target=target, io_fp16=bool(opts.get("io_fp16")))
+        if pass_.name == "upgrade-opset" and target == "trt11":
+            pass_.options = dataclasses.replace(pass_.options, min=max(pass_.options.min, 19))
         if pass_.name == "place-qdq" and placement:
             pass_.options = dataclasses.replace(pass_.options, **placement)
         if pass_.name == "calibrate" and calibration:
@@ -263,7 +269,7 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 
     if not opts["calib"]:
         raise QdqcError("calibrate needs --calib DATA (images folder, .npy or .npz)")
-    manager = PassManager("prepare,place-qdq,calibrate")
+    manager = PassManager("upgrade-opset,prepare,place-qdq,calibrate")
     apply_compile_flags(manager, opts)
     pass_ctx = PassContext(extra={"progress": not ctx.obj["quiet"]})
     prepare_calibration(model, {**opts, "calib_cache": None}, pass_ctx)
@@ -367,6 +373,7 @@ def demo(ctx: click.Context, out_dir: str, method: str) -> None:
         "quantize_head": False,
         "weights": "int8",
         "target": "trt10",
+        "io_fp16": False,
         "load_pass_plugin": (),
         "verify_each": True,
         "print_ir_after": (),

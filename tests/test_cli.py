@@ -187,3 +187,14 @@ def test_demo_runs(tmp_path, capsys) -> None:
     assert main(["demo", "--out-dir", str(tmp_path)]) == 0
     assert op_counts(load_model(tmp_path / "example.int8.onnx").graph)["DequantizeLinear"] > 0
     assert "weighted layers:" in capsys.readouterr().out
+
+
+def test_compile_for_trt11(yolo_path, calib_path, tmp_path, capsys) -> None:
+    out = tmp_path / "trt11.onnx"
+    args = ["compile", str(yolo_path), "-o", str(out), "--calib", str(calib_path), "--target", "trt11"]
+    assert main(args) == 0
+    compiled = onnx.load(str(out))
+    onnx.checker.check_model(compiled, full_check=True)
+    assert {o.domain: o.version for o in compiled.opset_import}[""] == 19
+    pipeline = {p.key: p.value for p in compiled.metadata_props}["qdq_compiler.pipeline"]
+    assert pipeline.startswith("upgrade-opset{min=19},") and pipeline.endswith("legalize-trt{target=trt11}")

@@ -126,3 +126,30 @@ def test_head_is_float_unless_asked() -> None:
     heads = {"detect.0.conv", "detect.1.conv", "detect.2.conv"}
     assert not heads & quantized_convs(default)
     assert heads <= quantized_convs(with_head)
+
+
+def test_trt11_target_is_fp16_with_float32_io() -> None:
+    """Strongly typed output: opset 19, FP16 float remainder and scales, float32 I/O, still accurate."""
+    proto = MODELS["yolov7_tiny"]()
+    pipeline = "upgrade-opset{min=19},trt-int8,legalize-trt{target=trt11}"
+    quantized = compile_model(proto, pipeline)
+    onnx.checker.check_model(quantized, full_check=True)
+    assert {o.domain: o.version for o in quantized.opset_import}[""] >= 19
+    assert quantized.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert quantized.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    float_types = {i.data_type for i in quantized.graph.initializer} - {
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.INT64,
+    }
+    assert float_types <= {onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT}
+    scale_names = {
+        n.input[1] for n in quantized.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+    }
+    scales = [i for i in quantized.graph.initializer if i.name in scale_names]
+    assert scales and all(i.data_type == onnx.TensorProto.FLOAT16 for i in scales)
+    feeds = _feeds(proto, 1, seed=3)[0]
+    reference = run_onnx(proto, feeds)[0].astype(np.float64)
+    actual = run_onnx(quantized, feeds)[0]
+    assert actual.dtype == np.float32
+    sqnr = 10 * np.log10(np.sum(reference**2) / np.sum((reference - actual) ** 2))
+    assert sqnr > 10.0
