@@ -5,11 +5,11 @@ Prints one markdown table and writes it to ``bench/results/ptq.md`` and the raw 
 ``bench/results/ptq.json``. See ``bench/README.md`` for what every column means.
 
 Every tool runs in its own subprocess, so the wall time (measured here, in the parent) and the peak RSS
-(VmHWM the child reads from /proc/self/status at its end) belong to that tool alone; both include interpreter
-start, imports, model load and save. The quantized models are then analysed here: Q/DQ counts, share of Conv MACs
-that read INT8 activations and INT8 weights, Concat/MaxPool scale mismatches, and output SQNR against the
-FP32 model on held-out inputs, run by onnxruntime CPU with graph optimizations disabled (so every Q/DQ is
-executed as written).
+(VmHWM the child reads from /proc/self/status at its end) belong to that tool alone; both include
+interpreter start, imports, model load and save. The quantized models are then analysed here: Q/DQ counts,
+share of Conv MACs that read INT8 activations and INT8 weights, Concat/MaxPool scale mismatches, and output
+SQNR against the FP32 model on held-out inputs, run by onnxruntime CPU with graph optimizations disabled (so
+every Q/DQ is executed as written).
 
 ModelOpt's ``[onnx]`` extra pulls a CUDA torch, ``cupy-cuda12x``, ``onnxruntime-gpu`` and pins ``onnx~=1.21``,
 so it is run from whatever interpreter ``--modelopt-python`` (or ``$MODELOPT_PYTHON``) names; by default the
@@ -19,6 +19,7 @@ current one. See bench/README.md for a CPU-only install.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -234,8 +235,11 @@ def worker_ort(args: argparse.Namespace) -> dict[str, Any]:
         def get_next(self):
             return next(self._it, None)
 
-    method = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
-              "entropy2048": CalibrationMethod.Entropy}[args.method]
+    method = {
+        "entropy": CalibrationMethod.Entropy,
+        "minmax": CalibrationMethod.MinMax,
+        "entropy2048": CalibrationMethod.Entropy,
+    }[args.method]
     cache = None
     if args.method == "entropy2048":
         # quantize_static builds its Entropy calibrator with num_bins=128, num_quantized_bins=128 and has no
@@ -249,7 +253,9 @@ def worker_ort(args: argparse.Namespace) -> dict[str, Any]:
         ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
         with tempfile.TemporaryDirectory(prefix="bench_ptq.") as tmp:
             calibrator = create_calibrator(
-                Path(source), ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                Path(source),
+                ops,
+                augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                 calibrate_method=CalibrationMethod.Entropy,
                 extra_options={"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128},
             )
@@ -314,10 +320,8 @@ def run_child(cmd: list[str], log: Path, timeout: float, env: dict[str, str] | N
 
         def kill() -> None:
             fired.set()
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
         timer = threading.Timer(timeout, kill)
         timer.start()
@@ -350,7 +354,10 @@ def probe_modelopt(python: str) -> tuple[bool, str]:
         return False, f"{python}: {error}"
     if done.returncode != 0:
         last = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        return False, f"{python} cannot import modelopt.onnx.quantization ({last[-1] if last else 'no output'})"
+        return (
+            False,
+            f"{python} cannot import modelopt.onnx.quantization ({last[-1] if last else 'no output'})",
+        )
     return True, done.stdout.strip().splitlines()[-1]
 
 
@@ -390,7 +397,9 @@ class GraphView:
         for info in list(g.input) + list(g.value_info) + list(g.output):
             t = info.type.tensor_type
             if info.type.HasField("tensor_type") and t.HasField("shape"):
-                shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+                shapes[info.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim
+                )
         shapes.update(self.init_shapes)
         return shapes
 
@@ -466,7 +475,9 @@ def conv_macs(view: GraphView) -> dict[str, Any]:
         if w is None or out is None:
             unknown += 1
             continue
-        macs = int(np.prod(out, dtype=np.int64)) * int(np.prod(w[1:], dtype=np.int64))  # N*Co*Ho*Wo*(Ci/g)*kh*kw
+        macs = int(np.prod(out, dtype=np.int64)) * int(
+            np.prod(w[1:], dtype=np.int64)
+        )  # N*Co*Ho*Wo*(Ci/g)*kh*kw
         total += macs
         if view.op(node.input[0]) == DEQUANTIZE and view.op(node.input[1]) == DEQUANTIZE:
             int8 += macs
@@ -493,7 +504,13 @@ def tensor_scales(view: GraphView, tensor: str, reading: bool) -> list[np.ndarra
         q = view.producer.get(p.input[0])
         s = view.scale(q) if q is not None and q.op_type == QUANTIZE else view.scale(p)
         return [s] if s is not None else []
-    return [s for c in view.consumers.get(tensor, []) if c.op_type == QUANTIZE for s in [view.scale(c)] if s is not None]
+    return [
+        s
+        for c in view.consumers.get(tensor, [])
+        if c.op_type == QUANTIZE
+        for s in [view.scale(c)]
+        if s is not None
+    ]
 
 
 def _all_equal(scales: list[np.ndarray]) -> bool:
@@ -524,7 +541,9 @@ def scale_mismatches(view: GraphView, op_type: str) -> dict[str, Any]:
             mismatched += 1
             if len(examples) < 5:
                 flat = sorted({float(np.asarray(s).ravel()[0]) for s in scales})
-                examples.append(f"{node.name or node.output[0]}: {len(flat)} scales {flat[0]:.4g}..{flat[-1]:.4g}")
+                examples.append(
+                    f"{node.name or node.output[0]}: {len(flat)} scales {flat[0]:.4g}..{flat[-1]:.4g}"
+                )
     return {"checked": checked, "mismatched": mismatched, "examples": examples}
 
 
@@ -535,9 +554,11 @@ def predicted_int8_share(path: Path) -> dict[str, Any]:
         from qdq_compiler.targets.fusion import predict_fusions
 
         report = predict_fusions(load_model(str(path)))
-        return {"trt_predicted_int8_mac_pct": 100.0 * report.int8_mac_share,
-                "trt_predicted_requantizations": len(report.requantizations),
-                "trt_predicted_reformats": len(report.reformats)}
+        return {
+            "trt_predicted_int8_mac_pct": 100.0 * report.int8_mac_share,
+            "trt_predicted_requantizations": len(report.requantizations),
+            "trt_predicted_reformats": len(report.reformats),
+        }
     except Exception as error:
         return {"trt_predicted_error": f"{type(error).__name__}: {error}"[:300]}
 
@@ -583,8 +604,9 @@ def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * math.log10(signal_power / noise)
 
 
-def compare_outputs(ref_names: list[str], ref: list[list[np.ndarray]], names: list[str],
-                    outs: list[list[np.ndarray]]) -> dict[str, Any]:
+def compare_outputs(
+    ref_names: list[str], ref: list[list[np.ndarray]], names: list[str], outs: list[list[np.ndarray]]
+) -> dict[str, Any]:
     index = {n: i for i, n in enumerate(names)}
     per_output: dict[str, float] = {}
     all_ref, all_q = [], []
@@ -605,8 +627,20 @@ def compare_outputs(ref_names: list[str], ref: list[list[np.ndarray]], names: li
 # ----------------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------------
-COLUMNS = ["tool", "model", "wall s", "peak RSS MB", "#Q", "#DQ", "Conv MACs INT8 %",
-           "Concat mism.", "MaxPool mism.", "SQNR dB", "pred. requant/reformat", "notes"]
+COLUMNS = [
+    "tool",
+    "model",
+    "wall s",
+    "peak RSS MB",
+    "#Q",
+    "#DQ",
+    "Conv MACs INT8 %",
+    "Concat mism.",
+    "MaxPool mism.",
+    "SQNR dB",
+    "pred. requant/reformat",
+    "notes",
+]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -636,8 +670,11 @@ def row_cells(row: dict[str, Any]) -> list[str]:
         f"{a['concat']['mismatched']}/{a['concat']['checked']}",
         f"{a['maxpool']['mismatched']}/{a['maxpool']['checked']}",
         sqnr,
-        (f"{a['trt_predicted_requantizations']}/{a['trt_predicted_reformats']}"
-         if "trt_predicted_requantizations" in a else "—"),
+        (
+            f"{a['trt_predicted_requantizations']}/{a['trt_predicted_reformats']}"
+            if "trt_predicted_requantizations" in a
+            else "—"
+        ),
         row.get("note", ""),
     ]
 
@@ -645,8 +682,10 @@ def row_cells(row: dict[str, Any]) -> list[str]:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     cells = [COLUMNS] + [row_cells(r) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells[1:]]
     return "\n".join(lines)
 
@@ -683,7 +722,9 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def bench_model(spec: ModelSpec, settings: Settings, work: Path, modelopt: tuple[bool, str, str]) -> list[dict]:
+def bench_model(
+    spec: ModelSpec, settings: Settings, work: Path, modelopt: tuple[bool, str, str]
+) -> list[dict]:
     folder = work / spec.key
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -703,8 +744,12 @@ def bench_model(spec: ModelSpec, settings: Settings, work: Path, modelopt: tuple
     rows = []
     usable, mo_detail, mo_python = modelopt
     for variant in settings.variants:
-        row: dict[str, Any] = {"tool": variant.label, "model": spec.label, "variant": variant.key,
-                               "model_key": spec.key}
+        row: dict[str, Any] = {
+            "tool": variant.label,
+            "model": spec.label,
+            "variant": variant.key,
+            "model_key": spec.key,
+        }
         out = folder / f"{variant.key}.onnx"
         report = folder / f"{variant.key}.report.json"
         logf = folder / f"{variant.key}.log"
@@ -715,19 +760,60 @@ def bench_model(spec: ModelSpec, settings: Settings, work: Path, modelopt: tuple
                 row["error"] = f"not installed here: {mo_detail}"
                 rows.append(row)
                 continue
-            mo_args = ["--onnx_path", str(fp32), "--quantize_mode", "int8",
-                       "--calibration_data_path", str(calib_path), "--calibration_method", variant.method,
-                       "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(out)]
-            cmd = [mo_python, str(Path(__file__).resolve()), "--worker", "modelopt", "--report", str(report),
-                   "--modelopt-args", json.dumps(mo_args)]
+            mo_args = [
+                "--onnx_path",
+                str(fp32),
+                "--quantize_mode",
+                "int8",
+                "--calibration_data_path",
+                str(calib_path),
+                "--calibration_method",
+                variant.method,
+                "--calibration_eps",
+                "cpu",
+                "--high_precision_dtype",
+                "fp32",
+                "--output_path",
+                str(out),
+            ]
+            cmd = [
+                mo_python,
+                str(Path(__file__).resolve()),
+                "--worker",
+                "modelopt",
+                "--report",
+                str(report),
+                "--modelopt-args",
+                json.dumps(mo_args),
+            ]
         else:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant.tool, "--method",
-                   variant.method, "--input", str(fp32), "--calib", str(calib_path), "--output", str(out),
-                   "--report", str(report)]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--worker",
+                variant.tool,
+                "--method",
+                variant.method,
+                "--input",
+                str(fp32),
+                "--calib",
+                str(calib_path),
+                "--output",
+                str(out),
+                "--report",
+                str(report),
+            ]
         log(f"[{spec.key}] {variant.label} ...")
         run = run_child(cmd, logf, settings.timeout_s)
-        row.update({"wall_s": run.wall_s, "peak_rss_mb": None, "returncode": run.returncode,
-                    "ru_maxrss_wait4_mb": run.maxrss_mb, "log": str(logf)})
+        row.update(
+            {
+                "wall_s": run.wall_s,
+                "peak_rss_mb": None,
+                "returncode": run.returncode,
+                "ru_maxrss_wait4_mb": run.maxrss_mb,
+                "log": str(logf),
+            }
+        )
         if report.exists():
             row["worker"] = json.loads(report.read_text())
             row["peak_rss_mb"] = row["worker"].get("peak_rss_mb")
@@ -744,7 +830,9 @@ def bench_model(spec: ModelSpec, settings: Settings, work: Path, modelopt: tuple
             names, outs = run_model(out, name, eval_batches)
             row["sqnr"] = compare_outputs(ref_names, ref, names, outs)
         except Exception as error:
-            row["error"] = f"quantized model does not run in onnxruntime CPU: {type(error).__name__}: {error}"[:300]
+            row["error"] = (
+                f"quantized model does not run in onnxruntime CPU: {type(error).__name__}: {error}"[:300]
+            )
             rows.append(row)
             continue
         notes = []
@@ -756,27 +844,42 @@ def bench_model(spec: ModelSpec, settings: Settings, work: Path, modelopt: tuple
         if row["analysis"]["convs_unknown_shape"]:
             notes.append(f"{row['analysis']['convs_unknown_shape']} Conv(s) without shape (MACs not counted)")
         row["note"] = "; ".join(notes)
-        log(f"[{spec.key}] {variant.label}: {run.wall_s:.1f}s, {_fmt(row['peak_rss_mb'], '.0f')} MB, "
-            f"SQNR {row['sqnr']['sqnr_db']:.2f} dB")
+        log(
+            f"[{spec.key}] {variant.label}: {run.wall_s:.1f}s, {_fmt(row['peak_rss_mb'], '.0f')} MB, "
+            f"SQNR {row['sqnr']['sqnr_db']:.2f} dB"
+        )
         rows.append(row)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="res 160 models, 8 calibration samples, entropy only")
+    parser.add_argument(
+        "--quick", action="store_true", help="res 160 models, 8 calibration samples, entropy only"
+    )
     parser.add_argument("--models", default="", help="comma-separated model keys (default: all of the mode)")
-    parser.add_argument("--variants", choices=["primary", "all", "slow"], default=None,
-                        help="entropy only (primary; default with --quick), also max/percentile/minmax (all; "
-                             "default), or also ORT entropy with 2048 bins (slow)")
-    parser.add_argument("--tools", default="qdqc,ort,modelopt", help="comma-separated subset of qdqc,ort,modelopt")
+    parser.add_argument(
+        "--variants",
+        choices=["primary", "all", "slow"],
+        default=None,
+        help="entropy only (primary; default with --quick), also max/percentile/minmax (all; "
+        "default), or also ORT entropy with 2048 bins (slow)",
+    )
+    parser.add_argument(
+        "--tools", default="qdqc,ort,modelopt", help="comma-separated subset of qdqc,ort,modelopt"
+    )
     parser.add_argument("--calib-samples", type=int, default=None, help="default 32 (8 with --quick)")
     parser.add_argument("--eval-samples", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per tool run")
-    parser.add_argument("--modelopt-python", default=os.environ.get("MODELOPT_PYTHON", sys.executable),
-                        help="interpreter that has nvidia-modelopt (default: $MODELOPT_PYTHON or this one)")
+    parser.add_argument(
+        "--modelopt-python",
+        default=os.environ.get("MODELOPT_PYTHON", sys.executable),
+        help="interpreter that has nvidia-modelopt (default: $MODELOPT_PYTHON or this one)",
+    )
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--keep-models", action="store_true", help="keep the quantized models under out-dir/work")
+    parser.add_argument(
+        "--keep-models", action="store_true", help="keep the models and calibration data under out-dir/work"
+    )
     # worker mode (internal)
     parser.add_argument("--worker", choices=["qdqc", "ort", "modelopt"], help=argparse.SUPPRESS)
     parser.add_argument("--modelopt-args", help=argparse.SUPPRESS)
@@ -792,7 +895,11 @@ def main() -> None:
 
     variants_mode = args.variants or ("primary" if args.quick else "all")
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    chosen = PRIMARY + (EXTRA if variants_mode in ("all", "slow") else []) + (SLOW if variants_mode == "slow" else [])
+    chosen = (
+        PRIMARY
+        + (EXTRA if variants_mode in ("all", "slow") else [])
+        + (SLOW if variants_mode == "slow" else [])
+    )
     variants = [v for v in chosen if v.tool in tools]
     variants.sort(key=lambda v: (["qdqc", "ort", "modelopt"].index(v.tool), v not in PRIMARY))
     settings = Settings(
@@ -835,16 +942,29 @@ def main() -> None:
     print()
     print(f"Environment: {env_line}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = [f"# {header}", "", table, "", f"Environment: {env_line}", "",
-          "Columns: see bench/README.md. qdqc pipeline: `" + QDQC_PIPELINE.format(method="METHOD") + "`."]
+    md = [
+        f"# {header}",
+        "",
+        table,
+        "",
+        f"Environment: {env_line}",
+        "",
+        "Columns: see bench/README.md. qdqc pipeline: `" + QDQC_PIPELINE.format(method="METHOD") + "`.",
+    ]
     (out_dir / "ptq.md").write_text("\n".join(md) + "\n")
-    payload = {"settings": asdict(settings) | {"variants": [v.key for v in variants]},
-               "models": [asdict(s) for s in specs], "environment": env, "total_s": total, "rows": rows}
+    payload = {
+        "settings": asdict(settings) | {"variants": [v.key for v in variants]},
+        "models": [asdict(s) for s in specs],
+        "environment": env,
+        "total_s": total,
+        "rows": rows,
+    }
     (out_dir / "ptq.json").write_text(json.dumps(payload, indent=1, default=str))
-    if not args.keep_models:
+    if not args.keep_models:  # models and calibration arrays (150 MB at r640); logs and reports stay
         for spec in specs:
-            for path in (work / spec.key).glob("*.onnx"):
-                path.unlink()
+            for pattern in ("*.onnx", "*.npy", "*.calib.json"):
+                for path in (work / spec.key).glob(pattern):
+                    path.unlink()
     log(f"wrote {out_dir / 'ptq.md'} and {out_dir / 'ptq.json'} ({total:.0f}s)")
 
 

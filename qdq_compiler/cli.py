@@ -174,7 +174,7 @@ def placement_options(fn):
             show_default=True,
             help="trt10: float graph with Q/DQ; trt11: strongly typed, float remainder in FP16 (opset 19).",
         ),
-        click.option("--io-fp16", is_flag=True, help="trt11: keep graph inputs/outputs FP16 (default float32)."),
+        click.option("--io-fp16", is_flag=True, help="trt11: graph inputs/outputs in FP16 (default float32)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -223,7 +223,8 @@ def apply_compile_flags(manager: PassManager, opts: dict) -> None:
     target = opts.get("target") or "trt10"
     for pass_ in manager.passes:
         if pass_.name == "legalize-trt":
-            pass_.options = dataclasses.replace(pass_.options, target=target, io_fp16=bool(opts.get("io_fp16")))
+            io_fp16 = bool(opts.get("io_fp16"))
+            pass_.options = dataclasses.replace(pass_.options, target=target, io_fp16=io_fp16)
         if pass_.name == "upgrade-opset" and target == "trt11":
             pass_.options = dataclasses.replace(pass_.options, min=max(pass_.options.min, 19))
         if pass_.name == "place-qdq" and placement:
