@@ -174,7 +174,7 @@ def placement_options(fn):
             show_default=True,
             help="trt10: float graph with Q/DQ; trt11: strongly typed, float remainder in FP16 (opset 19).",
         ),
-        click.option("--io-fp16", is_flag=True, help="trt11: graph inputs/outputs in FP16 (default float32)."),
+        click.option("--io-fp16", is_flag=True, help="trt11: FP16 graph inputs/outputs (default float32)."),
     ]
     for option in reversed(options):
         fn = option(fn)
