@@ -12,7 +12,7 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.ir.editing import NameScope, add_constant, constant_array, remove_unused_initializers
-from qdq_compiler.ir.qdq import is_dequantize, is_quantize
+from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 WEIGHT_RANGE = (-127, 127)
@@ -60,9 +60,6 @@ class FoldScales(Pass):
 
 def quantize_weight(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
     """Symmetric INT8 codes of `weight`, per-channel along `axis` when `scale` is a vector."""
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * weight.ndim
-        shape[axis % weight.ndim] = scale.size
-        scale = scale.reshape(shape)
+    scale = broadcast_scale(scale, weight.ndim, axis)
     codes = np.rint(weight.astype(np.float64) / scale.astype(np.float64))
     return np.clip(codes, *WEIGHT_RANGE).astype(np.int8)

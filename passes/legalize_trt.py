@@ -116,17 +116,10 @@ def _keep_io_float32(graph: ir.Graph) -> int:
         users = [user for user, _ in value.uses()]
         if value.dtype != ir.DataType.FLOAT or all(_casts_to_fp16(user) for user in users):
             continue
-        cast_out = ir.Value(
-            name=names.value(f"{value.name}_fp16"), shape=value.shape, type=ir.TensorType(ir.DataType.FLOAT16)
+        cast = _cast(
+            value, ir.DataType.FLOAT16, names.value(f"{value.name}_fp16"), names.node(f"{value.name}_to_fp16")
         )
-        cast = ir.Node(
-            "",
-            "Cast",
-            [value],
-            {"to": ir.AttrInt64("to", ir.DataType.FLOAT16)},
-            outputs=[cast_out],
-            name=names.node(f"{value.name}_to_fp16"),
-        )
+        cast_out = cast.outputs[0]
         for user, index in list(value.uses()):
             if user is not cast:
                 user.replace_input_with(index, cast_out)
@@ -137,15 +130,8 @@ def _keep_io_float32(graph: ir.Graph) -> int:
             continue
         name = value.name
         value.name = names.value(f"{name}_fp16")
-        output = ir.Value(name=name, shape=value.shape, type=ir.TensorType(ir.DataType.FLOAT))
-        cast = ir.Node(
-            "",
-            "Cast",
-            [value],
-            {"to": ir.AttrInt64("to", ir.DataType.FLOAT)},
-            outputs=[output],
-            name=names.node(f"{name}_to_fp32"),
-        )
+        cast = _cast(value, ir.DataType.FLOAT, name, names.node(f"{name}_to_fp32"))
+        output = cast.outputs[0]
         graph.append(cast)
         graph.outputs[position] = output
         casts += 1
@@ -155,3 +141,9 @@ def _keep_io_float32(graph: ir.Graph) -> int:
 def _casts_to_fp16(node: ir.Node) -> bool:
     to = node.attributes.get("to")
     return node.op_type == "Cast" and to is not None and to.as_int() == ir.DataType.FLOAT16
+
+
+def _cast(value: ir.Value, dtype: ir.DataType, output_name: str, node_name: str) -> ir.Node:
+    """A Cast of `value` to `dtype` (not yet in the graph), its output named `output_name`."""
+    output = ir.Value(name=output_name, shape=value.shape, type=ir.TensorType(dtype))
+    return ir.Node("", "Cast", [value], {"to": ir.AttrInt64("to", dtype)}, outputs=[output], name=node_name)

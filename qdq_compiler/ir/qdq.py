@@ -109,3 +109,12 @@ def set_scale(quantize: ir.Node, scale: np.ndarray) -> None:
     quantize.replace_input_with(1, new)
     for user in dequantizers:
         user.replace_input_with(1, new)
+
+
+def broadcast_scale(scale: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A per-channel scale vector reshaped to broadcast along `axis` of an `ndim`-d tensor (scalars as is)."""
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * ndim
+        shape[axis % ndim] = scale.size
+        return scale.reshape(shape)
+    return scale

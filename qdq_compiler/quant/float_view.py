@@ -8,7 +8,7 @@ import onnx_ir as ir
 
 from qdq_compiler.ir import eliminate_dead_code, load_model, to_proto
 from qdq_compiler.ir.editing import add_constant, constant_array
-from qdq_compiler.ir.qdq import is_dequantize, is_quantize
+from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize
 
 
 def float_view(model: ir.Model) -> onnx.ModelProto:
@@ -38,9 +38,6 @@ def float_view(model: ir.Model) -> onnx.ModelProto:
 
 def dequantize(stored: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
     """(q - zero) * scale, per-channel along `axis` when the scale is a vector."""
-    values = stored.astype(np.float32) - (zero.astype(np.float32) if zero is not None else 0.0)
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * stored.ndim
-        shape[axis % stored.ndim] = scale.size
-        return (values * scale.reshape(shape)).astype(scale.dtype)
-    return (values * scale).astype(scale.dtype)
+    offset = broadcast_scale(zero.astype(np.float32), stored.ndim, axis) if zero is not None else 0.0
+    values = stored.astype(np.float32) - offset
+    return (values * broadcast_scale(scale, stored.ndim, axis)).astype(scale.dtype)
