@@ -1,6 +1,6 @@
 """Benchmark: post-training INT8 quantization of the same models by qdqc, onnxruntime and NVIDIA ModelOpt.
 
-Run: ``python bench/bench_ptq.py`` (full run, ~5 min on 2 cores) or ``python bench/bench_ptq.py --quick``.
+Run: ``python bench/bench_ptq.py`` (full run, 2-4 min on 2 cores) or ``python bench/bench_ptq.py --quick``.
 Prints one markdown table and writes it to ``bench/results/ptq.md`` and the raw numbers to
 ``bench/results/ptq.json``. See ``bench/README.md`` for what every column means.
 
@@ -68,12 +68,13 @@ PRIMARY = [Variant("qdqc", "entropy"), Variant("ort", "entropy"), Variant("model
 EXTRA = [
     Variant("qdqc", "max"),
     Variant("qdqc", "percentile"),
+    Variant("qdqc", "mse"),
     Variant("ort", "minmax"),
     Variant("modelopt", "max"),
 ]
 # ORT's Entropy with TensorRT's 2048 histogram bins: its KL search is pure Python, ~100 s for the r160 YOLO.
 SLOW = [Variant("ort", "entropy2048")]
-QDQC_PIPELINE = "prepare,place-qdq,calibrate{{method={method}}},unify-scales,fold-scales,cleanup-qdq"
+QDQC_PIPELINE = "upgrade-opset,prepare,place-qdq,calibrate{{method={method}}},unify-scales,fold-scales,cleanup-qdq,legalize-trt"
 
 
 @dataclass(frozen=True)
@@ -187,13 +188,11 @@ def worker_qdqc(args: argparse.Namespace) -> dict[str, Any]:
     from qdq_compiler.pm import PassContext, PassManager
 
     proto = onnx.load(args.input)
-    name, dims = input_spec(proto)
-    stacked = np.load(args.calib)
-    feeds = [{name: b} for b in split_batches(stacked, dims[0] or 1)]
     pipeline = QDQC_PIPELINE.format(method=args.method)
     start = time.perf_counter()
     model = load_model(proto)
-    results = PassManager(pipeline).run(model, PassContext(calibration_data=feeds))
+    # As `qdqc compile --calib FILE.npy` does: the .npy path is read memory-mapped, batch by batch.
+    results = PassManager(pipeline).run(model, PassContext(calibration_data=args.calib))
     quantize_s = time.perf_counter() - start
     save_model(model, args.output)
     stats = {}
@@ -204,6 +203,10 @@ def worker_qdqc(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker_ort(args: argparse.Namespace) -> dict[str, Any]:
+    # quant_pre_process imports onnxruntime.tools, whose __init__ imports torch whenever torch is installed
+    # (for PyTorch export helpers that static quantization never uses): +180 MB RSS and ~2 s that depend on
+    # what else is in the environment. Hide torch so the ORT rows measure ORT alone.
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -277,6 +280,7 @@ def worker_ort(args: argparse.Namespace) -> dict[str, Any]:
         **({"calibration_cache_path": cache} if cache else {}),
     )
     info["quantize_s"] = time.perf_counter() - start
+    info["torch_hidden"] = sys.modules.get("torch") is None
     return info
 
 
@@ -345,8 +349,8 @@ def probe_modelopt(python: str) -> tuple[bool, str]:
     code = (
         "import modelopt, torch, onnx, onnxruntime;"
         "import modelopt.onnx.quantization;"
-        "print(f'modelopt {modelopt.__version__}, torch {torch.__version__}, onnx {onnx.__version__}, "
-        "onnxruntime {onnxruntime.__version__}, cuda {torch.version.cuda}')"
+        "print(f'{modelopt.__version__} (torch {torch.__version__}, torch CUDA {torch.version.cuda}, "
+        "onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__})')"
     )
     try:
         done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=180)
@@ -702,7 +706,7 @@ class Settings:
     variants: list[Variant] = field(default_factory=list)
 
 
-def environment(modelopt_detail: str) -> dict[str, Any]:
+def environment(modelopt_detail: str, load_before: float) -> dict[str, Any]:
     import onnxruntime
 
     import qdq_compiler
@@ -710,6 +714,7 @@ def environment(modelopt_detail: str) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU used",
+        "load average (1 min) before/after": f"{load_before:.1f}/{os.getloadavg()[0]:.1f}",
         "qdq_compiler": qdq_compiler.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
@@ -923,13 +928,14 @@ def main() -> None:
         usable, detail = False, "not requested"
     log(f"modelopt: {detail}")
 
+    load_before = os.getloadavg()[0]  # other work on the machine inflates wall times
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for spec in specs:
         rows.extend(bench_model(spec, settings, work, (usable, detail, mo_python)))
     total = time.perf_counter() - started
 
-    env = environment(detail if usable else f"unavailable ({detail})")
+    env = environment(detail if usable else f"unavailable ({detail})", load_before)
     table = markdown_table(rows)
     header = (
         f"PTQ benchmark ({'quick' if args.quick else 'full'}): {settings.calib_samples} calibration samples, "

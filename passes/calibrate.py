@@ -24,6 +24,10 @@ class Calibrate(Pass):
 
     Statistics come from `ctx.calibration_stats` when they cover every tensor (a calibration cache),
     else they are collected from `ctx.calibration_data` and left in `ctx.calibration_stats`.
+
+    The default method is `mse`: NVIDIA's YOLOv7 QAT study found histogram-MSE scales best for YOLOv7, and
+    bench/bench_ptq.py measures it at or above Model Optimizer's best SQNR on our test models, where
+    `entropy` trails it by up to 0.6 dB.
     """
 
     name = "calibrate"
@@ -31,7 +35,7 @@ class Calibrate(Pass):
 
     @dataclass(frozen=True)
     class Options:
-        method: str = "entropy"
+        method: str = "mse"
         overrides: tuple[str, ...] = ()
         num_bins: int = DEFAULT_NUM_BINS
 

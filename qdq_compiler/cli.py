@@ -353,7 +353,7 @@ def inspect(model: str) -> None:
 
 @cli.command()
 @click.option("--out-dir", default="qdqc-demo", show_default=True, help="Where to write the example outputs.")
-@click.option("--method", default="entropy", show_default=True, help="Activation calibration method.")
+@click.option("--method", default="mse", show_default=True, help="Activation calibration method.")
 @click.pass_context
 def demo(ctx: click.Context, out_dir: str, method: str) -> None:
     """Run the main job on the bundled example: a YOLOv7-tiny-structured model and its calibration data."""

@@ -4,36 +4,45 @@ from __future__ import annotations
 
 import numpy as np
 
+MATRIX_LIMIT = 3000  # up to this many boxes NMS precomputes the full IoU matrix
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy ``box`` [4] against ``boxes`` [n, 4]."""
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = iw * ih
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes ``a`` [n, 4] and ``b`` [m, 4] -> [n, m]."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.ndarray:
-    """Indices of the boxes kept by greedy NMS, highest score first (ties keep the earlier box)."""
+    """Indices kept by greedy NMS, highest score first (ties keep the earlier box)."""
     order = np.argsort(-scores, kind="stable")
+    boxes = boxes[order]
     keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        if order.size == 1:
-            break
-        rest = order[1:]
-        order = rest[box_iou(boxes[i], boxes[rest]) <= iou_thres]
-    return np.asarray(keep, np.int64)
+    if len(order) <= MATRIX_LIMIT:
+        over = box_iou(boxes, boxes) > iou_thres
+        suppressed = np.zeros(len(order), bool)
+        for i in range(len(order)):
+            if not suppressed[i]:
+                keep.append(i)
+                suppressed |= over[i]
+    else:
+        rest = np.arange(len(order))
+        while rest.size:
+            i = int(rest[0])
+            keep.append(i)
+            rest = rest[1:][box_iou(boxes[i:i + 1], boxes[rest[1:]])[0] <= iou_thres]
+    return order[np.asarray(keep, np.int64)]
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_thres: float) -> np.ndarray:
     """Per-class NMS: boxes of different classes never suppress each other. Returns kept indices by score."""
-    if boxes.shape[0] == 0:
+    kept = [np.flatnonzero(classes == c)[nms(boxes[classes == c], scores[classes == c], iou_thres)]
+            for c in np.unique(classes)]
+    if not kept:
         return np.zeros(0, np.int64)
-    # Shift each class into its own region of the plane so one NMS pass handles all classes.
-    span = float(np.max(boxes)) - min(float(np.min(boxes)), 0.0) + 1.0
-    shifted = boxes + (classes.astype(boxes.dtype) * span)[:, None]
-    return nms(shifted, scores, iou_thres)
+    idx = np.concatenate(kept)
+    return idx[np.argsort(-scores[idx], kind="stable")]
