@@ -352,41 +352,19 @@ def inspect(model: str) -> None:
 
 
 @cli.command()
-@click.option("--out-dir", default="qdqc-demo", show_default=True, help="Where to write the example outputs.")
+@click.option("--out-dir", default="qdqc-demo", show_default=True, help="Where to write the INT8 model.")
 @click.option("--method", default="mse", show_default=True, help="Activation calibration method.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N images.")
 @click.pass_context
-def demo(ctx: click.Context, out_dir: str, method: str) -> None:
-    """Run the main job on the bundled example: a YOLOv7-tiny-structured model and its calibration data."""
-    from qdq_compiler.examples import write_example
+def demo(ctx: click.Context, out_dir: str, method: str, limit: int | None) -> None:
+    """The main job on the bundled example: compile the sample detector to INT8, compare its mAP with FP32."""
+    from qdq_compiler.demo import format_accuracy, run_demo
 
-    folder = Path(out_dir)
-    model_path, calib_path = write_example(folder)
-    click.echo(f"bundled example: {model_path} with calibration data {calib_path}")
-    opts = {
-        "calib": str(calib_path),
-        "calib_cache": None,
-        "batch_size": None,
-        "calib_limit": None,
-        "method": method,
-        "calib_override": (),
-        "exclude": (),
-        "exclude_op": (),
-        "quantize_head": False,
-        "weights": "int8",
-        "target": "trt10",
-        "io_fp16": False,
-        "load_pass_plugin": (),
-        "verify_each": True,
-        "print_ir_after": (),
-        "print_ir_after_change": False,
-        "ir_dump_dir": None,
-        "reproducer_dir": None,
-        "timing": False,
-        "pass_stats": False,
-    }
-    ctx.invoke(
-        compile, model=str(model_path), output=str(folder / "example.int8.onnx"), pipeline=None, **opts
-    )
+    result = run_demo(Path(out_dir), method=method, limit=limit, progress=not ctx.obj["quiet"])
+    click.echo(f"compiled the bundled detector to {result.int8_path} (calibration: {method})")
+    click.echo(result.summary)
+    click.echo(result.fusion)
+    click.echo(format_accuracy(result))
 
 
 from qdq_compiler.cli_trt import build, explain, lint, report_engine  # noqa: E402  (after cli is defined)
