@@ -183,10 +183,19 @@ def test_user_errors_are_one_line(args, message, yolo_path, calib_path, tmp_path
     assert message in err and "Traceback" not in err
 
 
-def test_demo_runs(tmp_path, capsys) -> None:
-    assert main(["demo", "--out-dir", str(tmp_path)]) == 0
-    assert op_counts(load_model(tmp_path / "example.int8.onnx").graph)["DequantizeLinear"] > 0
-    assert "weighted layers:" in capsys.readouterr().out
+def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
+    """The README's main command on the bundled detector (evaluation on 10 images to stay fast)."""
+    assert main(["demo", "--out-dir", str(tmp_path), "--limit", "10"]) == 0
+    compiled = load_model(tmp_path / "detector.int8.onnx")
+    assert op_counts(compiled.graph)["DequantizeLinear"] > 0
+    out = capsys.readouterr().out
+    assert "weighted layers:" in out and "INT8 MAC share" in out
+    rows = {
+        line.split()[0]: line.split()[1:3] for line in out.splitlines() if line.startswith(("FP32", "INT8"))
+    }
+    fp32, int8 = (tuple(map(float, rows[k])) for k in ("FP32", "INT8"))
+    assert 0.5 < fp32[0] <= 1.0 and 0.0 < fp32[1] <= fp32[0]
+    assert int8[0] > fp32[0] - 0.1  # INT8 loses little on the trained detector
 
 
 def test_compile_for_trt11(yolo_path, calib_path, tmp_path, capsys) -> None:
