@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 
@@ -21,7 +22,7 @@ from qdq_compiler.calib.cache import (
 )
 from qdq_compiler.calib.data import IterableData
 from qdq_compiler.calib.errors import CalibrationCacheError
-from qdq_compiler.calib.histogram import TensorStats
+from qdq_compiler.calib.histogram import TensorStats, collect_exact
 from qdq_compiler.calib.methods import compute_amax
 
 KEY = CacheKey(model_sha256="a" * 64, data_sha256="b" * 64, preprocess_sha256="c" * 64, num_bins=2048)
@@ -36,9 +37,10 @@ def _stats() -> dict[str, TensorStats]:
         "zeros": np.zeros(10),
     }
     for name, data in samples.items():
-        stats = TensorStats(name=name)
-        stats.update(data.astype(np.float32))
-        out[name] = stats
+        out[name] = collect_exact([data.astype(np.float32)], name=name)  # binning "fixed"
+    one_pass = TensorStats(name="one pass")  # binning "pow2", 16 x 2048 stored bins
+    one_pass.update(rng.standard_normal(2000).astype(np.float32) * 5)
+    out["one pass"] = one_pass
     nan_only = TensorStats(name="nan only")
     nan_only.update(np.array([np.nan, np.inf]))
     out["nan only"] = nan_only
@@ -65,7 +67,7 @@ def test_round_trip(tmp_path):
         again = loaded[name]
         np.testing.assert_array_equal(again.hist, original.hist)
         assert again.hist.dtype == np.int64 and again.name == name
-        for attr in ("range", "count", "nan_count", "inf_count", "num_bins"):
+        for attr in ("range", "count", "nan_count", "inf_count", "num_bins", "binning", "oversample"):
             assert getattr(again, attr) == getattr(original, attr)
         if original.count:
             assert (again.min, again.max) == (original.min, original.max)
@@ -83,7 +85,7 @@ def test_bytes_are_deterministic(tmp_path):
     assert (tmp_path / "one").read_bytes() == (tmp_path / "two").read_bytes()
     with zipfile.ZipFile(tmp_path / "one") as archive:
         names = archive.namelist()
-        assert names[0] == "meta.json" and names[1:] == [f"hist/{i:06d}.npy" for i in range(4)]
+        assert names[0] == "meta.json" and names[1:] == [f"hist/{i:06d}.npy" for i in range(5)]
         assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
@@ -107,6 +109,40 @@ def test_stale_key_refused(tmp_path, change, label):
     assert "\n" not in text and text.startswith(f"stale calibration cache {path}: ") and label in text
 
 
+def _rewrite_meta(path, old: bytes, new: bytes) -> None:
+    save_cache(path, _stats(), KEY)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    assert old in members["meta.json"]
+    members["meta.json"] = members["meta.json"].replace(old, new)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, payload in members.items():
+            archive.writestr(name, payload)
+
+
+def _version1_cache(path) -> None:
+    """A cache as qdqc wrote it before version 2: 2048-bin histograms over a power-of-two range."""
+    stats = TensorStats(name="t", oversample=1)
+    stats.update(np.linspace(-3, 2, 1000, dtype=np.float32))
+    meta = {"format": "qdqc-calibration-cache", "version": 1, "key": KEY.__dict__, "tensors": [{
+        "name": "t", "histogram": "hist/000000.npy", "num_bins": 2048, "range": stats.range, "count": 1000,
+        "nan_count": 0, "inf_count": 0, "min": -3.0, "max": 2.0}]}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("meta.json", json.dumps(meta, sort_keys=True))
+        archive.writestr("hist/000000.npy", cache_module._npy_bytes(stats.hist))
+
+
+def test_version1_cache_refused(tmp_path):
+    path = tmp_path / "v1.calib"
+    _version1_cache(path)
+    for read in (lambda: load_cache(path, KEY), lambda: read_cache_key(path)):  # the CLI reads the key first
+        with pytest.raises(CalibrationCacheError) as info:
+            read()
+        text = str(info.value)
+        assert text.startswith(f"{path} has cache format version 1; this qdqc reads version 2: recalibrate (")
+        assert "power-of-two" in text and "\n" not in text
+
+
 def test_unreadable_caches(tmp_path):
     with pytest.raises(CalibrationCacheError, match="not found"):
         load_cache(tmp_path / "missing", KEY)
@@ -114,14 +150,8 @@ def test_unreadable_caches(tmp_path):
     with pytest.raises(CalibrationCacheError, match="is not a calibration cache"):
         load_cache(tmp_path / "junk", KEY)
     path = tmp_path / "old"
-    save_cache(path, _stats(), KEY)
-    with zipfile.ZipFile(path) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    members["meta.json"] = members["meta.json"].replace(b'"version": 1', b'"version": 99')
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, payload in members.items():
-            archive.writestr(name, payload)
-    with pytest.raises(CalibrationCacheError, match="version 99; this qdqc reads version 1: recalibrate"):
+    _rewrite_meta(path, b'"version": 2', b'"version": 99')
+    with pytest.raises(CalibrationCacheError, match="version 99; this qdqc reads version 2: recalibrate$"):
         load_cache(path, KEY)
     save_cache(path, _stats(), KEY)
     with pytest.raises(CalibrationCacheError, match="lacks tensor\\(s\\) 'other': recalibrate"):

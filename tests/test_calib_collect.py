@@ -120,3 +120,87 @@ def test_large_model_path_goes_through_a_file(monkeypatch, capsys):
     conv = _conv_numpy(np.concatenate([b["x"] for b in batches]))
     assert stats["conv_out"].absmax == pytest.approx(np.abs(conv).max(), rel=1e-5)
     assert capsys.readouterr().err == ""  # progress=True stays silent when stderr is not a terminal
+
+
+def _deeper_model() -> onnx.ModelProto:
+    """Conv -> Relu -> Conv (+ residual Add) -> Mul by a constant: fusion candidates for onnxruntime."""
+    w2 = RNG.standard_normal((3, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["s"]),
+        helper.make_node("Mul", ["s", "k"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "deeper",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 5])],
+        [onnx.numpy_helper.from_array(WEIGHT, "w"), onnx.numpy_helper.from_array(BIAS, "b"),
+         onnx.numpy_helper.from_array(w2, "w2"), onnx.numpy_helper.from_array(np.float32(0.5), "k")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("make_model", [_model, _deeper_model])
+def test_optimized_session_returns_the_unoptimized_values(make_model):
+    import onnxruntime as ort
+
+    from qdq_compiler.calib.collect import GRAPH_OPTIMIZATION_LEVEL, _session
+
+    assert GRAPH_OPTIMIZATION_LEVEL != "ORT_DISABLE_ALL"
+    model = make_model()
+    fetch = [out for node in model.graph.node for out in node.output]
+    plain = onnx.ModelProto()
+    plain.CopyFrom(model)
+    for name in fetch[:-1]:
+        plain.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    reference = ort.InferenceSession(plain.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    with _session(model, fetch) as session:
+        for batch in _batches(3):
+            for name, got, want in zip(fetch, session.run(fetch, batch), reference.run(fetch, batch)):
+                np.testing.assert_array_equal(got, want, err_msg=name)  # bit for bit
+
+
+def test_exact_by_default_for_data_read_twice():
+    model = _model()
+    batches = _batches()
+    stats = collect_statistics(model, ["conv_out", "x"], batches)
+    conv = np.abs(_conv_numpy(np.concatenate([b["x"] for b in batches])))
+    for item in stats.values():
+        assert item.binning == "fixed" and item.is_exact and item.hist.size == 2048
+    assert stats["conv_out"].absmax == pytest.approx(conv.max(), rel=1e-5)
+    x = np.abs(np.concatenate([b["x"] for b in batches]).astype(np.float64))
+    expected, _ = np.histogram(x, bins=2048, range=(0.0, x.max()))
+    np.testing.assert_array_equal(stats["x"].hist, expected)
+    # A one-shot iterable is read once (pow2 binning); exact=True refuses it.
+    once = collect_statistics(model, ["conv_out"], iter(batches))["conv_out"]
+    assert once.binning == "pow2" and once.absmax == stats["conv_out"].absmax
+    assert collect_statistics(model, ["conv_out"], batches, exact=False)["conv_out"].binning == "pow2"
+    with pytest.raises(ValueError, match="one-shot iterable"):
+        collect_statistics(model, ["y"], iter(batches), exact=True)
+
+
+def test_second_pass_must_see_the_same_data():
+    class Drifting:
+        """Each iteration scales the data a little more (e.g. random augmentation): not reproducible."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def __iter__(self):
+            self.calls += 1
+            return iter([{"x": b["x"] * self.calls} for b in _batches(2)])
+
+    with pytest.raises(CalibrationDataError, match="second pass differs: tensor 'x': .* exceeds"):
+        collect_statistics(_model(), ["y", "x"], Drifting())
+
+    class Shrinking(Drifting):
+        def __iter__(self):
+            self.calls += 1
+            return iter([{"x": b["x"] / self.calls} for b in _batches(2)])
+
+    with pytest.raises(CalibrationDataError, match="differs between the two calibration passes"):
+        collect_statistics(_model(), ["x"], Shrinking())

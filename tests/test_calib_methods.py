@@ -9,7 +9,7 @@ import pytest
 
 from qdq_compiler.calib import methods
 from qdq_compiler.calib.errors import CalibrationMethodError
-from qdq_compiler.calib.histogram import TensorStats
+from qdq_compiler.calib.histogram import TensorStats, collect_exact
 from qdq_compiler.calib.methods import (
     AMAX_FLOOR,
     MethodPlan,
@@ -45,10 +45,12 @@ def test_max_and_percentile_by_hand():
 
 def test_entropy_by_hand():
     # 256 bins of width 1. Bins 0..127 alternate 3 (even) and 1 (odd); bin 0 is then replaced by bin 1's
-    # count (1), as pytorch-quantization does. One outlier sits in bin 255 (absmax 255.5).
+    # count (1), as pytorch-quantization does. One outlier sits in bin 255 (absmax 256: the histogram is over
+    # [0, absmax], so it is the calibration histogram as is).
     counts = {j: (3 if j % 2 == 0 else 1) for j in range(128)}
     counts[255] = 1
-    stats = _stats(counts, num_bins=256, width=1.0, max_value=255.5)
+    stats = _stats(counts, num_bins=256, width=1.0, max_value=256.0)
+    assert stats.is_exact
     thresholds, kl = entropy_divergences(stats.hist, start_bin=128)
     assert thresholds.tolist() == list(range(128, 257))
     # Total after the replacement: bin 0 (1) + 63 even bins of 3 + 64 odd bins of 1 + outlier = 255.
@@ -67,21 +69,21 @@ def test_entropy_by_hand():
 
 
 def test_entropy_last_minimum_wins(monkeypatch):
-    stats = _stats({1: 5, 200: 1}, num_bins=256, width=0.5, max_value=100.2)
+    stats = _stats({1: 5, 255: 1}, num_bins=256, width=0.5, max_value=128.0)
     fake = (np.array([128, 129, 130, 131]), np.array([0.5, 0.1, 0.1, 0.3]))
     monkeypatch.setattr(methods, "entropy_divergences", lambda *a, **k: fake)
     assert compute_amax(stats, "entropy") == 130 * 0.5  # the later of the two minima
 
 
 def test_mse_by_hand():
-    # width 1 over [0, 256): N values in bin 100 (centre 100.5) and one in bin 255 (centre 255.5, absmax
-    # 255.75). Only two candidates with start_bin=190, stride=65: centres 190.5 and 255.5.
+    # width 1 over [0, 256]: N values in bin 100 (centre 100.5) and one in bin 255 (centre 255.5, absmax
+    # 256). Only two candidates with start_bin=190, stride=65: centres 190.5 and 255.5.
     # amax 190.5: 100.5 * 127 / 190.5 = 67 exactly -> no rounding error; the outlier clips to 190.5:
     #   error = (255.5 - 190.5)^2 = 4225.
     # amax 255.5: 100.5 * 127 / 255.5 = 49.955 -> 50 -> 50 * 255.5 / 127 = 100.5905...; outlier exact:
     #   error = N * (12775 / 127 - 100.5)^2 = N * 0.0081995...
     def stats_for(n):
-        return _stats({100: n, 255: 1}, num_bins=256, width=1.0, max_value=255.75)
+        return _stats({100: n, 255: 1}, num_bins=256, width=1.0, max_value=256.0)
 
     per_value = (12775 / 127 - 100.5) ** 2
     centers = np.arange(256) + 0.5
@@ -166,26 +168,32 @@ _DISTRIBUTIONS = {
 }
 
 
-def _collected(name: str, num_bins: int, seed: int = 0, n: int = 20_000) -> TensorStats:
+def _collected(name: str, num_bins: int, seed: int = 0, n: int = 20_000, exact: bool = True) -> TensorStats:
     rng = np.random.default_rng(seed)
-    stats = TensorStats(num_bins=num_bins, name=name)
     data = _DISTRIBUTIONS[name](rng, n).astype(np.float32)
-    for piece in np.array_split(data, 4):
+    pieces = np.array_split(data, 4)
+    if exact:
+        return collect_exact(pieces, num_bins=num_bins, name=name)
+    stats = TensorStats(num_bins=num_bins, name=name)
+    for piece in pieces:
         stats.update(piece)
     return stats
 
 
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "one-pass"])
 @pytest.mark.parametrize("name", sorted(_DISTRIBUTIONS))
-def test_entropy_and_mse_match_literal_reference(name):
-    stats = _collected(name, num_bins=512)
-    width = stats.bin_width
-    expected, divergences = reference_entropy(stats.hist, width)
-    _, kl = entropy_divergences(stats.hist[: len(divergences) + 127])
+def test_entropy_and_mse_match_literal_reference(name, exact):
+    # The fast implementations equal the bin-by-bin reference on the same calibration histogram, whether it
+    # is exact or re-binned.
+    stats = _collected(name, num_bins=256, exact=exact)
+    hist, width = stats.calibration_histogram(), stats.bin_width
+    expected, divergences = reference_entropy(hist, width)
+    _, kl = entropy_divergences(hist[: len(divergences) + 127])
     finite = np.isfinite(divergences)
     np.testing.assert_array_equal(np.isfinite(kl), finite)
     np.testing.assert_allclose(kl[finite], np.asarray(divergences)[finite], rtol=1e-9, atol=1e-12)
     assert abs(compute_amax(stats, "entropy") - min(expected, stats.absmax)) <= width
-    assert abs(compute_amax(stats, "mse") - min(reference_mse(stats.hist, width), stats.absmax)) <= width
+    assert abs(compute_amax(stats, "mse") - min(reference_mse(hist, width), stats.absmax)) <= width
 
 
 def test_entropy_matches_reference_at_2048_bins():

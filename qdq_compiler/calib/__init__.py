@@ -20,7 +20,7 @@ from .data import (
     validate_batch,
 )
 from .errors import CalibrationCacheError, CalibrationDataError, CalibrationError, CalibrationMethodError
-from .histogram import DEFAULT_NUM_BINS, TensorStats
+from .histogram import DEFAULT_NUM_BINS, TensorStats, collect_exact
 from .methods import (
     AMAX_FLOOR,
     MethodPlan,
@@ -57,6 +57,7 @@ __all__ = [
     "TensorStats",
     "available_methods",
     "cache_key",
+    "collect_exact",
     "collect_statistics",
     "compute_amax",
     "load_cache",

@@ -1,9 +1,10 @@
 """Calibration cache: the collected statistics of a (model, data, preprocessing) triple, in one file.
 
-Format (version 1, described in docs/calibration-cache.md): a ZIP archive holding ``meta.json`` (format
-name, version, the key, and per tensor its name, histogram range, counts, min and max) followed by one
-``hist/NNNNNN.npy`` (little-endian int64 counts) per tensor, in name order. Every member has a fixed date, so
-the same statistics and key always give the same bytes (for a given zlib). Files are written atomically.
+Format (version 2, described in docs/calibration-cache.md): a ZIP archive holding ``meta.json`` (format
+name, version, the key, and per tensor its name, histogram binning, size and range, counts, min and max)
+followed by one ``hist/NNNNNN.npy`` (little-endian int64 counts) per tensor, in name order. Every member
+has a fixed date, so the same statistics and key always give the same bytes (for a given zlib). Files are
+written atomically.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ __all__ = [
 ]
 
 CACHE_FORMAT = "qdqc-calibration-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# Why a cache of an older version cannot be read (it is refused: recalibrate).
+_OLD_VERSIONS = {
+    1: "version 1 stored power-of-two-range histograms, from which entropy and mse cannot give the reference "
+       "amax over [0, absmax]",
+}
 _META = "meta.json"
 _DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -105,10 +111,14 @@ def encode_cache(stats: Mapping[str, TensorStats], key: CacheKey) -> bytes:
         item = stats[name]
         if item.num_bins != key.num_bins:
             raise CalibrationCacheError(f"{name!r} has {item.num_bins} bins; the key says {key.num_bins}")
+        if item.binning not in ("fixed", "pow2"):
+            raise CalibrationCacheError(f"{name!r} has no histogram (binning {item.binning!r})")
         entries.append({
             "name": name,
             "histogram": f"hist/{index:06d}.npy",
             "num_bins": item.num_bins,
+            "binning": item.binning,
+            "hist_bins": int(item.hist.size),
             "range": float(item.range),
             "count": int(item.count),
             "nan_count": int(item.nan_count),
@@ -155,9 +165,11 @@ def _read_meta(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
         raise CalibrationCacheError(f"{where} is not a calibration cache ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         raise CalibrationCacheError(f"{where} is not a {CACHE_FORMAT} file")
-    if meta.get("version") != CACHE_VERSION:
-        raise CalibrationCacheError(f"{where} has cache format version {meta.get('version')!r}; "
-                                    f"this qdqc reads version {CACHE_VERSION}: recalibrate")
+    version = meta.get("version")
+    if version != CACHE_VERSION:
+        why = _OLD_VERSIONS.get(version) if isinstance(version, int) else None
+        raise CalibrationCacheError(f"{where} has cache format version {version!r}; this qdqc reads version "
+                                    f"{CACHE_VERSION}: recalibrate" + (f" ({why})" if why else ""))
     return meta
 
 
@@ -215,7 +227,7 @@ def load_cache(
             try:
                 raw = io.BytesIO(archive.read(entry["histogram"]))
                 counts = np.lib.format.read_array(raw, allow_pickle=False)
-                if counts.dtype != np.int64 or counts.shape != (entry["num_bins"],):
+                if counts.dtype != np.int64 or counts.shape != (entry["hist_bins"],):
                     raise ValueError(f"histogram of dtype {counts.dtype} and shape {counts.shape}")
                 has_values = entry["count"] > 0
                 stats[entry["name"]] = TensorStats.from_histogram(
@@ -223,7 +235,7 @@ def load_cache(
                     min_value=entry["min"] if has_values else 0.0,
                     max_value=entry["max"] if has_values else 0.0,
                     count=entry["count"], nan_count=entry["nan_count"], inf_count=entry["inf_count"],
-                    name=entry["name"],
+                    name=entry["name"], num_bins=entry["num_bins"], binning=entry["binning"],
                 )
             except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
                 label = entry.get("name") if isinstance(entry, dict) else entry

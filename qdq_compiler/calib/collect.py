@@ -1,4 +1,10 @@
-"""Run the float model with onnxruntime on calibration batches and stream chosen tensors into TensorStats."""
+"""Run the float model with onnxruntime on calibration batches and stream chosen tensors into TensorStats.
+
+By default the data are read twice: the first pass finds every tensor's absmax, the second builds its exact
+calibration histogram (2048 bins over ``[0, absmax]``), so every method gives the reference amax. Data that
+can be read only once get one pass and a re-binned power-of-two histogram (see
+:mod:`qdq_compiler.calib.histogram`).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,17 @@ import onnx
 
 from .data import model_input_specs, validate_batch
 from .errors import CalibrationDataError
-from .histogram import DEFAULT_NUM_BINS, TensorStats
+from .histogram import DEFAULT_NUM_BINS, TensorStats, check_same_pass
 from .progress import Progress
 
-__all__ = ["collect_statistics", "cpu_count"]
+__all__ = ["GRAPH_OPTIMIZATION_LEVEL", "collect_statistics", "cpu_count", "is_reiterable"]
 
 _PROTO_LIMIT = 2_000_000_000  # protobuf cannot serialize 2 GiB; bigger models go through a file
+# onnxruntime graph optimisation for calibration runs. The observed tensors are graph outputs, so no fusion
+# can swallow them. EXTENDED keeps the values bit for bit equal to an unoptimised session on CNNs
+# (tests/test_calib_collect.py); ALL is not used because its NCHWc layout rewrite changes Conv results in the
+# last bits (up to 1e-4 absolute on YOLOv7-tiny), so the statistics would no longer be the float model's.
+GRAPH_OPTIMIZATION_LEVEL = "ORT_ENABLE_EXTENDED"
 
 
 def cpu_count() -> int:
@@ -52,9 +63,7 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
             work.graph.output.append(onnx.ValueInfoProto(name=name))  # onnxruntime infers the type
     options = ort.SessionOptions()
     options.intra_op_num_threads = cpu_count()
-    # No graph optimisation: fusions must not swallow the tensors we observe, and the values must be the
-    # float model's own.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
     with tempfile.TemporaryDirectory(prefix="qdqc-calib-") as tmp:
@@ -77,19 +86,62 @@ def _batch_samples(feed: Mapping[str, np.ndarray]) -> int:
     return int(first.shape[0]) if first.ndim else 1
 
 
+def is_reiterable(batches: Iterable[Any]) -> bool:
+    """True if iterating ``batches`` again starts over (a list, a tuple, a file or array reader...)."""
+    if iter(batches) is batches:  # an iterator or generator
+        return False
+    return bool(getattr(batches, "reiterable", True))
+
+
+def _run_pass(
+    session: Any,
+    batches: Iterable[Mapping[str, np.ndarray] | np.ndarray],
+    specs: Sequence[Any],
+    inputs: set[str],
+    fetch: list[str],
+    stats: Mapping[str, TensorStats],
+    bar: Progress | None,
+) -> int:
+    """Feed every batch, update ``stats``; return the number of batches."""
+    seen = 0
+    for index, batch in enumerate(batches):
+        feed = validate_batch(batch, specs, f"calibration batch {index}")
+        values = dict(zip(fetch, session.run(fetch, feed), strict=True)) if fetch else {}
+        for name, item in stats.items():
+            value = feed[name] if name in inputs else values[name]
+            if index == 0 and not np.issubdtype(value.dtype, np.floating):
+                raise ValueError(f"tensor {name!r} is {value.dtype}: only float tensors calibrate")
+            item.update(value)
+        samples = _batch_samples(feed)
+        del values, feed
+        seen += 1
+        if bar is not None:
+            bar.update(samples)
+    return seen
+
+
 def collect_statistics(
     model: onnx.ModelProto,
     tensor_names: Sequence[str],
     batches: Iterable[Mapping[str, np.ndarray] | np.ndarray],
     num_bins: int = DEFAULT_NUM_BINS,
     progress: Progress | bool | None = None,
+    exact: bool | None = None,
 ) -> dict[str, TensorStats]:
     """Stream ``tensor_names`` of ``model`` over ``batches`` into one :class:`TensorStats` each.
 
     ``model`` is not modified (a copy gets the extra outputs). Tensors may be model inputs or outputs of
     main-graph nodes. Each batch is validated against the model inputs, run, accumulated and dropped, so
-    memory does not grow with the data. ``progress``: True draws a bar on stderr (when it is a terminal);
-    a :class:`Progress` you pass is updated but not closed.
+    memory does not grow with the data.
+
+    ``exact``: True reads ``batches`` twice (absmax, then the exact ``num_bins`` histogram over
+    ``[0, absmax]``; the data and the model must give the same values both times, else
+    :class:`CalibrationDataError`); False reads them once (pow2 histogram, re-binned for entropy/mse);
+    None (default) is True when ``batches`` can be read again (:func:`is_reiterable`: lists, tuples, the
+    file and array readers), else False.
+
+    ``progress``: True draws a bar on stderr (when it is a terminal); a :class:`Progress` you pass is updated
+    (by both passes) but not closed.
     """
     names = list(dict.fromkeys(tensor_names))
     if not names:
@@ -98,29 +150,42 @@ def collect_statistics(
     inputs = {spec.name for spec in specs}
     _check_tensor_names(model, names, inputs)
     fetch = [name for name in names if name not in inputs]
-    stats = {name: TensorStats(num_bins, name=name) for name in names}
+    if exact is None:
+        exact = is_reiterable(batches)
+    elif exact and not is_reiterable(batches):
+        raise ValueError("exact calibration reads the data twice; got a one-shot iterable (use exact=False)")
 
     owned = progress is True
-    bar = Progress(total=getattr(batches, "num_samples", None)) if owned else progress or None
-    seen = 0
+    total = getattr(batches, "num_samples", None)
+    if owned and total is not None and exact:
+        total *= 2
+    bar = Progress(total=total) if owned else progress or None
     try:
         with _session(model, fetch) if fetch else contextlib.nullcontext() as session:
-            for index, batch in enumerate(batches):
-                feed = validate_batch(batch, specs, f"calibration batch {index}")
-                values = dict(zip(fetch, session.run(fetch, feed), strict=True)) if fetch else {}
+            if not exact:
+                stats = {name: TensorStats(num_bins, name=name) for name in names}
+                if _run_pass(session, batches, specs, inputs, fetch, stats, bar) == 0:
+                    raise CalibrationDataError("calibration data produced no batches (count 0)")
+                return stats
+            first = {name: TensorStats(num_bins, name=name, histogram=False) for name in names}
+            count = _run_pass(session, batches, specs, inputs, fetch, first, bar)
+            if count == 0:
+                raise CalibrationDataError("calibration data produced no batches (count 0)")
+            stats = {}
+            for name, item in first.items():
+                stats[name] = TensorStats(num_bins, name=name, fixed_range=item.absmax)
+                stats[name]._warned = item._warned  # the NaN/Inf warning was given in the first pass
+            try:
+                again = _run_pass(session, batches, specs, inputs, fetch, stats, bar)
+                if again != count:
+                    raise ValueError(f"the data gave {count} batches, then {again}")
                 for name in names:
-                    value = feed[name] if name in inputs else values[name]
-                    if index == 0 and not np.issubdtype(value.dtype, np.floating):
-                        raise ValueError(f"tensor {name!r} is {value.dtype}: only float tensors calibrate")
-                    stats[name].update(value)
-                samples = _batch_samples(feed)
-                del values, feed
-                seen += 1
-                if bar is not None:
-                    bar.update(samples)
+                    check_same_pass(first[name], stats[name])
+            except ValueError as exc:
+                raise CalibrationDataError(
+                    f"exact calibration reads the data twice and the second pass differs: {exc}"
+                ) from None
+            return stats
     finally:
         if owned and bar is not None:
             bar.close()
-    if seen == 0:
-        raise CalibrationDataError("calibration data produced no batches (count 0)")
-    return stats

@@ -201,6 +201,11 @@ class CalibrationData(abc.ABC):
     def _compute_data_sha256(self) -> str | None: ...
 
     @property
+    def reiterable(self) -> bool:
+        """True if every iteration yields the same batches (exact calibration reads the data twice)."""
+        return True
+
+    @property
     def data_sha256(self) -> str | None:
         """sha256 of the data actually fed (None when it cannot be known without consuming it)."""
         if self._data_sha256 is None:
@@ -465,6 +470,10 @@ class IterableData(CalibrationData):
         self._sequence = isinstance(batches, (list, tuple))
         if self._sequence and not batches:
             raise CalibrationDataError(f"{source}: no calibration batches (count 0)")
+
+    @property
+    def reiterable(self) -> bool:
+        return self._sequence
 
     @property
     def num_samples(self) -> int | None:

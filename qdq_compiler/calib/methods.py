@@ -3,16 +3,20 @@
 Methods (all results are clamped to ``[AMAX_FLOOR, max(absmax, AMAX_FLOOR)]``):
 
 * ``max`` -- the largest finite |x| seen.
-* ``percentile{p=99.99}`` -- the upper edge of the first histogram bin at which the cumulative count reaches
-  ``p`` percent of all values, clamped to absmax. At least ``p`` percent of the values are <= amax.
-  (pytorch-quantization returns the lower edge of that bin instead: the two differ by at most one bin.)
+* ``percentile{p=99.99}`` -- the upper edge of the first *stored* histogram bin at which the cumulative count
+  reaches the nearest rank ``ceil(p / 100 * count)``, clamped to absmax. At least ``p`` percent of the
+  values are <= amax, and amax exceeds the nearest-rank value by at most one stored bin width (a calibration
+  bin for exact statistics, at most 1/8 of one for one-pass statistics). (pytorch-quantization returns the
+  lower edge of that bin instead.)
 * ``entropy{start_bin=128,stride=1}`` -- the KL-divergence calibration of TensorRT / pytorch-quantization,
   see :func:`amax_entropy`.
 * ``mse{start_bin=128,stride=1}`` -- the bin centre minimising the count-weighted squared error of 8-bit
   symmetric fake quantization of the bin centres, see :func:`amax_mse`.
 
-The histogram is considered up to its last non-empty bin (the one holding absmax): bins above it are empty
-artefacts of the power-of-two range (see :mod:`qdq_compiler.calib.histogram`).
+``entropy`` and ``mse`` run on the calibration histogram, ``num_bins`` bins over ``[0, absmax]``
+(:meth:`TensorStats.calibration_histogram`): exactly the reference histogram for exact (two-pass)
+statistics, a re-binned approximation for one-pass statistics (see :mod:`qdq_compiler.calib.histogram`).
+They consider the histogram up to its last non-empty bin (the last bin, which holds absmax).
 
 A tensor whose values are all zero gets ``AMAX_FLOOR`` (1e-8), so its scale 1e-8 / 127 is positive and a
 normal float32. A tensor that never saw a finite value is an error.
@@ -21,6 +25,7 @@ normal float32. A tensor that never saw a finite value is an error.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,10 +61,17 @@ MethodFn = Callable[..., float]
 ParamValue = int | float | bool
 
 
-def _used_bins(stats: TensorStats) -> int:
+def _used_bins(counts: np.ndarray) -> int:
     """Number of bins up to and including the last non-empty one."""
-    nonzero = np.flatnonzero(stats.hist)
+    nonzero = np.flatnonzero(counts)
     return int(nonzero[-1]) + 1 if nonzero.size else 0
+
+
+def _calibration_histogram(stats: TensorStats) -> np.ndarray:
+    try:
+        return stats.calibration_histogram()
+    except ValueError as exc:
+        raise CalibrationMethodError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- methods
@@ -69,13 +81,17 @@ def amax_max(stats: TensorStats) -> float:
 
 
 def amax_percentile(stats: TensorStats, p: float = 99.99) -> float:
-    """Upper edge of the bin where the cumulative count first reaches ``p`` percent (clamped to absmax)."""
+    """Upper edge of the stored bin holding the nearest-rank ``p`` percentile (clamped to absmax)."""
     if not 0 < p <= 100:
         raise CalibrationMethodError(f"percentile p must be in (0, 100], got {p!r}")
+    if stats.binning == "none":
+        _calibration_histogram(stats)  # raises
     cumulative = np.cumsum(stats.hist)
-    target = p / 100.0 * float(cumulative[-1])
-    index = min(int(np.searchsorted(cumulative, target, side="left")), stats.num_bins - 1)
-    return min((index + 1) * stats.bin_width, stats.absmax)
+    total = int(cumulative[-1])
+    # nearest rank ceil(p * n / 100); the factor absorbs the rounding of p / 100 (e.g. 99.99 -> 0.99990000..1)
+    rank = max(1, math.ceil(p / 100.0 * total * (1.0 - 1e-12)))
+    index = min(int(np.searchsorted(cumulative, rank, side="left")), stats.hist.size - 1)
+    return min((index + 1) * stats.hist_width, stats.absmax)
 
 
 def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -139,10 +155,11 @@ def amax_entropy(stats: TensorStats, start_bin: int = 128, stride: int = 1) -> f
     _check_positive_int("stride", stride)
     if start_bin < NUM_LEVELS:
         raise CalibrationMethodError(f"entropy start_bin must be >= {NUM_LEVELS}, got {start_bin}")
-    used = _used_bins(stats)
+    counts = _calibration_histogram(stats)
+    used = _used_bins(counts)
     if used <= start_bin:  # fewer bins than candidates: nothing to clip
         return stats.absmax
-    thresholds, divergence = entropy_divergences(stats.hist[:used], start_bin, stride)
+    thresholds, divergence = entropy_divergences(counts[:used], start_bin, stride)
     finite = np.isfinite(divergence)
     if not finite.any():
         return stats.absmax
@@ -175,12 +192,13 @@ def amax_mse(stats: TensorStats, start_bin: int = 128, stride: int = 1) -> float
     """
     _check_positive_int("start_bin", start_bin)
     _check_positive_int("stride", stride)
-    used = _used_bins(stats)
+    counts = _calibration_histogram(stats)
+    used = _used_bins(counts)
     if used <= start_bin:
         return stats.absmax
     centers = (np.arange(used, dtype=np.float64) + 0.5) * stats.bin_width
     candidates = np.arange(start_bin, used, stride)
-    errors = mse_errors(centers, stats.hist[:used], centers[candidates])
+    errors = mse_errors(centers, counts[:used], centers[candidates])
     return min(float(centers[candidates[int(np.argmin(errors))]]), stats.absmax)
 
 

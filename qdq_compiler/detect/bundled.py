@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
+
 DETECTOR_DIR = Path(__file__).resolve().parent.parent / "data" / "detector"
 
 
@@ -30,3 +32,10 @@ def val_json() -> Path:
 def available() -> bool:
     """True when the model and all data are present."""
     return all(p.exists() for p in (model_path(), calib_dir(), val_dir(), val_json()))
+
+
+def evaluate_bundled(model: str | Path | onnx.ModelProto, limit: int | None = None) -> dict:
+    """COCO mAP (``map50``, ``map50_95``) of ``model`` on the bundled validation images."""
+    from qdq_compiler.detect.evaluate import evaluate_onnx
+
+    return evaluate_onnx(model, val_dir(), val_json(), limit=limit)

@@ -239,7 +239,7 @@ def write_split(out_dir: str | Path, split: str | int, count: int, fmt: str = "j
         path = out / name
         pil = Image.fromarray(s.image)
         if fmt in ("jpg", "jpeg"):
-            pil.save(path, quality=quality, subsampling=0)
+            pil.save(path, quality=quality)
         else:
             pil.save(path, optimize=True)
         if yolo:
