@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +78,16 @@ def _run_line(path: Path) -> str | None:
 
 
 def _import_file(path: Path):
+    """Import a builder case; modules at the golden root (`_placed.py`) are importable from it."""
     spec = importlib.util.spec_from_file_location(f"golden_case_{path.parent.name}_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    root = str(path.parent.parent)
+    sys.path.insert(0, root)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(root)
     return module
 
 
