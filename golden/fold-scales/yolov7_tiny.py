@@ -1,5 +1,5 @@
 # RUN: fold-scales
-"""YOLOv7-tiny structure: every quantized Conv weight becomes INT8 behind a DQ; head convs keep float weights."""
+"""YOLOv7-tiny structure: every quantized Conv weight becomes INT8 behind a DQ; head convs keep float."""
 
 from _placed import placed
 

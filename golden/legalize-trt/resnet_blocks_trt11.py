@@ -7,4 +7,7 @@ from qdq_compiler.models import build_resnet_blocks
 
 
 def build():
-    return placed(build_resnet_blocks(width=8, resolution=32, num_blocks=2), "upgrade-opset{min=19},prepare,place-qdq,fold-scales")
+    return placed(
+        build_resnet_blocks(width=8, resolution=32, num_blocks=2),
+        "upgrade-opset{min=19},prepare,place-qdq,fold-scales",
+    )

@@ -7,4 +7,7 @@ from qdq_compiler.models import build_yolov7_tiny
 
 
 def build():
-    return placed(build_yolov7_tiny(width=0.25, resolution=64), "upgrade-opset{min=19},prepare,place-qdq,fold-scales")
+    return placed(
+        build_yolov7_tiny(width=0.25, resolution=64),
+        "upgrade-opset{min=19},prepare,place-qdq,fold-scales",
+    )
