@@ -178,3 +178,16 @@ def test_dump_prints_scales_exactly_and_names_new_values() -> None:
     text = dump(model)
     assert "%val_0: ? = Neg(%y)  # node_Neg_0" in text  # onnx-ir names new values and nodes by counter
     assert "const %s = float<scalar> 0.012345679" in text
+
+
+def test_round_trip_of_the_pytorch_exported_detector(tmp_path) -> None:
+    from qdq_compiler.detect import bundled
+
+    original = onnx.load(str(bundled.model_path()))
+    save_model(load_model(original), tmp_path / "detector.onnx")
+    reloaded = onnx.load(str(tmp_path / "detector.onnx"))
+    onnx.checker.check_model(reloaded, full_check=True)
+    assert [n.name for n in reloaded.graph.node] == [n.name for n in original.graph.node]
+    feeds = random_feeds(original)
+    for expected, actual in zip(run_onnx(original, feeds), run_onnx(reloaded, feeds)):
+        np.testing.assert_array_equal(expected, actual)

@@ -94,3 +94,17 @@ def test_fold_bn_leaves_shared_weights_intact() -> None:
     feeds = {"x": np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)}
     for expected, actual in zip(run_onnx(proto, feeds), run_onnx(to_proto(model), feeds)):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_prepare_on_the_pytorch_exported_detector() -> None:
+    """The bundled detector is a real torch.onnx export (tools/train_detector.py): prepare keeps its outputs."""
+    from qdq_compiler.detect import bundled
+
+    proto = onnx.load(str(bundled.model_path()))
+    counts = op_counts(load_model(proto).graph)
+    assert counts["BatchNormalization"] > 0
+    model, _ = _run(proto, "prepare")
+    assert op_counts(model.graph)["BatchNormalization"] == 0
+    feeds = random_feeds(proto, seed=2)
+    for expected, actual in zip(run_onnx(proto, feeds), run_onnx(to_proto(model), feeds)):
+        assert max_relative_error(expected, actual) < 1e-4
