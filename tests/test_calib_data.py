@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 
 import numpy as np
@@ -303,3 +304,26 @@ def test_image_folder_with_pillow(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"garbage")
     with pytest.raises(CalibrationDataError, match="cannot decode image"):
         list(ImageFolderData(tmp_path, DYNAMIC))
+
+
+def _mapped_rss_kb(path) -> int:
+    """Resident kB of this process's mappings of `path` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if "-" in line.split(" ", 1)[0]:
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc/self/smaps")
+def test_npy_pages_do_not_stay_resident(tmp_path) -> None:
+    """Reading a memory-mapped .npy batch by batch keeps at most about one batch of it in memory."""
+    path = tmp_path / "big.npy"
+    np.save(path, np.ones((64, 3, 128, 128), np.float32))  # 12 MiB, 192 KiB per sample
+    data = NpyData(path, [InputSpec("x", (1, 3, 128, 128), np.dtype(np.float32))])
+    for _ in data:
+        pass
+    assert _mapped_rss_kb(path) < 1024, "the mapped file stayed resident"

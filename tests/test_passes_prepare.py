@@ -97,7 +97,7 @@ def test_fold_bn_leaves_shared_weights_intact() -> None:
 
 
 def test_prepare_on_the_pytorch_exported_detector() -> None:
-    """The bundled detector is a real torch.onnx export (tools/train_detector.py): prepare keeps its outputs."""
+    """The bundled detector is a real torch.onnx export (tools/train_detector.py); prepare keeps outputs."""
     from qdq_compiler.detect import bundled
 
     proto = onnx.load(str(bundled.model_path()))
