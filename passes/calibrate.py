@@ -87,7 +87,7 @@ class Calibrate(Pass):
             names,
             data,
             num_bins=self.options.num_bins,
-            progress=bool(ctx.extra.get("progress")),
+            progress=ctx.progress,
             exact=exact,
         )
         ctx.calibration_stats.update(collected)

@@ -48,7 +48,7 @@ def run_demo(
     timing = Timing(print_table=False)
     manager.instruments.append(timing)
     data = open_calibration_data(str(bundled.calib_dir()), float_proto)
-    manager.run(model, PassContext(calibration_data=data, extra={"progress": progress}))
+    manager.run(model, PassContext(calibration_data=data, progress=progress))
     int8_path = save_model(model, out_dir / "detector.int8.onnx")
     report = predict_fusions(model)
     fusion = (

@@ -35,7 +35,8 @@ class PassContext:
     calibration_data: Any = None
     calibration_stats: dict[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("qdqc"))
-    extra: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False  # draw progress bars (calibration) on a terminal
+    extra: dict[str, Any] = field(default_factory=dict)  # for plugin passes; built-in passes use fields
 
 
 class Pass:
