@@ -195,7 +195,7 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     """Compile MODEL to explicit-quantized ONNX (default pipeline: trt-int8) and write it to -o."""
     manager = PassManager(pipeline or DEFAULT_COMPILE_PIPELINE)
     apply_compile_flags(manager, opts)
-    pass_ctx = PassContext(target=opts["target"], progress=not ctx.obj["quiet"])
+    pass_ctx = PassContext(progress=not ctx.obj["quiet"])
     if any(p.name == "calibrate" for p in manager.passes):
         prepare_calibration(model, opts, pass_ctx)
     compiled, timing = _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)

@@ -26,12 +26,14 @@ class PassResult:
 
 @dataclass
 class PassContext:
-    """Every runtime input of a pass: target, calibration data and statistics, logger.
+    """Every runtime input of a pass: calibration data and statistics, logger, progress display.
+
+    What shapes the output (the TensorRT target, methods, exclusions) is a pass option instead, so the
+    printed pipeline says it.
 
     Passes read what they need from here; nothing reaches a pass through globals or **kwargs.
     """
 
-    target: str = "trt10"
     calibration_data: Any = None
     calibration_stats: dict[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("qdqc"))
