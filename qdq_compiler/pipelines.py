@@ -5,7 +5,19 @@ from __future__ import annotations
 from qdq_compiler.pm.registry import register_pipeline
 
 PREPARE = "infer-shapes,canonicalize,fold-constants,fold-bn,canonicalize,infer-shapes"
-TRT_INT8 = f"upgrade-opset,{PREPARE},place-qdq,calibrate,unify-scales,fold-scales,cleanup-qdq,legalize-trt"
+TRT_INT8 = ",".join(
+    [
+        "upgrade-opset",
+        PREPARE,
+        "place-qdq",
+        "calibrate",
+        "unify-scales",
+        "fold-scales",
+        "cleanup-qdq",
+        "legalize-trt",
+        "verify-trt",
+    ]
+)
 
 register_pipeline(
     "prepare",
@@ -15,5 +27,6 @@ register_pipeline(
 register_pipeline(
     "trt-int8",
     TRT_INT8,
-    "PTQ for TensorRT: prepare, place Q/DQ, calibrate, unify scales, fold INT8 weights, clean up, legalize.",
+    "PTQ for TensorRT: prepare, place Q/DQ, calibrate, unify scales, fold INT8 weights, clean up, "
+    "legalize, lint.",
 )

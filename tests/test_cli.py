@@ -206,4 +206,6 @@ def test_compile_for_trt11(yolo_path, calib_path, tmp_path, capsys) -> None:
     onnx.checker.check_model(compiled, full_check=True)
     assert {o.domain: o.version for o in compiled.opset_import}[""] == 19
     pipeline = {p.key: p.value for p in compiled.metadata_props}["qdq_compiler.pipeline"]
-    assert pipeline.startswith("upgrade-opset{min=19},") and pipeline.endswith("legalize-trt{target=trt11}")
+    assert pipeline.startswith("upgrade-opset{min=19},") and pipeline.endswith(
+        "legalize-trt{target=trt11},verify-trt"
+    )
