@@ -163,18 +163,25 @@ def work_qdqc(cfg: dict) -> dict:
     collected = time.perf_counter()
     amax = {t: compute_amax(stats[t], "entropy") for t in cfg["tensors"]}
     done = time.perf_counter()
-    n = cfg["count"]
     return {
-        "per_sample_s": (done - start) / n,
-        "per_sample_excl_datagen_s": (done - start - gen_time[0]) / n,
-        "collect_s": collected - start,
-        "amax_s": done - collected,
-        "datagen_s": gen_time[0],
-        "rss_before_mb": rss_before,
-        "peak_rss_mb": _peak_rss_mb(),
+        **_timings(cfg["count"], start, collected, done, gen_time[0], rss_before),
         "n_tensors": len(amax),
         "binning": sorted({stats[t].binning for t in cfg["tensors"]}),
         "amax": amax,
+    }
+
+
+def _timings(count: int, start: float, collected: float, done: float, datagen_s: float,
+             rss_before: float) -> dict:
+    """The timing and memory fields shared by every calibration measurement."""
+    return {
+        "per_sample_s": (done - start) / count,
+        "per_sample_excl_datagen_s": (done - start - datagen_s) / count,
+        "collect_s": collected - start,
+        "amax_s": done - collected,
+        "datagen_s": datagen_s,
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
@@ -203,15 +210,8 @@ def work_ort_entropy(cfg: dict) -> dict:
         done = time.perf_counter()
     amax = {t: float(np.max(np.abs(np.concatenate([np.ravel(v) for v in ranges[t].range_value]))))
             for t in cfg["tensors"]}
-    n = cfg["count"]
     return {
-        "per_sample_s": (done - start) / n,
-        "per_sample_excl_datagen_s": (done - start - gen_time[0]) / n,
-        "collect_s": collected - start,
-        "amax_s": done - collected,
-        "datagen_s": gen_time[0],
-        "rss_before_mb": rss_before,
-        "peak_rss_mb": _peak_rss_mb(),
+        **_timings(cfg["count"], start, collected, done, gen_time[0], rss_before),
         "n_tensors": n_tensors,
         "amax": amax,
     }
