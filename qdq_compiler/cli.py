@@ -11,7 +11,7 @@ import click
 
 import qdq_compiler
 from qdq_compiler.errors import QdqcError
-from qdq_compiler.ir import count_qdq, load_model, op_counts, save_model, to_proto
+from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
 from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_plugin
 from qdq_compiler.pm.instruments import IRDumpDir, PassStatistics, PrintIR, Reproducer, Timing, VerifyEach
@@ -94,9 +94,12 @@ def _run_pipeline(
     quiet: bool,
     ctx: PassContext | None = None,
 ) -> tuple:
-    """Load, run the pipeline with the requested instruments, save atomically. Returns (model, timing)."""
+    """Load, run the pipeline with the requested instruments, save atomically (or print the IR for '-').
+
+    Returns (model, timing).
+    """
     source, target = Path(model_path), Path(output)
-    if source.exists() and target.exists() and target.resolve() == source.resolve():
+    if output != "-" and source.exists() and target.exists() and target.resolve() == source.resolve():
         raise QdqcError("output path equals the input model; the input is never overwritten")
     for plugin in opts["load_pass_plugin"]:
         load_plugin(plugin)
@@ -104,6 +107,9 @@ def _run_pipeline(
     manager = pipeline if isinstance(pipeline, PassManager) else PassManager(pipeline)
     timing = _instruments_for(manager, opts)
     manager.run(model, ctx or PassContext())
+    if output == "-":
+        click.echo(dump(model), nl=False)
+        return model, timing
     save_model(model, target)
     if not quiet:
         q, dq = count_qdq(model.graph)
@@ -292,15 +298,6 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 @click.pass_context
 def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> None:
     """Run any pipeline on MODEL (IR to IR, like mlir-opt)."""
-    if output == "-":
-        from qdq_compiler.ir import dump
-
-        for plugin in opts["load_pass_plugin"]:
-            load_plugin(plugin)
-        loaded = load_model(model)
-        PassManager(pipeline).run(loaded, PassContext())
-        click.echo(dump(loaded), nl=False)
-        return
     _run_pipeline(model, output, pipeline, opts, ctx.obj["quiet"])
 
 
