@@ -8,8 +8,10 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.ir.editing import constant_array, remove_unused_initializers
+from qdq_compiler.ir.qdq import broadcast_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.rewrite import RewritePattern, Rewriter, apply_patterns_greedily, sole_user
+from qdq_compiler.targets.trt_rules import weighted_rule
 
 FOLDABLE_PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -101,34 +103,22 @@ def _fold_weights(
     if b is None:
         rewriter.notify_match_failure(producer, "bias shape does not broadcast to the channels")
         return None
-    op = producer.op_type
-    if op == "Conv":
-        if w.shape[0] != channels:
-            rewriter.notify_match_failure(producer, "channel count mismatch")
-            return None
-        w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-    elif op == "ConvTranspose":
+    if producer.op_type == "ConvTranspose":
         group_attr = producer.attributes.get("group")
         if group_attr is not None and group_attr.as_int() != 1:
             rewriter.notify_match_failure(producer, "grouped ConvTranspose is not folded")
             return None
-        if w.shape[1] != channels:
-            rewriter.notify_match_failure(producer, "channel count mismatch")
-            return None
-        w = w * scale.reshape((1, -1) + (1,) * (w.ndim - 2))
-    else:  # Gemm
-        if not _gemm_is_foldable(producer, rewriter):
-            return None
-        trans_b = producer.attributes.get("transB")
-        out_axis = 0 if trans_b is not None and trans_b.as_int() else 1
-        if w.shape[out_axis] != channels:
-            rewriter.notify_match_failure(producer, "channel count mismatch")
-            return None
-        w = w * (scale.reshape(-1, 1) if out_axis == 0 else scale.reshape(1, -1))
-        beta_attr = producer.attributes.get("beta")
-        if beta_attr is not None:
-            b = b * beta_attr.as_float()
-            rewriter.set_attribute(producer, ir.AttrFloat32("beta", 1.0))
+    if producer.op_type == "Gemm" and not _gemm_is_foldable(producer, rewriter):
+        return None
+    axis = weighted_rule(producer).weight_axis(producer, w.ndim)  # the output-channel axis
+    if w.shape[axis] != channels:
+        rewriter.notify_match_failure(producer, "channel count mismatch")
+        return None
+    w = w * broadcast_scale(scale, w.ndim, axis)
+    beta_attr = producer.attributes.get("beta") if producer.op_type == "Gemm" else None
+    if beta_attr is not None:
+        b = b * beta_attr.as_float()
+        rewriter.set_attribute(producer, ir.AttrFloat32("beta", 1.0))
     new_bias = b * scale + shift
     return w.astype(weight.dtype), new_bias.astype(weight.dtype)
 
