@@ -1,4 +1,4 @@
-"""Per-channel weight amax and the output-channel axis of each weighted op."""
+"""Per-channel weight amax."""
 
 from __future__ import annotations
 
@@ -7,20 +7,7 @@ import pytest
 
 from qdq_compiler.calib.histogram import TensorStats
 from qdq_compiler.calib.methods import AMAX_FLOOR, compute_amax
-from qdq_compiler.calib.weights import per_channel_amax, weight_axis
-
-
-def test_weight_axis():
-    assert weight_axis("Conv", {}, 1) == 0
-    assert weight_axis("ConvTranspose", None, 1) == 1
-    assert weight_axis("Gemm", {"transB": 1}, 1) == 0
-    assert weight_axis("Gemm", {"transB": 0}, 1) == 1
-    assert weight_axis("Gemm", {}, 1) == 1  # transB defaults to 0
-    assert weight_axis("MatMul", {}, 1) == 1  # B is [K, N]
-    assert weight_axis("MatMul", {}, 1, weight_rank=3) == 2
-    for op, index in (("Conv", 2), ("Relu", 0), ("MatMul", 0)):
-        with pytest.raises(ValueError, match="no per-channel weight axis"):
-            weight_axis(op, {}, index)
+from qdq_compiler.calib.weights import per_channel_amax
 
 
 def test_per_channel_max_by_hand():

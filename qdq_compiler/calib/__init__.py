@@ -33,7 +33,7 @@ from .methods import (
 )
 from .preprocess import Preprocess
 from .progress import Progress
-from .weights import per_channel_amax, weight_axis
+from .weights import per_channel_amax
 
 __all__ = [
     "AMAX_FLOOR",
@@ -71,5 +71,4 @@ __all__ = [
     "register_method",
     "save_cache",
     "validate_batch",
-    "weight_axis",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -11,25 +10,7 @@ from .errors import CalibrationMethodError
 from .histogram import DEFAULT_NUM_BINS, TensorStats
 from .methods import AMAX_FLOOR, MethodSpec, compute_amax, parse_method_spec
 
-__all__ = ["per_channel_amax", "weight_axis"]
-
-
-def weight_axis(op_type: str, attrs: Mapping[str, Any] | None, input_index: int, weight_rank: int = 2) -> int:
-    """Output-channel axis of the constant weight feeding input ``input_index`` of ``op_type``.
-
-    Conv -> 0; ConvTranspose -> 1; Gemm B -> 0 with transB=1, 1 with transB=0; MatMul constant B
-    ``[..., K, N]`` -> its last axis (``weight_rank - 1``). Anything else raises ``ValueError``.
-    """
-    attrs = attrs or {}
-    if op_type in ("Conv", "ConvTranspose") and input_index == 1:
-        return 0 if op_type == "Conv" else 1
-    if op_type == "Gemm" and input_index == 1:
-        return 0 if int(attrs.get("transB", 0)) else 1
-    if op_type == "MatMul" and input_index == 1:
-        if weight_rank < 2:
-            raise ValueError(f"MatMul weight of rank {weight_rank} has no output-channel axis")
-        return weight_rank - 1
-    raise ValueError(f"no per-channel weight axis for input {input_index} of {op_type}")
+__all__ = ["per_channel_amax"]  # the axis itself: qdq_compiler.targets.trt_rules.WEIGHTED_OPS
 
 
 def _channel_stats(channel: np.ndarray, num_bins: int) -> TensorStats:
