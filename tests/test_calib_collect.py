@@ -164,21 +164,39 @@ def test_optimized_session_returns_the_unoptimized_values(make_model):
                 np.testing.assert_array_equal(got, want, err_msg=name)  # bit for bit
 
 
-def test_exact_by_default_for_data_read_twice():
+def test_one_pass_by_default_and_exact_on_request():
     model = _model()
     batches = _batches()
-    stats = collect_statistics(model, ["conv_out", "x"], batches)
-    conv = np.abs(_conv_numpy(np.concatenate([b["x"] for b in batches])))
+    runs = []
+
+    class Counted(list):
+        """Counts the batches read."""
+
+        def __iter__(self):
+            for batch in super().__iter__():
+                runs.append(1)
+                yield batch
+
+    stats = collect_statistics(model, ["conv_out", "x"], Counted(batches))
+    assert len(runs) == len(batches)  # one pass over the data
     for item in stats.values():
-        assert item.binning == "fixed" and item.is_exact and item.hist.size == 2048
+        assert item.binning == "grow" and item.hist.size >= 2048
+    conv = np.abs(_conv_numpy(np.concatenate([b["x"] for b in batches])))
     assert stats["conv_out"].absmax == pytest.approx(conv.max(), rel=1e-5)
+    assert stats["x"].range == float(np.abs(batches[0]["x"]).max())  # the first batch fixes the bins
+
+    runs.clear()
+    exact = collect_statistics(model, ["conv_out", "x"], Counted(batches), exact=True)
+    assert len(runs) == 2 * len(batches)
+    for item in exact.values():
+        assert item.binning == "fixed" and item.range == item.absmax and item.hist.size == 2048
+    assert exact["conv_out"].absmax == stats["conv_out"].absmax
     x = np.abs(np.concatenate([b["x"] for b in batches]).astype(np.float64))
     expected, _ = np.histogram(x, bins=2048, range=(0.0, x.max()))
-    np.testing.assert_array_equal(stats["x"].hist, expected)
-    # A one-shot iterable is read once (pow2 binning); exact=True refuses it.
+    np.testing.assert_array_equal(exact["x"].hist, expected)
+    # A one-shot iterable is read once; exact=True refuses it.
     once = collect_statistics(model, ["conv_out"], iter(batches))["conv_out"]
-    assert once.binning == "pow2" and once.absmax == stats["conv_out"].absmax
-    assert collect_statistics(model, ["conv_out"], batches, exact=False)["conv_out"].binning == "pow2"
+    np.testing.assert_array_equal(once.hist, stats["conv_out"].hist)
     with pytest.raises(ValueError, match="one-shot iterable"):
         collect_statistics(model, ["y"], iter(batches), exact=True)
 
@@ -195,7 +213,7 @@ def test_second_pass_must_see_the_same_data():
             return iter([{"x": b["x"] * self.calls} for b in _batches(2)])
 
     with pytest.raises(CalibrationDataError, match="second pass differs: tensor 'x': .* exceeds"):
-        collect_statistics(_model(), ["y", "x"], Drifting())
+        collect_statistics(_model(), ["y", "x"], Drifting(), exact=True)
 
     class Shrinking(Drifting):
         def __iter__(self):
@@ -203,4 +221,4 @@ def test_second_pass_must_see_the_same_data():
             return iter([{"x": b["x"] / self.calls} for b in _batches(2)])
 
     with pytest.raises(CalibrationDataError, match="differs between the two calibration passes"):
-        collect_statistics(_model(), ["x"], Shrinking())
+        collect_statistics(_model(), ["x"], Shrinking(), exact=True)

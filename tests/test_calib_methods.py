@@ -50,7 +50,7 @@ def test_entropy_by_hand():
     counts = {j: (3 if j % 2 == 0 else 1) for j in range(128)}
     counts[255] = 1
     stats = _stats(counts, num_bins=256, width=1.0, max_value=256.0)
-    assert stats.is_exact
+    assert stats.binning == "fixed" and stats.range == stats.absmax  # the histogram over [0, absmax]
     thresholds, kl = entropy_divergences(stats.hist, start_bin=128)
     assert thresholds.tolist() == list(range(128, 257))
     # Total after the replacement: bin 0 (1) + 63 even bins of 3 + 64 odd bins of 1 + outlier = 255.
@@ -183,10 +183,10 @@ def _collected(name: str, num_bins: int, seed: int = 0, n: int = 20_000, exact: 
 @pytest.mark.parametrize("exact", [True, False], ids=["exact", "one-pass"])
 @pytest.mark.parametrize("name", sorted(_DISTRIBUTIONS))
 def test_entropy_and_mse_match_literal_reference(name, exact):
-    # The fast implementations equal the bin-by-bin reference on the same calibration histogram, whether it
-    # is exact or re-binned.
+    # The fast implementations equal the bin-by-bin reference on the same histogram, two-pass (fixed range)
+    # or grown in one pass (more than num_bins bins here: the range grows after the first piece).
     stats = _collected(name, num_bins=256, exact=exact)
-    hist, width = stats.calibration_histogram(), stats.bin_width
+    hist, width = stats.calibration_histogram(), stats.hist_width
     expected, divergences = reference_entropy(hist, width)
     _, kl = entropy_divergences(hist[: len(divergences) + 127])
     finite = np.isfinite(divergences)
@@ -198,8 +198,8 @@ def test_entropy_and_mse_match_literal_reference(name, exact):
 
 def test_entropy_matches_reference_at_2048_bins():
     stats = _collected("relu", num_bins=2048, seed=5, n=50_000)
-    expected, _ = reference_entropy(stats.hist, stats.bin_width)
-    assert abs(compute_amax(stats, "entropy") - min(expected, stats.absmax)) <= stats.bin_width
+    expected, _ = reference_entropy(stats.hist, stats.hist_width)
+    assert abs(compute_amax(stats, "entropy") - min(expected, stats.absmax)) <= stats.hist_width
 
 
 @pytest.mark.parametrize("name", sorted(_DISTRIBUTIONS))

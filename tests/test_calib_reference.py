@@ -1,10 +1,12 @@
 """Every method's amax against a literal float64 reference computed on all the data at once.
 
-The reference (docs/tensorrt-qdq.md section 6, TensorRT / pytorch-quantization): a histogram of |x| with
-2048 bins over [0, absmax of all data]; entropy with 128 levels from bin 128, the last minimum on ties
-(bin 0 takes bin 1's count, as pytorch-quantization does); mse over the bin centres (first minimum);
-percentile = nearest rank on all |x|; max = absmax. The data arrive in several batches whose range grows,
-through the real collection path (``collect_statistics``: two passes by default).
+The reference (docs/tensorrt-qdq.md section 6, TensorRT / pytorch-quantization): a histogram of |x| whose
+range grows with the data -- 2048 bins over [0, r], r the first batch's absmax, then bins of the same width
+up to the one holding the absmax of all data (one pass, the default) -- or 2048 bins over exactly [0, absmax]
+(two passes, ``exact=True``); entropy with 128 levels from bin 128, the last minimum on ties (bin 0 takes
+bin 1's count, as pytorch-quantization does); mse over the bin centres (first minimum); percentile = nearest
+rank on all |x|; max = absmax. The data arrive in several batches whose range grows, through the real
+collection path (``collect_statistics``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,29 @@ PERCENTILES = (99.0, 99.9, 99.99)
 
 # --------------------------------------------------------------------------- literal reference
 def reference_histogram(absx: np.ndarray, absmax: float) -> np.ndarray:
+    """Two-pass definition: BINS bins over exactly [0, absmax]."""
     counts, _ = np.histogram(absx, bins=BINS, range=(0.0, absmax))
     return counts
+
+
+def reference_grown_histogram(
+    batches: list[np.ndarray], max_bins: int = 32 * BINS
+) -> tuple[np.ndarray, float]:
+    """One-pass definition, from all the data at once: ``base`` bins over [0, r] (r = the first batch's
+    absmax, which closes bin base - 1), then bins of width r / base up to the one holding the overall absmax;
+    ``base`` = BINS, halved as often as needed to stay within ``max_bins`` bins."""
+    r = float(np.abs(batches[0]).max())
+    absx = np.abs(np.concatenate(batches).astype(np.float64))
+    absmax = float(absx.max())
+    base = BINS
+    while True:
+        n = base if absmax <= r else math.floor(Fraction(absmax) * base / Fraction(r)) + 1
+        if n <= max_bins:
+            break
+        base //= 2
+    low, _ = np.histogram(absx[absx <= r], bins=base, range=(0.0, r))
+    high, _ = np.histogram(absx[absx > r], bins=r * np.arange(base, n + 1, dtype=np.float64) / base)
+    return np.concatenate([low, high]), r / base
 
 
 def reference_entropy(hist: np.ndarray, width: float) -> float:
@@ -37,7 +60,7 @@ def reference_entropy(hist: np.ndarray, width: float) -> float:
     bins = hist.astype(np.float64)
     bins[0] = bins[1]
     best_i, best_kl = None, math.inf
-    for i in range(LEVELS, BINS + 1):
+    for i in range(LEVELS, bins.size + 1):
         p = bins[:i].copy()
         p[i - 1] += bins[i:].sum()  # the clipped tail goes into the last kept bin
         kept = bins[:i]
@@ -60,10 +83,10 @@ def reference_entropy(hist: np.ndarray, width: float) -> float:
 
 
 def reference_mse(hist: np.ndarray, width: float) -> float:
-    centers = (np.arange(BINS) + 0.5) * width
+    centers = (np.arange(hist.size) + 0.5) * width
     counts = hist.astype(np.float64)
     best, best_error = None, math.inf
-    for k in range(LEVELS, BINS):
+    for k in range(LEVELS, hist.size):
         amax = centers[k]
         quantized = np.clip(np.round(centers * 127 / amax), -127, 127) * amax / 127
         error = float(np.sum(counts * (quantized - centers) ** 2))
@@ -72,12 +95,15 @@ def reference_mse(hist: np.ndarray, width: float) -> float:
     return best
 
 
-def reference_amax(values: np.ndarray) -> dict[str, float]:
+def reference_amax(values: np.ndarray, hist: np.ndarray | None = None, width: float = 0.0) -> dict:
+    """Reference amax per method; entropy/mse on ``hist`` (default: the two-pass histogram of ``values``)."""
     absx = np.abs(values.astype(np.float64))
     absmax = float(absx.max())
-    hist, width = reference_histogram(absx, absmax), absmax / BINS
+    if hist is None:
+        hist, width = reference_histogram(absx, absmax), absmax / BINS
     ordered = np.sort(absx)
-    out = {"max": absmax, "entropy": reference_entropy(hist, width), "mse": reference_mse(hist, width)}
+    out = {"max": absmax, "entropy": min(reference_entropy(hist, width), absmax),
+           "mse": min(reference_mse(hist, width), absmax)}
     for p in PERCENTILES:
         rank = math.ceil(Fraction(str(p)) * ordered.size / 100)  # nearest rank, exact arithmetic
         out[f"percentile{{p={p}}}"] = float(ordered[rank - 1])
@@ -126,19 +152,39 @@ METHODS = ["max", *(f"percentile{{p={p}}}" for p in PERCENTILES), "entropy", "ms
 
 
 @pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
-def test_every_method_matches_the_literal_reference(name):
+def test_one_pass_matches_the_literal_reference(name):
+    """The default: one pass, the histogram grows; every method within one bin of the reference."""
+    scaled = _batches(name)  # absmax x 0.1, 0.3, 0.6, 1, 1 (+ outliers)
+    batches = [scaled[2], scaled[0], scaled[1], *scaled[3:]]  # smaller batches after the first, then growth
+    widths = [float(np.abs(b).max()) for b in batches]
+    assert widths[1] < widths[2] < widths[0] < max(widths[3:])
+    stats = collect_statistics(_identity_model(), ["x"], [{"x": b} for b in batches])["x"]
+    assert stats.binning == "grow"
+    hist, width = reference_grown_histogram(batches)
+    assert stats.hist_width == width and hist.size > BINS
+    np.testing.assert_array_equal(stats.hist, hist)  # count for count
+    reference = reference_amax(np.concatenate(batches), hist, width)
+    for method in METHODS:
+        got = compute_amax(stats, method)
+        assert abs(got - reference[method]) <= width, (method, got, reference[method], width)
+    # a one-shot iterator gives the same statistics
+    once = collect_statistics(_identity_model(), ["x"], iter([{"x": b} for b in batches]))["x"]
+    np.testing.assert_array_equal(once.hist, stats.hist)
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_two_passes_match_the_literal_reference(name):
+    """exact=True: 2048 bins over exactly [0, absmax] of all the data."""
     batches = _batches(name)
     data = np.concatenate(batches)
-    widths = [float(np.abs(b).max()) for b in batches]
-    assert widths[0] < widths[1] < widths[2] < max(widths[3:])  # the range grows while streaming
-    stats = collect_statistics(_identity_model(), ["x"], [{"x": b} for b in batches])["x"]
-    assert stats.binning == "fixed" and stats.is_exact  # a list can be read twice: exact statistics
+    stats = collect_statistics(_identity_model(), ["x"], [{"x": b} for b in batches], exact=True)["x"]
+    assert stats.binning == "fixed" and stats.range == stats.absmax
     reference = reference_amax(data)
     absmax = reference["max"]
     if name == "absmax-9.75":
         assert absmax == 9.75
     width = absmax / BINS
-    assert stats.absmax == absmax and stats.bin_width == width
+    assert stats.absmax == absmax and stats.hist_width == width
     np.testing.assert_array_equal(stats.hist, reference_histogram(np.abs(data.astype(np.float64)), absmax))
     again = collect_exact(batches, name="x")  # the same through the histogram API
     np.testing.assert_array_equal(again.hist, stats.hist)
@@ -146,25 +192,6 @@ def test_every_method_matches_the_literal_reference(name):
         got = compute_amax(stats, method)
         assert abs(got - reference[method]) <= width, (method, got, reference[method], width)
         assert compute_amax(again, method) == got
-
-
-@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
-def test_one_pass_max_and_percentile(name):
-    """One pass (data read once): max is exact, percentiles lie within 1/8 bin above the nearest rank.
-
-    entropy and mse run on a re-binned histogram then and are not held to one bin: their minima follow the
-    counts' sampling noise, which re-binning perturbs (see docs/calibration-cache.md).
-    """
-    batches = _batches(name)
-    stats = collect_statistics(_identity_model(), ["x"], iter([{"x": b} for b in batches]))["x"]
-    assert stats.binning == "pow2"
-    reference = reference_amax(np.concatenate(batches))
-    assert compute_amax(stats, "max") == reference["max"]
-    for p in PERCENTILES:
-        method = f"percentile{{p={p}}}"
-        assert 0 <= compute_amax(stats, method) - reference[method] <= stats.hist_width <= stats.bin_width / 8
-    counts = stats.calibration_histogram()
-    assert counts.size == BINS and counts.sum() == stats.count
 
 
 def test_literal_reference_by_hand():

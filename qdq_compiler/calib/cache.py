@@ -1,7 +1,8 @@
 """Calibration cache: the collected statistics of a (model, data, preprocessing) triple, in one file.
 
-Format (version 2, described in docs/calibration-cache.md): a ZIP archive holding ``meta.json`` (format
-name, version, the key, and per tensor its name, histogram binning, size and range, counts, min and max)
+Format (version 3, described in docs/calibration-cache.md): a ZIP archive holding ``meta.json`` (format
+name, version, the key, and per tensor its name, histogram binning, size, range and base, counts, min
+and max)
 followed by one ``hist/NNNNNN.npy`` (little-endian int64 counts) per tensor, in name order. Every member
 has a fixed date, so the same statistics and key always give the same bytes (for a given zlib). Files are
 written atomically.
@@ -40,11 +41,12 @@ __all__ = [
 ]
 
 CACHE_FORMAT = "qdqc-calibration-cache"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 # Why a cache of an older version cannot be read (it is refused: recalibrate).
 _OLD_VERSIONS = {
     1: "version 1 stored power-of-two-range histograms, from which entropy and mse cannot give the reference "
-       "amax over [0, absmax]",
+       "amax",
+    2: "version 2 stored re-binned one-pass histograms and its key lacks the batch size",
 }
 _META = "meta.json"
 _DATE = (1980, 1, 1, 0, 0, 0)
@@ -58,9 +60,10 @@ class CacheKey:
     data_sha256: str
     preprocess_sha256: str
     num_bins: int
+    batch_size: int  # the first batch fixes the bins of a growing histogram; 0 when the data do not say
 
     _LABELS = {"model_sha256": "model hash", "data_sha256": "data hash",
-               "preprocess_sha256": "preprocessing hash", "num_bins": "num_bins"}
+               "preprocess_sha256": "preprocessing hash", "num_bins": "num_bins", "batch_size": "batch size"}
 
     def differences(self, other: CacheKey) -> list[str]:
         """Labels of the fields that differ from ``other``."""
@@ -81,7 +84,8 @@ def cache_key(model: onnx.ModelProto, data: Any, num_bins: int) -> CacheKey:
     data_hash = data.data_sha256
     if data_hash is None:
         raise CalibrationCacheError("this calibration data cannot be hashed (a one-shot iterable): no cache")
-    return CacheKey(model_sha256(model), data_hash, data.preprocess_sha256, int(num_bins))
+    batch_size = int(getattr(data, "batch_size", 0) or 0)
+    return CacheKey(model_sha256(model), data_hash, data.preprocess_sha256, int(num_bins), batch_size)
 
 
 # --------------------------------------------------------------------------- writing
@@ -111,7 +115,7 @@ def encode_cache(stats: Mapping[str, TensorStats], key: CacheKey) -> bytes:
         item = stats[name]
         if item.num_bins != key.num_bins:
             raise CalibrationCacheError(f"{name!r} has {item.num_bins} bins; the key says {key.num_bins}")
-        if item.binning not in ("fixed", "pow2"):
+        if item.binning not in ("fixed", "grow"):
             raise CalibrationCacheError(f"{name!r} has no histogram (binning {item.binning!r})")
         entries.append({
             "name": name,
@@ -120,6 +124,7 @@ def encode_cache(stats: Mapping[str, TensorStats], key: CacheKey) -> bytes:
             "binning": item.binning,
             "hist_bins": int(item.hist.size),
             "range": float(item.range),
+            "base": int(item.base),
             "count": int(item.count),
             "nan_count": int(item.nan_count),
             "inf_count": int(item.inf_count),
@@ -236,6 +241,7 @@ def load_cache(
                     max_value=entry["max"] if has_values else 0.0,
                     count=entry["count"], nan_count=entry["nan_count"], inf_count=entry["inf_count"],
                     name=entry["name"], num_bins=entry["num_bins"], binning=entry["binning"],
+                    base=entry["base"],
                 )
             except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
                 label = entry.get("name") if isinstance(entry, dict) else entry

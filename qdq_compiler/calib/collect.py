@@ -1,9 +1,8 @@
 """Run the float model with onnxruntime on calibration batches and stream chosen tensors into TensorStats.
 
-By default the data are read twice: the first pass finds every tensor's absmax, the second builds its exact
-calibration histogram (2048 bins over ``[0, absmax]``), so every method gives the reference amax. Data that
-can be read only once get one pass and a re-binned power-of-two histogram (see
-:mod:`qdq_compiler.calib.histogram`).
+By default the data are read once, into histograms whose range grows with the data (``"grow"`` binning, see
+:mod:`qdq_compiler.calib.histogram`): one model run per batch. ``exact=True`` reads them twice: the first
+pass finds every tensor's absmax, the second bins |x| into exactly ``num_bins`` bins over ``[0, absmax]``.
 """
 
 from __future__ import annotations
@@ -126,7 +125,7 @@ def collect_statistics(
     batches: Iterable[Mapping[str, np.ndarray] | np.ndarray],
     num_bins: int = DEFAULT_NUM_BINS,
     progress: Progress | bool | None = None,
-    exact: bool | None = None,
+    exact: bool = False,
 ) -> dict[str, TensorStats]:
     """Stream ``tensor_names`` of ``model`` over ``batches`` into one :class:`TensorStats` each.
 
@@ -134,11 +133,10 @@ def collect_statistics(
     main-graph nodes. Each batch is validated against the model inputs, run, accumulated and dropped, so
     memory does not grow with the data.
 
-    ``exact``: True reads ``batches`` twice (absmax, then the exact ``num_bins`` histogram over
-    ``[0, absmax]``; the data and the model must give the same values both times, else
-    :class:`CalibrationDataError`); False reads them once (pow2 histogram, re-binned for entropy/mse);
-    None (default) is True when ``batches`` can be read again (:func:`is_reiterable`: lists, tuples, the
-    file and array readers), else False.
+    ``exact``: False (default) reads ``batches`` once into growing histograms; True reads them twice
+    (absmax, then ``num_bins`` bins over ``[0, absmax]``; ``batches`` must be re-iterable
+    (:func:`is_reiterable`: lists, tuples, the file and array readers) and give the same values both times,
+    else :class:`CalibrationDataError`).
 
     ``progress``: True draws a bar on stderr (when it is a terminal); a :class:`Progress` you pass is updated
     (by both passes) but not closed.
@@ -150,9 +148,7 @@ def collect_statistics(
     inputs = {spec.name for spec in specs}
     _check_tensor_names(model, names, inputs)
     fetch = [name for name in names if name not in inputs]
-    if exact is None:
-        exact = is_reiterable(batches)
-    elif exact and not is_reiterable(batches):
+    if exact and not is_reiterable(batches):
         raise ValueError("exact calibration reads the data twice; got a one-shot iterable (use exact=False)")
 
     owned = progress is True

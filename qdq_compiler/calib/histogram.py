@@ -1,30 +1,25 @@
 """Per-tensor statistics: extremes, counts and a histogram of |x| (documented in docs/calibration-cache.md).
 
-The calibration methods work on the *calibration histogram*: ``num_bins`` (2048) equal bins over
-``[0, absmax]``, ``absmax`` being the largest finite |x| of all the data; value ``v`` falls into bin ``k``
-when ``k * absmax / num_bins <= |v| < (k + 1) * absmax / num_bins``, absmax itself into the last bin (as
-``np.histogram`` bins). That is the definition of TensorRT / pytorch-quantization. A :class:`TensorStats`
-stores one of two histograms (``binning``):
+The methods read a histogram of |x| with equal bins starting at 0. A :class:`TensorStats` builds one of two
+(``binning``):
 
-* ``"fixed"`` -- ``num_bins`` bins over ``[0, range]`` with ``range`` fixed before the first value. With
-  ``range = absmax`` (found by a first pass over the data, see :func:`collect_exact` and
-  ``collect_statistics(exact=True)``) the stored histogram *is* the calibration histogram, count for count.
-  A value above ``range`` is an error. Weights (one shot over ``[0, absmax]``) use this binning too.
-* ``"pow2"`` -- one pass, range unknown in advance: ``num_bins * oversample`` bins (16 x 2048 by default)
-  over ``[0, range]``, ``range`` being the smallest power of two strictly above the running absmax. When a
-  value ``>= range`` arrives the range doubles (as often as needed) and adjacent bin pairs merge, which is
-  exact (``floor(v / 2w) == floor(floor(v / w) / 2)``): the stored histogram does not depend on batching or
-  order. :meth:`TensorStats.calibration_histogram` re-bins it onto ``[0, absmax]`` (:func:`rebin`): the
-  exact cumulative count is known at every stored edge; a stored bin straddling a target edge is split in
-  proportion to its length; the value at absmax is kept in the last bin. Each target count is therefore off
-  by at most the counts of the two stored bins that straddle its edges (each 1/8 to 1/16 of a target bin
-  wide). That is *not* enough for entropy and mse to match the exact histogram: their minima are set by the
-  bin-to-bin sampling noise of the counts, and the re-binning noise moves them by up to ~100 bins on some
-  tensors. One pass is the fallback for data that can be read only once.
+* ``"grow"`` (the default, one pass; the histogram of TensorRT / pytorch-quantization calibration, whose
+  range grows as larger values arrive). The first batch holding a non-zero value fixes ``range`` = its
+  largest |x| and the bin width ``range / num_bins``: bins ``[k * width, (k + 1) * width)``, except that bin
+  ``num_bins - 1`` also holds ``range`` itself (so the first batch alone fills exactly ``num_bins`` bins over
+  ``[0, range]``, as ``np.histogram`` would). A later value above ``range`` appends bins of the same width,
+  so the histogram ends with the bin holding the largest |x|. Counting is commutative once the width is
+  fixed: the result does not depend on how the later batches are cut or ordered, only on the first one.
+  More than ``max_bins`` bins (``DEFAULT_MAX_BINS`` = 32 x 2048; the data grew 32-fold after the first
+  batch) merge adjacent pairs, doubling the width, which is exact (``floor(v / 2w) == floor(floor(v / w) /
+  2)``).
+* ``"fixed"`` -- ``num_bins`` bins over ``[0, range]`` with ``range`` fixed before the first value (the value
+  ``range`` in the last bin). With ``range = absmax``, found by a first pass over the data (two passes:
+  ``collect_statistics(exact=True)``, :func:`collect_exact`), this is the histogram over exactly ``[0,
+  absmax]`` whatever the order of the data. A value above ``range`` is an error. Weights use it too.
 * ``"none"`` -- extremes and counts only (the first of the two passes).
 
-Memory is ``num_bins`` (fixed) or ``num_bins * oversample`` (pow2) int64 counters per tensor, whatever the
-number of samples.
+Memory is at most ``max_bins`` int64 counters per tensor, whatever the number of samples.
 """
 
 from __future__ import annotations
@@ -36,65 +31,53 @@ from collections.abc import Iterable
 import numpy as np
 
 __all__ = [
+    "BINNINGS",
+    "DEFAULT_MAX_BINS",
     "DEFAULT_NUM_BINS",
-    "DEFAULT_OVERSAMPLE",
     "TensorStats",
+    "check_same_pass",
     "collect_exact",
-    "pow2_above",
-    "rebin",
 ]
 
 DEFAULT_NUM_BINS = 2048
-DEFAULT_OVERSAMPLE = 16
-BINNINGS = ("fixed", "pow2", "none")
+DEFAULT_MAX_BINS = 32 * DEFAULT_NUM_BINS
+BINNINGS = ("grow", "fixed", "none")
 # Values binned per block: the |x| and index buffers (1 + 2 MiB for float32) stay in cache.
 _CHUNK = 1 << 18
 
 logger = logging.getLogger(__name__)
 
 
-def pow2_above(value: float) -> float:
-    """Return the smallest power of two strictly greater than ``value`` (``value`` > 0)."""
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"pow2_above needs a finite positive value, got {value!r}")
-    return math.ldexp(1.0, math.frexp(value)[1])  # value = m * 2**e with 0.5 <= m < 1, so value < 2**e
-
-
 def _is_pow2(value: float) -> bool:
     return value > 0 and math.frexp(value)[0] == 0.5
 
 
-def rebin(hist: np.ndarray, hist_range: float, absmax: float, num_bins: int) -> np.ndarray:
-    """Re-bin ``len(hist)`` equal bins over ``[0, hist_range]`` onto ``num_bins`` bins over ``[0, absmax]``.
+class _Binner:
+    """``floor(|v| * base / top)`` for float arrays, exactly (see :meth:`TensorStats._accumulate`)."""
 
-    ``absmax`` (<= ``hist_range``) is the largest value counted; at least one value equals it. The
-    cumulative count is exact at the stored edges and linear inside a stored bin (its values are taken as
-    spread evenly over the part of it below absmax, except one value sitting at absmax); the target
-    cumulative counts are rounded to integers, so the result is an int64 histogram with the same total.
-    """
-    counts = np.asarray(hist, dtype=np.int64)
-    total = int(counts.sum())
-    out = np.zeros(num_bins, dtype=np.int64)
-    if total == 0:
-        return out
-    if absmax <= 0.0:
-        out[0] = total
-        return out
-    size = counts.size
-    if size == num_bins and hist_range == absmax:
-        return counts.copy()
-    width = hist_range / size
-    top = min(int(math.floor(absmax / width)), size - 1)  # stored bin holding absmax
-    cumulative = np.concatenate(([0], np.cumsum(counts[: top + 1]))).astype(np.float64)
-    edges = np.arange(top + 1, dtype=np.float64) * width
-    if edges[top] < absmax:  # bin `top` spans [edges[top], absmax]; one of its values is absmax itself
-        xs = np.append(edges, absmax)
-        ys = np.append(cumulative[: top + 1], max(total - 1.0, cumulative[top]))
-    else:  # absmax is a stored edge: every value of bin `top` equals absmax
-        xs, ys = edges, cumulative[: top + 1]
-    targets = np.arange(num_bins, dtype=np.float64) * (absmax / num_bins)
-    below = np.floor(np.interp(targets, xs, ys) + 0.5).astype(np.int64)
-    return np.diff(np.append(below, total))
+    def __init__(self, base: float, top: float, dtype: np.dtype) -> None:
+        scale = base / top
+        self.pow2_scale = _is_pow2(scale) and 2.0**-100 <= scale <= 2.0**100
+        self.pow2_base = _is_pow2(base)
+        exact32 = self.pow2_scale and dtype == np.float32
+        # (a float64 scalar selects the float64 loop; a float32 one keeps float32)
+        self.factor = np.float32(scale) if exact32 else np.float64(scale)
+        self.width = np.float64(top / base)
+        self.base, self.top = np.float64(base), np.float64(top)
+
+    def __call__(self, magnitude: np.ndarray, out: np.ndarray, wide: np.ndarray | None) -> None:
+        if self.pow2_scale:
+            np.multiply(magnitude, self.factor, out=out, casting="unsafe")
+        elif self.pow2_base:
+            np.divide(magnitude, self.width, out=out, casting="unsafe")
+        else:
+            np.multiply(magnitude, self.base, out=wide)
+            np.divide(wide, self.top, out=out, casting="unsafe")
+
+    def index(self, value: float, dtype: np.dtype) -> int:
+        out = np.empty(1, dtype=np.intp)
+        self(np.array([value], dtype=dtype), out, np.empty(1, dtype=np.float64))
+        return int(out[0])
 
 
 class TensorStats:
@@ -103,14 +86,17 @@ class TensorStats:
     ``update`` skips NaN and +-Inf (counted in ``nan_count`` / ``inf_count``; a warning is logged once per
     tensor). ``min``, ``max``, ``count`` and the histogram cover finite values only.
 
-    ``TensorStats(num_bins)`` streams in one pass (``"pow2"`` binning); ``TensorStats(num_bins,
-    fixed_range=absmax)`` builds the exact calibration histogram of data whose absmax is known;
-    ``TensorStats(num_bins, histogram=False)`` keeps extremes and counts only.
+    ``TensorStats(num_bins)`` streams in one pass (``"grow"`` binning); ``TensorStats(num_bins,
+    fixed_range=absmax)`` bins over a range known in advance; ``TensorStats(num_bins, histogram=False)``
+    keeps extremes and counts only.
+
+    ``range`` is the value closing bin ``base - 1`` (``base`` bins cover ``[0, range]``): the first batch's
+    absmax for ``"grow"`` (0.0 until a non-zero value arrives), the fixed range for ``"fixed"``.
     """
 
     __slots__ = (
-        "name", "num_bins", "binning", "hist", "range", "count", "nan_count", "inf_count", "min", "max",
-        "_warned",
+        "name", "num_bins", "binning", "hist", "range", "base", "max_bins", "count", "nan_count", "inf_count",
+        "min", "max", "_warned",
     )
 
     def __init__(
@@ -118,16 +104,18 @@ class TensorStats:
         num_bins: int = DEFAULT_NUM_BINS,
         name: str = "",
         *,
-        oversample: int = DEFAULT_OVERSAMPLE,
         fixed_range: float | None = None,
         histogram: bool = True,
+        max_bins: int | None = None,
     ) -> None:
         if not isinstance(num_bins, (int, np.integer)) or num_bins < 2 or num_bins % 2:
             raise ValueError(f"num_bins must be an even integer >= 2, got {num_bins!r}")
-        if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 1:
-            raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
         self.name = name
         self.num_bins = int(num_bins)
+        self.base = self.num_bins
+        self.max_bins = 32 * self.num_bins if max_bins is None else int(max_bins)
+        if self.max_bins < self.num_bins:
+            raise ValueError(f"max_bins {max_bins!r} is below num_bins {num_bins!r}")
         self.range = 0.0
         if not histogram:
             self.binning, size = "none", 0
@@ -136,7 +124,7 @@ class TensorStats:
                 raise ValueError(f"fixed_range must be finite and >= 0, got {fixed_range!r}")
             self.binning, size, self.range = "fixed", self.num_bins, float(fixed_range)
         else:
-            self.binning, size = "pow2", self.num_bins * int(oversample)
+            self.binning, size = "grow", self.num_bins
         self.hist = np.zeros(size, dtype=np.int64)
         self.count = 0
         self.nan_count = 0
@@ -152,38 +140,21 @@ class TensorStats:
         return max(-self.min, self.max) if self.count else 0.0
 
     @property
-    def oversample(self) -> int:
-        """Stored bins per calibration bin (1 for ``"fixed"``)."""
-        return self.hist.size // self.num_bins
-
-    @property
     def hist_width(self) -> float:
-        """Width of one stored histogram bin (0.0 while the range is 0)."""
-        return self.range / self.hist.size if self.hist.size else 0.0
-
-    @property
-    def bin_width(self) -> float:
-        """Width of one calibration bin, ``absmax / num_bins`` (0.0 before any non-zero value)."""
-        return self.absmax / self.num_bins
+        """Width of one histogram bin, ``range / base`` (0.0 while the range is 0)."""
+        return self.range / self.base if self.range > 0 else 0.0
 
     @property
     def edges(self) -> np.ndarray:
-        """The ``num_bins + 1`` edges of the calibration histogram, float64."""
-        return np.arange(self.num_bins + 1, dtype=np.float64) * self.bin_width
-
-    @property
-    def is_exact(self) -> bool:
-        """True when the stored histogram is the calibration histogram itself (no re-binning)."""
-        return self.hist.size == self.num_bins and (self.range == self.absmax or self.count == 0)
+        """The ``len(hist) + 1`` bin edges, float64."""
+        return np.arange(self.hist.size + 1, dtype=np.float64) * self.hist_width
 
     def calibration_histogram(self) -> np.ndarray:
-        """``num_bins`` int64 counts of |x| over ``[0, absmax]`` (re-binned unless :attr:`is_exact`)."""
+        """The int64 counts of |x| the methods read (bin ``k`` starts at ``k * hist_width``)."""
         if self.binning == "none":
             label = f"tensor {self.name!r}" if self.name else "these statistics"
             raise ValueError(f"{label} were collected without a histogram")
-        if self.is_exact:
-            return self.hist
-        return rebin(self.hist, self.range, self.absmax, self.num_bins)
+        return self.hist
 
     def __repr__(self) -> str:
         return (
@@ -207,37 +178,41 @@ class TensorStats:
         name: str = "",
         num_bins: int | None = None,
         binning: str = "fixed",
+        base: int | None = None,
     ) -> TensorStats:
-        """Build statistics from an existing |x| histogram over ``[0, hist_range]`` (e.g. a cache entry).
+        """Build statistics from an existing |x| histogram (e.g. a cache entry).
 
-        ``num_bins`` (the calibration histogram size) defaults to ``len(hist)``; with ``binning="pow2"``,
-        ``len(hist)`` must be a multiple of it.
+        ``hist_range`` and ``base`` as the attributes ``range`` and ``base``; ``num_bins`` defaults to
+        ``len(hist)`` for ``"fixed"`` and ``base`` to ``num_bins``.
         """
         counts = np.asarray(hist)
-        if counts.ndim != 1 or counts.size < 2 or counts.size % 2:
-            raise ValueError(f"histogram must be 1-D with an even number of bins, got shape {counts.shape}")
-        if binning not in ("fixed", "pow2"):
-            raise ValueError(f"binning must be 'fixed' or 'pow2', got {binning!r}")
+        if counts.ndim != 1 or counts.size < 1:
+            raise ValueError(f"histogram must be 1-D and not empty, got shape {counts.shape}")
+        if binning not in ("fixed", "grow"):
+            raise ValueError(f"binning must be 'fixed' or 'grow', got {binning!r}")
         num_bins = counts.size if num_bins is None else int(num_bins)
-        if binning == "fixed" and counts.size != num_bins:
+        base = num_bins if base is None else int(base)
+        if binning == "fixed" and (counts.size != num_bins or base != num_bins):
             raise ValueError(f"a fixed histogram has num_bins bins: {counts.size} for num_bins {num_bins}")
-        if counts.size % num_bins:
-            raise ValueError(f"histogram of {counts.size} bins is not a multiple of num_bins {num_bins}")
+        if binning == "grow" and (base < 1 or num_bins % base or counts.size < base):
+            raise ValueError(f"a grow histogram of {counts.size} bins cannot have base {base} (num_bins "
+                             f"{num_bins})")
         if np.any(counts < 0):
             raise ValueError("histogram counts must be non-negative")
         if not (hist_range >= 0 and math.isfinite(hist_range)):
             raise ValueError(f"histogram range must be finite and >= 0, got {hist_range!r}")
-        stats = cls(num_bins, name=name, oversample=counts.size // num_bins,
-                    fixed_range=hist_range if binning == "fixed" else None)
+        stats = cls(num_bins, name=name, fixed_range=hist_range if binning == "fixed" else None,
+                    max_bins=max(counts.size, 32 * num_bins))
         stats.hist = counts.astype(np.int64, copy=True)
-        stats.range = float(hist_range)
+        stats.range, stats.base = float(hist_range), base
         stats.count = int(stats.hist.sum()) if count is None else int(count)
         if stats.count != int(stats.hist.sum()):
             raise ValueError(f"count {stats.count} differs from the histogram total {int(stats.hist.sum())}")
         if stats.count:
             stats.min, stats.max = float(min_value), float(max_value)
-            if stats.absmax > stats.range:
-                raise ValueError(f"absmax {stats.absmax!r} lies outside the histogram range {hist_range!r}")
+            top = stats.hist.size * stats.hist_width
+            if stats.absmax > max(top, stats.range):
+                raise ValueError(f"absmax {stats.absmax!r} lies outside the histogram's [0, {top!r}]")
         stats.nan_count = int(nan_count)
         stats.inf_count = int(inf_count)
         return stats
@@ -275,13 +250,13 @@ class TensorStats:
         if self.binning == "fixed" and peak > self.range:
             label = f"tensor {self.name!r}" if self.name else "tensor"
             raise ValueError(f"{label}: |x| = {peak!r} exceeds the fixed histogram range {self.range!r}")
-        if self.binning == "pow2" and peak >= self.range:
-            self._grow(peak)
+        if self.binning == "grow" and peak > self.range:
+            self._grow(peak, data.dtype)
         if self.binning != "none":
             if self.range == 0.0:  # every value is 0
                 self.hist[0] += data.size
             else:
-                self._accumulate(data)
+                self._accumulate(data, peak)
         self.min = min(self.min, lo)
         self.max = max(self.max, hi)
         self.count += int(data.size)
@@ -299,98 +274,77 @@ class TensorStats:
             self._warned = True
         return data[finite]
 
-    def _accumulate(self, data: np.ndarray) -> None:
-        """Add ``min(floor(|v| * size / range), size - 1)`` of every (finite) value, block by block.
+    def _grow(self, peak: float, dtype: np.dtype) -> None:
+        """Make room for ``peak``: fix the range on the first non-zero value, else append (and merge) bins."""
+        if self.range == 0.0:
+            self.range = peak  # the first non-zero batch: base bins over [0, peak]
+            return
+        needed = _Binner(self.base, self.range, dtype).index(peak, dtype) + 1
+        while needed > self.max_bins and self.base % 2 == 0:
+            self._merge_pairs()
+            self.base //= 2
+            needed = _Binner(self.base, self.range, dtype).index(peak, dtype) + 1
+        if needed > self.max_bins:
+            logger.info("tensor %r: %d histogram bins exceed max_bins %d", self.name, needed, self.max_bins)
+        if needed > self.hist.size:
+            self.hist = np.concatenate([self.hist, np.zeros(needed - self.hist.size, dtype=np.int64)])
+
+    def _merge_pairs(self) -> None:
+        counts = self.hist if self.hist.size % 2 == 0 else np.append(self.hist, 0)
+        self.hist = counts.reshape(-1, 2).sum(axis=1)
+
+    def _accumulate(self, data: np.ndarray, peak: float) -> None:
+        """Add ``floor(|v| * base / range)`` of every (finite) value, ``range`` itself into bin ``base - 1``.
 
         Exact in real arithmetic for float32 values: a power-of-two scale multiplies exactly (float32 or
-        float64); otherwise ``|v|`` is divided by the bin width ``range / size`` in float64, which is exact
-        when ``size`` is a power of two (else ``|v| * size``, exact, is divided by ``range``). One rounding
-        of the exact quotient cannot cross an integer: ``|v| * size - k * range`` is a non-zero multiple of a
+        float64); otherwise ``|v|`` is divided by the bin width ``range / base`` in float64, which is exact
+        when ``base`` is a power of two (else ``|v| * base``, exact, is divided by ``range``). One rounding
+        of the exact quotient cannot cross an integer: ``|v| * base - k * range`` is a non-zero multiple of a
         float32 ulp or zero, so a value on a bin edge lands in the upper bin, as in ``np.histogram``
-        (multiplying by a rounded ``size / range`` would put some of them one bin lower).
+        (multiplying by a rounded ``base / range`` would put some of them one bin lower).
         """
-        size = self.hist.size
-        scale = size / self.range
-        pow2_scale = _is_pow2(scale) and 2.0**-100 <= scale <= 2.0**100
-        exact32 = pow2_scale and data.dtype == np.float32
-        pow2_size = _is_pow2(size)
+        size, base = self.hist.size, int(self.base)
+        binner = _Binner(self.base, self.range, data.dtype)
         block = min(data.size, _CHUNK)
         magnitude = np.empty(block, dtype=data.dtype)
         index = np.empty(block, dtype=np.intp)
-        wide = None if pow2_scale or pow2_size else np.empty(block, dtype=np.float64)
-        # (a float64 scalar selects the float64 loop; a float32 one keeps float32)
-        factor = np.float32(scale) if exact32 else np.float64(scale)
+        wide = None if binner.pow2_scale or binner.pow2_base else np.empty(block, dtype=np.float64)
+        at_top = peak >= self.range  # some value may equal `range`, which belongs to bin base - 1
         hist = self.hist
         for start in range(0, data.size, block):
             part = data[start : start + block]
             mag, idx = magnitude[: part.size], index[: part.size]
             np.abs(part, out=mag)
-            if pow2_scale:
-                np.multiply(mag, factor, out=idx, casting="unsafe")
-            elif pow2_size:
-                np.divide(mag, np.float64(self.range / size), out=idx, casting="unsafe")
-            else:
-                product = wide[: part.size]
-                np.multiply(mag, np.float64(size), out=product)
-                np.divide(product, np.float64(self.range), out=idx, casting="unsafe")
-            # |v| <= range, so the index is at most `size` (v == range): that extra bin is folded into the
-            # last one, which replaces a clipping pass.
+            binner(mag, idx, None if wide is None else wide[: part.size])
             counts = np.bincount(idx, minlength=size)
+            if at_top and counts.size > base and counts[base]:
+                moved = int(np.count_nonzero(mag == self.range))
+                counts[base] -= moved
+                counts[base - 1] += moved
             hist += counts[:size]
-            if counts.size > size:
-                hist[-1] += counts[size:].sum()
-
-    def _grow(self, peak: float) -> None:
-        """Widen a pow2 range beyond ``peak``: set it if still 0, else double it and merge bin pairs."""
-        if peak == 0.0:
-            return
-        if self.range == 0.0:
-            self.range = pow2_above(peak)  # every earlier value was 0 and stays in bin 0
-            return
-        while self.range <= peak:
-            self._merge_pairs()
-            self.range *= 2.0
-
-    def _merge_pairs(self) -> None:
-        merged = np.zeros_like(self.hist)
-        merged[: self.hist.size // 2] = self.hist.reshape(-1, 2).sum(axis=1)
-        self.hist = merged
 
     def merge(self, other: TensorStats) -> None:
-        """Add another tensor's statistics.
-
-        Both must have the same binning and sizes; pow2 ranges may differ (by a power of two), fixed
-        ranges must be equal.
-        """
-        if (other.num_bins, other.hist.size, other.binning) != (self.num_bins, self.hist.size, self.binning):
+        """Add another tensor's statistics (same binning, ``num_bins``, ``range`` and ``base``)."""
+        same = (other.num_bins, other.binning) == (self.num_bins, self.binning)
+        both_ranged = other.count and self.count and other.range > 0 and self.range > 0
+        if not same or (both_ranged and (other.range, other.base) != (self.range, self.base)):
             raise ValueError(
-                f"cannot merge {other.binning} statistics of {other.hist.size} bins into {self.binning} "
-                f"statistics of {self.hist.size} bins"
+                f"cannot merge {other.binning} statistics over [0, {other.range}] in {other.base} bins into "
+                f"{self.binning} statistics over [0, {self.range}] in {self.base} bins"
             )
-        if self.binning == "fixed" and other.range != self.range and other.count:
-            raise ValueError(f"cannot merge fixed histograms over [0, {other.range}] and [0, {self.range}]")
-        if other.count == 0:
-            self.nan_count += other.nan_count
-            self.inf_count += other.inf_count
-            return
-        incoming = other.copy()
-        if self.binning == "pow2":
-            target = max(self.range, incoming.range)
-            for stats in (self, incoming):
-                if stats.range == 0.0:
-                    stats.range = target
-                elif stats.range < target:
-                    if not _is_pow2(target / stats.range):
-                        raise ValueError("pow2 histograms to merge must have ranges a power of 2 apart")
-                    while stats.range < target:
-                        stats._merge_pairs()
-                        stats.range *= 2.0
-        self.hist += incoming.hist
-        self.count += incoming.count
-        self.nan_count += incoming.nan_count
-        self.inf_count += incoming.inf_count
-        self.min = min(self.min, incoming.min)
-        self.max = max(self.max, incoming.max)
+        if other.count:
+            if self.range == 0.0:
+                self.range, self.base = other.range, other.base
+            size = max(self.hist.size, other.hist.size)
+            merged = np.zeros(size, dtype=np.int64)
+            merged[: self.hist.size] += self.hist
+            merged[: other.hist.size] += other.hist
+            self.hist = merged
+            self.count += other.count
+            self.min = min(self.min, other.min)
+            self.max = max(self.max, other.max)
+        self.nan_count += other.nan_count
+        self.inf_count += other.inf_count
 
 
 def collect_exact(
