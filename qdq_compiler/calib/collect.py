@@ -7,6 +7,7 @@ pass finds every tensor's absmax, the second bins |x| into exactly ``num_bins`` 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import tempfile
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .data import model_input_specs, validate_batch
+from .data import Batch, model_input_specs, validate_batch
 from .errors import CalibrationDataError
 from .histogram import DEFAULT_NUM_BINS, TensorStats, check_same_pass
 from .progress import Progress
@@ -64,6 +65,9 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
     options.intra_op_num_threads = cpu_count()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
     options.log_severity_level = 3
+    # Idle onnxruntime workers would spin on the cores that bin the previous batch meanwhile (_run_pass):
+    # with spinning on, the overlap gained nothing on 2 cores; with it off, ~20% less time per sample.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     with tempfile.TemporaryDirectory(prefix="qdqc-calib-") as tmp:
         if work.ByteSize() < _PROTO_LIMIT:
@@ -101,22 +105,43 @@ def _run_pass(
     stats: Mapping[str, TensorStats],
     bar: Progress | None,
 ) -> int:
-    """Feed every batch, update ``stats``; return the number of batches."""
+    """Feed every batch, update ``stats`` in batch order; return the number of batches.
+
+    The model runs one batch ahead, on a worker thread, while this thread bins the previous batch's values
+    (onnxruntime and numpy's loops release the GIL): at most two batches' values are alive at a time.
+    """
     seen = 0
-    for index, batch in enumerate(batches):
-        feed = validate_batch(batch, specs, f"calibration batch {index}")
-        values = dict(zip(fetch, session.run(fetch, feed), strict=True)) if fetch else {}
-        for name, item in stats.items():
-            value = feed[name] if name in inputs else values[name]
-            if index == 0 and not np.issubdtype(value.dtype, np.floating):
-                raise ValueError(f"tensor {name!r} is {value.dtype}: only float tensors calibrate")
-            item.update(value)
-        samples = _batch_samples(feed)
-        del values, feed
-        seen += 1
-        if bar is not None:
-            bar.update(samples)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdqc-calib") as runner:
+        pending: tuple[int, Batch, concurrent.futures.Future | None] | None = None
+        for index, batch in enumerate(batches):
+            feed = validate_batch(batch, specs, f"calibration batch {index}")
+            running = runner.submit(session.run, fetch, feed) if fetch else None
+            if pending is not None:
+                _accumulate_batch(*pending, inputs, fetch, stats, bar)
+            pending = (index, feed, running)
+            seen += 1
+        if pending is not None:
+            _accumulate_batch(*pending, inputs, fetch, stats, bar)
     return seen
+
+
+def _accumulate_batch(
+    index: int,
+    feed: Batch,
+    running: concurrent.futures.Future | None,
+    inputs: set[str],
+    fetch: list[str],
+    stats: Mapping[str, TensorStats],
+    bar: Progress | None,
+) -> None:
+    values = dict(zip(fetch, running.result(), strict=True)) if running is not None else {}
+    for name, item in stats.items():
+        value = feed[name] if name in inputs else values[name]
+        if index == 0 and not np.issubdtype(value.dtype, np.floating):
+            raise ValueError(f"tensor {name!r} is {value.dtype}: only float tensors calibrate")
+        item.update(value)
+    if bar is not None:
+        bar.update(_batch_samples(feed))
 
 
 def collect_statistics(

@@ -3,8 +3,8 @@
 The methods read a histogram of |x| with equal bins starting at 0. A :class:`TensorStats` builds one of two
 (``binning``):
 
-* ``"grow"`` (the default, one pass; the histogram of TensorRT / pytorch-quantization calibration, whose
-  range grows as larger values arrive). The first batch holding a non-zero value fixes ``range`` = its
+* ``"grow"`` (the default, one pass; the histogram of pytorch-quantization's calibrator, whose range grows
+  as larger values arrive). The first batch holding a non-zero value fixes ``range`` = its
   largest |x| and the bin width ``range / num_bins``: bins ``[k * width, (k + 1) * width)``, except that bin
   ``num_bins - 1`` also holds ``range`` itself (so the first batch alone fills exactly ``num_bins`` bins over
   ``[0, range]``, as ``np.histogram`` would). A later value above ``range`` appends bins of the same width,
@@ -59,14 +59,20 @@ class _Binner:
         scale = base / top
         self.pow2_scale = _is_pow2(scale) and 2.0**-100 <= scale <= 2.0**100
         self.pow2_base = _is_pow2(base)
+        # float32 values and range: multiply by base / top rounded up by two ulps (see _accumulate)
+        self.rounded_up = (not self.pow2_scale and dtype == np.float32 and float(np.float32(top)) == top
+                           and base <= 2.0**20 and 2.0**-900 <= scale <= 2.0**900)
         exact32 = self.pow2_scale and dtype == np.float32
         # (a float64 scalar selects the float64 loop; a float32 one keeps float32)
-        self.factor = np.float32(scale) if exact32 else np.float64(scale)
+        if self.rounded_up:
+            self.factor = np.nextafter(np.nextafter(np.float64(scale), np.inf), np.inf)
+        else:
+            self.factor = np.float32(scale) if exact32 else np.float64(scale)
         self.width = np.float64(top / base)
         self.base, self.top = np.float64(base), np.float64(top)
 
     def __call__(self, magnitude: np.ndarray, out: np.ndarray, wide: np.ndarray | None) -> None:
-        if self.pow2_scale:
+        if self.pow2_scale or self.rounded_up:
             np.multiply(magnitude, self.factor, out=out, casting="unsafe")
         elif self.pow2_base:
             np.divide(magnitude, self.width, out=out, casting="unsafe")
@@ -178,7 +184,7 @@ class TensorStats:
         name: str = "",
         num_bins: int | None = None,
         binning: str = "fixed",
-        base: int | None = None,
+        base: float | None = None,
     ) -> TensorStats:
         """Build statistics from an existing |x| histogram (e.g. a cache entry).
 
@@ -191,12 +197,12 @@ class TensorStats:
         if binning not in ("fixed", "grow"):
             raise ValueError(f"binning must be 'fixed' or 'grow', got {binning!r}")
         num_bins = counts.size if num_bins is None else int(num_bins)
-        base = num_bins if base is None else int(base)
+        base = num_bins if base is None else float(base)
         if binning == "fixed" and (counts.size != num_bins or base != num_bins):
             raise ValueError(f"a fixed histogram has num_bins bins: {counts.size} for num_bins {num_bins}")
-        if binning == "grow" and (base < 1 or num_bins % base or counts.size < base):
+        if binning == "grow" and not (base > 0 and _is_pow2(num_bins / base) and counts.size >= min(base, 1)):
             raise ValueError(f"a grow histogram of {counts.size} bins cannot have base {base} (num_bins "
-                             f"{num_bins})")
+                             f"{num_bins} halved)")
         if np.any(counts < 0):
             raise ValueError("histogram counts must be non-negative")
         if not (hist_range >= 0 and math.isfinite(hist_range)):
@@ -204,7 +210,7 @@ class TensorStats:
         stats = cls(num_bins, name=name, fixed_range=hist_range if binning == "fixed" else None,
                     max_bins=max(counts.size, 32 * num_bins))
         stats.hist = counts.astype(np.int64, copy=True)
-        stats.range, stats.base = float(hist_range), base
+        stats.range, stats.base = float(hist_range), int(base) if base == int(base) else base
         stats.count = int(stats.hist.sum()) if count is None else int(count)
         if stats.count != int(stats.hist.sum()):
             raise ValueError(f"count {stats.count} differs from the histogram total {int(stats.hist.sum())}")
@@ -279,32 +285,42 @@ class TensorStats:
         if self.range == 0.0:
             self.range = peak  # the first non-zero batch: base bins over [0, peak]
             return
-        needed = _Binner(self.base, self.range, dtype).index(peak, dtype) + 1
-        while needed > self.max_bins and self.base % 2 == 0:
+        # peak / width may exceed any integer: first merge by the power of two that logs say (a floor of the
+        # exact count, so never too many), then pair by pair on the exact bin index
+        excess = math.log2(peak) - math.log2(self.range) + math.log2(self.base) - math.log2(self.max_bins)
+        for _ in range(max(0, math.floor(excess) - 1)):
             self._merge_pairs()
-            self.base //= 2
-            needed = _Binner(self.base, self.range, dtype).index(peak, dtype) + 1
-        if needed > self.max_bins:
-            logger.info("tensor %r: %d histogram bins exceed max_bins %d", self.name, needed, self.max_bins)
+        while (needed := _Binner(self.base, self.range, dtype).index(peak, dtype) + 1) > self.max_bins:
+            self._merge_pairs()
         if needed > self.hist.size:
             self.hist = np.concatenate([self.hist, np.zeros(needed - self.hist.size, dtype=np.int64)])
 
     def _merge_pairs(self) -> None:
+        """Double the bin width: bins ``2k, 2k + 1`` become bin ``k`` (``base`` halves, maybe below 1)."""
         counts = self.hist if self.hist.size % 2 == 0 else np.append(self.hist, 0)
         self.hist = counts.reshape(-1, 2).sum(axis=1)
+        self.base /= 2
 
     def _accumulate(self, data: np.ndarray, peak: float) -> None:
         """Add ``floor(|v| * base / range)`` of every (finite) value, ``range`` itself into bin ``base - 1``.
 
-        Exact in real arithmetic for float32 values: a power-of-two scale multiplies exactly (float32 or
-        float64); otherwise ``|v|`` is divided by the bin width ``range / base`` in float64, which is exact
-        when ``base`` is a power of two (else ``|v| * base``, exact, is divided by ``range``). One rounding
-        of the exact quotient cannot cross an integer: ``|v| * base - k * range`` is a non-zero multiple of a
-        float32 ulp or zero, so a value on a bin edge lands in the upper bin, as in ``np.histogram``
-        (multiplying by a rounded ``base / range`` would put some of them one bin lower).
+        The index is exact in real arithmetic, so a value on a bin edge lands in the upper bin, as in
+        ``np.histogram``:
+
+        * a power-of-two ``base / range`` multiplies exactly (float32 or float64);
+        * float32 values and range: ``|v|`` times ``base / range`` rounded up by two float64 ulps. For a
+          non-integer quotient ``q``, ``|v| * base - k * range`` is a non-zero multiple of the smaller float32
+          ulp, so ``q`` sits at least ~2**-44 (relative) below the next integer, far above the <= 3 * 2**-52
+          the rounded factor and product can add; an integer ``q`` (an edge value) can only come out at or
+          above ``q``;
+        * otherwise ``|v|`` is divided by the bin width ``range / base`` in float64, which is exact when
+          ``base`` is a power of two (else ``|v| * base``, exact, is divided by ``range``): one rounding of
+          the exact quotient cannot cross an integer.
         """
-        size, base = self.hist.size, int(self.base)
+        size = self.hist.size
         binner = _Binner(self.base, self.range, data.dtype)
+        # `range` (index `base`) belongs to bin base - 1; for a fractional base its index is already right
+        base = int(self.base) if self.base == int(self.base) and self.base >= 1 else size
         block = min(data.size, _CHUNK)
         magnitude = np.empty(block, dtype=data.dtype)
         index = np.empty(block, dtype=np.intp)
