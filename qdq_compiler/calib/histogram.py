@@ -44,6 +44,8 @@ DEFAULT_MAX_BINS = 32 * DEFAULT_NUM_BINS
 BINNINGS = ("grow", "fixed", "none")
 # Values binned per block: the |x| and index buffers (1 + 2 MiB for float32) stay in cache.
 _CHUNK = 1 << 18
+# Bin indices stay below this, which keeps the rounded-up index of _Binner exact (see _accumulate).
+_MAX_BINS_LIMIT = 1 << 24
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,8 @@ class TensorStats:
         self.max_bins = 32 * self.num_bins if max_bins is None else int(max_bins)
         if self.max_bins < self.num_bins:
             raise ValueError(f"max_bins {max_bins!r} is below num_bins {num_bins!r}")
+        if self.max_bins > _MAX_BINS_LIMIT:
+            raise ValueError(f"max_bins {max_bins!r} is above 2**24")
         self.range = 0.0
         if not histogram:
             self.binning, size = "none", 0
@@ -200,7 +204,7 @@ class TensorStats:
         base = num_bins if base is None else float(base)
         if binning == "fixed" and (counts.size != num_bins or base != num_bins):
             raise ValueError(f"a fixed histogram has num_bins bins: {counts.size} for num_bins {num_bins}")
-        if binning == "grow" and not (base > 0 and _is_pow2(num_bins / base) and counts.size >= min(base, 1)):
+        if binning == "grow" and not (base > 0 and _is_pow2(num_bins / base) and counts.size >= max(base, 1)):
             raise ValueError(f"a grow histogram of {counts.size} bins cannot have base {base} (num_bins "
                              f"{num_bins} halved)")
         if np.any(counts < 0):
@@ -342,8 +346,12 @@ class TensorStats:
     def merge(self, other: TensorStats) -> None:
         """Add another tensor's statistics (same binning, ``num_bins``, ``range`` and ``base``)."""
         same = (other.num_bins, other.binning) == (self.num_bins, self.binning)
-        both_ranged = other.count and self.count and other.range > 0 and self.range > 0
-        if not same or (both_ranged and (other.range, other.base) != (self.range, self.base)):
+        if self.binning == "fixed":  # the range is set up front: it must agree whenever values come in
+            clash = bool(other.count) and other.range != self.range
+        else:  # a grow range is set by the first non-zero value
+            clash = bool(other.count and self.count and other.range > 0 and self.range > 0
+                         and (other.range, other.base) != (self.range, self.base))
+        if not same or clash:
             raise ValueError(
                 f"cannot merge {other.binning} statistics over [0, {other.range}] in {other.base} bins into "
                 f"{self.binning} statistics over [0, {self.range}] in {self.base} bins"
