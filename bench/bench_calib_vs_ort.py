@@ -1,6 +1,6 @@
 """qdqc calibration vs onnxruntime: time per sample, peak RSS and amax agreement on YOLOv7-tiny.
 
-Run: ``python bench/bench_calib_vs_ort.py [--resolution 640] [--width 0.25]``.
+Run: ``python bench/bench_calib_vs_ort.py [--resolution 640] [--widths 1.0,0.25]``.
 
 Every measurement runs in its own subprocess (this file re-invoked with ``--worker``), so the peak RSS
 (``ru_maxrss``) is per measurement. The prepared model (our ``prepare`` pipeline) is written once per
@@ -459,17 +459,17 @@ def _fmt_ms(s: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resolution", type=int, default=640)
-    ap.add_argument("--width", type=float, default=0.25)
+    ap.add_argument("--widths", default="1.0,0.25",
+                    help="channel widths of the performance runs (1.0 = YOLOv7-tiny's own channel counts)")
     ap.add_argument("--qdqc-samples", default="32,64,512",
                     help="sample counts of the default (one-pass) runs")
     ap.add_argument("--qdqc-exact-samples", default="64", help="sample counts of the exact (2-pass) runs")
     ap.add_argument("--ort-samples", type=int, default=64)
     ap.add_argument("--ort-bins", default="2048,128",
                     help="EntropyCalibrater num_bins values (128 = ORT default)")
-    ap.add_argument("--extra-resolution", type=int, default=0,
-                    help="also run ORT entropy + qdqc 64 at this res")
     ap.add_argument("--agree-resolution", type=int, default=160)
     ap.add_argument("--agree-samples", type=int, default=32)
+    ap.add_argument("--agree-width", type=float, default=0.25)
     ap.add_argument("--skip-agree", action="store_true")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -490,8 +490,9 @@ def main() -> None:
     def sample_counts(text: str) -> list[int]:
         return [int(n) for n in text.split(",") if n.strip()]
 
-    def perf_section(res: int, one_pass_ns: list[int], exact_ns: list[int], ort_bins: list[int]) -> dict:
-        prep = run_worker("prepare", {"resolution": res, "width": args.width})
+    def perf_section(res: int, width: float, one_pass_ns: list[int], exact_ns: list[int],
+                     ort_bins: list[int]) -> dict:
+        prep = run_worker("prepare", {"resolution": res, "width": width})
         path, tensors = prep["model_path"], prep["tensors"]
         ort_version[0] = prep["ort"]
         base = {"model_path": path, "tensors": tensors, "resolution": res}
@@ -512,9 +513,9 @@ def main() -> None:
         sec["loadavg"] = os.getloadavg()
         return sec
 
-    def report_perf(res: int, sec: dict) -> None:
+    def report_perf(res: int, width: float, sec: dict) -> None:
         inf = sec["infer"]
-        emit(f"### Performance: YOLOv7-tiny width={args.width} resolution={res}, {sec['n_tensors']} Conv "
+        emit(f"### Performance: YOLOv7-tiny width={width} resolution={res}, {sec['n_tensors']} Conv "
              f"activation inputs, batch 1, {os.cpu_count()} CPUs, onnxruntime {ort_version[0]}; "
              f"driver RSS {_rss_mb():.0f} MB")
         runs = sec.get("infer_runs", [])
@@ -595,17 +596,15 @@ def main() -> None:
                      f"| {np.median(rel):.2f} [{rel.min():.2f}, {rel.max():.2f}] | info | - |")
         emit("")
 
-    perf = {args.resolution: perf_section(args.resolution, sample_counts(args.qdqc_samples),
-                                          sample_counts(args.qdqc_exact_samples),
-                                          sample_counts(args.ort_bins))}
-    if args.extra_resolution:
-        perf[args.extra_resolution] = perf_section(args.extra_resolution, [32, args.ort_samples, 512],
-                                                   [args.ort_samples], sample_counts(args.ort_bins))
-    out["perf"] = perf
+    widths = [float(w) for w in args.widths.split(",") if w.strip()]
+    perf = {width: perf_section(args.resolution, width, sample_counts(args.qdqc_samples),
+                                sample_counts(args.qdqc_exact_samples), sample_counts(args.ort_bins))
+            for width in widths}
+    out["perf"] = {f"r{args.resolution}_w{width}": sec for width, sec in perf.items()}
 
     agree = None
     if not args.skip_agree:
-        prep = run_worker("prepare", {"resolution": args.agree_resolution, "width": args.width})
+        prep = run_worker("prepare", {"resolution": args.agree_resolution, "width": args.agree_width})
         order = prep["order"]
         print(f"[agree] resolution {args.agree_resolution}, {len(order)} Conv activation inputs", flush=True)
         agree = run_worker("agree", {"model_path": prep["model_path"], "tensors": order,
@@ -615,8 +614,8 @@ def main() -> None:
 
     emit(f"## qdqc calibration vs onnxruntime ({time.strftime('%Y-%m-%d %H:%M')})")
     emit("")
-    for res, sec in perf.items():
-        report_perf(res, sec)
+    for width, sec in perf.items():
+        report_perf(args.resolution, width, sec)
     if agree is not None and "error" not in agree:
         report_agree(agree, out["agree_shown"], args, emit)
     elif agree is not None:
@@ -641,8 +640,9 @@ def report_agree(agree: dict, shown: list[str], args: argparse.Namespace, emit) 
     def delta(value, t, m, mode):
         return abs(value - ref[mode][t][m]) / width[mode][t]
 
-    emit(f"### amax agreement: resolution {args.agree_resolution}, {args.agree_samples} samples, all "
-         f"{len(tensors)} Conv activation inputs (Δ = |amax - ref| in bins of that reference's histogram)")
+    emit(f"### amax agreement: width {args.agree_width}, resolution {args.agree_resolution}, "
+         f"{args.agree_samples} samples, all {len(tensors)} Conv activation inputs (Δ = |amax - ref| in bins "
+         "of that reference's histogram)")
     emit("")
     emit(" ".join([
         "ref = float64 reference from docs section 6 on all |x| at once. Its histogram, per qdqc mode:",
