@@ -145,6 +145,13 @@ def calibration_options(fn):
             "--method", default=None, help="Activation calibration: max, percentile{p=99.99}, entropy, mse."
         ),
         click.option(
+            "--two-pass",
+            is_flag=True,
+            default=False,
+            help="Read the data twice: histograms over exactly [0, absmax] instead of growing ones "
+            "(twice the model runs; calibrate{exact=true}).",
+        ),
+        click.option(
             "--calib-override",
             multiple=True,
             metavar="PATTERN=METHOD",
@@ -226,6 +233,8 @@ def apply_compile_flags(manager: PassManager, opts: dict) -> None:
         calibration["method"] = opts["method"]
     if opts.get("calib_override"):
         calibration["overrides"] = tuple(opts["calib_override"])
+    if opts.get("two_pass"):
+        calibration["exact"] = True
     target = opts.get("target") or "trt10"
     for pass_ in manager.passes:
         if pass_.name == "legalize-trt":

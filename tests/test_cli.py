@@ -63,6 +63,17 @@ def test_compile_is_byte_identical_across_runs(yolo_path, calib_path, tmp_path) 
     assert first.read_bytes() == second.read_bytes()
 
 
+def test_two_pass_flag_reads_the_data_twice(yolo_path, calib_path, tmp_path) -> None:
+    one, two = tmp_path / "one.onnx", tmp_path / "two.onnx"
+    args = ["-q", "compile", str(yolo_path), "--calib", str(calib_path), "--method", "entropy"]
+    assert main([*args, "-o", str(one)]) == 0
+    assert main([*args, "-o", str(two), "--two-pass"]) == 0
+    pipelines = [{p.key: p.value for p in onnx.load(str(path)).metadata_props}["qdq_compiler.pipeline"]
+                 for path in (one, two)]
+    assert "exact=true" not in pipelines[0] and "calibrate{method=entropy,exact=true}" in pipelines[1]
+    assert one.read_bytes() != two.read_bytes()  # other histograms: the first sample is not the whole range
+
+
 def test_calibrate_then_compile_from_cache(yolo_path, calib_path, tmp_path) -> None:
     cache = tmp_path / "stats.qdqc"
     assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(cache)]) == 0
