@@ -73,6 +73,13 @@ class Calibrate(Pass):
     def _statistics(self, model: ir.Model, names: list[str], ctx: PassContext) -> dict:
         cached = ctx.calibration_stats
         if cached and all(name in cached for name in names):
+            one_pass = [name for name in names if cached[name].binning != "fixed"]
+            if self.options.exact and one_pass:
+                raise QdqcError(
+                    f"exact=true (--two-pass) asks for two-pass statistics, but the calibration cache holds "
+                    f"one-pass statistics of {len(one_pass)} tensor(s): rebuild it with `qdqc calibrate "
+                    "--two-pass`, or drop --two-pass"
+                )
             return cached
         if ctx.calibration_data is None:
             raise QdqcError(

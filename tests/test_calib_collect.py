@@ -222,3 +222,25 @@ def test_second_pass_must_see_the_same_data():
 
     with pytest.raises(CalibrationDataError, match="differs between the two calibration passes"):
         collect_statistics(_model(), ["x"], Shrinking(), exact=True)
+
+
+def test_a_reader_may_reuse_its_arrays():
+    """Batches are fully used before the next one is read: a generator refilling one buffer is fine."""
+    batches = _batches(6)
+
+    def fresh():
+        for batch in batches:
+            yield {"x": batch["x"].copy()}
+
+    def reused():
+        buffer = np.empty((3, 2, 5, 5), dtype=np.float32)
+        for batch in batches:
+            view = buffer[: batch["x"].shape[0]]
+            view[...] = batch["x"]
+            yield {"x": view}
+
+    expected = collect_statistics(_model(), ["x", "conv_out", "y"], fresh())
+    got = collect_statistics(_model(), ["x", "conv_out", "y"], reused())
+    for name, item in expected.items():
+        np.testing.assert_array_equal(got[name].hist, item.hist, err_msg=name)
+        assert (got[name].min, got[name].max, got[name].range) == (item.min, item.max, item.range)

@@ -74,6 +74,17 @@ def test_two_pass_flag_reads_the_data_twice(yolo_path, calib_path, tmp_path) -> 
     assert one.read_bytes() != two.read_bytes()  # other histograms: the first sample is not the whole range
 
 
+def test_two_pass_needs_a_two_pass_cache(yolo_path, calib_path, tmp_path, capsys) -> None:
+    one_pass, two_pass = tmp_path / "one.stats", tmp_path / "two.stats"
+    assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(one_pass)]) == 0
+    args = ["-q", "compile", str(yolo_path), "-o", str(tmp_path / "o.onnx"), "--two-pass", "--calib-cache"]
+    assert main([*args, str(one_pass)]) != 0
+    assert "holds one-pass statistics" in capsys.readouterr().err
+    assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(two_pass),
+                 "--two-pass"]) == 0
+    assert main([*args, str(two_pass)]) == 0
+
+
 def test_calibrate_then_compile_from_cache(yolo_path, calib_path, tmp_path) -> None:
     cache = tmp_path / "stats.qdqc"
     assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(cache)]) == 0

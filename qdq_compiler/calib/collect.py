@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .data import Batch, model_input_specs, validate_batch
+from .data import model_input_specs, validate_batch
 from .errors import CalibrationDataError
 from .histogram import DEFAULT_NUM_BINS, TensorStats, check_same_pass
 from .progress import Progress
@@ -107,41 +107,45 @@ def _run_pass(
 ) -> int:
     """Feed every batch, update ``stats`` in batch order; return the number of batches.
 
-    The model runs one batch ahead, on a worker thread, while this thread bins the previous batch's values
-    (onnxruntime and numpy's loops release the GIL): at most two batches' values are alive at a time.
+    While the model runs batch ``i`` on a worker thread, this thread bins batch ``i``'s observed model
+    inputs and batch ``i - 1``'s fetched tensors (onnxruntime and numpy's loops release the GIL). The run
+    ends before the next batch is read, so a reader may reuse its arrays; at most two batches' fetched
+    tensors are alive at a time.
     """
+    observed_inputs = {name: item for name, item in stats.items() if name in inputs}
+    observed_outputs = {name: item for name, item in stats.items() if name not in inputs}
     seen = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdqc-calib") as runner:
-        pending: tuple[int, Batch, concurrent.futures.Future | None] | None = None
+        previous: tuple[int, dict[str, np.ndarray], int] | None = None
         for index, batch in enumerate(batches):
             feed = validate_batch(batch, specs, f"calibration batch {index}")
             running = runner.submit(session.run, fetch, feed) if fetch else None
-            if pending is not None:
-                _accumulate_batch(*pending, inputs, fetch, stats, bar)
-            pending = (index, feed, running)
+            _update(index, observed_inputs, feed)
+            if previous is not None:
+                _finish_batch(*previous, observed_outputs, bar)
+            values = dict(zip(fetch, running.result(), strict=True)) if running is not None else {}
+            previous = (index, values, _batch_samples(feed))
             seen += 1
-        if pending is not None:
-            _accumulate_batch(*pending, inputs, fetch, stats, bar)
+        if previous is not None:
+            _finish_batch(*previous, observed_outputs, bar)
     return seen
 
 
-def _accumulate_batch(
-    index: int,
-    feed: Batch,
-    running: concurrent.futures.Future | None,
-    inputs: set[str],
-    fetch: list[str],
-    stats: Mapping[str, TensorStats],
-    bar: Progress | None,
-) -> None:
-    values = dict(zip(fetch, running.result(), strict=True)) if running is not None else {}
+def _update(index: int, stats: Mapping[str, TensorStats], values: Mapping[str, np.ndarray]) -> None:
     for name, item in stats.items():
-        value = feed[name] if name in inputs else values[name]
+        value = values[name]
         if index == 0 and not np.issubdtype(value.dtype, np.floating):
             raise ValueError(f"tensor {name!r} is {value.dtype}: only float tensors calibrate")
         item.update(value)
+
+
+def _finish_batch(
+    index: int, values: dict[str, np.ndarray], samples: int, stats: Mapping[str, TensorStats],
+    bar: Progress | None,
+) -> None:
+    _update(index, stats, values)
     if bar is not None:
-        bar.update(_batch_samples(feed))
+        bar.update(samples)
 
 
 def collect_statistics(

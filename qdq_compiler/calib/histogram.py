@@ -46,6 +46,7 @@ BINNINGS = ("grow", "fixed", "none")
 _CHUNK = 1 << 18
 # Bin indices stay below this, which keeps the rounded-up index of _Binner exact (see _accumulate).
 _MAX_BINS_LIMIT = 1 << 24
+_SMALLEST_WIDTH = 2.0**-1000  # a bin narrower than this would underflow as it is divided
 
 logger = logging.getLogger(__name__)
 
@@ -55,32 +56,47 @@ def _is_pow2(value: float) -> bool:
 
 
 class _Binner:
-    """``floor(|v| * base / top)`` for float arrays, exactly (see :meth:`TensorStats._accumulate`)."""
+    """``floor(|v| * base / top)`` for float arrays, one of three ways (see :meth:`TensorStats._accumulate`).
+
+    ============  ===========================================  =============================================
+    path          when                                         computation
+    ============  ===========================================  =============================================
+    pow2_scale    ``base / top`` is a power of two             ``|v| * scale`` (float32 loop for float32
+                                                               data, float64 otherwise): no rounding at all
+    rounded_up    float32 data and ``top``, ``base <= 2**20``  ``|v| * scale`` in float64, ``scale`` rounded
+                                                               up two ulps: exact floor for float32 values
+    divide        anything else (float64 data...)              ``|v| / (top / base)`` in float64 (or
+                                                               ``|v| * base / top``): exact for float32
+                                                               values, may be one bin off near an edge for
+                                                               float64 values
+    ============  ===========================================  =============================================
+    """
 
     def __init__(self, base: float, top: float, dtype: np.dtype) -> None:
         scale = base / top
         self.pow2_scale = _is_pow2(scale) and 2.0**-100 <= scale <= 2.0**100
         self.pow2_base = _is_pow2(base)
-        # float32 values and range: multiply by base / top rounded up by two ulps (see _accumulate)
         self.rounded_up = (not self.pow2_scale and dtype == np.float32 and float(np.float32(top)) == top
                            and base <= 2.0**20 and 2.0**-900 <= scale <= 2.0**900)
-        exact32 = self.pow2_scale and dtype == np.float32
-        # (a float64 scalar selects the float64 loop; a float32 one keeps float32)
+        # the loop's dtype is given explicitly: NumPy 1.x would run float32 data times a float64 scalar in
+        # float32, losing the exactness of the rounded-up factor
+        self.loop = np.float32 if self.pow2_scale and dtype == np.float32 else np.float64
         if self.rounded_up:
             self.factor = np.nextafter(np.nextafter(np.float64(scale), np.inf), np.inf)
         else:
-            self.factor = np.float32(scale) if exact32 else np.float64(scale)
+            self.factor = self.loop(scale)
         self.width = np.float64(top / base)
         self.base, self.top = np.float64(base), np.float64(top)
+        self.needs_wide = not (self.pow2_scale or self.rounded_up or self.pow2_base)
 
     def __call__(self, magnitude: np.ndarray, out: np.ndarray, wide: np.ndarray | None) -> None:
         if self.pow2_scale or self.rounded_up:
-            np.multiply(magnitude, self.factor, out=out, casting="unsafe")
+            np.multiply(magnitude, self.factor, out=out, casting="unsafe", dtype=self.loop)
         elif self.pow2_base:
-            np.divide(magnitude, self.width, out=out, casting="unsafe")
+            np.divide(magnitude, self.width, out=out, casting="unsafe", dtype=np.float64)
         else:
-            np.multiply(magnitude, self.base, out=wide)
-            np.divide(wide, self.top, out=out, casting="unsafe")
+            np.multiply(magnitude, self.base, out=wide, dtype=np.float64)
+            np.divide(wide, self.top, out=out, casting="unsafe", dtype=np.float64)
 
     def index(self, value: float, dtype: np.dtype) -> int:
         out = np.empty(1, dtype=np.intp)
@@ -121,7 +137,10 @@ class TensorStats:
         self.name = name
         self.num_bins = int(num_bins)
         self.base = self.num_bins
-        self.max_bins = 32 * self.num_bins if max_bins is None else int(max_bins)
+        if self.num_bins > _MAX_BINS_LIMIT:
+            raise ValueError(f"num_bins {num_bins!r} is above 2**24")
+        default_max = min(32 * self.num_bins, _MAX_BINS_LIMIT)
+        self.max_bins = default_max if max_bins is None else int(max_bins)
         if self.max_bins < self.num_bins:
             raise ValueError(f"max_bins {max_bins!r} is below num_bins {num_bins!r}")
         if self.max_bins > _MAX_BINS_LIMIT:
@@ -287,6 +306,9 @@ class TensorStats:
     def _grow(self, peak: float, dtype: np.dtype) -> None:
         """Make room for ``peak``: fix the range on the first non-zero value, else append (and merge) bins."""
         if self.range == 0.0:
+            if not peak / self.base >= _SMALLEST_WIDTH:
+                raise ValueError(f"tensor {self.name!r}: its first non-zero |x| ({peak!r}) is too small to "
+                                 f"split into {self.base} bins")
             self.range = peak  # the first non-zero batch: base bins over [0, peak]
             return
         # peak / width may exceed any integer: first merge by the power of two that logs say (a floor of the
@@ -304,6 +326,8 @@ class TensorStats:
         counts = self.hist if self.hist.size % 2 == 0 else np.append(self.hist, 0)
         self.hist = counts.reshape(-1, 2).sum(axis=1)
         self.base /= 2
+        if self.base == 0.0:
+            raise ValueError(f"tensor {self.name!r}: |x| spans more than the float64 range of bin widths")
 
     def _accumulate(self, data: np.ndarray, peak: float) -> None:
         """Add ``floor(|v| * base / range)`` of every (finite) value, ``range`` itself into bin ``base - 1``.
@@ -317,19 +341,21 @@ class TensorStats:
           ulp, so ``q`` sits at least ~2**-44 (relative) below the next integer, far above the <= 3 * 2**-52
           the rounded factor and product can add; an integer ``q`` (an edge value) can only come out at or
           above ``q``;
-        * otherwise ``|v|`` is divided by the bin width ``range / base`` in float64, which is exact when
-          ``base`` is a power of two (else ``|v| * base``, exact, is divided by ``range``): one rounding of
-          the exact quotient cannot cross an integer.
+        * otherwise ``|v|`` is divided by the bin width ``range / base`` in float64 (``|v| * base`` by
+          ``range`` when ``base`` is not a power of two). For float32 values and range that is exact too (one
+          rounding of the exact quotient cannot cross an integer); for float64 values a value within a
+          rounding of an edge may land one bin off, and an index past the last bin is counted in it.
         """
         size = self.hist.size
         binner = _Binner(self.base, self.range, data.dtype)
-        # `range` (index `base`) belongs to bin base - 1; for a fractional base its index is already right
-        base = int(self.base) if self.base == int(self.base) and self.base >= 1 else size
+        # `range` computes to index `base` but belongs to bin base - 1 (an integer base; with a fractional
+        # base, left after merges, floor(base) is already its bin)
+        range_index = int(self.base) if self.base == int(self.base) and self.base >= 1 else size
         block = min(data.size, _CHUNK)
         magnitude = np.empty(block, dtype=data.dtype)
         index = np.empty(block, dtype=np.intp)
-        wide = None if binner.pow2_scale or binner.pow2_base else np.empty(block, dtype=np.float64)
-        at_top = peak >= self.range  # some value may equal `range`, which belongs to bin base - 1
+        wide = np.empty(block, dtype=np.float64) if binner.needs_wide else None
+        at_top = peak >= self.range  # some value may equal `range`
         hist = self.hist
         for start in range(0, data.size, block):
             part = data[start : start + block]
@@ -337,11 +363,13 @@ class TensorStats:
             np.abs(part, out=mag)
             binner(mag, idx, None if wide is None else wide[: part.size])
             counts = np.bincount(idx, minlength=size)
-            if at_top and counts.size > base and counts[base]:
+            if at_top and counts.size > range_index and counts[range_index]:
                 moved = int(np.count_nonzero(mag == self.range))
-                counts[base] -= moved
-                counts[base - 1] += moved
+                counts[range_index] -= moved
+                counts[range_index - 1] += moved
             hist += counts[:size]
+            if counts.size > size:  # only float64 values a rounding below the top edge: keep them counted
+                hist[-1] += counts[size:].sum()
 
     def merge(self, other: TensorStats) -> None:
         """Add another tensor's statistics (same binning, ``num_bins``, ``range`` and ``base``)."""
