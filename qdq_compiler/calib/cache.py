@@ -124,7 +124,7 @@ def encode_cache(stats: Mapping[str, TensorStats], key: CacheKey) -> bytes:
             "binning": item.binning,
             "hist_bins": int(item.hist.size),
             "range": float(item.range),
-            "base": item.base if item.base != int(item.base) else int(item.base),
+            "base": item.base,
             "count": int(item.count),
             "nan_count": int(item.nan_count),
             "inf_count": int(item.inf_count),

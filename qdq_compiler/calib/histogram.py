@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 DEFAULT_NUM_BINS = 2048
-DEFAULT_MAX_BINS = 32 * DEFAULT_NUM_BINS
+GROWTH_BEFORE_MERGING = 32  # default max_bins = this many times num_bins
+DEFAULT_MAX_BINS = GROWTH_BEFORE_MERGING * DEFAULT_NUM_BINS
 BINNINGS = ("grow", "fixed", "none")
 # Values binned per block: the |x| and index buffers (1 + 2 MiB for float32) stay in cache.
 _CHUNK = 1 << 18
@@ -53,6 +54,11 @@ logger = logging.getLogger(__name__)
 
 def _is_pow2(value: float) -> bool:
     return value > 0 and math.frexp(value)[0] == 0.5
+
+
+def _as_base(value: float) -> int | float:
+    """``base`` as stored: an int while whole (the cache then writes ``2048``, not ``2048.0``)."""
+    return int(value) if value == int(value) else float(value)
 
 
 class _Binner:
@@ -139,7 +145,7 @@ class TensorStats:
         self.base = self.num_bins
         if self.num_bins > _MAX_BINS_LIMIT:
             raise ValueError(f"num_bins {num_bins!r} is above 2**24")
-        default_max = min(32 * self.num_bins, _MAX_BINS_LIMIT)
+        default_max = min(GROWTH_BEFORE_MERGING * self.num_bins, _MAX_BINS_LIMIT)
         self.max_bins = default_max if max_bins is None else int(max_bins)
         if self.max_bins < self.num_bins:
             raise ValueError(f"max_bins {max_bins!r} is below num_bins {num_bins!r}")
@@ -220,7 +226,7 @@ class TensorStats:
         if binning not in ("fixed", "grow"):
             raise ValueError(f"binning must be 'fixed' or 'grow', got {binning!r}")
         num_bins = counts.size if num_bins is None else int(num_bins)
-        base = num_bins if base is None else float(base)
+        base = num_bins if base is None else _as_base(base)
         if binning == "fixed" and (counts.size != num_bins or base != num_bins):
             raise ValueError(f"a fixed histogram has num_bins bins: {counts.size} for num_bins {num_bins}")
         if binning == "grow" and not (base > 0 and _is_pow2(num_bins / base) and counts.size >= max(base, 1)):
@@ -230,10 +236,10 @@ class TensorStats:
             raise ValueError("histogram counts must be non-negative")
         if not (hist_range >= 0 and math.isfinite(hist_range)):
             raise ValueError(f"histogram range must be finite and >= 0, got {hist_range!r}")
-        stats = cls(num_bins, name=name, fixed_range=hist_range if binning == "fixed" else None,
-                    max_bins=max(counts.size, 32 * num_bins))
+        stats = cls(num_bins, name=name, fixed_range=hist_range if binning == "fixed" else None)
+        stats.max_bins = max(stats.max_bins, counts.size)  # (a custom max_bins is not kept)
         stats.hist = counts.astype(np.int64, copy=True)
-        stats.range, stats.base = float(hist_range), int(base) if base == int(base) else base
+        stats.range, stats.base = float(hist_range), base
         stats.count = int(stats.hist.sum()) if count is None else int(count)
         if stats.count != int(stats.hist.sum()):
             raise ValueError(f"count {stats.count} differs from the histogram total {int(stats.hist.sum())}")
@@ -325,7 +331,7 @@ class TensorStats:
         """Double the bin width: bins ``2k, 2k + 1`` become bin ``k`` (``base`` halves, maybe below 1)."""
         counts = self.hist if self.hist.size % 2 == 0 else np.append(self.hist, 0)
         self.hist = counts.reshape(-1, 2).sum(axis=1)
-        self.base /= 2
+        self.base = _as_base(self.base / 2)
         if self.base == 0.0:
             raise ValueError(f"tensor {self.name!r}: |x| spans more than the float64 range of bin widths")
 
@@ -350,7 +356,7 @@ class TensorStats:
         binner = _Binner(self.base, self.range, data.dtype)
         # `range` computes to index `base` but belongs to bin base - 1 (an integer base; with a fractional
         # base, left after merges, floor(base) is already its bin)
-        range_index = int(self.base) if self.base == int(self.base) and self.base >= 1 else size
+        range_index = self.base if isinstance(self.base, int) and self.base >= 1 else size
         block = min(data.size, _CHUNK)
         magnitude = np.empty(block, dtype=data.dtype)
         index = np.empty(block, dtype=np.intp)
