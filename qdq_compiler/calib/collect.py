@@ -7,7 +7,6 @@ pass finds every tensor's absmax, the second bins |x| into exactly ``num_bins`` 
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import tempfile
@@ -17,12 +16,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .data import model_input_specs, validate_batch
+from .data import model_input_specs
 from .errors import CalibrationDataError
 from .histogram import DEFAULT_NUM_BINS, TensorStats, check_same_pass
 from .progress import Progress
+from .workers import run_pass
 
-__all__ = ["GRAPH_OPTIMIZATION_LEVEL", "collect_statistics", "cpu_count", "is_reiterable"]
+__all__ = ["GRAPH_OPTIMIZATION_LEVEL", "MAX_WORKERS", "collect_statistics", "cpu_count", "is_reiterable"]
 
 _PROTO_LIMIT = 2_000_000_000  # protobuf cannot serialize 2 GiB; bigger models go through a file
 # onnxruntime graph optimisation for calibration runs. The observed tensors are graph outputs, so no fusion
@@ -30,6 +30,8 @@ _PROTO_LIMIT = 2_000_000_000  # protobuf cannot serialize 2 GiB; bigger models g
 # (tests/test_calib_collect.py); ALL is not used because its NCHWc layout rewrite changes Conv results in the
 # last bits (up to 1e-4 absolute on YOLOv7-tiny), so the statistics would no longer be the float model's.
 GRAPH_OPTIMIZATION_LEVEL = "ORT_ENABLE_EXTENDED"
+# Batches in flight at most (each holds its observed tensors): more cores share them as onnxruntime threads.
+MAX_WORKERS = 4
 
 
 def cpu_count() -> int:
@@ -51,8 +53,11 @@ def _check_tensor_names(model: onnx.ModelProto, names: Sequence[str], inputs: se
 
 
 @contextlib.contextmanager
-def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
-    """An onnxruntime CPU session over a copy of ``model`` that also outputs ``fetch``."""
+def _session(model: onnx.ModelProto, fetch: Sequence[str], threads: int | None = None) -> Iterator[Any]:
+    """An onnxruntime CPU session over a copy of ``model`` that also outputs ``fetch``.
+
+    ``threads``: onnxruntime threads per run (default: every core).
+    """
     import onnxruntime as ort
 
     work = onnx.ModelProto()
@@ -62,11 +67,10 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
         if name not in present:
             work.graph.output.append(onnx.ValueInfoProto(name=name))  # onnxruntime infers the type
     options = ort.SessionOptions()
-    options.intra_op_num_threads = cpu_count()
+    options.intra_op_num_threads = threads or cpu_count()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
     options.log_severity_level = 3
-    # Idle onnxruntime workers would spin on the cores that bin the previous batch meanwhile (_run_pass):
-    # with spinning on, the overlap gained nothing on 2 cores; with it off, ~20% less time per sample.
+    # Idle onnxruntime threads would spin on the cores that other workers use for binning (workers.py).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     with tempfile.TemporaryDirectory(prefix="qdqc-calib-") as tmp:
@@ -84,68 +88,11 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
         yield session
 
 
-def _batch_samples(feed: Mapping[str, np.ndarray]) -> int:
-    first = next(iter(feed.values()))
-    return int(first.shape[0]) if first.ndim else 1
-
-
 def is_reiterable(batches: Iterable[Any]) -> bool:
     """True if iterating ``batches`` again starts over (a list, a tuple, a file or array reader...)."""
     if iter(batches) is batches:  # an iterator or generator
         return False
     return bool(getattr(batches, "reiterable", True))
-
-
-def _run_pass(
-    session: Any,
-    batches: Iterable[Mapping[str, np.ndarray] | np.ndarray],
-    specs: Sequence[Any],
-    inputs: set[str],
-    fetch: list[str],
-    stats: Mapping[str, TensorStats],
-    bar: Progress | None,
-) -> int:
-    """Feed every batch, update ``stats`` in batch order; return the number of batches.
-
-    While the model runs batch ``i`` on a worker thread, this thread bins batch ``i``'s observed model
-    inputs and batch ``i - 1``'s fetched tensors (onnxruntime and numpy's loops release the GIL). The run
-    ends before the next batch is read, so a reader may reuse its arrays; at most two batches' fetched
-    tensors are alive at a time.
-    """
-    observed_inputs = {name: item for name, item in stats.items() if name in inputs}
-    observed_outputs = {name: item for name, item in stats.items() if name not in inputs}
-    seen = 0
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdqc-calib") as runner:
-        previous: tuple[int, dict[str, np.ndarray], int] | None = None
-        for index, batch in enumerate(batches):
-            feed = validate_batch(batch, specs, f"calibration batch {index}")
-            running = runner.submit(session.run, fetch, feed) if fetch else None
-            _update(index, observed_inputs, feed)
-            if previous is not None:
-                _finish_batch(*previous, observed_outputs, bar)
-            values = dict(zip(fetch, running.result(), strict=True)) if running is not None else {}
-            previous = (index, values, _batch_samples(feed))
-            seen += 1
-        if previous is not None:
-            _finish_batch(*previous, observed_outputs, bar)
-    return seen
-
-
-def _update(index: int, stats: Mapping[str, TensorStats], values: Mapping[str, np.ndarray]) -> None:
-    for name, item in stats.items():
-        value = values[name]
-        if index == 0 and not np.issubdtype(value.dtype, np.floating):
-            raise ValueError(f"tensor {name!r} is {value.dtype}: only float tensors calibrate")
-        item.update(value)
-
-
-def _finish_batch(
-    index: int, values: dict[str, np.ndarray], samples: int, stats: Mapping[str, TensorStats],
-    bar: Progress | None,
-) -> None:
-    _update(index, stats, values)
-    if bar is not None:
-        bar.update(samples)
 
 
 def collect_statistics(
@@ -155,6 +102,7 @@ def collect_statistics(
     num_bins: int = DEFAULT_NUM_BINS,
     progress: Progress | bool | None = None,
     exact: bool = False,
+    workers: int | None = None,
 ) -> dict[str, TensorStats]:
     """Stream ``tensor_names`` of ``model`` over ``batches`` into one :class:`TensorStats` each.
 
@@ -169,6 +117,9 @@ def collect_statistics(
 
     ``progress``: True draws a bar on stderr (when it is a terminal); a :class:`Progress` you pass is updated
     (by both passes) but not closed.
+
+    ``workers``: batches run and binned at once (default: one per core, at most ``MAX_WORKERS``); each run
+    gets ``cores // workers`` onnxruntime threads. The statistics do not depend on it.
     """
     names = list(dict.fromkeys(tensor_names))
     if not names:
@@ -177,6 +128,9 @@ def collect_statistics(
     inputs = {spec.name for spec in specs}
     _check_tensor_names(model, names, inputs)
     fetch = [name for name in names if name not in inputs]
+    workers = min(cpu_count(), MAX_WORKERS) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     if exact and not is_reiterable(batches):
         raise ValueError("exact calibration reads the data twice; got a one-shot iterable (use exact=False)")
 
@@ -185,15 +139,16 @@ def collect_statistics(
     if owned and total is not None and exact:
         total *= 2
     bar = Progress(total=total) if owned else progress or None
+    threads = max(1, cpu_count() // workers)
     try:
-        with _session(model, fetch) if fetch else contextlib.nullcontext() as session:
+        with _session(model, fetch, threads) if fetch else contextlib.nullcontext() as session:
             if not exact:
                 stats = {name: TensorStats(num_bins, name=name) for name in names}
-                if _run_pass(session, batches, specs, inputs, fetch, stats, bar) == 0:
+                if run_pass(session, batches, specs, fetch, stats, bar, workers) == 0:
                     raise CalibrationDataError("calibration data produced no batches (count 0)")
                 return stats
             first = {name: TensorStats(num_bins, name=name, histogram=False) for name in names}
-            count = _run_pass(session, batches, specs, inputs, fetch, first, bar)
+            count = run_pass(session, batches, specs, fetch, first, bar, workers)
             if count == 0:
                 raise CalibrationDataError("calibration data produced no batches (count 0)")
             stats = {}
@@ -201,7 +156,7 @@ def collect_statistics(
                 stats[name] = TensorStats(num_bins, name=name, fixed_range=item.absmax)
                 stats[name]._warned = item._warned  # the NaN/Inf warning was given in the first pass
             try:
-                again = _run_pass(session, batches, specs, inputs, fetch, stats, bar)
+                again = run_pass(session, batches, specs, fetch, stats, bar, workers)
                 if again != count:
                     raise ValueError(f"the data gave {count} batches, then {again}")
                 for name in names:

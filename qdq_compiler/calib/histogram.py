@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Iterable
 
 import numpy as np
@@ -48,12 +49,23 @@ _CHUNK = 1 << 18
 # Bin indices stay below this, which keeps the rounded-up index of _Binner exact (see _accumulate).
 _MAX_BINS_LIMIT = 1 << 24
 _SMALLEST_WIDTH = 2.0**-1000  # a bin narrower than this would underflow as it is divided
+_buffers = threading.local()  # per thread: reused block buffers (fresh pages cost a fault each on first use)
 
 logger = logging.getLogger(__name__)
 
 
 def _is_pow2(value: float) -> bool:
     return value > 0 and math.frexp(value)[0] == 0.5
+
+
+def _buffer(dtype: type[np.generic], size: int) -> np.ndarray:
+    """A scratch array of ``size`` elements, reused by later calls in this thread (contents undefined)."""
+    key = np.dtype(dtype).str
+    held = getattr(_buffers, key, None)
+    if held is None or held.size < size:
+        held = np.empty(max(size, _CHUNK), dtype=dtype)
+        setattr(_buffers, key, held)
+    return held[:size]
 
 
 def _as_base(value: float) -> int | float:
@@ -121,7 +133,7 @@ class _Binner:
         np.abs(out, out=out)
 
     def scratch(self, size: int) -> np.ndarray:
-        return np.empty(size, dtype=np.float32 if self.narrow_loop else np.float64)
+        return _buffer(np.float32 if self.narrow_loop else np.float64, size)
 
     def index(self, value: float, dtype: np.dtype) -> int:
         out = np.empty(1, dtype=np.int32)
@@ -380,7 +392,7 @@ class TensorStats:
         top = data.dtype.type(self.range)
         at_top = peak >= self.range and float(top) == self.range
         block = min(data.size, _CHUNK)
-        index = np.empty(block, dtype=np.int32)
+        index = _buffer(np.int32, block)
         scratch = binner.scratch(block)
         hist = self.hist
         for start in range(0, data.size, block):
