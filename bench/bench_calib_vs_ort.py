@@ -340,7 +340,8 @@ def work_agree(cfg: dict) -> dict:
         qdqc[mode] = {t: {m: compute_amax(stats[t], m) for m in methods} for t in tensors}
         hists[mode] = {t: stats[t].hist for t in tensors}
 
-    # raw values from an unoptimised session of our own (qdqc's EXTENDED session gives the same bits)
+    # raw values from an unoptimised one-thread session of our own (qdqc's sessions run one thread each and
+    # give the same bits; onnxruntime's Conv results change in the last bits with the thread count)
     work = onnx.ModelProto()
     work.CopyFrom(proto)
     for t in tensors:
@@ -348,6 +349,7 @@ def work_agree(cfg: dict) -> dict:
             work.graph.output.append(onnx.ValueInfoProto(name=t))
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
     session = ort.InferenceSession(work.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     fetch = [t for t in tensors if t != name]
     chunks: dict[str, list[np.ndarray]] = {t: [] for t in tensors}

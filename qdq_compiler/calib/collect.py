@@ -30,8 +30,10 @@ _PROTO_LIMIT = 2_000_000_000  # protobuf cannot serialize 2 GiB; bigger models g
 # (tests/test_calib_collect.py); ALL is not used because its NCHWc layout rewrite changes Conv results in the
 # last bits (up to 1e-4 absolute on YOLOv7-tiny), so the statistics would no longer be the float model's.
 GRAPH_OPTIMIZATION_LEVEL = "ORT_ENABLE_EXTENDED"
-# Batches in flight at most (each holds its observed tensors): more cores share them as onnxruntime threads.
-MAX_WORKERS = 4
+# Each run uses one onnxruntime thread: onnxruntime's Conv results change in the last bits with its thread
+# count, so statistics taken with a thread per core would differ between machines. Cores are used by running
+# up to MAX_WORKERS batches at once instead (each holds its observed tensors while it is binned).
+MAX_WORKERS = 8
 
 
 def cpu_count() -> int:
@@ -53,11 +55,8 @@ def _check_tensor_names(model: onnx.ModelProto, names: Sequence[str], inputs: se
 
 
 @contextlib.contextmanager
-def _session(model: onnx.ModelProto, fetch: Sequence[str], threads: int | None = None) -> Iterator[Any]:
-    """An onnxruntime CPU session over a copy of ``model`` that also outputs ``fetch``.
-
-    ``threads``: onnxruntime threads per run (default: every core).
-    """
+def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
+    """An onnxruntime CPU session over a copy of ``model`` that also outputs ``fetch``; one thread per run."""
     import onnxruntime as ort
 
     work = onnx.ModelProto()
@@ -67,11 +66,9 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str], threads: int | None =
         if name not in present:
             work.graph.output.append(onnx.ValueInfoProto(name=name))  # onnxruntime infers the type
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or cpu_count()
+    options.intra_op_num_threads = 1
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
     options.log_severity_level = 3
-    # Idle onnxruntime threads would spin on the cores that other workers use for binning (workers.py).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     with tempfile.TemporaryDirectory(prefix="qdqc-calib-") as tmp:
         if work.ByteSize() < _PROTO_LIMIT:
@@ -118,8 +115,8 @@ def collect_statistics(
     ``progress``: True draws a bar on stderr (when it is a terminal); a :class:`Progress` you pass is updated
     (by both passes) but not closed.
 
-    ``workers``: batches run and binned at once (default: one per core, at most ``MAX_WORKERS``); each run
-    gets ``cores // workers`` onnxruntime threads. The statistics do not depend on it.
+    ``workers``: batches run and binned at once, each by one thread (default: one per core, at most
+    ``MAX_WORKERS``). The statistics do not depend on it, nor on the machine's core count.
     """
     names = list(dict.fromkeys(tensor_names))
     if not names:
@@ -139,9 +136,8 @@ def collect_statistics(
     if owned and total is not None and exact:
         total *= 2
     bar = Progress(total=total) if owned else progress or None
-    threads = max(1, cpu_count() // workers)
     try:
-        with _session(model, fetch, threads) if fetch else contextlib.nullcontext() as session:
+        with _session(model, fetch) if fetch else contextlib.nullcontext() as session:
             if not exact:
                 stats = {name: TensorStats(num_bins, name=name) for name in names}
                 if run_pass(session, batches, specs, fetch, stats, bar, workers) == 0:

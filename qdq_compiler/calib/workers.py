@@ -1,10 +1,9 @@
 """One calibration pass: worker threads each run the model on a batch and bin its tensors.
 
 A worker takes a whole batch: it runs the onnxruntime session (which releases the GIL) and then updates
-every observed tensor's :class:`TensorStats`, one tensor at a time under that tensor's lock. With ``workers``
-threads and ``cpu_count // workers`` onnxruntime threads per run, the cores stay busy with one batch's model
-run while another batch is binned, without the three-threads-on-two-cores contention of a pipeline that bins
-on the side of a multi-threaded run.
+every observed tensor's :class:`TensorStats`, one tensor at a time under that tensor's lock. With one
+worker per core and one onnxruntime thread per run, the cores stay busy: one batch's model run goes on while
+another batch is binned, and no thread waits on a slower partner inside a parallel operator.
 
 The result does not depend on which worker finishes first: the first batch is binned before any other (it
 fixes a growing histogram's bins), and after that every statistic is order-free (counts add up, extremes
