@@ -221,6 +221,28 @@ def test_max_bins_equals_reference_at_doubled_width(num_bins, max_bins, growth):
         assert stats.hist.size <= max_bins
 
 
+def test_one_large_batch_binned_block_by_block_equals_reference():
+    """A batch larger than a block, after the first: each block grows (and merges) on its own; NaN skipped."""
+    from qdq_compiler.calib.histogram import _CHUNK
+
+    rng = np.random.default_rng(5)
+    first = rng.standard_normal(3000).astype(np.float32)
+    later = np.sort(np.abs(rng.standard_normal(2 * _CHUNK + 1234) * np.logspace(0, 3, 2 * _CHUNK + 1234)))
+    later = (later * rng.choice([-1.0, 1.0], later.size)).astype(np.float32)  # blocks grow in turn
+    holes = later.copy()
+    holes[[7, _CHUNK + 3, _CHUNK + 4]] = [np.nan, np.inf, -np.inf]
+    stats = _grown(first, [holes], 256, max_bins=1024)
+    finite = np.concatenate([first, np.delete(later, [7, _CHUNK + 3, _CHUNK + 4])])
+    assert stats.base < 256  # merged while the batch was binned
+    np.testing.assert_array_equal(stats.hist, _reference(first, finite, stats.base))
+    assert (stats.nan_count, stats.inf_count, stats.count) == (1, 2, finite.size)
+    assert (stats.min, stats.max) == (float(finite.min()), float(finite.max()))
+    pieces = _grown(first, np.array_split(np.delete(later, [7, _CHUNK + 3, _CHUNK + 4]), 97), 256,
+                    max_bins=1024)
+    np.testing.assert_array_equal(stats.hist, pieces.hist)
+    assert stats.base == pieces.base
+
+
 def test_memory_bounded_by_max_bins():
     rng = np.random.default_rng(9)
     for trial in range(40):

@@ -305,6 +305,16 @@ class TensorStats:
         elif data.dtype.itemsize < 4:
             data = data.astype(np.float32)
         data = data.reshape(-1)
+        if self.binning == "grow" and self.range > 0.0 and data.size > _CHUNK:
+            # the bins are set and counting is order-free: block by block, each block's extremes and bins
+            # are found while it is in cache (one read of the batch from memory instead of two)
+            for start in range(0, data.size, _CHUNK):
+                self._update_flat(data[start : start + _CHUNK])
+        else:
+            self._update_flat(data)
+
+    def _update_flat(self, data: np.ndarray) -> None:
+        """:meth:`update` for a non-empty 1-D float array."""
         lo, hi = data.min(), data.max()  # NaN propagates, so both finite means every value is
         if not (math.isfinite(lo) and math.isfinite(hi)):
             data = self._drop_non_finite(data)
