@@ -10,7 +10,8 @@ worker first draws 4 ``image_like_batch(1, resolution, seed=k)`` images (untimed
 time (the little time that takes is measured and reported apart).
 
 Measurements
-1. onnxruntime FP32 inference on the prepared model (CPU EP, default options/threads, batch 1).
+1. onnxruntime FP32 inference on the prepared model (CPU EP, default options/threads, batch 1), once
+   before and once after the calibration runs; the faster of the two is the baseline.
 2. qdqc ``collect_statistics`` + ``compute_amax(..., "entropy")`` on every Conv activation input, N samples:
    "one pass" (the default: histograms whose range grows with the data) and "exact" (``exact=True``: two
    passes, absmax then 2048 bins over [0, absmax]). The data are re-iterable and made again on every pass.
@@ -511,12 +512,13 @@ def main() -> None:
         sec["qdqc_exact"] = {n: run_worker("qdqc", {**base, "count": n, "mode": "exact"}) for n in exact_ns}
         sec["ort"] = {b: run_worker("ort_entropy", {**base, "count": args.ort_samples, "num_bins": b})
                       for b in ort_bins}
-        # the machine is shared: measure the inference baseline again at the end and use the mean of both
+        # the machine is shared: measure the inference baseline again at the end and keep the faster run
+        # (the smaller baseline makes the "<= 2x inference" ratio the harder one to meet)
         again = run_worker("infer", {**base, "count": 16})
         if "error" not in sec["infer"] and "error" not in again:
             sec["infer_runs"] = [sec["infer"], again]
-            mean = (sec["infer"]["per_sample_s"] + again["per_sample_s"]) / 2
-            sec["infer"] = {**sec["infer"], "per_sample_s": mean,
+            faster = min(sec["infer"]["per_sample_s"], again["per_sample_s"])
+            sec["infer"] = {**sec["infer"], "per_sample_s": faster,
                             "peak_rss_mb": max(sec["infer"]["peak_rss_mb"], again["peak_rss_mb"])}
         sec["loadavg"] = os.getloadavg()
         return sec
@@ -530,7 +532,8 @@ def main() -> None:
         emit("ORT inference runs (mean / median / min ms per sample): "
              + "; ".join(f"{r['per_sample_s'] * 1e3:.1f} / {r['median_s'] * 1e3:.1f} / {r['min_s'] * 1e3:.1f}"
                          for r in runs)
-             + f" -> baseline = mean of runs. 1-min load average at start / end: {load_start[0]:.2f} / "
+             + " -> baseline = the faster run's mean."
+             + f" 1-min load average at start / end: {load_start[0]:.2f} / "
              f"{sec.get('loadavg', ('?',))[0]:.2f} (shared machine: timings are noisy)")
         emit("")
         emit("| measurement | N | ms/sample | ms/sample excl. datagen | collect s | amax s | RSS before MB "
