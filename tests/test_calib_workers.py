@@ -150,3 +150,15 @@ def test_collect_statistics_does_not_depend_on_workers(exact):
             _same(many[name], one[name])
     with pytest.raises(ValueError, match="workers must be >= 1"):
         collect_statistics(_model(), names, batches, workers=0)
+
+
+def test_batches_stay_in_order_until_every_range_is_set():
+    """Batch 0 is all zeros: batch 1 (slow here) must still set the bins before batches 2.. are binned."""
+    batches = _batches(8)
+    batches[0] = {"x": np.zeros((3, 4), np.float32)}
+    serial = _pass(1, _FakeSession(slow=-1), batches)
+    assert serial["y"].range == float(np.abs(batches[1]["x"] * 3).max())
+    for slow in (1, 2):
+        parallel = _pass(3, _FakeSession(slow=slow), batches)
+        for name in serial:
+            _same(parallel[name], serial[name])

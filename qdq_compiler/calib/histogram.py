@@ -44,7 +44,8 @@ DEFAULT_NUM_BINS = 2048
 GROWTH_BEFORE_MERGING = 32  # default max_bins = this many times num_bins
 DEFAULT_MAX_BINS = GROWTH_BEFORE_MERGING * DEFAULT_NUM_BINS
 BINNINGS = ("grow", "fixed", "none")
-# Values binned per block: the int32 index and float64 scratch buffers (1 + 2 MiB) stay in L2 cache.
+# Values binned per block: the block (1 MiB of float32) and its int32 index and float64 scratch buffers
+# (1 + 2 MiB) stay in cache.
 _CHUNK = 1 << 18
 # Bin indices stay below this, which keeps the rounded-up index of _Binner exact (see _accumulate).
 _MAX_BINS_LIMIT = 1 << 24
@@ -411,7 +412,7 @@ class TensorStats:
             binner(part, idx, scratch[: part.size])
             counts = np.bincount(idx, minlength=size)
             if at_top and counts.size > range_index and counts[range_index]:
-                moved = int(np.count_nonzero(part == top)) + int(np.count_nonzero(part == -top))
+                moved = int(np.count_nonzero((idx == range_index) & ((part == top) | (part == -top))))
                 counts[range_index] -= moved
                 counts[range_index - 1] += moved
             hist += counts[:size]

@@ -5,9 +5,10 @@ every observed tensor's :class:`TensorStats`, one tensor at a time under that te
 worker per core and one onnxruntime thread per run, the cores stay busy: one batch's model run goes on while
 another batch is binned, and no thread waits on a slower partner inside a parallel operator.
 
-The result does not depend on which worker finishes first: the first batch is binned before any other (it
-fixes a growing histogram's bins), and after that every statistic is order-free (counts add up, extremes
-are min / max, a grown or merged histogram depends only on the largest value; see ``histogram.py``).
+The result does not depend on which worker finishes first: batches are binned in batch order until every
+growing histogram has its range (normally just the first batch), and after that every statistic of float32
+tensors is order-free (counts add up, extremes are min / max, a grown or merged histogram depends only on
+the largest value; see ``histogram.py``; float64 tensors may put a value next to a bin edge one bin off).
 """
 
 from __future__ import annotations
@@ -29,15 +30,40 @@ _END = object()
 
 
 class _Shared:
-    """What the workers of one pass share: per-tensor locks, the first batch's signal, a failure flag."""
+    """What the workers of one pass share: per-tensor locks, the binning order, a failure flag.
+
+    Until every growing histogram has its range (normally after the first batch; later if the first
+    batches hold only zeros or NaN for some tensor), batches are binned strictly in batch order.
+    """
 
     def __init__(self, stats: Mapping[str, TensorStats], bar: Progress | None) -> None:
         self.stats = stats
         self.locks = {name: threading.Lock() for name in stats}
-        self.first_binned = threading.Event()
+        self.turn = threading.Condition()
+        self.next_index = 0  # the batch whose turn it is while binning is ordered
         self.failed = threading.Event()
         self.bar = bar
         self.bar_lock = threading.Lock()
+
+    def ordered(self) -> bool:
+        """True while some growing histogram has no range yet (its bins depend on which batch comes first)."""
+        return any(item.binning == "grow" and item.range == 0.0 for item in self.stats.values())
+
+    def wait_turn(self, index: int) -> bool:
+        """Block until batch ``index`` may be binned; False if the pass failed meanwhile."""
+        with self.turn:
+            self.turn.wait_for(lambda: self.failed.is_set() or self.next_index == index or not self.ordered())
+            return not self.failed.is_set()
+
+    def done(self, index: int) -> None:
+        with self.turn:
+            self.next_index = max(self.next_index, index + 1)
+            self.turn.notify_all()
+
+    def fail(self) -> None:
+        with self.turn:
+            self.failed.set()
+            self.turn.notify_all()
 
 
 def _bin_batch(shared: _Shared, index: int, values: Mapping[str, np.ndarray]) -> None:
@@ -60,25 +86,21 @@ def _bin_batch(shared: _Shared, index: int, values: Mapping[str, np.ndarray]) ->
 
 def _work(shared: _Shared, session: Any, fetch: list[str], index: int, feed: Mapping[str, np.ndarray],
           samples: int) -> None:
-    """Run batch ``index`` and bin it (after the first batch has been binned)."""
+    """Run batch ``index`` and bin it when its turn comes (see :class:`_Shared`)."""
     try:
         outputs = session.run(fetch, feed) if fetch else []
-        if index:
-            shared.first_binned.wait()
-            if shared.failed.is_set():
-                return
+        if not shared.wait_turn(index):
+            return
         values = {name: feed[name] for name in shared.stats if name in feed}
         values.update((name, out) for name, out in zip(fetch, outputs, strict=True) if name in shared.stats)
         _bin_batch(shared, index, values)
+        shared.done(index)
+        if shared.bar is not None:
+            with shared.bar_lock:
+                shared.bar.update(samples)
     except BaseException:
-        shared.failed.set()
+        shared.fail()
         raise
-    finally:
-        if index == 0:
-            shared.first_binned.set()
-    if shared.bar is not None:
-        with shared.bar_lock:
-            shared.bar.update(samples)
 
 
 def _samples(feed: Mapping[str, np.ndarray]) -> int:
@@ -99,7 +121,9 @@ def run_pass(
 
     At most ``workers`` batches are in flight, and the next batch is read only when a worker is free. With
     more than one worker, a batch is copied as it is handed over, so a reader may reuse its arrays.
-    The first error (in batch order) is raised once the batches in flight are done.
+    Once a batch fails (or the reader does), no further batch is read or binned; after the batches in
+    flight are done, the reader's error is raised, else the first worker error in batch order (batches
+    that stopped because of it raise nothing).
     """
     shared = _Shared(stats, bar)
     slots = threading.Semaphore(workers)
@@ -124,8 +148,7 @@ def run_pass(
                 futures = [item for item in futures if not item.done() or item.exception() is not None]
                 count += 1
         except BaseException:
-            shared.failed.set()
-            shared.first_binned.set()
+            shared.fail()
             raise
         finally:
             concurrent.futures.wait(futures)
