@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 from qdq_compiler.calib.collect import collect_statistics
 from qdq_compiler.calib.data import InputSpec
 from qdq_compiler.calib.histogram import TensorStats
+from qdq_compiler.calib.progress import Progress
 from qdq_compiler.calib.workers import run_pass
 
 SPECS = (InputSpec("x", (None, 4), np.dtype(np.float32)),)
@@ -162,3 +163,21 @@ def test_batches_stay_in_order_until_every_range_is_set():
         parallel = _pass(3, _FakeSession(slow=slow), batches)
         for name in serial:
             _same(parallel[name], serial[name])
+
+
+def test_an_integer_tensor_fails_with_several_workers():
+    class _IntSession(_FakeSession):
+        def run(self, fetch, feed):
+            return [feed["x"].astype(np.int32)]
+
+    stats = {"y": TensorStats(16, name="y")}
+    with pytest.raises(ValueError, match="'y' is int32: only float tensors calibrate"):
+        run_pass(_IntSession(), _batches(6), SPECS, ["y"], stats, None, 3)
+
+
+def test_progress_counts_every_sample_once_with_several_workers():
+    batches = _batches(7)
+    bar = Progress(total=21, quiet=True)
+    stats = {"y": TensorStats(16, name="y")}
+    assert run_pass(_FakeSession(slow=2), batches, SPECS, ["y"], stats, bar, 3) == 7
+    assert bar.done == 21
