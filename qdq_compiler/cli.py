@@ -1,4 +1,5 @@
-"""The `qdqc` command line: compile, opt, passes, inspect, demo."""
+"""The `qdqc` command line: compile, calibrate, opt, passes, inspect, demo (TensorRT commands in cli_trt,
+`sensitivity` in cli_accuracy)."""
 
 from __future__ import annotations
 
@@ -373,9 +374,10 @@ def demo(ctx: click.Context, out_dir: str, method: str, limit: int | None) -> No
     click.echo(format_accuracy(result))
 
 
+from qdq_compiler.cli_accuracy import sensitivity  # noqa: E402
 from qdq_compiler.cli_trt import build, explain, lint, report_engine  # noqa: E402  (after cli is defined)
 
-for _command in (lint, explain, build, report_engine):
+for _command in (lint, explain, build, report_engine, sensitivity):
     cli.add_command(_command)
 
 

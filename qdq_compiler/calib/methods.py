@@ -24,10 +24,13 @@ normal float32. A tensor that never saw a finite value is an error.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import inspect
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -46,6 +49,7 @@ __all__ = [
     "amax_percentile",
     "available_methods",
     "compute_amax",
+    "memoized_amax",
     "parse_method_spec",
     "parse_override",
     "register_method",
@@ -59,6 +63,32 @@ ENTROPY_TIE_TOLERANCE = 1e-12
 
 MethodFn = Callable[..., float]
 ParamValue = int | float | bool
+
+# amax already computed inside a `memoized_amax()` block, keyed by the statistics' content and the method
+_AMAX_MEMO: contextvars.ContextVar[dict[tuple, float] | None] = contextvars.ContextVar(
+    "amax_memo", default=None
+)
+
+
+@contextlib.contextmanager
+def memoized_amax() -> Iterator[None]:
+    """Within this block, :func:`compute_amax` computes each (statistics content, method) once.
+
+    For callers that compile one model many times over the same statistics (``qdqc sensitivity``). The key
+    is a digest of everything a method reads, so statistics updated inside the block are never served a
+    stale amax.
+    """
+    token = _AMAX_MEMO.set({})
+    try:
+        yield
+    finally:
+        _AMAX_MEMO.reset(token)
+
+
+def _content_key(stats: TensorStats, spec: MethodSpec) -> tuple:
+    digest = hashlib.blake2b(np.ascontiguousarray(stats.hist).tobytes(), digest_size=16).hexdigest()
+    return (spec.name, spec.params, digest, stats.hist.size, stats.range, stats.base, stats.binning,
+            stats.num_bins, stats.count, stats.min, stats.max)
 
 
 def _used_bins(counts: np.ndarray) -> int:
@@ -320,10 +350,17 @@ def compute_amax(stats: TensorStats, method: str | MethodSpec = "max", **params:
         raise CalibrationMethodError(f"{label} has no finite values to calibrate")
     if stats.absmax == 0.0:
         return AMAX_FLOOR
+    memo = _AMAX_MEMO.get()
+    key = _content_key(stats, spec) if memo is not None else ()
+    if memo is not None and key in memo:
+        return memo[key]
     amax = float(_METHODS[spec.name](stats, **spec.kwargs))
     if not np.isfinite(amax) or amax < 0:
         raise CalibrationMethodError(f"method {spec} returned an invalid amax {amax!r} for {stats.name!r}")
-    return max(min(amax, stats.absmax), AMAX_FLOOR)
+    amax = max(min(amax, stats.absmax), AMAX_FLOOR)
+    if memo is not None:
+        memo[key] = amax
+    return amax
 
 
 # --------------------------------------------------------------------------- plans

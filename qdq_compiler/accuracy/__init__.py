@@ -1,0 +1,23 @@
+"""Accuracy analysis in onnxruntime: how far a compiled model's outputs are from the float model's, and which
+layers cost the most when quantized."""
+
+from qdq_compiler.accuracy.numerics import OutputComparison, compare_outputs, run_outputs, sqnr_db
+from qdq_compiler.accuracy.sensitivity import (
+    LayerSensitivity,
+    SensitivityReport,
+    analyze_sensitivity,
+    format_sensitivity,
+    sensitivity_to_json,
+)
+
+__all__ = [
+    "LayerSensitivity",
+    "OutputComparison",
+    "SensitivityReport",
+    "analyze_sensitivity",
+    "compare_outputs",
+    "format_sensitivity",
+    "run_outputs",
+    "sensitivity_to_json",
+    "sqnr_db",
+]

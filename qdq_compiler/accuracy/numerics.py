@@ -1,0 +1,81 @@
+"""Run a model in onnxruntime and measure how far its outputs are from a reference (SQNR in dB).
+
+Models run on the CPU with graph optimizations off and one thread, so Q/DQ nodes execute as written
+(quantize, round, dequantize in float) and the same inputs always give the same bits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from qdq_compiler.errors import QdqcError
+
+__all__ = ["OutputComparison", "compare_outputs", "run_outputs", "sqnr_db"]
+
+
+def run_outputs(model: onnx.ModelProto, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Every graph output of ``model`` over ``batches``, concatenated along axis 0, by output name."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types; the message says what is wrong
+        raise QdqcError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
+    names = [out.name for out in session.get_outputs()]
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for batch in batches:
+        for name, value in zip(names, session.run(names, dict(batch)), strict=True):
+            collected[name].append(np.asarray(value))
+    return {name: np.concatenate(parts) if parts else np.empty(0) for name, parts in collected.items()}
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio, ``10 log10(sum(ref^2) / sum((ref - test)^2))``, in float64.
+
+    ``inf`` when the two are equal; ``-inf`` when the reference is all zeros but the test is not.
+    """
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    noise = float(np.sum((ref - np.asarray(test, dtype=np.float64).ravel()) ** 2))
+    if noise == 0.0:
+        return math.inf
+    signal = float(np.sum(ref**2))
+    return 10.0 * math.log10(signal / noise) if signal > 0.0 else -math.inf
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """SQNR of every output, and over all outputs together (each output normalised by its own power)."""
+
+    sqnr_db: float
+    per_output: dict[str, float]
+
+
+def compare_outputs(reference: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray]) -> OutputComparison:
+    """Compare ``test`` with ``reference`` output by output (names must match, shapes too).
+
+    The overall figure averages the outputs' relative noise powers, so an output with large values (box
+    coordinates in pixels) does not drown one with small values (class scores).
+    """
+    missing = sorted(set(reference) - set(test))
+    if missing:
+        raise QdqcError(f"the compiled model lacks output(s) {', '.join(map(repr, missing))}")
+    per_output: dict[str, float] = {}
+    relative_noise: list[float] = []
+    for name, ref in reference.items():
+        out = test[name]
+        if out.shape != ref.shape:
+            raise QdqcError(f"output {name!r} has shape {out.shape}; the float model gives {ref.shape}")
+        per_output[name] = sqnr_db(ref, out)
+        relative_noise.append(10.0 ** (-per_output[name] / 10.0))
+    mean_noise = float(np.mean(relative_noise)) if relative_noise else 0.0
+    overall = -10.0 * math.log10(mean_noise) if mean_noise > 0.0 else math.inf
+    return OutputComparison(overall, per_output)

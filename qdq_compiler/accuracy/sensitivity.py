@@ -1,0 +1,238 @@
+"""Per-layer sensitivity: which quantized layers cost the most accuracy, and what keeping them float buys.
+
+For every weighted layer the compiled model runs in INT8, the model is compiled again with only that layer
+kept float (the same pipeline, options and calibration statistics; the layer is added to place-qdq's
+``exclude``), run in onnxruntime on the evaluation inputs, and compared with the float model: the SQNR
+gained is that layer's sensitivity. Then the most sensitive layers are kept float together, one more at a
+time, to show accuracy against the INT8 share of the MACs that fusion prediction expects.
+
+The pipeline runs up to place-qdq once; only place-qdq and what follows it run per variant, and the
+statistics collected for the first variant serve all others (no model run for calibration again).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import glob
+import math
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from qdq_compiler.accuracy.numerics import OutputComparison, compare_outputs, run_outputs
+from qdq_compiler.calib.methods import memoized_amax
+from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir import load_model, to_proto
+from qdq_compiler.pm import PassContext, PassManager
+from qdq_compiler.quant.decisions import layer_decisions
+from qdq_compiler.targets import predict_fusions
+
+__all__ = [
+    "CumulativeStep",
+    "LayerSensitivity",
+    "SensitivityReport",
+    "analyze_sensitivity",
+    "exclude_pattern",
+    "format_sensitivity",
+    "sensitivity_to_json",
+]
+
+Batch = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One INT8 layer: the model's SQNR with only this layer float, and the gain over all-INT8."""
+
+    name: str
+    op: str
+    mac_share: float | None  # this layer's share of all weighted-layer MACs (None: shapes unknown)
+    sqnr_db: float
+    gain_db: float
+
+
+@dataclass(frozen=True)
+class CumulativeStep:
+    """The ``k`` most sensitive layers kept float together."""
+
+    float_layers: tuple[str, ...]
+    sqnr_db: float
+    int8_mac_share: float
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    """Everything :func:`analyze_sensitivity` measured."""
+
+    samples: int
+    baseline: OutputComparison
+    baseline_int8_mac_share: float
+    already_float: list[tuple[str, str]]  # (layer, reason) kept float by the pipeline itself
+    layers: list[LayerSensitivity]  # most sensitive first
+    cumulative: list[CumulativeStep]
+
+
+def exclude_pattern(name: str) -> str:
+    """A place-qdq ``exclude`` pattern matching exactly the node ``name`` (glob characters escaped)."""
+    return glob.escape(name)
+
+
+class _Variants:
+    """Compiles the prepared model with extra float layers; the first compile fills the statistics."""
+
+    def __init__(self, float_model: onnx.ModelProto, manager: PassManager, ctx: PassContext) -> None:
+        names = [p.name for p in manager.passes]
+        if "place-qdq" not in names:
+            raise QdqcError("sensitivity needs a pipeline with place-qdq (the default trt-int8 has it)")
+        split = names.index("place-qdq")
+        prepared = load_model(float_model)
+        PassManager(manager.passes[:split]).run(prepared, ctx, stamp=False)
+        self.prepared = to_proto(prepared).SerializeToString()
+        self.suffix = manager.passes[split:]
+        self.ctx = ctx
+
+    def compile(self, float_layers: Sequence[str]) -> ir.Model:
+        model = load_model(self.prepared)
+        passes = [copy.copy(p) for p in self.suffix]
+        place = passes[0]
+        extra = tuple(exclude_pattern(name) for name in float_layers)
+        place.options = dataclasses.replace(place.options, exclude=tuple(place.options.exclude) + extra)
+        PassManager(passes).run(model, self.ctx, stamp=False)
+        return model
+
+
+def analyze_sensitivity(
+    float_model: onnx.ModelProto,
+    manager: PassManager,
+    ctx: PassContext,
+    batches: Sequence[Batch],
+    top: int = 5,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> SensitivityReport:
+    """Measure every INT8 layer's sensitivity on ``batches``; keep the ``top`` most sensitive float in turn.
+
+    ``manager`` is the compile pipeline (with its options); ``ctx`` holds the calibration data or cached
+    statistics. ``progress(done, total, layer)`` is called after each layer.
+    """
+    if not batches:
+        raise QdqcError("sensitivity needs at least one evaluation sample")
+    with memoized_amax():  # every variant calibrates the same tensors with the same statistics
+        return _analyze(float_model, manager, ctx, batches, top, progress)
+
+
+def _analyze(
+    float_model: onnx.ModelProto,
+    manager: PassManager,
+    ctx: PassContext,
+    batches: Sequence[Batch],
+    top: int,
+    progress: Callable[[int, int, str], None] | None,
+) -> SensitivityReport:
+    reference = run_outputs(float_model, batches)
+    variants = _Variants(float_model, manager, ctx)
+
+    def measure(model: ir.Model) -> OutputComparison:
+        return compare_outputs(reference, run_outputs(to_proto(model), batches))
+
+    base = variants.compile(())
+    baseline = measure(base)
+    fusion = predict_fusions(base)
+    macs = {layer.name: layer.macs for layer in fusion.layers}
+    decisions = layer_decisions(base)
+    candidates = [d for d in decisions.values() if d.int8]
+    already_float = [(d.node_name, d.reason) for d in decisions.values() if not d.int8]
+
+    layers: list[LayerSensitivity] = []
+    for done, decision in enumerate(candidates, start=1):
+        variant = variants.compile([decision.node_name])
+        flipped = layer_decisions(variant).get(decision.node_name)
+        if flipped is not None and not flipped.int8:
+            result = measure(variant)
+            share = macs.get(decision.node_name)
+            layers.append(LayerSensitivity(
+                decision.node_name, decision.op_type,
+                share / fusion.total_macs if share is not None and fusion.total_macs else None,
+                result.sqnr_db, result.sqnr_db - baseline.sqnr_db,
+            ))
+        if progress is not None:
+            progress(done, len(candidates), decision.node_name)
+    layers.sort(key=lambda item: (-item.gain_db, item.name))
+
+    cumulative: list[CumulativeStep] = []
+    for count in range(1, min(top, len(layers)) + 1):
+        names = tuple(item.name for item in layers[:count])
+        variant = variants.compile(names)
+        cumulative.append(
+            CumulativeStep(names, measure(variant).sqnr_db, predict_fusions(variant).int8_mac_share)
+        )
+    samples = sum(int(next(iter(batch.values())).shape[0]) for batch in batches)
+    return SensitivityReport(samples, baseline, fusion.int8_mac_share, already_float, layers, cumulative)
+
+
+def _db(value: float) -> str:
+    return f"{value:8.2f}" if math.isfinite(value) else f"{value:>8}"
+
+
+def format_sensitivity(report: SensitivityReport) -> str:
+    """The report as text: the all-INT8 baseline, the ranking, the cumulative steps and their flags."""
+    outputs = ", ".join(f"{name} {value:.2f}" for name, value in report.baseline.per_output.items())
+    lines = [
+        f"sensitivity on {report.samples} samples; SQNR in dB against the float model in onnxruntime",
+        f"all INT8: SQNR {report.baseline.sqnr_db:.2f} dB ({outputs}), predicted INT8 MAC share "
+        f"{100 * report.baseline_int8_mac_share:.1f}%",
+    ]
+    for name, reason in report.already_float:
+        lines.append(f"  already float: {name} ({reason})")
+    lines.append("layers, most sensitive first (SQNR with only that layer float):")
+    width = max([len(item.name) for item in report.layers] + [5])
+    lines.append(f"{'rank':>4}  {'layer':<{width}}  {'op':<13} {'MACs %':>6}  {'SQNR':>8}  {'gain':>8}")
+    for rank, item in enumerate(report.layers, start=1):
+        share = f"{100 * item.mac_share:6.1f}" if item.mac_share is not None else f"{'?':>6}"
+        row = f"{rank:>4}  {item.name:<{width}}  {item.op:<13} {share}  {_db(item.sqnr_db)}"
+        lines.append(f"{row}  {item.gain_db:+8.2f}")
+    if report.cumulative:
+        lines.append("the most sensitive layers kept float together:")
+        lines.append(f"{'k':>4}  {'SQNR':>8}  {'INT8 MAC share':>14}")
+        for step in report.cumulative:
+            lines.append(
+                f"{len(step.float_layers):>4}  {_db(step.sqnr_db)}  {100 * step.int8_mac_share:13.1f}%"
+            )
+        kept = report.cumulative[-1].float_layers
+        flags = " ".join(f"--exclude {shlex.quote(exclude_pattern(name))}" for name in kept)
+        lines.append(f"to keep all {len(kept)} float: qdqc compile ... {flags}")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> float | str | None:
+    """JSON has no infinities: they become the strings 'inf' / '-inf'."""
+    if value is None or math.isfinite(value):
+        return value
+    return "inf" if value > 0 else "-inf"
+
+
+def sensitivity_to_json(report: SensitivityReport) -> dict:
+    """The report as plain JSON-ready data."""
+    return {
+        "samples": report.samples,
+        "baseline": {
+            "sqnr_db": _number(report.baseline.sqnr_db),
+            "sqnr_db_per_output": {k: _number(v) for k, v in report.baseline.per_output.items()},
+            "int8_mac_share": report.baseline_int8_mac_share,
+        },
+        "already_float": [{"layer": name, "reason": reason} for name, reason in report.already_float],
+        "layers": [
+            {"layer": item.name, "op": item.op, "mac_share": item.mac_share,
+             "sqnr_db": _number(item.sqnr_db), "gain_db": _number(item.gain_db)}
+            for item in report.layers
+        ],
+        "cumulative": [
+            {"float_layers": list(step.float_layers), "sqnr_db": _number(step.sqnr_db),
+             "int8_mac_share": step.int8_mac_share}
+            for step in report.cumulative
+        ],
+    }

@@ -1,0 +1,66 @@
+"""`qdqc sensitivity`: which quantized layers cost the most accuracy, measured in onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from qdq_compiler.cli import (
+    DEFAULT_COMPILE_PIPELINE,
+    apply_compile_flags,
+    calibration_options,
+    placement_options,
+    prepare_calibration,
+)
+from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir import load_model, to_proto
+from qdq_compiler.pm import PassContext, PassManager
+
+
+@click.command()
+@click.argument("model", type=str)
+@click.option(
+    "--eval", "eval_data", default=None, metavar="DATA",
+    help="Inputs to measure on (default: the --calib data). Held-out data gives the honest figure.",
+)
+@click.option(
+    "--eval-limit", type=click.IntRange(min=1), default=8, show_default=True, help="Samples to measure on."
+)
+@click.option(
+    "--top", type=click.IntRange(min=0), default=5, show_default=True,
+    help="Keep the 1..TOP most sensitive layers float together and measure each step.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@calibration_options
+@placement_options
+@click.pass_context
+def sensitivity(ctx: click.Context, model: str, eval_data: str | None, eval_limit: int, top: int,
+                as_json: bool, **opts) -> None:
+    """Rank MODEL's INT8 layers by the SQNR gained when each alone stays float (compile's options apply)."""
+    from qdq_compiler.accuracy import analyze_sensitivity, format_sensitivity, sensitivity_to_json
+    from qdq_compiler.calib import open_calibration_data
+    from qdq_compiler.calib.progress import Progress
+
+    source = eval_data or opts["calib"]
+    if source is None:
+        raise QdqcError("sensitivity needs inputs to measure on: --eval DATA or --calib DATA")
+    manager = PassManager(DEFAULT_COMPILE_PIPELINE)
+    apply_compile_flags(manager, opts)
+    quiet = ctx.obj["quiet"]
+    pass_ctx = PassContext(progress=not quiet)
+    prepare_calibration(model, opts, pass_ctx)
+    float_proto = to_proto(load_model(model))
+    data = open_calibration_data(source, float_proto, batch_size=opts["batch_size"], limit=eval_limit)
+    batches = list(data)
+    with Progress(desc="sensitivity", unit="layers", quiet=quiet) as bar:
+
+        def advance(done: int, total: int, layer: str) -> None:
+            bar.total = total
+            bar.update(1)
+
+        report = analyze_sensitivity(float_proto, manager, pass_ctx, batches, top=top, progress=advance)
+    if as_json:
+        click.echo(json.dumps(sensitivity_to_json(report), indent=2, sort_keys=True))
+    else:
+        click.echo(format_sensitivity(report))
