@@ -1,0 +1,163 @@
+"""`qdqc sensitivity`: SQNR arithmetic, the amax memo, and a planted outlier layer found first."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qdq_compiler.accuracy import analyze_sensitivity, compare_outputs, format_sensitivity, sqnr_db
+from qdq_compiler.accuracy.sensitivity import exclude_pattern
+from qdq_compiler.calib import methods
+from qdq_compiler.calib.histogram import TensorStats
+from qdq_compiler.cli import apply_compile_flags, main
+from qdq_compiler.errors import QdqcError
+from qdq_compiler.pm import PassContext, PassManager
+
+PLANTED = "conv_b"  # reads a tensor with one huge channel: per-tensor INT8 crushes the other seven
+
+
+def test_sqnr_by_hand():
+    assert sqnr_db(np.array([1.0, 2.0]), np.array([1.0, 1.0])) == pytest.approx(10 * math.log10(5))
+    assert sqnr_db(np.array([3.0, -4.0]), np.array([3.0, -4.0])) == math.inf
+    assert sqnr_db(np.zeros(3), np.array([0.0, 1.0, 0.0])) == -math.inf
+
+
+def test_compare_outputs_averages_relative_noise_and_checks_names():
+    ref = {"a": np.array([10.0, 0.0]), "b": np.array([1.0, 0.0])}
+    noisy = {"a": np.array([10.0, 10 * math.sqrt(0.1)]), "b": np.array([1.0, math.sqrt(0.01)])}
+    result = compare_outputs(ref, noisy)
+    assert result.per_output["a"] == pytest.approx(10.0)
+    assert result.per_output["b"] == pytest.approx(20.0)
+    assert result.sqnr_db == pytest.approx(-10 * math.log10((0.1 + 0.01) / 2))
+    with pytest.raises(QdqcError, match="lacks output"):
+        compare_outputs(ref, {"a": ref["a"]})
+    with pytest.raises(QdqcError, match="has shape"):
+        compare_outputs(ref, {"a": ref["a"], "b": np.zeros(3)})
+
+
+def test_memoized_amax_computes_once_and_never_serves_stale_values(monkeypatch):
+    calls = []
+    real = methods._METHODS["max"]
+
+    def counting(stats, **kwargs):
+        calls.append(stats.absmax)
+        return real(stats, **kwargs)
+
+    monkeypatch.setitem(methods._METHODS, "max", counting)
+    stats = TensorStats(16, name="t")
+    stats.update(np.array([1.0, -2.0], np.float32))
+    with methods.memoized_amax():
+        assert methods.compute_amax(stats, "max") == 2.0
+        assert methods.compute_amax(stats.copy(), "max") == 2.0  # same content: served from the memo
+        assert len(calls) == 1
+        stats.update(np.array([5.0], np.float32))
+        assert methods.compute_amax(stats, "max") == 5.0  # new content: computed again
+        assert len(calls) == 2
+    methods.compute_amax(stats, "max")
+    methods.compute_amax(stats, "max")
+    assert len(calls) == 4  # outside the block nothing is memoized
+
+
+def test_exclude_pattern_matches_only_the_name():
+    from fnmatch import fnmatchcase
+
+    name = "/b[1]/conv*"
+    assert fnmatchcase(name, exclude_pattern(name))
+    assert not fnmatchcase("/b1/conv_x", exclude_pattern(name))
+
+
+def _planted_model() -> onnx.ModelProto:
+    """x [N,4,8,8] -> conv_a -> Relu -> conv_b -> Relu -> conv_c -> Relu -> conv_d -> y.
+
+    conv_a's channel 0 has bias 60, so conv_b's input has one channel near 60 and seven near 1; conv_b
+    reads channel 0 with tiny weights, so the crushed small channels are what its output is made of.
+    """
+    rng = np.random.default_rng(5)
+
+    def weight(out_ch: int, in_ch: int, k: int) -> np.ndarray:
+        scale = math.sqrt(2.0 / (in_ch * k * k))
+        return (rng.standard_normal((out_ch, in_ch, k, k)) * scale).astype(np.float32)
+
+    w_a, b_a = weight(8, 4, 3), np.zeros(8, np.float32)
+    b_a[0] = 60.0
+    w_b = weight(8, 8, 3)
+    w_b[:, 0] *= 1e-3
+    inits = [
+        numpy_helper.from_array(w_a, "w_a"), numpy_helper.from_array(b_a, "b_a"),
+        numpy_helper.from_array(w_b, "w_b"), numpy_helper.from_array(weight(8, 8, 1), "w_c"),
+        numpy_helper.from_array(weight(4, 8, 1), "w_d"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_a", "b_a"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["a_act"], name="relu_a"),
+        helper.make_node("Conv", ["a_act", "w_b"], ["b"], name=PLANTED, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["b_act"], name="relu_b"),
+        helper.make_node("Conv", ["b_act", "w_c"], ["c"], name="conv_c"),
+        helper.make_node("Relu", ["c"], ["c_act"], name="relu_c"),
+        helper.make_node("Conv", ["c_act", "w_d"], ["y"], name="conv_d"),
+    ]
+    graph = helper.make_graph(
+        nodes, "planted",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _samples(count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((count, 4, 8, 8)).astype(np.float32)
+
+
+def _analyze(model: onnx.ModelProto, top: int):
+    manager = PassManager("trt-int8")
+    apply_compile_flags(manager, {"method": "max"})
+    ctx = PassContext(calibration_data=_samples(16, 1))
+    batches = [{"x": batch} for batch in np.split(_samples(8, 2), 4)]
+    return analyze_sensitivity(model, manager, ctx, batches, top=top)
+
+
+def test_the_planted_layer_ranks_first_and_keeping_it_float_pays():
+    report = _analyze(_planted_model(), top=2)
+    assert report.samples == 8
+    assert [name for name, _ in report.already_float] == ["conv_d"]  # the head output layer
+    ranked = [item.name for item in report.layers]
+    assert sorted(ranked) == ["conv_a", "conv_b", "conv_c"]
+    first, *others = report.layers
+    assert first.name == PLANTED
+    assert first.gain_db > 10.0 and all(first.gain_db > item.gain_db + 10.0 for item in others)
+    assert first.sqnr_db == pytest.approx(report.baseline.sqnr_db + first.gain_db)
+    assert [step.float_layers for step in report.cumulative] == [(PLANTED,), (PLANTED, others[0].name)]
+    assert report.cumulative[0].sqnr_db == pytest.approx(first.sqnr_db)
+    assert report.cumulative[0].int8_mac_share < report.baseline_int8_mac_share
+    assert first.mac_share is not None and 0.0 < first.mac_share < 1.0
+    text = format_sensitivity(report)
+    assert f"   1  {PLANTED}" in text and "--exclude conv_b --exclude" in text
+
+
+def test_cli_sensitivity_text_json_and_errors(tmp_path, capsys):
+    model_path, data_path = tmp_path / "planted.onnx", tmp_path / "calib.npy"
+    onnx.save(_planted_model(), model_path)
+    np.save(data_path, _samples(16, 1))
+    before = model_path.read_bytes()
+    args = ["-q", "sensitivity", str(model_path), "--calib", str(data_path), "--method", "max", "--top", "1"]
+    assert main(args) == 0
+    assert f"   1  {PLANTED}" in capsys.readouterr().out
+    assert main([*args, "--json"]) == 0
+    first = capsys.readouterr().out
+    assert main([*args, "--json"]) == 0
+    assert capsys.readouterr().out == first  # same model, data and options: the same report
+    report = json.loads(first)
+    assert report["layers"][0]["layer"] == PLANTED and report["cumulative"][0]["float_layers"] == [PLANTED]
+    assert model_path.read_bytes() == before
+
+    assert main(["sensitivity", str(model_path)]) == 1
+    assert "needs inputs to measure on" in capsys.readouterr().err
+    assert main(["sensitivity", str(model_path), "--calib", str(tmp_path / "missing.npy")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qdqc: error:") and err.count("\n") == 1
