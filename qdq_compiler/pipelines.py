@@ -19,6 +19,21 @@ TRT_INT8 = ",".join(
     ]
 )
 
+TRT_INT8_FROM_QDQ = ",".join(
+    [
+        "upgrade-opset",
+        "strip-qdq",
+        PREPARE,
+        "place-qdq",
+        "import-scales",
+        "unify-scales",
+        "fold-scales",
+        "cleanup-qdq",
+        "legalize-trt",
+        "verify-trt",
+    ]
+)
+
 register_pipeline(
     "prepare",
     PREPARE,
@@ -29,4 +44,10 @@ register_pipeline(
     TRT_INT8,
     "PTQ for TensorRT: prepare, place Q/DQ, calibrate, unify scales, fold INT8 weights, clean up, "
     "legalize, lint.",
+)
+register_pipeline(
+    "trt-int8-from-qdq",
+    TRT_INT8_FROM_QDQ,
+    "Re-place an already-quantized model's Q/DQ for TensorRT, keeping its scales: strip its Q/DQ, prepare, "
+    "place, import the scales, unify, fold, clean up, legalize, lint.",
 )

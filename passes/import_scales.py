@@ -1,0 +1,74 @@
+"""import-scales: give qdqc's activation Q/DQ the scales of the model strip-qdq took apart.
+
+Runs where ``calibrate`` would (after ``place-qdq``): every activation QuantizeLinear gets
+``scale = amax / 127`` with the amax strip-qdq recorded for its tensor. qdqc may quantize a tensor the
+imported model left float (a residual Add input, say); by default that is an error naming the tensors, and
+``missing=float`` removes those Q/DQ instead (the tensor stays float, as it was in the imported model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+from qdq_compiler.passes.calibrate import AMAX_META_KEY, INT8_MAX, activation_quantizers
+
+from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir.editing import eliminate_dead_code
+from qdq_compiler.ir.qdq import set_scale
+from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.imported import imported_amax
+
+MISSING_CHOICES = ("error", "float")
+
+
+@register_pass
+class ImportScales(Pass):
+    """Set activation scales from imported amax instead of calibration data."""
+
+    name = "import-scales"
+    summary = "Set activation Q/DQ scales from the imported model's (recorded by strip-qdq)."
+
+    @dataclass(frozen=True)
+    class Options:
+        missing: str = "error"
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        if self.options.missing not in MISSING_CHOICES:
+            raise QdqcError(f"import-scales: missing must be one of {', '.join(MISSING_CHOICES)}")
+        imported = imported_amax(model)
+        if imported is None:
+            raise QdqcError("import-scales needs strip-qdq earlier in the pipeline (no imported scales)")
+        result = PassResult(modified=False)
+        quantizers = activation_quantizers(model.graph)
+        missing = sorted({q.inputs[0].name or "" for q in quantizers} - set(imported))
+        if missing and self.options.missing == "error":
+            shown = ", ".join(map(repr, missing[:5]))
+            if len(missing) > 5:
+                shown += f" and {len(missing) - 5} more"
+            raise QdqcError(
+                f"the imported model has no scale for {len(missing)} tensor(s) qdqc quantizes: {shown}; "
+                "use import-scales{missing=float} to keep them float, or compile the float model with --calib"
+            )
+        for quantize in quantizers:
+            tensor = quantize.inputs[0]
+            if tensor.name in missing:
+                _unquantize(quantize)
+                result.statistics["num-left-float"] += 1
+                continue
+            amax = imported[tensor.name]
+            tensor.meta[AMAX_META_KEY] = amax
+            set_scale(quantize, np.float32(amax / INT8_MAX))
+            result.statistics["num-scales-set"] += 1
+        if result.statistics["num-left-float"]:
+            eliminate_dead_code(model.graph)
+        result.modified = bool(quantizers)
+        return result
+
+
+def _unquantize(quantize: ir.Node) -> None:
+    """Let the DQs after ``quantize`` read its float input instead."""
+    source = quantize.inputs[0]
+    for dq, _ in list(quantize.outputs[0].uses()):
+        dq.outputs[0].replace_all_uses_with(source)

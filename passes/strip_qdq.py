@@ -1,0 +1,140 @@
+"""strip-qdq: turn a model quantized by another tool back into a float model, keeping its calibration.
+
+For models that arrive already quantized (onnxruntime's ``quantize_static``, Model Optimizer, a QAT export)
+with Q/DQ where TensorRT cannot fuse them (biases as INT32, Q/DQ around the decode head, Concat inputs with
+different scales). After this pass the usual placement runs, and ``import-scales`` gives qdqc's Q/DQ the
+imported scales instead of calibrating again:
+
+- ``DequantizeLinear`` of a constant (weights, INT32 biases) becomes the float constant it computes,
+  ``(q - zero_point) * scale``; the following ``place-qdq`` quantizes the weights again per channel;
+- an activation ``QuantizeLinear -> DequantizeLinear`` pair is removed and the tensor reads float again; the
+  pair's range is kept as the amax of the symmetric INT8 grid covering it (see ``quant/imported.py``);
+- ``Q -> DQ`` of a float constant (fake-quantized weights) is removed, leaving the float constant.
+
+A Q that feeds anything but DequantizeLinear, or a DQ of neither a constant nor a Q, is refused: that is
+integer data at the graph boundary, which a float pipeline cannot take over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir.editing import add_constant, constant_array, eliminate_dead_code, replace_value
+from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize, scale_of, zero_point_of
+from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.imported import covering_amax, record_imported_amax
+from qdq_compiler.targets.lint import node_label
+
+
+@register_pass
+class StripQDQ(Pass):
+    """Remove every Q/DQ; fold dequantized constants to float; remember activation ranges."""
+
+    name = "strip-qdq"
+    summary = "Remove an already-quantized model's Q/DQ: constants back to float, activation scales kept."
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        graph = model.graph
+        result = PassResult(modified=False)
+        stats = result.statistics
+        for node in list(graph):
+            if is_dequantize(node) and constant_array(node.inputs[0]) is not None:
+                _fold_dequantized_constant(graph, node)
+                stats["num-constants-dequantized"] += 1
+        for node in list(graph):
+            if is_quantize(node):
+                constant = constant_array(node.inputs[0]) is not None
+                name, amax = _remove_pair(graph, node)
+                if constant:
+                    stats["num-fake-quantized-constants"] += 1
+                else:
+                    record_imported_amax(model, name, amax)
+                    stats["num-activation-scales-kept"] += 1
+        if any(stats.values()):
+            eliminate_dead_code(graph)
+            result.modified = True
+        for node in graph:
+            if is_dequantize(node):
+                raise QdqcError(
+                    f"strip-qdq: DequantizeLinear {node_label(node)!r} reads {node.inputs[0].name!r}, "
+                    "which is neither a constant nor a QuantizeLinear output (integer graph input?): "
+                    "not supported"
+                )
+        return result
+
+
+def _axis(node: ir.Node) -> int:
+    attr = node.attributes.get("axis")
+    return attr.as_int() if attr is not None else 1
+
+
+def _check_not_blocked(node: ir.Node) -> None:
+    block = node.attributes.get("block_size")
+    if block is not None and block.as_int() > 0:
+        raise QdqcError(
+            f"strip-qdq: {node.op_type} {node_label(node)!r} uses blocked quantization: not supported"
+        )
+
+
+def _fold_dequantized_constant(graph: ir.Graph, dq: ir.Node) -> None:
+    """Replace ``DQ(constant)`` by the float constant it computes (the DQ's output name is kept)."""
+    _check_not_blocked(dq)
+    stored = constant_array(dq.inputs[0]).astype(np.float64)
+    scale = scale_of(dq)
+    if scale is None:
+        raise QdqcError(f"strip-qdq: DequantizeLinear {node_label(dq)!r} has a scale that is not constant")
+    zero = zero_point_of(dq)
+    axis = _axis(dq) % max(stored.ndim, 1)
+    per_axis = scale.size > 1
+    shift = 0.0 if zero is None else (broadcast_scale(zero, stored.ndim, axis) if per_axis else zero)
+    factor = broadcast_scale(scale, stored.ndim, axis) if per_axis else scale
+    values = ((stored - np.asarray(shift, np.float64)) * np.asarray(factor, np.float64)).astype(scale.dtype)
+    output = dq.outputs[0]
+    constant = add_constant(graph, values, output.name or f"{dq.inputs[0].name}_float")
+    output.replace_all_uses_with(constant, replace_graph_outputs=True)
+
+
+def _quantized_dtype(q: ir.Node) -> np.dtype:
+    zero = zero_point_of(q)
+    if zero is not None:
+        return zero.dtype
+    attr = q.attributes.get("output_dtype")
+    if attr is not None and attr.as_int():
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(attr.as_int()))
+    return np.dtype(np.uint8)  # the ONNX default without a zero-point
+
+
+def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[str, float]:
+    """Make the DQs after ``q`` disappear; return the float tensor's name and the pair's covering amax."""
+    _check_not_blocked(q)
+    source = q.inputs[0]
+    scale = scale_of(q)
+    if scale is None:
+        raise QdqcError(f"strip-qdq: QuantizeLinear {node_label(q)!r} has a scale that is not constant")
+    quantized = q.outputs[0]
+    users = [user for user, _ in quantized.uses()]
+    if quantized.is_graph_output() or not all(is_dequantize(user) for user in users):
+        raise QdqcError(
+            f"strip-qdq: QuantizeLinear {node_label(q)!r} feeds integer data to something other than "
+            "DequantizeLinear: not supported"
+        )
+    try:
+        amax = covering_amax(scale, zero_point_of(q), _quantized_dtype(q))
+    except ValueError as exc:
+        raise QdqcError(f"strip-qdq: QuantizeLinear {node_label(q)!r}: {exc}") from None
+    for dq in users:
+        output = dq.outputs[0]
+        if output.is_graph_output():
+            replace_value(output, source, graph)  # the graph output keeps its name
+        else:
+            output.replace_all_uses_with(source)
+    return source.name or "", amax

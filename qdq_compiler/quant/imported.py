@@ -1,0 +1,49 @@
+"""Scales taken over from a model that was already quantized (onnxruntime, Model Optimizer, ...).
+
+``strip-qdq`` records, per float tensor name, the amax of the symmetric INT8 grid that covers the range the
+imported quantizer represented; ``import-scales`` sets the scales of qdqc's own Q/DQ from them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+IMPORTED_AMAX_META_KEY = "qdqc.imported_amax"
+
+# (lowest, highest) integer a quantizer of this type represents; a signed type counts as symmetric
+# (-127..127), the grid TensorRT uses
+_LEVELS = {
+    np.dtype(np.int8): (-127, 127),
+    np.dtype(np.uint8): (0, 255),
+    np.dtype(np.int16): (-32767, 32767),
+    np.dtype(np.uint16): (0, 65535),
+}
+
+
+def covering_amax(scale: np.ndarray, zero_point: np.ndarray | None, dtype: np.dtype) -> float:
+    """amax of the symmetric grid covering ``[(qmin - zp) * scale, (qmax - zp) * scale]`` (largest channel).
+
+    An INT8 quantizer with zero-point 0 gives ``127 * scale`` exactly, so its scale carries over unchanged;
+    an asymmetric one (UINT8, zero-point z) gives ``scale * max(255 - z, z)``.
+    """
+    if np.dtype(dtype) not in _LEVELS:
+        raise ValueError(f"quantized type {np.dtype(dtype)} is not supported")
+    low, high = _LEVELS[np.dtype(dtype)]
+    scales = np.abs(np.asarray(scale, dtype=np.float64)).reshape(-1)
+    zero = np.zeros(1) if zero_point is None else np.asarray(zero_point, dtype=np.float64).reshape(-1)
+    reach = np.maximum(high - zero, zero - low)
+    return float(np.max(scales * reach))
+
+
+def imported_amax(model: ir.Model) -> dict[str, float] | None:
+    """The amax per tensor name recorded by strip-qdq (None when it did not run on this model)."""
+    recorded = model.meta.get(IMPORTED_AMAX_META_KEY)
+    return None if recorded is None else dict(recorded)
+
+
+def record_imported_amax(model: ir.Model, name: str, amax: float) -> None:
+    """Keep ``amax`` for tensor ``name`` (the larger one if it was quantized twice)."""
+    recorded: dict[str, float] = model.meta.get(IMPORTED_AMAX_META_KEY, {})
+    recorded[name] = max(amax, recorded.get(name, 0.0))
+    model.meta[IMPORTED_AMAX_META_KEY] = recorded
