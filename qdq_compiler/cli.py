@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
+import onnx
 
 import qdq_compiler
 from qdq_compiler.errors import QdqcError
@@ -209,12 +211,30 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     """Compile MODEL to explicit-quantized ONNX (default pipeline: trt-int8) and write it to -o."""
     manager = PassManager(pipeline or DEFAULT_COMPILE_PIPELINE)
     apply_compile_flags(manager, opts)
+    names = {p.name for p in manager.passes}
+    if "place-qdq" in names and "strip-qdq" not in names:
+        _refuse_quantized_input(model)
     pass_ctx = PassContext(progress=not ctx.obj["quiet"])
-    if any(p.name == "calibrate" for p in manager.passes):
+    if "calibrate" in names:
         prepare_calibration(model, opts, pass_ctx)
     compiled, timing = _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)
     if not ctx.obj["quiet"]:
         click.echo(compile_summary(compiled, timing.rows))
+
+
+def _refuse_quantized_input(model_path: str) -> None:
+    """A model that already holds Q/DQ goes through trt-int8-from-qdq, not the float pipeline."""
+    try:
+        proto = onnx.load(model_path, load_external_data=False)
+    except Exception:  # unreadable: the model loader reports it in one line later
+        return
+    counts = Counter(node.op_type for node in proto.graph.node)
+    q, dq = counts["QuantizeLinear"], counts["DequantizeLinear"]
+    if q or dq:
+        raise QdqcError(
+            f"{model_path} is already quantized ({q} Q / {dq} DQ): use --pipeline trt-int8-from-qdq to "
+            "re-place its Q/DQ for TensorRT with its own scales, or compile the float model"
+        )
 
 
 def apply_compile_flags(manager: PassManager, opts: dict) -> None:
