@@ -16,7 +16,7 @@ from qdq_compiler.passes.calibrate import AMAX_META_KEY, INT8_MAX, activation_qu
 
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import eliminate_dead_code
-from qdq_compiler.ir.qdq import set_scale
+from qdq_compiler.ir.qdq import scale_of, set_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.imported import imported_amax
 
@@ -59,11 +59,15 @@ class ImportScales(Pass):
                 continue
             amax = imported[tensor.name]
             tensor.meta[AMAX_META_KEY] = amax
-            set_scale(quantize, np.float32(amax / INT8_MAX))
+            scale = np.float32(amax / INT8_MAX)
+            current = scale_of(quantize)
+            if current is not None and current.shape == () and np.float32(current) == scale:
+                continue
+            set_scale(quantize, scale)
             result.statistics["num-scales-set"] += 1
         if result.statistics["num-left-float"]:
             eliminate_dead_code(model.graph)
-        result.modified = bool(quantizers)
+        result.modified = any(result.statistics.values())
         return result
 
 
