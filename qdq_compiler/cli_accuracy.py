@@ -40,19 +40,25 @@ def sensitivity(ctx: click.Context, model: str, eval_data: str | None, eval_limi
     """Rank MODEL's INT8 layers by the SQNR gained when each alone stays float (compile's options apply)."""
     from qdq_compiler.accuracy import analyze_sensitivity, format_sensitivity, sensitivity_to_json
     from qdq_compiler.calib import open_calibration_data
+    from qdq_compiler.calib.errors import CalibrationError
     from qdq_compiler.calib.progress import Progress
 
     source = eval_data or opts["calib"]
     if source is None:
         raise QdqcError("sensitivity needs inputs to measure on: --eval DATA or --calib DATA")
+    if opts.get("io_fp16"):
+        raise QdqcError("sensitivity feeds float32 inputs: drop --io-fp16 (it changes only the I/O type)")
     manager = PassManager(DEFAULT_COMPILE_PIPELINE)
     apply_compile_flags(manager, opts)
     quiet = ctx.obj["quiet"]
     pass_ctx = PassContext(progress=not quiet)
     prepare_calibration(model, opts, pass_ctx)
     float_proto = to_proto(load_model(model))
-    data = open_calibration_data(source, float_proto, batch_size=opts["batch_size"], limit=eval_limit)
-    batches = list(data)
+    try:
+        data = open_calibration_data(source, float_proto, batch_size=opts["batch_size"], limit=eval_limit)
+        batches = list(data)
+    except CalibrationError as exc:
+        raise QdqcError(f"evaluation data ({'--eval' if eval_data else '--calib'}): {exc}") from None
     with Progress(desc="sensitivity", unit="layers", quiet=quiet) as bar:
 
         def advance(done: int, total: int, layer: str) -> None:

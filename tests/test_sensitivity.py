@@ -10,12 +10,20 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from qdq_compiler.accuracy import analyze_sensitivity, compare_outputs, format_sensitivity, sqnr_db
-from qdq_compiler.accuracy.sensitivity import exclude_pattern
+from qdq_compiler.accuracy import (
+    LayerSensitivity,
+    analyze_sensitivity,
+    compare_outputs,
+    format_sensitivity,
+    run_outputs,
+    sqnr_db,
+)
+from qdq_compiler.accuracy.sensitivity import _gain, _rank_key, exclude_pattern
 from qdq_compiler.calib import methods
 from qdq_compiler.calib.histogram import TensorStats
 from qdq_compiler.cli import apply_compile_flags, main
 from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
 
 PLANTED = "conv_b"  # reads a tensor with one huge channel: per-tensor INT8 crushes the other seven
@@ -63,15 +71,45 @@ def test_memoized_amax_computes_once_and_never_serves_stale_values(monkeypatch):
     assert len(calls) == 4  # outside the block nothing is memoized
 
 
-def test_exclude_pattern_matches_only_the_name():
+def test_memoized_amax_tells_histograms_and_parameter_types_apart():
+    def stats_of(bulk: float) -> TensorStats:
+        stats = TensorStats(name="t")
+        stats.update(np.array([0.0, 10.0] + [bulk] * 99, np.float32))  # same count, extremes and range
+        return stats
+
+    low, high = stats_of(1.0), stats_of(9.0)
+    expected = methods.compute_amax(high, "mse")
+    with methods.memoized_amax():
+        assert methods.compute_amax(low, "mse") != expected
+        assert methods.compute_amax(high, "mse") == expected  # only the histogram differs
+        methods.compute_amax(high, "entropy", stride=1)
+        with pytest.raises(methods.CalibrationMethodError, match="stride"):
+            methods.compute_amax(high, "entropy", stride=True)  # refused as outside the block
+
+
+@pytest.mark.parametrize("name", ["/b[1]/conv*", "a?b", "//m*/x/Conv", "plain"])
+def test_exclude_pattern_matches_only_the_name(name):
     from fnmatch import fnmatchcase
 
-    name = "/b[1]/conv*"
     assert fnmatchcase(name, exclude_pattern(name))
-    assert not fnmatchcase("/b1/conv_x", exclude_pattern(name))
+    assert not fnmatchcase(name + "x", exclude_pattern(name))
+    if any(c in name for c in "*?["):  # a wildcard in the name stays a literal character
+        other = name.replace("*", "z").replace("?", "z").replace("[", "z")
+        assert not fnmatchcase(other, exclude_pattern(name))
 
 
-def _planted_model() -> onnx.ModelProto:
+def test_nan_outputs_rank_last_and_equal_infinities_gain_nothing():
+    result = compare_outputs({"y": np.array([1.0, 2.0])}, {"y": np.array([np.nan, 2.0])})
+    assert math.isnan(result.per_output["y"]) and math.isnan(result.sqnr_db)
+    with pytest.raises(QdqcError, match="NaN or Inf"):
+        compare_outputs({"y": np.array([np.inf, 2.0])}, {"y": np.array([1.0, 2.0])})
+    assert _gain(math.inf, math.inf) == 0.0 and math.isnan(_gain(math.nan, 3.0))
+    layers = [LayerSensitivity("n", "Conv", None, math.nan, math.nan),
+              LayerSensitivity("b", "Conv", None, 5.0, -1.0), LayerSensitivity("a", "Conv", None, 9.0, 3.0)]
+    assert [item.name for item in sorted(layers, key=_rank_key)] == ["a", "b", "n"]
+
+
+def _planted_model(planted: str = PLANTED) -> onnx.ModelProto:
     """x [N,4,8,8] -> conv_a -> Relu -> conv_b -> Relu -> conv_c -> Relu -> conv_d -> y.
 
     conv_a's channel 0 has bias 60, so conv_b's input has one channel near 60 and seven near 1; conv_b
@@ -95,7 +133,7 @@ def _planted_model() -> onnx.ModelProto:
     nodes = [
         helper.make_node("Conv", ["x", "w_a", "b_a"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["a"], ["a_act"], name="relu_a"),
-        helper.make_node("Conv", ["a_act", "w_b"], ["b"], name=PLANTED, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["a_act", "w_b"], ["b"], name=planted, pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["b"], ["b_act"], name="relu_b"),
         helper.make_node("Conv", ["b_act", "w_c"], ["c"], name="conv_c"),
         helper.make_node("Relu", ["c"], ["c_act"], name="relu_c"),
@@ -114,16 +152,29 @@ def _samples(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((count, 4, 8, 8)).astype(np.float32)
 
 
-def _analyze(model: onnx.ModelProto, top: int):
-    manager = PassManager("trt-int8")
+def _batches() -> list[dict[str, np.ndarray]]:
+    return [{"x": batch} for batch in np.split(_samples(8, 2), 4)]
+
+
+def _analyze(model: onnx.ModelProto, top: int, pipeline: str = "trt-int8"):
+    manager = PassManager(pipeline)
     apply_compile_flags(manager, {"method": "max"})
     ctx = PassContext(calibration_data=_samples(16, 1))
-    batches = [{"x": batch} for batch in np.split(_samples(8, 2), 4)]
-    return analyze_sensitivity(model, manager, ctx, batches, top=top)
+    return analyze_sensitivity(model, manager, ctx, _batches(), top=top)
 
 
-def test_the_planted_layer_ranks_first_and_keeping_it_float_pays():
+def test_the_planted_layer_ranks_first_and_keeping_it_float_pays(monkeypatch):
+    import qdq_compiler.passes.calibrate as calibrate
+
+    collected = []
+    real_collect = calibrate.collect_statistics
+    def counting(*args, **kwargs):
+        collected.append(1)
+        return real_collect(*args, **kwargs)
+
+    monkeypatch.setattr(calibrate, "collect_statistics", counting)
     report = _analyze(_planted_model(), top=2)
+    assert len(collected) == 1  # the model ran for calibration once, for every variant
     assert report.samples == 8
     assert [name for name, _ in report.already_float] == ["conv_d"]  # the head output layer
     ranked = [item.name for item in report.layers]
@@ -131,13 +182,36 @@ def test_the_planted_layer_ranks_first_and_keeping_it_float_pays():
     first, *others = report.layers
     assert first.name == PLANTED
     assert first.gain_db > 10.0 and all(first.gain_db > item.gain_db + 10.0 for item in others)
-    assert first.sqnr_db == pytest.approx(report.baseline.sqnr_db + first.gain_db)
+    # the baseline is what a plain compile with the same options gives
+    plain = load_model(_planted_model())
+    manager = PassManager("trt-int8")
+    apply_compile_flags(manager, {"method": "max"})
+    manager.run(plain, PassContext(calibration_data=_samples(16, 1)))
+    batches = _batches()
+    assert report.baseline == compare_outputs(run_outputs(_planted_model(), batches),
+                                              run_outputs(to_proto(plain), batches))
     assert [step.float_layers for step in report.cumulative] == [(PLANTED,), (PLANTED, others[0].name)]
     assert report.cumulative[0].sqnr_db == pytest.approx(first.sqnr_db)
     assert report.cumulative[0].int8_mac_share < report.baseline_int8_mac_share
     assert first.mac_share is not None and 0.0 < first.mac_share < 1.0
     text = format_sensitivity(report)
-    assert f"   1  {PLANTED}" in text and "--exclude conv_b --exclude" in text
+    assert f"   1  {PLANTED}" in text and "--exclude conv_b" in text
+
+
+def test_names_with_glob_characters_are_excluded_exactly():
+    report = _analyze(_planted_model("b[0]*conv?"), top=1)
+    assert report.layers[0].name == "b[0]*conv?" and report.layers[0].gain_db > 10.0
+    assert report.cumulative[0].float_layers == ("b[0]*conv?",)
+
+
+def test_layers_without_a_unique_name_are_reported_not_dropped():
+    model = _planted_model()
+    for node in model.graph.node:
+        node.name = ""
+    report = _analyze(model, top=1, pipeline="infer-shapes,place-qdq,calibrate")
+    assert report.skipped and not report.layers
+    assert all("no unique node name" in reason for _, reason in report.skipped)
+    assert "not measured" in format_sensitivity(report)
 
 
 def test_cli_sensitivity_text_json_and_errors(tmp_path, capsys):
@@ -156,8 +230,17 @@ def test_cli_sensitivity_text_json_and_errors(tmp_path, capsys):
     assert report["layers"][0]["layer"] == PLANTED and report["cumulative"][0]["float_layers"] == [PLANTED]
     assert model_path.read_bytes() == before
 
+    stats_path = tmp_path / "planted.stats"
+    assert main(["-q", "calibrate", str(model_path), "--calib", str(data_path), "-o", str(stats_path)]) == 0
+    cached = ["-q", "sensitivity", str(model_path), "--calib-cache", str(stats_path),
+              "--eval", str(data_path), "--method", "max", "--top", "1", "--json"]
+    assert main(cached) == 0
+    assert capsys.readouterr().out == first  # the cache gives the same statistics, so the same report
+
     assert main(["sensitivity", str(model_path)]) == 1
     assert "needs inputs to measure on" in capsys.readouterr().err
+    assert main(["sensitivity", str(model_path), "--calib", str(data_path), "--exclude-op", "Conv"]) == 1
+    assert "no INT8 layers to rank" in capsys.readouterr().err
     assert main(["sensitivity", str(model_path), "--calib", str(tmp_path / "missing.npy")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("qdqc: error:") and err.count("\n") == 1

@@ -33,7 +33,11 @@ def run_outputs(model: onnx.ModelProto, batches: Iterable[Mapping[str, np.ndarra
     names = [out.name for out in session.get_outputs()]
     collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for batch in batches:
-        for name, value in zip(names, session.run(names, dict(batch)), strict=True):
+        try:
+            outputs = session.run(names, dict(batch))
+        except Exception as exc:  # a type or shape onnxruntime refuses, reported in its own words
+            raise QdqcError(f"onnxruntime cannot run the model: {str(exc).splitlines()[0]}") from None
+        for name, value in zip(names, outputs, strict=True):
             collected[name].append(np.asarray(value))
     return {name: np.concatenate(parts) if parts else np.empty(0) for name, parts in collected.items()}
 
@@ -41,10 +45,13 @@ def run_outputs(model: onnx.ModelProto, batches: Iterable[Mapping[str, np.ndarra
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio, ``10 log10(sum(ref^2) / sum((ref - test)^2))``, in float64.
 
-    ``inf`` when the two are equal; ``-inf`` when the reference is all zeros but the test is not.
+    ``inf`` when the two are equal; ``-inf`` when the reference is all zeros but the test is not; ``nan``
+    when either holds NaN or Inf.
     """
     ref = np.asarray(reference, dtype=np.float64).ravel()
     noise = float(np.sum((ref - np.asarray(test, dtype=np.float64).ravel()) ** 2))
+    if not math.isfinite(noise):  # NaN or Inf in either: no meaningful ratio
+        return math.nan
     if noise == 0.0:
         return math.inf
     signal = float(np.sum(ref**2))
@@ -63,7 +70,8 @@ def compare_outputs(reference: Mapping[str, np.ndarray], test: Mapping[str, np.n
     """Compare ``test`` with ``reference`` output by output (names must match, shapes too).
 
     The overall figure averages the outputs' relative noise powers, so an output with large values (box
-    coordinates in pixels) does not drown one with small values (class scores).
+    coordinates in pixels) does not drown one with small values (class scores). It is ``nan`` when any
+    output's is. A reference holding NaN or Inf is refused: no SQNR means anything against it.
     """
     missing = sorted(set(reference) - set(test))
     if missing:
@@ -74,8 +82,12 @@ def compare_outputs(reference: Mapping[str, np.ndarray], test: Mapping[str, np.n
         out = test[name]
         if out.shape != ref.shape:
             raise QdqcError(f"output {name!r} has shape {out.shape}; the float model gives {ref.shape}")
+        if not np.all(np.isfinite(ref)):
+            raise QdqcError(f"the float model's output {name!r} holds NaN or Inf on these inputs")
         per_output[name] = sqnr_db(ref, out)
         relative_noise.append(10.0 ** (-per_output[name] / 10.0))
     mean_noise = float(np.mean(relative_noise)) if relative_noise else 0.0
+    if math.isnan(mean_noise):
+        return OutputComparison(math.nan, per_output)
     overall = -10.0 * math.log10(mean_noise) if mean_noise > 0.0 else math.inf
     return OutputComparison(overall, per_output)

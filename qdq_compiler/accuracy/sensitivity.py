@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import glob
 import math
+import re
 import shlex
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ __all__ = [
     "LayerSensitivity",
     "SensitivityReport",
     "analyze_sensitivity",
+    "best_step",
     "exclude_pattern",
     "format_sensitivity",
     "sensitivity_to_json",
@@ -75,11 +77,12 @@ class SensitivityReport:
     already_float: list[tuple[str, str]]  # (layer, reason) kept float by the pipeline itself
     layers: list[LayerSensitivity]  # most sensitive first
     cumulative: list[CumulativeStep]
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (layer, why not measured)
 
 
 def exclude_pattern(name: str) -> str:
-    """A place-qdq ``exclude`` pattern matching exactly the node ``name`` (glob characters escaped)."""
-    return glob.escape(name)
+    """A place-qdq ``exclude`` pattern (fnmatch) matching exactly the node ``name``: ``*?[`` bracketed."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 class _Variants:
@@ -146,22 +149,31 @@ def _analyze(
     decisions = layer_decisions(base)
     candidates = [d for d in decisions.values() if d.int8]
     already_float = [(d.node_name, d.reason) for d in decisions.values() if not d.int8]
+    if not candidates:
+        raise QdqcError("no INT8 layers to rank: the compiled model quantizes no weighted layer")
+    name_counts = Counter(node.name for node in base.graph)
 
     layers: list[LayerSensitivity] = []
+    skipped: list[tuple[str, str]] = []
     for done, decision in enumerate(candidates, start=1):
-        variant = variants.compile([decision.node_name])
-        flipped = layer_decisions(variant).get(decision.node_name)
-        if flipped is not None and not flipped.int8:
-            result = measure(variant)
-            share = macs.get(decision.node_name)
-            layers.append(LayerSensitivity(
-                decision.node_name, decision.op_type,
-                share / fusion.total_macs if share is not None and fusion.total_macs else None,
-                result.sqnr_db, result.sqnr_db - baseline.sqnr_db,
-            ))
+        if not decision.node_name or name_counts[decision.node_name] != 1:
+            skipped.append((decision.node_name, "no unique node name to exclude it by"))
+        else:
+            variant = variants.compile([decision.node_name])
+            flipped = layer_decisions(variant).get(decision.node_name)
+            if flipped is None or flipped.int8:
+                skipped.append((decision.node_name, "still INT8 when excluded"))
+            else:
+                result = measure(variant)
+                share = macs.get(decision.node_name)
+                layers.append(LayerSensitivity(
+                    decision.node_name, decision.op_type,
+                    share / fusion.total_macs if share is not None and fusion.total_macs else None,
+                    result.sqnr_db, _gain(result.sqnr_db, baseline.sqnr_db),
+                ))
         if progress is not None:
             progress(done, len(candidates), decision.node_name)
-    layers.sort(key=lambda item: (-item.gain_db, item.name))
+    layers.sort(key=_rank_key)
 
     cumulative: list[CumulativeStep] = []
     for count in range(1, min(top, len(layers)) + 1):
@@ -171,7 +183,26 @@ def _analyze(
             CumulativeStep(names, measure(variant).sqnr_db, predict_fusions(variant).int8_mac_share)
         )
     samples = sum(int(next(iter(batch.values())).shape[0]) for batch in batches)
-    return SensitivityReport(samples, baseline, fusion.int8_mac_share, already_float, layers, cumulative)
+    return SensitivityReport(
+        samples, baseline, fusion.int8_mac_share, already_float, layers, cumulative, skipped
+    )
+
+
+def _gain(sqnr: float, baseline: float) -> float:
+    """SQNR gained over the baseline; 0 when equal (also both inf), nan when either is nan."""
+    return 0.0 if sqnr == baseline else sqnr - baseline
+
+
+def _rank_key(item: LayerSensitivity) -> tuple:
+    """Largest gain first; a nan gain (the variant's outputs held NaN) last; ties by name."""
+    unknown = math.isnan(item.gain_db)
+    return (unknown, 0.0 if unknown else -item.gain_db, item.name)
+
+
+def best_step(report: SensitivityReport) -> CumulativeStep | None:
+    """The cumulative step with the highest SQNR (the fewest float layers on ties)."""
+    measured = [step for step in report.cumulative if not math.isnan(step.sqnr_db)]
+    return max(measured, key=lambda step: (step.sqnr_db, -len(step.float_layers)), default=None)
 
 
 def _db(value: float) -> str:
@@ -188,6 +219,8 @@ def format_sensitivity(report: SensitivityReport) -> str:
     ]
     for name, reason in report.already_float:
         lines.append(f"  already float: {name} ({reason})")
+    for name, reason in report.skipped:
+        lines.append(f"  not measured: {name} ({reason})")
     lines.append("layers, most sensitive first (SQNR with only that layer float):")
     width = max([len(item.name) for item in report.layers] + [5])
     lines.append(f"{'rank':>4}  {'layer':<{width}}  {'op':<13} {'MACs %':>6}  {'SQNR':>8}  {'gain':>8}")
@@ -202,16 +235,20 @@ def format_sensitivity(report: SensitivityReport) -> str:
             lines.append(
                 f"{len(step.float_layers):>4}  {_db(step.sqnr_db)}  {100 * step.int8_mac_share:13.1f}%"
             )
-        kept = report.cumulative[-1].float_layers
-        flags = " ".join(f"--exclude {shlex.quote(exclude_pattern(name))}" for name in kept)
-        lines.append(f"to keep all {len(kept)} float: qdqc compile ... {flags}")
+        best = best_step(report)
+        if best is not None:
+            kept = best.float_layers
+            flags = " ".join(f"--exclude {shlex.quote(exclude_pattern(name))}" for name in kept)
+            lines.append(f"best step k={len(kept)} ({best.sqnr_db:.2f} dB): qdqc compile ... {flags}")
     return "\n".join(lines)
 
 
 def _number(value: float | None) -> float | str | None:
-    """JSON has no infinities: they become the strings 'inf' / '-inf'."""
+    """JSON has no infinities or NaN: they become the strings 'inf', '-inf', 'nan'."""
     if value is None or math.isfinite(value):
         return value
+    if math.isnan(value):
+        return "nan"
     return "inf" if value > 0 else "-inf"
 
 
@@ -235,4 +272,5 @@ def sensitivity_to_json(report: SensitivityReport) -> dict:
              "int8_mac_share": step.int8_mac_share}
             for step in report.cumulative
         ],
+        "not_measured": [{"layer": name, "reason": reason} for name, reason in report.skipped],
     }

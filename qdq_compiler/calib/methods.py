@@ -75,8 +75,9 @@ def memoized_amax() -> Iterator[None]:
     """Within this block, :func:`compute_amax` computes each (statistics content, method) once.
 
     For callers that compile one model many times over the same statistics (``qdqc sensitivity``). The key
-    is a digest of everything a method reads, so statistics updated inside the block are never served a
-    stale amax.
+    is the method with its typed parameters and a digest of what a method may read (histogram, range, base,
+    binning, count, extremes; not the tensor name), so statistics updated inside the block are never served
+    a stale amax.
     """
     token = _AMAX_MEMO.set({})
     try:
@@ -87,7 +88,8 @@ def memoized_amax() -> Iterator[None]:
 
 def _content_key(stats: TensorStats, spec: MethodSpec) -> tuple:
     digest = hashlib.blake2b(np.ascontiguousarray(stats.hist).tobytes(), digest_size=16).hexdigest()
-    return (spec.name, spec.params, digest, stats.hist.size, stats.range, stats.base, stats.binning,
+    params = tuple((key, type(value).__name__, value) for key, value in spec.params)  # True is not 1
+    return (spec.name, params, digest, stats.hist.size, stats.range, stats.base, stats.binning,
             stats.num_bins, stats.count, stats.min, stats.max)
 
 
