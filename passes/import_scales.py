@@ -18,7 +18,9 @@ from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import eliminate_dead_code
 from qdq_compiler.ir.qdq import scale_of, set_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.decisions import mark_float
 from qdq_compiler.quant.imported import imported_amax
+from qdq_compiler.targets.trt_rules import weighted_rule
 
 MISSING_CHOICES = ("error", "float")
 
@@ -49,12 +51,13 @@ class ImportScales(Pass):
                 shown += f" and {len(missing) - 5} more"
             raise QdqcError(
                 f"the imported model has no scale for {len(missing)} tensor(s) qdqc quantizes: {shown}; "
-                "use import-scales{missing=float} to keep them float, or compile the float model with --calib"
+                "keep them float as the source model did (--missing-scales float, or "
+                "import-scales{missing=float}), or compile the float model with --calib"
             )
         for quantize in quantizers:
             tensor = quantize.inputs[0]
             if tensor.name in missing:
-                _unquantize(quantize)
+                _unquantize(model, quantize)
                 result.statistics["num-left-float"] += 1
                 continue
             amax = imported[tensor.name]
@@ -71,8 +74,11 @@ class ImportScales(Pass):
         return result
 
 
-def _unquantize(quantize: ir.Node) -> None:
-    """Let the DQs after ``quantize`` read its float input instead."""
+def _unquantize(model: ir.Model, quantize: ir.Node) -> None:
+    """Let the DQs after ``quantize`` read its float input instead; weighted readers are now float."""
     source = quantize.inputs[0]
     for dq, _ in list(quantize.outputs[0].uses()):
+        for user, _ in list(dq.outputs[0].uses()):
+            if weighted_rule(user) is not None:
+                mark_float(model, user, "no imported scale for its input (the source model kept it float)")
         dq.outputs[0].replace_all_uses_with(source)

@@ -203,6 +203,13 @@ def placement_options(fn):
 @click.option(
     "--pipeline", default=None, help=f"Pipeline text or named pipeline (default: {DEFAULT_COMPILE_PIPELINE})."
 )
+@click.option(
+    "--missing-scales",
+    type=click.Choice(["error", "float"]),
+    default=None,
+    help="trt-int8-from-qdq: a tensor qdqc quantizes but the source model did not is an error, or stays "
+    "float (import-scales{missing=...}).",
+)
 @calibration_options
 @placement_options
 @instrument_options
@@ -267,6 +274,8 @@ def apply_compile_flags(manager: PassManager, opts: dict) -> None:
             pass_.options = dataclasses.replace(pass_.options, **placement)
         if pass_.name == "calibrate" and calibration:
             pass_.options = dataclasses.replace(pass_.options, **calibration)
+        if pass_.name == "import-scales" and opts.get("missing_scales"):
+            pass_.options = dataclasses.replace(pass_.options, missing=opts["missing_scales"])
     if opts.get("weights") == "qdq":
         manager.passes = [p for p in manager.passes if p.name != "fold-scales"]
 

@@ -16,6 +16,7 @@ from qdq_compiler.ir.qdq import scale_of
 from qdq_compiler.models.yolov7_tiny import build_yolov7_tiny
 from qdq_compiler.pipelines import TRT_INT8_FROM_QDQ
 from qdq_compiler.pm import PassContext, PassManager
+from qdq_compiler.quant.decisions import layer_decisions
 from qdq_compiler.quant.imported import covering_amax, imported_amax
 from qdq_compiler.targets import lint_model, predict_fusions
 
@@ -153,6 +154,19 @@ def test_missing_imported_scales_are_an_error_unless_left_float(tmp_path):
     left = sum(r.statistics.get("num-left-float", 0) for r in results)
     assert left > 0
     assert not [v for v in lint_model(model) if v.severity == "error"]
+    floated = [d for d in layer_decisions(model).values() if "no imported scale" in d.reason]
+    assert floated and not any(d.int8 for d in floated)  # the compile summary tells why they are float
+
+
+def test_cli_missing_scales_flag(tmp_path, capsys):
+    _, ort_model = _ort_quantized(tmp_path, op_types=["Conv"])
+    path, out = tmp_path / "conv_only.onnx", tmp_path / "out.onnx"
+    onnx.save(ort_model, path)
+    assert main(["compile", str(path), "--pipeline", "trt-int8-from-qdq", "-o", str(out)]) == 1
+    assert "--missing-scales float" in capsys.readouterr().err and not out.exists()
+    assert main(["compile", str(path), "--pipeline", "trt-int8-from-qdq", "--missing-scales", "float",
+                 "-o", str(out)]) == 0
+    assert "no imported scale for its input" in capsys.readouterr().out
 
 
 def test_cli_refuses_a_quantized_model_in_the_float_pipeline_with_a_hint(tmp_path, capsys):

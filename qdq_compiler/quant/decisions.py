@@ -32,3 +32,11 @@ def record_decisions(model: ir.Model, decisions: list[LayerDecision]) -> None:
 def layer_decisions(model: ir.Model) -> dict[str, LayerDecision]:
     """The recorded decisions, by node name (empty when place-qdq did not run in this process)."""
     return dict(model.meta.get(DECISIONS_META_KEY, {}))
+
+
+def mark_float(model: ir.Model, node: ir.Node, reason: str) -> None:
+    """Record that weighted layer ``node`` ends up float after all (a later pass removed its input Q/DQ)."""
+    decisions: dict[str, LayerDecision] = model.meta.get(DECISIONS_META_KEY, {})
+    name = node.name or node.op_type
+    decisions[name] = LayerDecision(name, node.op_type, False, reason)
+    model.meta[DECISIONS_META_KEY] = decisions
