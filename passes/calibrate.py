@@ -57,15 +57,8 @@ class Calibrate(Pass):
         op_types = {name: _op_types(q) for q in quantizers for name in [q.inputs[0].name]}
         amax = plan.compute({name: stats[name] for name in names}, op_types)
         for quantize in quantizers:
-            tensor = quantize.inputs[0]
-            value = float(amax[tensor.name])
-            tensor.meta[AMAX_META_KEY] = value
-            scale = np.float32(value / INT8_MAX)
-            current = scale_of(quantize)
-            if current is not None and current.shape == () and np.float32(current) == scale:
-                continue
-            set_scale(quantize, scale)
-            result.statistics["num-scales-set"] += 1
+            if apply_amax(quantize, float(amax[quantize.inputs[0].name])):
+                result.statistics["num-scales-set"] += 1
         result.statistics["num-tensors-calibrated"] = len(names)
         result.modified = result.statistics["num-scales-set"] > 0
         return result
@@ -101,6 +94,17 @@ class Calibrate(Pass):
         )
         ctx.calibration_stats.update(collected)
         return ctx.calibration_stats
+
+
+def apply_amax(quantize: ir.Node, amax: float) -> bool:
+    """Give an activation Q the scale ``amax / 127`` (amax kept on its tensor); False if it had it already."""
+    quantize.inputs[0].meta[AMAX_META_KEY] = amax
+    scale = np.float32(amax / INT8_MAX)
+    current = scale_of(quantize)
+    if current is not None and current.shape == () and np.float32(current) == scale:
+        return False
+    set_scale(quantize, scale)
+    return True
 
 
 def activation_quantizers(graph: ir.Graph) -> list[ir.Node]:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import onnx_ir as ir
-from qdq_compiler.passes.calibrate import AMAX_META_KEY, INT8_MAX, activation_quantizers
+from qdq_compiler.passes.calibrate import activation_quantizers, apply_amax
 
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import eliminate_dead_code
-from qdq_compiler.ir.qdq import scale_of, set_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import mark_float
 from qdq_compiler.quant.imported import imported_amax
@@ -60,14 +58,8 @@ class ImportScales(Pass):
                 _unquantize(model, quantize)
                 result.statistics["num-left-float"] += 1
                 continue
-            amax = imported[tensor.name]
-            tensor.meta[AMAX_META_KEY] = amax
-            scale = np.float32(amax / INT8_MAX)
-            current = scale_of(quantize)
-            if current is not None and current.shape == () and np.float32(current) == scale:
-                continue
-            set_scale(quantize, scale)
-            result.statistics["num-scales-set"] += 1
+            if apply_amax(quantize, imported[tensor.name]):
+                result.statistics["num-scales-set"] += 1
         if result.statistics["num-left-float"]:
             eliminate_dead_code(model.graph)
         result.modified = any(result.statistics.values())
