@@ -43,6 +43,11 @@ class ImportScales(Pass):
         result = PassResult(modified=False)
         quantizers = activation_quantizers(model.graph)
         missing = sorted({q.inputs[0].name or "" for q in quantizers} - set(imported))
+        if missing and not imported and self.options.missing == "error":
+            raise QdqcError(
+                "the imported model carries no activation scales (weights-only quantized, or float): "
+                "compile the float model with --calib instead"
+            )
         if missing and self.options.missing == "error":
             shown = ", ".join(map(repr, missing[:5]))
             if len(missing) > 5:
@@ -72,5 +77,5 @@ def _unquantize(model: ir.Model, quantize: ir.Node) -> None:
     for dq, _ in list(quantize.outputs[0].uses()):
         for user, _ in list(dq.outputs[0].uses()):
             if weighted_rule(user) is not None:
-                mark_float(model, user, "no imported scale for its input (the source model kept it float)")
+                mark_float(model, user, "no imported scale for its input (--missing-scales float)")
         dq.outputs[0].replace_all_uses_with(source)

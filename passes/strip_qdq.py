@@ -44,21 +44,25 @@ class StripQDQ(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
+        _refuse_contrib_qdq(graph)
         result = PassResult(modified=False)
         stats = result.statistics
         for node in list(graph):
             if is_dequantize(node) and constant_array(node.inputs[0]) is not None:
                 _fold_dequantized_constant(graph, node)
                 stats["num-constants-dequantized"] += 1
+        ranges: dict[int, tuple[ir.Value, float]] = {}  # by tensor: names may change while pairs go
         for node in list(graph):
             if is_quantize(node):
                 constant = constant_array(node.inputs[0]) is not None
-                name, amax = _remove_pair(graph, node)
+                source, amax = _remove_pair(graph, node)
                 if constant:
                     stats["num-fake-quantized-constants"] += 1
                 else:
-                    record_imported_amax(model, name, amax)
-                    stats["num-activation-scales-kept"] += 1
+                    known = ranges.get(id(source))
+                    ranges[id(source)] = (source, amax if known is None else max(known[1], amax))
+        record_imported_amax(model, {value.name or "": amax for value, amax in ranges.values()})
+        stats["num-activation-scales-kept"] = len(ranges)
         if any(stats.values()):
             eliminate_dead_code(graph)
             result.modified = True
@@ -70,6 +74,15 @@ class StripQDQ(Pass):
                     "not supported"
                 )
         return result
+
+
+def _refuse_contrib_qdq(graph: ir.Graph) -> None:
+    for node in graph:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.domain not in ("", "ai.onnx"):
+            raise QdqcError(
+                f"strip-qdq: {node.op_type} {node_label(node)!r} is from domain {node.domain!r} (onnxruntime "
+                "contrib ops): not supported; quantize with standard ONNX Q/DQ (opset 21 for 16-bit types)"
+            )
 
 
 def _axis(node: ir.Node) -> int:
@@ -89,10 +102,7 @@ def _fold_dequantized_constant(graph: ir.Graph, dq: ir.Node) -> None:
     """Replace ``DQ(constant)`` by the float constant it computes (the DQ's output name is kept)."""
     _check_not_blocked(dq)
     stored = constant_array(dq.inputs[0]).astype(np.float64)
-    scale = scale_of(dq)
-    if scale is None:
-        raise QdqcError(f"strip-qdq: DequantizeLinear {node_label(dq)!r} has a scale that is not constant")
-    zero = zero_point_of(dq)
+    scale, zero = _constant_parameters(dq)
     axis = _axis(dq) % max(stored.ndim, 1)
     per_axis = scale.size > 1
     shift = 0.0 if zero is None else (broadcast_scale(zero, stored.ndim, axis) if per_axis else zero)
@@ -101,6 +111,19 @@ def _fold_dequantized_constant(graph: ir.Graph, dq: ir.Node) -> None:
     output = dq.outputs[0]
     constant = add_constant(graph, values, output.name or f"{dq.inputs[0].name}_float")
     output.replace_all_uses_with(constant, replace_graph_outputs=True)
+
+
+def _constant_parameters(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None]:
+    """The scale and zero-point of a Q or DQ; both must be constants, the scale positive and finite."""
+    scale = scale_of(node)
+    has_zero = len(node.inputs) > 2 and node.inputs[2] is not None
+    zero = zero_point_of(node)
+    if scale is None or (has_zero and zero is None):
+        raise QdqcError(f"strip-qdq: {node.op_type} {node_label(node)!r} has a scale or zero-point that is "
+                        "not a constant: not supported")
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise QdqcError(f"strip-qdq: {node.op_type} {node_label(node)!r} has a scale that is not positive")
+    return scale, zero
 
 
 def _quantized_dtype(q: ir.Node) -> np.dtype:
@@ -113,13 +136,11 @@ def _quantized_dtype(q: ir.Node) -> np.dtype:
     return np.dtype(np.uint8)  # the ONNX default without a zero-point
 
 
-def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[str, float]:
-    """Make the DQs after ``q`` disappear; return the float tensor's name and the pair's covering amax."""
+def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float]:
+    """Make the DQs after ``q`` disappear; return the float tensor and the pair's covering amax."""
     _check_not_blocked(q)
     source = q.inputs[0]
-    scale = scale_of(q)
-    if scale is None:
-        raise QdqcError(f"strip-qdq: QuantizeLinear {node_label(q)!r} has a scale that is not constant")
+    scale, zero = _constant_parameters(q)
     quantized = q.outputs[0]
     users = [user for user, _ in quantized.uses()]
     if quantized.is_graph_output() or not all(is_dequantize(user) for user in users):
@@ -127,14 +148,28 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[str, float]:
             f"strip-qdq: QuantizeLinear {node_label(q)!r} feeds integer data to something other than "
             "DequantizeLinear: not supported"
         )
+    for dq in users:
+        dq_scale, dq_zero = _constant_parameters(dq)
+        same_zero = (zero is None and dq_zero is None) or (
+            zero is not None and dq_zero is not None and np.array_equal(zero, dq_zero)
+        )
+        if not (np.array_equal(scale, dq_scale) and same_zero):
+            raise QdqcError(f"strip-qdq: QuantizeLinear {node_label(q)!r} and DequantizeLinear "
+                            f"{node_label(dq)!r} use different scales or zero-points: not a plain pair")
     try:
-        amax = covering_amax(scale, zero_point_of(q), _quantized_dtype(q))
+        amax = covering_amax(scale, zero, _quantized_dtype(q))
     except ValueError as exc:
         raise QdqcError(f"strip-qdq: QuantizeLinear {node_label(q)!r}: {exc}") from None
     for dq in users:
         output = dq.outputs[0]
-        if output.is_graph_output():
+        if output.is_graph_output() and (source.is_graph_output() or source.is_graph_input()):
+            # two graph boundary values cannot merge: an Identity keeps both names
+            identity = ir.Node("", "Identity", [source], outputs=[ir.Value(name=None)],
+                               name=f"{q.name}_identity")
+            graph.insert_before(dq, identity)
+            replace_value(output, identity.outputs[0], graph)
+        elif output.is_graph_output():
             replace_value(output, source, graph)  # the graph output keeps its name
         else:
             output.replace_all_uses_with(source)
-    return source.name or "", amax
+    return source, amax

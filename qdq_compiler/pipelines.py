@@ -22,6 +22,7 @@ TRT_INT8 = ",".join(
 TRT_INT8_FROM_QDQ = ",".join(
     [
         "upgrade-opset",
+        "canonicalize",  # Identity/Dropout go first, so recorded scales carry the names the pipeline keeps
         "strip-qdq",
         PREPARE,
         "place-qdq",

@@ -16,7 +16,6 @@ from qdq_compiler.ir.qdq import scale_of
 from qdq_compiler.models.yolov7_tiny import build_yolov7_tiny
 from qdq_compiler.pipelines import TRT_INT8_FROM_QDQ
 from qdq_compiler.pm import PassContext, PassManager
-from qdq_compiler.quant.decisions import layer_decisions
 from qdq_compiler.quant.imported import covering_amax, imported_amax
 from qdq_compiler.targets import lint_model, predict_fusions
 
@@ -154,19 +153,20 @@ def test_missing_imported_scales_are_an_error_unless_left_float(tmp_path):
     left = sum(r.statistics.get("num-left-float", 0) for r in results)
     assert left > 0
     assert not [v for v in lint_model(model) if v.severity == "error"]
-    floated = [d for d in layer_decisions(model).values() if "no imported scale" in d.reason]
-    assert floated and not any(d.int8 for d in floated)  # the compile summary tells why they are float
 
 
-def test_cli_missing_scales_flag(tmp_path, capsys):
-    _, ort_model = _ort_quantized(tmp_path, op_types=["Conv"])
-    path, out = tmp_path / "conv_only.onnx", tmp_path / "out.onnx"
-    onnx.save(ort_model, path)
-    assert main(["compile", str(path), "--pipeline", "trt-int8-from-qdq", "-o", str(out)]) == 1
+def test_cli_missing_scales_flag_keeps_the_layer_float_and_says_why(tmp_path, capsys):
+    source, _, _ = _hand_quantized()
+    del source.graph.node[:2]  # the input pair goes: the Conv reads x in float, as the source left it
+    next(node for node in source.graph.node if node.op_type == "Conv").input[0] = "x"
+    path, out = tmp_path / "no_input_pair.onnx", tmp_path / "out.onnx"
+    onnx.save(source, path)
+    args = ["compile", str(path), "--pipeline", "trt-int8-from-qdq", "--quantize-head", "-o", str(out)]
+    assert main(args) == 1
     assert "--missing-scales float" in capsys.readouterr().err and not out.exists()
-    assert main(["compile", str(path), "--pipeline", "trt-int8-from-qdq", "--missing-scales", "float",
-                 "-o", str(out)]) == 0
-    assert "no imported scale for its input" in capsys.readouterr().out
+    assert main([*args, "--missing-scales", "float"]) == 0
+    assert "conv: no imported scale for its input" in capsys.readouterr().out
+    assert not activation_quantizers(load_model(out).graph)
 
 
 def test_cli_refuses_a_quantized_model_in_the_float_pipeline_with_a_hint(tmp_path, capsys):
@@ -183,3 +183,97 @@ def test_cli_refuses_a_quantized_model_in_the_float_pipeline_with_a_hint(tmp_pat
     quantizers = activation_quantizers(load_model(out).graph)
     assert [q.inputs[0].name for q in quantizers] == ["x"]
     assert scale_of(quantizers[0]) == np.float32(0.05)  # the imported model's scale, unchanged
+
+
+def _strip(text: str):
+    model = load_model(onnx.parser.parse_model(text))
+    PassManager("strip-qdq").run(model, PassContext(), stamp=False)
+    return model
+
+
+def test_strip_folds_asymmetric_uint8_weights_and_keeps_float16_scales():
+    text = """
+        <ir_version: 9, opset_import: ["" : 19]>
+        g (float16[1, 2, 1, 1] x) => (float16[1, 2, 1, 1] y)
+          <uint8[2, 2, 1, 1] wq = {128, 130, 0, 255}, uint8[2] wz = {128, 100}> {
+           w = DequantizeLinear <axis = 0> (wq, ws, wz)
+           y = Conv(x, w)
+        }"""
+    proto = onnx.parser.parse_model(text)
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([0.5, 0.25], np.float16), "ws"))
+    model = load_model(proto)
+    PassManager("strip-qdq").run(model, PassContext(), stamp=False)
+    weight = next(node for node in model.graph if node.op_type == "Conv").inputs[1].const_value.numpy()
+    assert weight.dtype == np.float16
+    np.testing.assert_array_equal(weight.reshape(-1), np.array([0.0, 1.0, -25.0, 38.75], np.float16))
+
+
+def test_strip_records_the_default_uint8_range_and_the_larger_of_two_pairs():
+    model = _strip("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[1, 4, 1, 1] x) => (float[1, 4, 1, 1] y, float[1, 4, 1, 1] z)
+          <float s1 = {0.1}, float s2 = {0.3}, int8 zp = {0},
+           float[4, 4, 1, 1] w = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}> {
+           a = Relu(x)
+           aq = QuantizeLinear(a, s1)
+           ad = DequantizeLinear(aq, s1)
+           y = Conv(ad, w)
+           bq = QuantizeLinear(a, s2, zp)
+           z = DequantizeLinear(bq, s2, zp)
+        }""")
+    # no zero-point: UINT8 (0.1 * 255); the INT8 pair: 0.3 * 127; the tensor took the graph output's name
+    assert imported_amax(model) == pytest.approx({"z": max(0.1 * 255, 0.3 * 127)})
+    assert [v.name for v in model.graph.outputs] == ["y", "z"]
+
+
+def test_strip_folds_a_dequantized_constant_graph_output():
+    model = _strip("""
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[2] x) => (float[2] y, float[2] c) <int8[2] q = {2, -4}, float s = {0.5}> {
+           c = DequantizeLinear(q, s)
+           y = Add(x, c)
+        }""")
+    assert count_qdq(model.graph) == (0, 0)
+    constant = next(v for v in model.graph.outputs if v.name == "c")
+    np.testing.assert_array_equal(constant.const_value.numpy(), np.array([1.0, -2.0], np.float32))
+
+
+def test_imported_scales_survive_an_identity_before_the_pair():
+    text = """
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[1, 4, 3, 3] x) => (float[1, 4, 3, 3] y) <float s = {0.02}, int8 zp = {0},
+          float[4, 4, 1, 1] w = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}> {
+           a = Relu(x)
+           b = Identity(a)
+           bq = QuantizeLinear(b, s, zp)
+           bd = DequantizeLinear(bq, s, zp)
+           y = Conv(bd, w)
+        }"""
+    model = load_model(onnx.parser.parse_model(text))
+    pipeline = TRT_INT8_FROM_QDQ.replace("place-qdq", "place-qdq{quantize-head=true}")
+    PassManager(pipeline).run(model, PassContext())
+    quantizers = activation_quantizers(model.graph)
+    assert [q.inputs[0].name for q in quantizers] == ["a"] and scale_of(quantizers[0]) == np.float32(0.02)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("xq = QuantizeLinear(x, t)\n y = DequantizeLinear(xq, t)", "not a constant"),
+    ("xq = QuantizeLinear(x, s)\n y = DequantizeLinear(xq, s2)", "different scales"),
+    ("xq = QuantizeLinear(x, zero)\n y = DequantizeLinear(xq, zero)", "not positive"),
+    ("xq = QuantizeLinear <block_size = 2> (x, s)\n y = DequantizeLinear(xq, s)", "blocked"),
+    ("xq = com.microsoft.QuantizeLinear(x, s)\n y = com.microsoft.DequantizeLinear(xq, s)", "contrib"),
+])
+def test_strip_refuses_what_it_cannot_take_over(body, message):
+    text = f"""
+        <ir_version: 8, opset_import: ["" : 13, "com.microsoft" : 1]>
+        g (float[2] x, float t) => (float[2] y)
+          <float s = {{0.1}}, float s2 = {{0.2}}, float zero = {{0.0}}> {{
+           {body}
+        }}"""
+    with pytest.raises(QdqcError, match=message):
+        _strip(text)
+
+
+def test_covering_amax_of_signed_types_with_a_zero_point():
+    assert covering_amax(np.float32(0.1), np.int8(20), np.dtype(np.int8)) == pytest.approx(0.1 * 148)
+    assert covering_amax(np.float32(0.1), np.int8(-127), np.dtype(np.int8)) == pytest.approx(0.1 * 254)

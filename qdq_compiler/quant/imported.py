@@ -11,12 +11,11 @@ import onnx_ir as ir
 
 IMPORTED_AMAX_META_KEY = "qdqc.imported_amax"
 
-# (lowest, highest) integer a quantizer of this type represents; a signed type counts as symmetric
-# (-127..127), the grid TensorRT uses
+# (lowest, highest) integer a quantizer of this type represents
 _LEVELS = {
-    np.dtype(np.int8): (-127, 127),
+    np.dtype(np.int8): (-128, 127),
     np.dtype(np.uint8): (0, 255),
-    np.dtype(np.int16): (-32767, 32767),
+    np.dtype(np.int16): (-32768, 32767),
     np.dtype(np.uint16): (0, 65535),
 }
 
@@ -24,8 +23,9 @@ _LEVELS = {
 def covering_amax(scale: np.ndarray, zero_point: np.ndarray | None, dtype: np.dtype) -> float:
     """amax of the symmetric grid covering ``[(qmin - zp) * scale, (qmax - zp) * scale]`` (largest channel).
 
-    An INT8 quantizer with zero-point 0 gives ``127 * scale`` exactly, so its scale carries over unchanged;
-    an asymmetric one (UINT8, zero-point z) gives ``scale * max(255 - z, z)``.
+    A signed quantizer with zero-point 0 counts as symmetric (-127..127, TensorRT's grid): ``127 * scale``
+    exactly, so its scale carries over unchanged. Any other zero-point z covers the type's full range:
+    UINT8 gives ``scale * max(255 - z, z)``, INT8 ``scale * max(127 - z, z + 128)``.
     """
     if np.dtype(dtype) not in _LEVELS:
         raise ValueError(f"quantized type {np.dtype(dtype)} is not supported")
@@ -33,6 +33,8 @@ def covering_amax(scale: np.ndarray, zero_point: np.ndarray | None, dtype: np.dt
     scales = np.abs(np.asarray(scale, dtype=np.float64)).reshape(-1)
     zero = np.zeros(1) if zero_point is None else np.asarray(zero_point, dtype=np.float64).reshape(-1)
     reach = np.maximum(high - zero, zero - low)
+    if low < 0:  # signed: with zero-point 0, the symmetric grid
+        reach = np.where(zero == 0, high, reach)
     return float(np.max(scales * reach))
 
 
@@ -42,8 +44,10 @@ def imported_amax(model: ir.Model) -> dict[str, float] | None:
     return None if recorded is None else dict(recorded)
 
 
-def record_imported_amax(model: ir.Model, name: str, amax: float) -> None:
-    """Keep ``amax`` for tensor ``name`` (the larger one if it was quantized twice)."""
+def record_imported_amax(model: ir.Model, amax_by_name: dict[str, float]) -> None:
+    """Keep the amax of these tensors (the larger one for a name seen before); an empty dict still records
+    that scales were imported (none)."""
     recorded: dict[str, float] = model.meta.get(IMPORTED_AMAX_META_KEY, {})
-    recorded[name] = max(amax, recorded.get(name, 0.0))
+    for name, amax in amax_by_name.items():
+        recorded[name] = max(amax, recorded.get(name, 0.0))
     model.meta[IMPORTED_AMAX_META_KEY] = recorded
