@@ -220,7 +220,7 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     apply_compile_flags(manager, opts)
     names = {p.name for p in manager.passes}
     if "place-qdq" in names and "strip-qdq" not in names:
-        _refuse_quantized_input(model)
+        refuse_quantized_input(model)
     pass_ctx = PassContext(progress=not ctx.obj["quiet"])
     if "calibrate" in names:
         prepare_calibration(model, opts, pass_ctx)
@@ -229,7 +229,7 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
         click.echo(compile_summary(compiled, timing.rows))
 
 
-def _refuse_quantized_input(model_path: str) -> None:
+def refuse_quantized_input(model_path: str) -> None:
     """A model that already holds Q/DQ goes through trt-int8-from-qdq, not the float pipeline."""
     try:
         proto = onnx.load(model_path, load_external_data=False)
@@ -315,6 +315,7 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 
     if not opts["calib"]:
         raise QdqcError("calibrate needs --calib DATA (images folder, .npy or .npz)")
+    refuse_quantized_input(model)
     manager = PassManager("upgrade-opset,prepare,place-qdq,calibrate")
     apply_compile_flags(manager, opts)
     pass_ctx = PassContext(progress=not ctx.obj["quiet"])

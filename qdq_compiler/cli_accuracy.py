@@ -12,6 +12,7 @@ from qdq_compiler.cli import (
     calibration_options,
     placement_options,
     prepare_calibration,
+    refuse_quantized_input,
 )
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
@@ -48,6 +49,7 @@ def sensitivity(ctx: click.Context, model: str, eval_data: str | None, eval_limi
         raise QdqcError("sensitivity needs inputs to measure on: --eval DATA or --calib DATA")
     if opts.get("io_fp16"):
         raise QdqcError("sensitivity feeds float32 inputs: drop --io-fp16 (it changes only the I/O type)")
+    refuse_quantized_input(model)
     manager = PassManager(DEFAULT_COMPILE_PIPELINE)
     apply_compile_flags(manager, opts)
     quiet = ctx.obj["quiet"]

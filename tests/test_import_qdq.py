@@ -177,6 +177,11 @@ def test_cli_refuses_a_quantized_model_in_the_float_pipeline_with_a_hint(tmp_pat
     assert main(refused) == 1
     err = capsys.readouterr().err
     assert "already quantized" in err and "trt-int8-from-qdq" in err and err.count("\n") == 1
+    data = str(tmp_path / "x.npy")
+    for args in (["calibrate", str(path), "--calib", data, "-o", str(tmp_path / "s")],
+                 ["sensitivity", str(path), "--calib", data]):
+        assert main(args) == 1
+        assert "already quantized" in capsys.readouterr().err
     out = tmp_path / "re.onnx"
     args = ["-q", "compile", str(path), "--pipeline", "trt-int8-from-qdq", "--quantize-head", "-o", str(out)]
     assert main(args) == 0
