@@ -239,8 +239,9 @@ def refuse_quantized_input(model_path: str) -> None:
     q, dq = counts["QuantizeLinear"], counts["DequantizeLinear"]
     if q or dq:
         raise QdqcError(
-            f"{model_path} is already quantized ({q} Q / {dq} DQ): use --pipeline trt-int8-from-qdq to "
-            "re-place its Q/DQ for TensorRT with its own scales, or compile the float model"
+            f"{model_path} is already quantized ({q} Q / {dq} DQ): "
+            "`qdqc compile --pipeline trt-int8-from-qdq` re-places its Q/DQ for TensorRT with its own "
+            "scales; or start from the float model"
         )
 
 

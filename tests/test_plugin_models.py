@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 from qdq_compiler.passes.calibrate import activation_quantizers
 
 from qdq_compiler.calib.collect import collect_statistics
+from qdq_compiler.calib.errors import CalibrationError
 from qdq_compiler.cli import main
 from qdq_compiler.ir import load_model
 from qdq_compiler.targets import lint_model
@@ -69,3 +71,41 @@ def test_compile_keeps_the_plugin_and_quantizes_the_network_before_it(tmp_path):
     assert [v.name for v in compiled.graph.outputs] == ["num_dets", "det_boxes"]
     assert {q.inputs[0].name for q in activation_quantizers(compiled.graph)} >= {"x", "a1"}
     assert not [v for v in lint_model(compiled) if v.severity == "error"]
+
+
+def test_a_dropped_consumer_does_not_change_the_observed_values():
+    """t feeds Mul->Relu (observed) and Sigmoid (dropped): the session must not fuse differently."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(8)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["t"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["t", "k"], ["m"], name="mul"),
+        helper.make_node("Relu", ["m"], ["v"], name="relu"),
+        helper.make_node("Sigmoid", ["t"], ["side"], name="side"),
+    ]
+    graph = helper.make_graph(
+        nodes, "fuse", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("side", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.float32(1.7), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32) * 10
+    reference = onnx.ModelProto()
+    reference.CopyFrom(model)
+    reference.graph.output.append(onnx.ValueInfoProto(name="v"))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(reference.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    expected = session.run(["v"], {"x": x})[0]
+    stats = collect_statistics(model, ["v"], [{"x": x}], workers=1)["v"]
+    assert (stats.min, stats.max) == (float(expected.min()), float(expected.max()))
+
+
+def test_an_observed_tensor_behind_the_plugin_is_refused_by_name():
+    model = _with_nms(True)
+    model.graph.node.append(helper.make_node("Relu", ["det_boxes"], ["after"], name="after"))
+    with pytest.raises(CalibrationError, match="EfficientNMS_TRT 'nms'.*cannot run"):
+        collect_statistics(model, ["a1", "after"], [{"x": np.zeros((1, 4, 8, 8), np.float32)}], workers=1)

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from .data import model_input_specs
-from .errors import CalibrationDataError
+from .errors import CalibrationDataError, CalibrationError
 from .histogram import DEFAULT_NUM_BINS, TensorStats, check_same_pass
 from .progress import Progress
 from .workers import run_pass
@@ -86,6 +86,11 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
         yield session
 
 
+# operator domains onnxruntime's CPU provider implements
+_ONNXRUNTIME_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
+                        "ai.onnx.preview.training")
+
+
 def _keep_only(graph: onnx.GraphProto, fetch: Sequence[str]) -> None:
     """Make ``fetch`` the graph's outputs and drop the nodes none of them depends on (in place)."""
     producer = {name: index for index, node in enumerate(graph.node) for name in node.output if name}
@@ -104,10 +109,24 @@ def _keep_only(graph: onnx.GraphProto, fetch: Sequence[str]) -> None:
         stack.extend(value for value in node.input if value)
         stack.extend(_names_read_by_subgraphs(node))
     kept = [node for index, node in enumerate(graph.node) if index in needed]
+    produced = {name for node in kept for name in node.output if name}
+    # a kept tensor a dropped node read stays an output: with one consumer fewer, onnxruntime could fuse
+    # differently and change the observed values in their last bits
+    read_by_dropped = [
+        name for index, node in enumerate(graph.node) if index not in needed for name in node.input
+        if name in produced
+    ]
+    for node in kept:
+        if node.domain not in _ONNXRUNTIME_DOMAINS:
+            raise CalibrationError(
+                f"calibration needs {node.op_type} {node.name or node.output[0]!r} (domain {node.domain!r}), "
+                "which onnxruntime cannot run: keep the layers after it float (--exclude)"
+            )
     del graph.node[:]
     graph.node.extend(kept)
     del graph.output[:]
-    graph.output.extend(onnx.ValueInfoProto(name=name) for name in fetch)  # onnxruntime infers the types
+    outputs = list(dict.fromkeys([*fetch, *read_by_dropped]))
+    graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs)  # onnxruntime infers the types
 
 
 def _names_read_by_subgraphs(node: onnx.NodeProto) -> list[str]:
