@@ -328,7 +328,6 @@ def work_agree(cfg: dict) -> dict:
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     from qdq_compiler.calib import collect_statistics, compute_amax
-    from qdq_compiler.calib.collect import GRAPH_OPTIMIZATION_LEVEL
 
     proto = _load(cfg)
     name = proto.graph.input[0].name
@@ -342,15 +341,15 @@ def work_agree(cfg: dict) -> dict:
         qdqc[mode] = {t: {m: compute_amax(stats[t], m) for m in methods} for t in tensors}
         hists[mode] = {t: stats[t].hist for t in tensors}
 
-    # raw values from a one-thread session of our own at qdqc's optimisation level (the same activations
-    # qdqc saw; onnxruntime's Conv results change in the last bits with the thread count and the level)
+    # raw values from an unoptimised one-thread session of our own (qdqc's sessions run one thread each and
+    # give the same bits; onnxruntime's Conv results change in the last bits with the thread count)
     work = onnx.ModelProto()
     work.CopyFrom(proto)
     for t in tensors:
         if t != name:
             work.graph.output.append(onnx.ValueInfoProto(name=t))
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.intra_op_num_threads = 1
     session = ort.InferenceSession(work.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     fetch = [t for t in tensors if t != name]

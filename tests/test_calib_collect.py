@@ -143,7 +143,7 @@ def _deeper_model() -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("make_model", [_model, _deeper_model])
-def test_optimized_session_is_close_to_the_unoptimized_values_and_repeatable(make_model):
+def test_optimized_session_returns_the_unoptimized_values(make_model):
     import onnxruntime as ort
 
     from qdq_compiler.calib.collect import GRAPH_OPTIMIZATION_LEVEL, _session
@@ -159,12 +159,10 @@ def test_optimized_session_is_close_to_the_unoptimized_values_and_repeatable(mak
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1  # as qdqc's sessions: Conv results change with the thread count
     reference = ort.InferenceSession(plain.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    with _session(model, fetch) as session, _session(model, fetch) as again:
+    with _session(model, fetch) as session:
         for batch in _batches(3):
-            runs = zip(fetch, session.run(fetch, batch), reference.run(fetch, batch), again.run(fetch, batch))
-            for name, value, want, repeat in runs:
-                np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-5, err_msg=name)
-                np.testing.assert_array_equal(value, repeat, err_msg=name)  # repeatable bit for bit
+            for name, got, want in zip(fetch, session.run(fetch, batch), reference.run(fetch, batch)):
+                np.testing.assert_array_equal(got, want, err_msg=name)  # bit for bit
 
 
 def test_one_pass_by_default_and_exact_on_request():
