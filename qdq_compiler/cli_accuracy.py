@@ -6,7 +6,7 @@ import json
 
 import click
 
-from qdq_compiler.cli import (
+from qdq_compiler.cli_options import (
     DEFAULT_COMPILE_PIPELINE,
     apply_compile_flags,
     calibration_options,

@@ -231,3 +231,13 @@ def test_compile_for_trt11(yolo_path, calib_path, tmp_path, capsys) -> None:
     assert pipeline.startswith("upgrade-opset{min=19},") and pipeline.endswith(
         "legalize-trt{target=trt11},verify-trt"
     )
+
+
+@pytest.mark.parametrize("module", ["qdq_compiler", "qdq_compiler.cli"])
+def test_runs_as_a_module(module):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", module, "--version"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "qdqc, version" in done.stdout, done.stderr
