@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -109,3 +111,26 @@ def test_an_observed_tensor_behind_the_plugin_is_refused_by_name():
     model.graph.node.append(helper.make_node("Relu", ["det_boxes"], ["after"], name="after"))
     with pytest.raises(CalibrationError, match="EfficientNMS_TRT 'nms'.*cannot run"):
         collect_statistics(model, ["a1", "after"], [{"x": np.zeros((1, 4, 8, 8), np.float32)}], workers=1)
+
+
+def test_onnxruntime_part_cuts_before_the_plugin():
+    from qdq_compiler.accuracy import onnxruntime_part
+
+    cut, foreign = onnxruntime_part(_with_nms(True))
+    assert foreign == ["TRT::EfficientNMS_TRT 'nms'"]
+    assert [out.name for out in cut.graph.output] == ["boxes", "scores"]
+    assert all(node.domain == "" for node in cut.graph.node)
+    plain = _with_nms(False)
+    assert onnxruntime_part(plain) == (plain, [])
+
+
+def test_sensitivity_compares_a_plugin_model_before_the_plugin(tmp_path, capsys):
+    source, data = tmp_path / "end2end.onnx", tmp_path / "calib.npy"
+    onnx.save(_with_nms(True), source)
+    np.save(data, np.random.default_rng(6).standard_normal((8, 4, 8, 8)).astype(np.float32))
+    args = ["-q", "sensitivity", str(source), "--calib", str(data), "--quantize-head", "--top", "1", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["compared_before"] == ["TRT::EfficientNMS_TRT 'nms'"]
+    assert set(report["baseline"]["sqnr_db_per_output"]) == {"boxes", "scores"}
+    assert {item["layer"] for item in report["layers"]} == {"conv1", "conv2"}

@@ -1,7 +1,13 @@
 """Accuracy analysis in onnxruntime: how far a compiled model's outputs are from the float model's, and which
 layers cost the most when quantized."""
 
-from qdq_compiler.accuracy.numerics import OutputComparison, compare_outputs, run_outputs, sqnr_db
+from qdq_compiler.accuracy.numerics import (
+    OutputComparison,
+    compare_outputs,
+    onnxruntime_part,
+    run_outputs,
+    sqnr_db,
+)
 from qdq_compiler.accuracy.sensitivity import (
     LayerSensitivity,
     SensitivityReport,
@@ -17,6 +23,7 @@ __all__ = [
     "analyze_sensitivity",
     "compare_outputs",
     "format_sensitivity",
+    "onnxruntime_part",
     "run_outputs",
     "sensitivity_to_json",
     "sqnr_db",

@@ -13,14 +13,49 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from qdq_compiler.calib.subgraph import ONNXRUNTIME_DOMAINS, nodes_needed_for
 from qdq_compiler.errors import QdqcError
 
-__all__ = ["OutputComparison", "compare_outputs", "run_outputs", "sqnr_db"]
+__all__ = ["OutputComparison", "compare_outputs", "onnxruntime_part", "run_outputs", "sqnr_db"]
+
+
+def onnxruntime_part(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """``model`` cut before the nodes onnxruntime cannot run (TensorRT plugins such as an end-to-end NMS).
+
+    The cut model's outputs are the original outputs that do not depend on such a node, then the inputs
+    of those nodes. Returns the model (unchanged when nothing needs cutting) and the nodes cut, as labels.
+    """
+    graph = model.graph
+    foreign = [node for node in graph.node if node.domain not in ONNXRUNTIME_DOMAINS]
+    if not foreign:
+        return model, []
+    tainted = {name for node in foreign for name in node.output}
+    for node in graph.node:  # graph order: a consumer comes after its producer
+        if any(name in tainted for name in node.input):
+            tainted.update(node.output)
+    constants = {init.name for init in graph.initializer}
+    wanted = [out.name for out in graph.output if out.name not in tainted]
+    wanted += [name for node in foreign for name in node.input
+               if name and name not in tainted and name not in constants]
+    fetch = list(dict.fromkeys(wanted))
+    cut = onnx.ModelProto()
+    cut.CopyFrom(model)
+    kept = [cut.graph.node[index] for index in nodes_needed_for(cut.graph, fetch)]
+    del cut.graph.node[:]
+    cut.graph.node.extend(kept)
+    del cut.graph.output[:]
+    cut.graph.output.extend(onnx.ValueInfoProto(name=name) for name in fetch)
+    return cut, [f"{node.domain}::{node.op_type} {node.name or node.output[0]!r}" for node in foreign]
 
 
 def run_outputs(model: onnx.ModelProto, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Every graph output of ``model`` over ``batches``, concatenated along axis 0, by output name."""
+    """Every graph output of ``model`` over ``batches``, concatenated along axis 0, by output name.
+
+    A model ending in nodes onnxruntime cannot run is cut before them (:func:`onnxruntime_part`).
+    """
     import onnxruntime as ort
+
+    model, _ = onnxruntime_part(model)
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from qdq_compiler.accuracy.numerics import OutputComparison, compare_outputs, run_outputs
+from qdq_compiler.accuracy.numerics import OutputComparison, compare_outputs, onnxruntime_part, run_outputs
 from qdq_compiler.calib.methods import memoized_amax
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
@@ -78,6 +78,7 @@ class SensitivityReport:
     layers: list[LayerSensitivity]  # most sensitive first
     cumulative: list[CumulativeStep]
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (layer, why not measured)
+    cut_before: list[str] = dataclasses.field(default_factory=list)  # nodes onnxruntime cannot run
 
 
 def exclude_pattern(name: str) -> str:
@@ -183,8 +184,9 @@ def _analyze(
             CumulativeStep(names, measure(variant).sqnr_db, predict_fusions(variant).int8_mac_share)
         )
     samples = sum(int(next(iter(batch.values())).shape[0]) for batch in batches)
+    cut_before = onnxruntime_part(float_model)[1]
     return SensitivityReport(
-        samples, baseline, fusion.int8_mac_share, already_float, layers, cumulative, skipped
+        samples, baseline, fusion.int8_mac_share, already_float, layers, cumulative, skipped, cut_before
     )
 
 
@@ -214,6 +216,8 @@ def format_sensitivity(report: SensitivityReport) -> str:
     outputs = ", ".join(f"{name} {value:.2f}" for name, value in report.baseline.per_output.items())
     lines = [
         f"sensitivity on {report.samples} samples; SQNR in dB against the float model in onnxruntime",
+        *([f"outputs compared before {', '.join(report.cut_before)} (onnxruntime cannot run it)"]
+          if report.cut_before else []),
         f"all INT8: SQNR {report.baseline.sqnr_db:.2f} dB ({outputs}), predicted INT8 MAC share "
         f"{100 * report.baseline_int8_mac_share:.1f}%",
     ]
@@ -273,4 +277,5 @@ def sensitivity_to_json(report: SensitivityReport) -> dict:
             for step in report.cumulative
         ],
         "not_measured": [{"layer": name, "reason": reason} for name, reason in report.skipped],
+        "compared_before": list(report.cut_before),
     }

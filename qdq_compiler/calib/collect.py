@@ -20,6 +20,7 @@ from .data import model_input_specs
 from .errors import CalibrationDataError, CalibrationError
 from .histogram import DEFAULT_NUM_BINS, TensorStats, check_same_pass
 from .progress import Progress
+from .subgraph import ONNXRUNTIME_DOMAINS, nodes_needed_for
 from .workers import run_pass
 
 __all__ = ["GRAPH_OPTIMIZATION_LEVEL", "MAX_WORKERS", "collect_statistics", "cpu_count", "is_reiterable"]
@@ -88,28 +89,9 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
         yield session
 
 
-# operator domains onnxruntime's CPU provider implements
-_ONNXRUNTIME_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
-                        "ai.onnx.preview.training")
-
-
 def _keep_only(graph: onnx.GraphProto, fetch: Sequence[str]) -> None:
     """Make ``fetch`` the graph's outputs and drop the nodes none of them depends on (in place)."""
-    producer = {name: index for index, node in enumerate(graph.node) for name in node.output if name}
-    needed: set[int] = set()
-    stack, seen = list(fetch), set()
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        index = producer.get(name)
-        if index is None or index in needed:
-            continue
-        needed.add(index)
-        node = graph.node[index]
-        stack.extend(value for value in node.input if value)
-        stack.extend(_names_read_by_subgraphs(node))
+    needed = set(nodes_needed_for(graph, fetch))
     kept = [node for index, node in enumerate(graph.node) if index in needed]
     produced = {name for node in kept for name in node.output if name}
     # a kept tensor a dropped node read stays an output: with one consumer fewer, onnxruntime could fuse
@@ -119,7 +101,7 @@ def _keep_only(graph: onnx.GraphProto, fetch: Sequence[str]) -> None:
         if name in produced
     ]
     for node in kept:
-        if node.domain not in _ONNXRUNTIME_DOMAINS:
+        if node.domain not in ONNXRUNTIME_DOMAINS:
             raise CalibrationError(
                 f"calibration needs {node.op_type} {node.name or node.output[0]!r} (domain {node.domain!r}), "
                 "which onnxruntime cannot run: keep the layers after it float (--exclude)"
@@ -129,18 +111,6 @@ def _keep_only(graph: onnx.GraphProto, fetch: Sequence[str]) -> None:
     del graph.output[:]
     outputs = list(dict.fromkeys([*fetch, *read_by_dropped]))
     graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs)  # onnxruntime infers the types
-
-
-def _names_read_by_subgraphs(node: onnx.NodeProto) -> list[str]:
-    """Every value name the subgraphs of ``node`` read (their own names too: harmless over-approximation)."""
-    names: list[str] = []
-    for attribute in node.attribute:
-        for graph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
-            for inner in graph.node:
-                names.extend(value for value in inner.input if value)
-                names.extend(_names_read_by_subgraphs(inner))
-            names.extend(value.name for value in graph.output)
-    return names
 
 
 def is_reiterable(batches: Iterable[Any]) -> bool:
