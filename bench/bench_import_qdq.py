@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,8 +112,7 @@ def main() -> None:
     parser.add_argument("--modelopt-python", default=os.environ.get("MODELOPT_PYTHON", ""))
     parser.add_argument("--no-map", action="store_true", help="skip the mAP evaluation (faster)")
     args = parser.parse_args()
-    float_path = bundled.model_path()
-    float_model = onnx.load(float_path)
+    float_model = onnx.load(bundled.model_path())
     calib = calibration_array(float_model)
     val = open_calibration_data(str(bundled.val_dir()), float_model, limit=16)
     feed = list(val)
@@ -121,6 +121,8 @@ def main() -> None:
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench_import_qdq.") as tmp:
         work = Path(tmp)
+        float_path = work / "detector.onnx"  # the tools get a copy: one of them writes back to its input
+        shutil.copyfile(bundled.model_path(), float_path)
         sources: list[tuple[str, Path]] = []
         for recipe, label in (("trt", "onnxruntime, TensorRT recipe"), ("default", "onnxruntime defaults")):
             target = work / f"ort_{recipe}.onnx"
