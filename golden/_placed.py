@@ -3,10 +3,10 @@ activation scales ((i + 1) / 64 for the i-th activation Q), so each case's dump 
 
 import numpy as np
 import onnx
-from qdq_compiler.passes.calibrate import activation_quantizers
 
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.ir.qdq import set_scale
+from qdq_compiler.passes.calibrate import activation_quantizers
 from qdq_compiler.pm import PassContext, PassManager
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx_ir as ir
-from qdq_compiler.passes.calibrate import activation_quantizers, apply_amax
 
 from qdq_compiler.errors import QdqcError
-from qdq_compiler.ir.editing import eliminate_dead_code
+from qdq_compiler.ir.editing import constant_array, eliminate_dead_code
+from qdq_compiler.ir.qdq import is_dequantize, is_quantize
+from qdq_compiler.passes.calibrate import activation_quantizers, apply_amax
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import mark_float
 from qdq_compiler.quant.imported import imported_amax
@@ -34,16 +35,18 @@ class ImportScales(Pass):
     class Options:
         missing: str = "error"
 
+        def __post_init__(self) -> None:
+            if self.missing not in MISSING_CHOICES:
+                raise ValueError(f"missing must be one of {', '.join(MISSING_CHOICES)}, got {self.missing!r}")
+
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        if self.options.missing not in MISSING_CHOICES:
-            raise QdqcError(f"import-scales: missing must be one of {', '.join(MISSING_CHOICES)}")
         imported = imported_amax(model)
         if imported is None:
             raise QdqcError("import-scales needs strip-qdq earlier in the pipeline (no imported scales)")
         result = PassResult(modified=False)
         quantizers = activation_quantizers(model.graph)
         missing = sorted({q.inputs[0].name or "" for q in quantizers} - set(imported))
-        if missing and not imported and self.options.missing == "error":
+        if quantizers and not imported:  # nothing to take over, whatever `missing` says
             raise QdqcError(
                 "the imported model carries no activation scales (weights-only quantized, or float): "
                 "compile the float model with --calib instead"
@@ -72,10 +75,20 @@ class ImportScales(Pass):
 
 
 def _unquantize(model: ir.Model, quantize: ir.Node) -> None:
-    """Let the DQs after ``quantize`` read its float input instead; weighted readers are now float."""
+    """Let the DQs after ``quantize`` read its float input instead; weighted readers become float layers."""
     source = quantize.inputs[0]
     for dq, _ in list(quantize.outputs[0].uses()):
         for user, _ in list(dq.outputs[0].uses()):
             if weighted_rule(user) is not None:
+                _read_float_weights(user)
                 mark_float(model, user, "no imported scale for its input (--missing-scales float)")
         dq.outputs[0].replace_all_uses_with(source)
+
+
+def _read_float_weights(node: ir.Node) -> None:
+    """Bypass the Q->DQ place-qdq put on ``node``'s constant inputs (a float layer keeps float weights)."""
+    for index, value in enumerate(node.inputs):
+        dq = value.producer() if value is not None else None
+        q = dq.inputs[0].producer() if is_dequantize(dq) and dq.inputs[0] is not None else None
+        if is_quantize(q) and constant_array(q.inputs[0]) is not None:
+            node.replace_input_with(index, q.inputs[0])

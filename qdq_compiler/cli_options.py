@@ -107,8 +107,26 @@ def refuse_quantized_input(model_path: str) -> None:
         )
 
 
+# flag (click's parameter name) -> the pass it configures; a flag whose pass is not in the pipeline is refused
+FLAG_PASSES = {
+    "exclude": "place-qdq", "exclude_op": "place-qdq", "quantize_head": "place-qdq",
+    "calib": "calibrate", "calib_cache": "calibrate", "batch_size": "calibrate", "calib_limit": "calibrate",
+    "method": "calibrate", "calib_override": "calibrate", "two_pass": "calibrate",
+    "missing_scales": "import-scales", "io_fp16": "legalize-trt",
+}
+
+
+def _refuse_flags_without_their_pass(manager: PassManager, opts: dict) -> None:
+    names = {p.name for p in manager.passes}
+    for flag, pass_name in FLAG_PASSES.items():
+        if opts.get(flag) and pass_name not in names:
+            option = "--" + flag.replace("_", "-")
+            raise QdqcError(f"{option} configures {pass_name}, which this pipeline does not run")
+
+
 def apply_compile_flags(manager: PassManager, opts: dict) -> None:
     """Turn compile's flags into options of the passes they belong to (the printed pipeline shows them)."""
+    _refuse_flags_without_their_pass(manager, opts)
     placement: dict = {}
     if opts.get("exclude"):
         placement["exclude"] = tuple(opts["exclude"])

@@ -241,3 +241,17 @@ def test_runs_as_a_module(module):
     command = [sys.executable, "-m", module, "--version"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "qdqc, version" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("pipeline, flags, message", [
+    ("trt-int8-from-qdq", ["--calib-cache", "x.stats"], "--calib-cache configures calibrate"),
+    ("trt-int8", ["--missing-scales", "float"], "--missing-scales configures import-scales"),
+    ("prepare", ["--exclude", "conv*"], "--exclude configures place-qdq"),
+])
+def test_a_flag_whose_pass_is_not_in_the_pipeline_is_refused(tmp_path, capsys, pipeline, flags, message):
+    from qdq_compiler.detect import bundled
+
+    out = tmp_path / "out.onnx"
+    args = ["compile", str(bundled.model_path()), "--pipeline", pipeline, *flags, "-o", str(out)]
+    assert main(args) == 1
+    assert message in capsys.readouterr().err and not out.exists()

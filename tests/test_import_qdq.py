@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from qdq_compiler.passes.calibrate import activation_quantizers
 
 from qdq_compiler.accuracy import run_outputs
 from qdq_compiler.cli import main
@@ -14,6 +13,7 @@ from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import count_qdq, load_model, to_proto
 from qdq_compiler.ir.qdq import scale_of
 from qdq_compiler.models.yolov7_tiny import build_yolov7_tiny
+from qdq_compiler.passes.calibrate import activation_quantizers
 from qdq_compiler.pipelines import TRT_INT8_FROM_QDQ
 from qdq_compiler.pm import PassContext, PassManager
 from qdq_compiler.quant.imported import covering_amax, imported_amax
@@ -166,7 +166,21 @@ def test_cli_missing_scales_flag_keeps_the_layer_float_and_says_why(tmp_path, ca
     assert "--missing-scales float" in capsys.readouterr().err and not out.exists()
     assert main([*args, "--missing-scales", "float"]) == 0
     assert "conv: no imported scale for its input" in capsys.readouterr().out
-    assert not activation_quantizers(load_model(out).graph)
+    compiled = load_model(out)
+    assert count_qdq(compiled.graph) == (0, 0)  # a float layer keeps float weights too
+    conv = next(node for node in compiled.graph if node.op_type == "Conv")
+    np.testing.assert_array_equal(conv.inputs[1].const_value.numpy(), _hand_quantized()[1])
+
+
+def test_a_model_without_activation_scales_is_refused_whatever_missing_says(tmp_path, capsys):
+    float_model = build_yolov7_tiny(width=0.125, resolution=96, num_classes=5, seed=3)
+    path = tmp_path / "float.onnx"
+    onnx.save(float_model, path)
+    for extra in ([], ["--missing-scales", "float"]):
+        out = str(tmp_path / "o.onnx")
+        args = ["compile", str(path), "--pipeline", "trt-int8-from-qdq", "-o", out, *extra]
+        assert main(args) == 1
+        assert "carries no activation scales" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_quantized_model_in_the_float_pipeline_with_a_hint(tmp_path, capsys):

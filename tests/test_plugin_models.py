@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from qdq_compiler.passes.calibrate import activation_quantizers
 
 from qdq_compiler.calib.collect import collect_statistics
 from qdq_compiler.calib.errors import CalibrationError
 from qdq_compiler.cli import main
 from qdq_compiler.ir import load_model
+from qdq_compiler.passes.calibrate import activation_quantizers
 from qdq_compiler.targets import lint_model
 
 

@@ -4,11 +4,11 @@ gets (i + 1) / 64) instead of calibrated, so the dump shows only what unify-scal
 inputs/output and every MaxPool's input/output end with one scale, the largest in their group."""
 
 import numpy as np
-from qdq_compiler.passes.calibrate import activation_quantizers
 
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.ir.qdq import set_scale
 from qdq_compiler.models import build_yolov7_tiny
+from qdq_compiler.passes.calibrate import activation_quantizers
 from qdq_compiler.pm import PassContext, PassManager
 
 
