@@ -259,7 +259,7 @@ def demo(ctx: click.Context, out_dir: str, method: str, limit: int | None) -> No
     click.echo(format_accuracy(result))
 
 
-from qdq_compiler.cli_accuracy import sensitivity  # noqa: E402
+from qdq_compiler.cli_accuracy import sensitivity  # noqa: E402  (after cli is defined, with the others)
 from qdq_compiler.cli_trt import build, explain, lint, report_engine  # noqa: E402  (after cli is defined)
 
 for _command in (lint, explain, build, report_engine, sensitivity):

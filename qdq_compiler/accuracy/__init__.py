@@ -9,19 +9,25 @@ from qdq_compiler.accuracy.numerics import (
     sqnr_db,
 )
 from qdq_compiler.accuracy.sensitivity import (
+    CumulativeStep,
     LayerSensitivity,
     SensitivityReport,
     analyze_sensitivity,
+    best_step,
+    exclude_pattern,
     format_sensitivity,
     sensitivity_to_json,
 )
 
 __all__ = [
+    "CumulativeStep",
     "LayerSensitivity",
     "OutputComparison",
     "SensitivityReport",
     "analyze_sensitivity",
+    "best_step",
     "compare_outputs",
+    "exclude_pattern",
     "format_sensitivity",
     "onnxruntime_part",
     "run_outputs",

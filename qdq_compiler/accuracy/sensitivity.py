@@ -86,7 +86,7 @@ def exclude_pattern(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
-class _Variants:
+class VariantCompiler:
     """Compiles the prepared model with extra float layers; the first compile fills the statistics."""
 
     def __init__(self, float_model: onnx.ModelProto, manager: PassManager, ctx: PassContext) -> None:
@@ -138,7 +138,7 @@ def _analyze(
     progress: Callable[[int, int, str], None] | None,
 ) -> SensitivityReport:
     reference = run_outputs(float_model, batches)
-    variants = _Variants(float_model, manager, ctx)
+    variants = VariantCompiler(float_model, manager, ctx)
 
     def measure(model: ir.Model) -> OutputComparison:
         return compare_outputs(reference, run_outputs(to_proto(model), batches))
@@ -231,7 +231,8 @@ def format_sensitivity(report: SensitivityReport) -> str:
     for rank, item in enumerate(report.layers, start=1):
         share = f"{100 * item.mac_share:6.1f}" if item.mac_share is not None else f"{'?':>6}"
         row = f"{rank:>4}  {item.name:<{width}}  {item.op:<13} {share}  {_db(item.sqnr_db)}"
-        lines.append(f"{row}  {item.gain_db:+8.2f}")
+        gain = f"{item.gain_db:+8.2f}" if not math.isnan(item.gain_db) else f"{'nan':>8}"
+        lines.append(f"{row}  {gain}")
     if report.cumulative:
         lines.append("the most sensitive layers kept float together:")
         lines.append(f"{'k':>4}  {'SQNR':>8}  {'INT8 MAC share':>14}")
