@@ -61,11 +61,11 @@ def sensitivity(ctx: click.Context, model: str, eval_data: str | None, eval_limi
         batches = list(data)
     except CalibrationError as exc:
         raise QdqcError(f"evaluation data ({'--eval' if eval_data else '--calib'}): {exc}") from None
-    with Progress(desc="sensitivity", unit="layers", quiet=quiet) as bar:
+    with Progress(desc="sensitivity", unit="variants", quiet=quiet) as bar:
 
-        def advance(done: int, total: int, layer: str) -> None:
+        def advance(done: int, total: int, what: str) -> None:
             bar.total = total
-            bar.update(1)
+            bar.update(done - bar.done)
 
         report = analyze_sensitivity(float_proto, manager, pass_ctx, batches, top=top, progress=advance)
     if as_json:

@@ -33,7 +33,10 @@ def calibration_options(fn):
             help="Reuse statistics saved by `qdqc calibrate` (refused when stale).",
         ),
         click.option(
-            "--batch-size", type=click.IntRange(min=1), default=None, help="Calibration batch size."
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Batch size of the data read (calibration, and sensitivity's evaluation).",
         ),
         click.option(
             "--calib-limit", type=click.IntRange(min=1), default=None, help="Use the first N samples."

@@ -121,7 +121,7 @@ def analyze_sensitivity(
     """Measure every INT8 layer's sensitivity on ``batches``; keep the ``top`` most sensitive float in turn.
 
     ``manager`` is the compile pipeline (with its options); ``ctx`` holds the calibration data or cached
-    statistics. ``progress(done, total, layer)`` is called after each layer.
+    statistics. ``progress(done, total, what)`` is called after each compiled and measured variant.
     """
     if not batches:
         raise QdqcError("sensitivity needs at least one evaluation sample")
@@ -173,16 +173,19 @@ def _analyze(
                     result.sqnr_db, _gain(result.sqnr_db, baseline.sqnr_db),
                 ))
         if progress is not None:
-            progress(done, len(candidates), decision.node_name)
+            progress(done, len(candidates) + min(top, len(candidates)), decision.node_name)
     layers.sort(key=_rank_key)
 
     cumulative: list[CumulativeStep] = []
-    for count in range(1, min(top, len(layers)) + 1):
+    steps = min(top, len(layers))
+    for count in range(1, steps + 1):
         names = tuple(item.name for item in layers[:count])
         variant = variants.compile(names)
         cumulative.append(
             CumulativeStep(names, measure(variant).sqnr_db, predict_fusions(variant).int8_mac_share)
         )
+        if progress is not None:
+            progress(len(candidates) + count, len(candidates) + steps, f"{count} layer(s) float")
     samples = sum(int(next(iter(batch.values())).shape[0]) for batch in batches)
     cut_before = onnxruntime_part(float_model)[1]
     return SensitivityReport(
