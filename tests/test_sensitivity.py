@@ -244,3 +244,14 @@ def test_cli_sensitivity_text_json_and_errors(tmp_path, capsys):
     assert main(["sensitivity", str(model_path), "--calib", str(tmp_path / "missing.npy")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("qdqc: error:") and err.count("\n") == 1
+
+
+def test_progress_counts_every_variant_once():
+    calls = []
+    manager = PassManager("trt-int8")
+    apply_compile_flags(manager, {"method": "max"})
+    ctx = PassContext(calibration_data=_samples(16, 1))
+    analyze_sensitivity(_planted_model(), manager, ctx, _batches(), top=2,
+                        progress=lambda done, total, what: calls.append((done, total)))
+    assert [done for done, _ in calls] == [1, 2, 3, 4, 5]  # 3 layers, then 2 cumulative steps
+    assert all(total == 5 for _, total in calls)
