@@ -25,8 +25,9 @@ import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import add_constant, constant_array, eliminate_dead_code, replace_value
-from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize, scale_of, zero_point_of
+from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.float_view import dequantize
 from qdq_compiler.quant.imported import covering_amax, record_imported_amax
 from qdq_compiler.targets.lint import node_label
 
@@ -101,13 +102,8 @@ def _check_not_blocked(node: ir.Node) -> None:
 def _fold_dequantized_constant(graph: ir.Graph, dq: ir.Node) -> None:
     """Replace ``DQ(constant)`` by the float constant it computes (the DQ's output name is kept)."""
     _check_not_blocked(dq)
-    stored = constant_array(dq.inputs[0]).astype(np.float64)
     scale, zero = _constant_parameters(dq)
-    axis = _axis(dq) % max(stored.ndim, 1)
-    per_axis = scale.size > 1
-    shift = 0.0 if zero is None else (broadcast_scale(zero, stored.ndim, axis) if per_axis else zero)
-    factor = broadcast_scale(scale, stored.ndim, axis) if per_axis else scale
-    values = ((stored - np.asarray(shift, np.float64)) * np.asarray(factor, np.float64)).astype(scale.dtype)
+    values = dequantize(constant_array(dq.inputs[0]), scale, zero, _axis(dq))
     output = dq.outputs[0]
     constant = add_constant(graph, values, output.name or f"{dq.inputs[0].name}_float")
     output.replace_all_uses_with(constant, replace_graph_outputs=True)

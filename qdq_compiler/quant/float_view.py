@@ -37,7 +37,11 @@ def float_view(model: ir.Model) -> onnx.ModelProto:
 
 
 def dequantize(stored: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
-    """(q - zero) * scale, per-channel along `axis` when the scale is a vector."""
-    offset = broadcast_scale(zero.astype(np.float32), stored.ndim, axis) if zero is not None else 0.0
-    values = stored.astype(np.float32) - offset
-    return (values * broadcast_scale(scale, stored.ndim, axis)).astype(scale.dtype)
+    """(q - zero) * scale in the scale's dtype, per-channel along `axis` when the scale is a vector.
+
+    Computed in float64 and rounded once: exact for INT8 weights, and for INT32 biases beyond 2**24 too.
+    """
+    values = stored.astype(np.float64)
+    if zero is not None:
+        values = values - broadcast_scale(zero.astype(np.float64), stored.ndim, axis)
+    return (values * broadcast_scale(scale.astype(np.float64), stored.ndim, axis)).astype(scale.dtype)
