@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from qdq_compiler.calib.subgraph import ONNXRUNTIME_DOMAINS, nodes_needed_for
+from qdq_compiler.calib.subgraph import ONNXRUNTIME_DOMAINS, cut_to
 from qdq_compiler.errors import QdqcError
 
 __all__ = ["OutputComparison", "compare_outputs", "onnxruntime_part", "run_outputs", "sqnr_db"]
@@ -37,14 +37,9 @@ def onnxruntime_part(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]
     wanted = [out.name for out in graph.output if out.name not in tainted]
     wanted += [name for node in foreign for name in node.input
                if name and name not in tainted and name not in constants]
-    fetch = list(dict.fromkeys(wanted))
     cut = onnx.ModelProto()
     cut.CopyFrom(model)
-    kept = [cut.graph.node[index] for index in nodes_needed_for(cut.graph, fetch)]
-    del cut.graph.node[:]
-    cut.graph.node.extend(kept)
-    del cut.graph.output[:]
-    cut.graph.output.extend(onnx.ValueInfoProto(name=name) for name in fetch)
+    cut_to(cut.graph, wanted)
     return cut, [f"{node.domain}::{node.op_type} {node.name or node.output[0]!r}" for node in foreign]
 
 

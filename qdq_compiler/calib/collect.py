@@ -20,7 +20,7 @@ from .data import model_input_specs
 from .errors import CalibrationDataError, CalibrationError
 from .histogram import DEFAULT_NUM_BINS, TensorStats, check_same_pass
 from .progress import Progress
-from .subgraph import ONNXRUNTIME_DOMAINS, nodes_needed_for
+from .subgraph import ONNXRUNTIME_DOMAINS, cut_to
 from .workers import run_pass
 
 __all__ = ["GRAPH_OPTIMIZATION_LEVEL", "MAX_WORKERS", "collect_statistics", "cpu_count", "is_reiterable"]
@@ -91,26 +91,21 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
 
 def _keep_only(graph: onnx.GraphProto, fetch: Sequence[str]) -> None:
     """Make ``fetch`` the graph's outputs and drop the nodes none of them depends on (in place)."""
-    needed = set(nodes_needed_for(graph, fetch))
-    kept = [node for index, node in enumerate(graph.node) if index in needed]
-    produced = {name for node in kept for name in node.output if name}
-    # a kept tensor a dropped node read stays an output: with one consumer fewer, onnxruntime could fuse
-    # differently and change the observed values in their last bits
-    read_by_dropped = [
-        name for index, node in enumerate(graph.node) if index not in needed for name in node.input
-        if name in produced
-    ]
-    for node in kept:
+    dropped = cut_to(graph, fetch)
+    for node in graph.node:
         if node.domain not in ONNXRUNTIME_DOMAINS:
             raise CalibrationError(
                 f"calibration needs {node.op_type} {node.name or node.output[0]!r} (domain {node.domain!r}), "
                 "which onnxruntime cannot run: keep the layers after it float (--exclude)"
             )
-    del graph.node[:]
-    graph.node.extend(kept)
-    del graph.output[:]
-    outputs = list(dict.fromkeys([*fetch, *read_by_dropped]))
-    graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs)  # onnxruntime infers the types
+    # a kept tensor a dropped node read stays an output: with one consumer fewer, onnxruntime could fuse
+    # differently and change the observed values in their last bits
+    produced = {name for node in graph.node for name in node.output if name}
+    fetched = set(fetch)
+    read_by_dropped = [
+        name for node in dropped for name in node.input if name in produced and name not in fetched
+    ]
+    graph.output.extend(onnx.ValueInfoProto(name=name) for name in dict.fromkeys(read_by_dropped))
 
 
 def is_reiterable(batches: Iterable[Any]) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import onnx
 
-__all__ = ["ONNXRUNTIME_DOMAINS", "names_read_by_subgraphs", "nodes_needed_for"]
+__all__ = ["ONNXRUNTIME_DOMAINS", "cut_to", "names_read_by_subgraphs", "nodes_needed_for"]
 
 # operator domains onnxruntime's CPU provider implements
 ONNXRUNTIME_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
@@ -31,6 +31,21 @@ def nodes_needed_for(graph: onnx.GraphProto, names: Sequence[str]) -> list[int]:
         stack.extend(value for value in node.input if value)
         stack.extend(names_read_by_subgraphs(node))
     return sorted(needed)
+
+
+def cut_to(graph: onnx.GraphProto, outputs: Sequence[str]) -> list[onnx.NodeProto]:
+    """Make ``outputs`` the graph's outputs and keep only the nodes they need (in place); return the rest.
+
+    The new outputs carry names only: onnxruntime infers their types.
+    """
+    needed = set(nodes_needed_for(graph, outputs))
+    kept = [node for index, node in enumerate(graph.node) if index in needed]
+    dropped = [node for index, node in enumerate(graph.node) if index not in needed]
+    del graph.node[:]
+    graph.node.extend(kept)
+    del graph.output[:]
+    graph.output.extend(onnx.ValueInfoProto(name=name) for name in dict.fromkeys(outputs))
+    return dropped
 
 
 def names_read_by_subgraphs(node: onnx.NodeProto) -> list[str]:
