@@ -12,11 +12,9 @@ import click
 import qdq_compiler
 from qdq_compiler.cli_options import (
     DEFAULT_COMPILE_PIPELINE,
-    apply_compile_flags,
     calibration_options,
     placement_options,
-    prepare_calibration,
-    refuse_quantized_input,
+    prepare_pipeline,
 )
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
@@ -145,14 +143,7 @@ def _run_pipeline(
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
     """Compile MODEL to explicit-quantized ONNX (default pipeline: trt-int8) and write it to -o."""
-    manager = PassManager(pipeline or DEFAULT_COMPILE_PIPELINE)
-    apply_compile_flags(manager, opts)
-    names = {p.name for p in manager.passes}
-    if "place-qdq" in names and "strip-qdq" not in names:
-        refuse_quantized_input(model)
-    pass_ctx = PassContext(progress=not ctx.obj["quiet"])
-    if "calibrate" in names:
-        prepare_calibration(model, opts, pass_ctx)
+    manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
     compiled, timing = _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)
     if not ctx.obj["quiet"]:
         click.echo(compile_summary(compiled, timing.rows))
@@ -170,11 +161,8 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 
     if not opts["calib"]:
         raise QdqcError("calibrate needs --calib DATA (images folder, .npy or .npz)")
-    refuse_quantized_input(model)
-    manager = PassManager("upgrade-opset,prepare,place-qdq,calibrate")
-    apply_compile_flags(manager, opts)
-    pass_ctx = PassContext(progress=not ctx.obj["quiet"])
-    prepare_calibration(model, {**opts, "calib_cache": None}, pass_ctx)
+    pipeline = "upgrade-opset,prepare,place-qdq,calibrate"
+    manager, pass_ctx = prepare_pipeline(model, pipeline, {**opts, "calib_cache": None}, ctx.obj["quiet"])
     manager.run(load_model(model), pass_ctx, stamp=False)
     float_proto = to_proto(load_model(model))
     num_bins = manager.passes[-1].options.num_bins

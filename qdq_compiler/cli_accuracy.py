@@ -8,15 +8,12 @@ import click
 
 from qdq_compiler.cli_options import (
     DEFAULT_COMPILE_PIPELINE,
-    apply_compile_flags,
     calibration_options,
     placement_options,
-    prepare_calibration,
-    refuse_quantized_input,
+    prepare_pipeline,
 )
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
-from qdq_compiler.pm import PassContext, PassManager
 
 
 @click.command()
@@ -49,12 +46,8 @@ def sensitivity(ctx: click.Context, model: str, eval_data: str | None, eval_limi
         raise QdqcError("sensitivity needs inputs to measure on: --eval DATA or --calib DATA")
     if opts.get("io_fp16"):
         raise QdqcError("sensitivity feeds float32 inputs: drop --io-fp16 (it changes only the I/O type)")
-    refuse_quantized_input(model)
-    manager = PassManager(DEFAULT_COMPILE_PIPELINE)
-    apply_compile_flags(manager, opts)
     quiet = ctx.obj["quiet"]
-    pass_ctx = PassContext(progress=not quiet)
-    prepare_calibration(model, opts, pass_ctx)
+    manager, pass_ctx = prepare_pipeline(model, DEFAULT_COMPILE_PIPELINE, opts, quiet)
     float_proto = to_proto(load_model(model))
     try:
         data = open_calibration_data(source, float_proto, batch_size=opts["batch_size"], limit=eval_limit)

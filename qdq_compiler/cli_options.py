@@ -164,6 +164,24 @@ def apply_compile_flags(manager: PassManager, opts: dict) -> None:
         manager.passes = [p for p in manager.passes if p.name != "fold-scales"]
 
 
+def prepare_pipeline(
+    model_path: str, pipeline: str, opts: dict, quiet: bool
+) -> tuple[PassManager, PassContext]:
+    """The pipeline with the command's flags applied, and a context holding its calibration data.
+
+    A model that already holds Q/DQ is refused unless the pipeline strips them before placing its own.
+    """
+    manager = PassManager(pipeline)
+    apply_compile_flags(manager, opts)
+    names = {p.name for p in manager.passes}
+    if "place-qdq" in names and "strip-qdq" not in names:
+        refuse_quantized_input(model_path)
+    pass_ctx = PassContext(progress=not quiet)
+    if "calibrate" in names:
+        prepare_calibration(model_path, opts, pass_ctx)
+    return manager, pass_ctx
+
+
 def prepare_calibration(model_path: str, opts: dict, pass_ctx: PassContext) -> None:
     """Put the calibration data (and cached statistics) into the pass context, or refuse clearly."""
     from qdq_compiler.calib import cache_key, load_cache, model_sha256, open_calibration_data, read_cache_key

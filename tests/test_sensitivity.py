@@ -21,7 +21,8 @@ from qdq_compiler.accuracy import (
 from qdq_compiler.accuracy.sensitivity import _gain, _rank_key, exclude_pattern
 from qdq_compiler.calib import methods
 from qdq_compiler.calib.histogram import TensorStats
-from qdq_compiler.cli import apply_compile_flags, main
+from qdq_compiler.cli import main
+from qdq_compiler.cli_options import apply_compile_flags
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
