@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -72,6 +73,8 @@ class CompileSelfCheck:
         self.enabled = not opts["no_check"]
         self.samples = opts["check_samples"] or DEFAULT_SAMPLES
         self.sqnr_min_db = DEFAULT_SQNR_MIN_DB if opts["check_sqnr_min"] is None else opts["check_sqnr_min"]
+        if not math.isfinite(self.sqnr_min_db):
+            raise QdqcError(f"--check-sqnr-min must be a finite number of dB, not {self.sqnr_min_db}")
         self.strict = opts["check_strict"]
         self.summary_json = opts["summary_json"]
         if self.summary_json is not None:

@@ -201,6 +201,8 @@ def test_inspect(yolo_path, capsys) -> None:
         ),
         (["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--no-check", "--check-samples", "2"],
          "--check-samples configure the self-check"),
+        (["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--check-sqnr-min", "nan"],
+         "--check-sqnr-min must be a finite number"),
         (["frobnicate"], "No such command"),
         (["opt", "{corrupt}", "-o", "x.onnx", "--pipeline", "canonicalize"], "cannot read"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,9 @@ def test_summary_json_holds_counts_decisions_and_the_check(two, tmp_path, capsys
     assert _compile(two, tmp_path, "--summary-json", str(first), pipeline=pipeline)[0] == 0
     code, out = _compile(two, tmp_path, "--summary-json", str(second), pipeline=pipeline)
     assert code == 0 and first.read_bytes() == second.read_bytes()  # no times in it: byte-identical
+    umask = os.umask(0)
+    os.umask(umask)
+    assert first.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal new file, not a private temp file
     text = first.read_text()
     summary = json.loads(text)
     assert text == json.dumps(summary, indent=2, sort_keys=True) + "\n"
