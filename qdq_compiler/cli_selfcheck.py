@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import click
+import onnx
 import onnx_ir as ir
 
 from qdq_compiler.accuracy.selfcheck import (
@@ -95,9 +96,12 @@ class CompileSelfCheck:
         from qdq_compiler.calib import open_calibration_data
         from qdq_compiler.calib.errors import CalibrationError
 
-        reference = to_proto(load_model(self.model_path))
+        try:  # the input declarations are enough; the weights are read when the check runs
+            header = onnx.load(self.model_path, load_external_data=False)
+        except Exception:  # unreadable: the model loader says why in one line
+            header = to_proto(load_model(self.model_path))
         try:
-            return open_calibration_data(source, reference, batch_size=batch_size, limit=self.samples)
+            return open_calibration_data(source, header, batch_size=batch_size, limit=self.samples)
         except CalibrationError as exc:
             raise QdqcError(f"self-check data (--check-data): {exc}") from None
 
