@@ -285,6 +285,16 @@ def test_inputs_are_cast_to_what_the_compiled_model_takes():
     assert not check.warnings and check.outputs[0].sqnr_db == math.inf  # these values are exact in FP16
 
 
+def test_an_input_the_compiled_model_dropped_is_not_fed():
+    two_inputs = onnx.parser.parse_model(
+        '<ir_version: 8, opset_import: ["" : 17]> g (float[2, 3] x, float[2, 3] unused) => (float[2, 3] y) '
+        "{ y = Relu(x) }"
+    )
+    feeds = [{**BATCHES[0], "unused": np.zeros((2, 3), np.float32)}]
+    check = run_selfcheck(two_inputs, REFERENCE, feeds)
+    assert not check.warnings and check.outputs[0].sqnr_db == math.inf
+
+
 def test_a_reference_with_nan_skips_the_check():
     nan_batches = [{"x": np.array([[np.nan, 1, 2], [3, 4, 5]], np.float32)}]
     check = run_selfcheck(REFERENCE, REFERENCE, nan_batches)

@@ -107,10 +107,11 @@ def _input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
 
 
 def _cast_to_inputs(batches: list[dict], model: onnx.ModelProto) -> list[dict]:
-    """The batches in the dtypes ``model`` takes (a trt11 model with FP16 I/O takes float16)."""
+    """The batches in the dtypes ``model`` takes (a trt11 model with FP16 I/O takes float16); inputs the
+    compiled model no longer has (a pass removed an unused one) are left out."""
     dtypes = _input_dtypes(model)
     return [
-        {name: array.astype(dtypes[name]) if name in dtypes else array for name, array in batch.items()}
+        {name: array.astype(dtypes[name]) for name, array in batch.items() if name in dtypes}
         for batch in batches
     ]
 
