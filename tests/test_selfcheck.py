@@ -308,9 +308,9 @@ def test_first_samples_cuts_dynamic_batches_and_keeps_fixed_ones_whole():
     assert [b["x"].shape[0] for b in first_samples(batches, 4, dynamic_batch=False)] == [3, 3]
 
 
-def test_a_model_over_2gb_is_skipped_with_the_reason(monkeypatch):
-    import qdq_compiler.accuracy.selfcheck as selfcheck_module
-
-    monkeypatch.setattr(selfcheck_module, "PROTO_LIMIT", 1)  # as if the models were over 2 GB
-    check = run_selfcheck(REFERENCE, REFERENCE, BATCHES)
-    assert check.skipped.startswith("the float model is over 2 GB") and not check.outputs
+def test_a_float_model_onnxruntime_cannot_load_skips_the_check_with_the_reason():
+    broken = _model("y = Relu(x)")
+    broken.graph.node[0].op_type = "NoSuchOp"
+    check = run_selfcheck(broken, REFERENCE, BATCHES)
+    assert check.skipped.startswith("the float model: onnxruntime cannot load") and not check.warnings
+    assert format_selfcheck(check) == f"self-check: skipped ({check.skipped})"
