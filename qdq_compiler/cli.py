@@ -16,6 +16,7 @@ from qdq_compiler.cli_options import (
     placement_options,
     prepare_pipeline,
 )
+from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
@@ -139,14 +140,18 @@ def _run_pipeline(
 )
 @calibration_options
 @placement_options
+@selfcheck_options
 @instrument_options
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
     """Compile MODEL to explicit-quantized ONNX (default pipeline: trt-int8) and write it to -o."""
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
+    self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
     compiled, timing = _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)
+    check = self_check.run(compiled)
     if not ctx.obj["quiet"]:
-        click.echo(compile_summary(compiled, timing.rows))
+        click.echo(compile_summary(compiled, timing.rows, check))
+    self_check.finish(check, compiled, manager.pipeline_text)
 
 
 @cli.command()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
 
+from qdq_compiler.accuracy.selfcheck import DEFAULT_SAMPLES, first_samples, run_selfcheck
 from qdq_compiler.calib import open_calibration_data
 from qdq_compiler.detect import bundled
 from qdq_compiler.errors import QdqcError
@@ -50,6 +52,9 @@ def run_demo(
     data = open_calibration_data(str(bundled.calib_dir()), float_proto)
     manager.run(model, PassContext(calibration_data=data, progress=progress))
     int8_path = save_model(model, out_dir / "detector.int8.onnx")
+    check = run_selfcheck(float_proto, to_proto(model), first_samples(data, DEFAULT_SAMPLES))
+    for line in check.warnings:
+        logging.getLogger("qdqc").warning(line)
     report = predict_fusions(model)
     fusion = (
         f"predicted by `qdqc explain`: INT8 MAC share {100 * report.int8_mac_share:.1f}%, "
@@ -58,7 +63,7 @@ def run_demo(
     return DemoResult(
         fp32=bundled.evaluate_bundled(float_proto, limit=limit),
         int8=bundled.evaluate_bundled(to_proto(model), limit=limit),
-        summary=compile_summary(model, timing.rows),
+        summary=compile_summary(model, timing.rows, check),
         fusion=fusion,
         int8_path=int8_path,
     )

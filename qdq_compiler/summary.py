@@ -1,14 +1,27 @@
-"""The compile summary: Q/DQ counts, weighted layers in INT8 vs float (with reasons), time per pass."""
+"""The compile summary: Q/DQ counts, weighted layers in INT8 vs float (with reasons), the numerical
+self-check, time per pass; as text, and as JSON for tools (`qdqc compile --summary-json`)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
 import onnx_ir as ir
 
+import qdq_compiler
+from qdq_compiler.accuracy.selfcheck import SelfCheck, format_selfcheck, selfcheck_to_json
 from qdq_compiler.ir import count_qdq
 from qdq_compiler.quant.decisions import layer_decisions
 
+SUMMARY_JSON_FORMAT = "qdqc-compile-summary/1"
 
-def compile_summary(model: ir.Model, pass_times: list[tuple[str, float]]) -> str:
+
+def compile_summary(
+    model: ir.Model, pass_times: list[tuple[str, float]], check: SelfCheck | None = None
+) -> str:
     """A short human-readable report of what compilation produced."""
     q, dq = count_qdq(model.graph)
     decisions = layer_decisions(model)
@@ -19,8 +32,56 @@ def compile_summary(model: ir.Model, pass_times: list[tuple[str, float]]) -> str
         lines.append(f"weighted layers: {len(int8)} INT8, {len(floats)} float")
         for decision in floats:
             lines.append(f"  float  {decision.op_type:<14} {decision.node_name}: {decision.reason}")
+    if check is not None:
+        lines.append(format_selfcheck(check))
     if pass_times:
         lines.append("time per pass:")
         for name, seconds in pass_times:
             lines.append(f"  {seconds * 1000:9.1f} ms  {name}")
     return "\n".join(lines)
+
+
+def compile_summary_json(
+    model: ir.Model, pipeline_text: str, check: SelfCheck | None, source: str, output: str
+) -> dict:
+    """The summary as JSON-ready data. No times: the same model, data and options give the same bytes."""
+    q, dq = count_qdq(model.graph)
+    decisions = list(layer_decisions(model).values())
+    return {
+        "format": SUMMARY_JSON_FORMAT,
+        "qdqc_version": qdq_compiler.__version__,
+        "input": str(source),
+        "output": str(output),
+        "pipeline": pipeline_text,
+        "qdq": {"QuantizeLinear": q, "DequantizeLinear": dq},
+        "weighted_layers": {
+            "int8": sum(d.int8 for d in decisions),
+            "float": sum(not d.int8 for d in decisions),
+            "decisions": [
+                {"node": d.node_name, "op": d.op_type, "int8": d.int8, "reason": d.reason or None}
+                for d in decisions
+            ],
+        },
+        "self_check": selfcheck_to_json(check) if check is not None else {"status": "off"},
+    }
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: dict) -> None:
+    """Write ``data`` as indented JSON with sorted keys: a temporary file beside ``path``, then a rename.
+
+    The file gets the permissions the umask gives a new file.
+    """
+    path = Path(path)
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temp, 0o666 & ~umask)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -54,6 +56,7 @@ def test_compile_writes_model_and_leaves_input_alone(yolo_path, calib_path, tmp_
     captured = capsys.readouterr()
     assert "pass timing" in captured.err and "num-bn-folded" in captured.err
     assert "weighted layers: " in captured.out and "detection-head output layer" in captured.out
+    assert "self-check: SQNR against the float model on 4 sample(s)" in captured.out
 
 
 def test_compile_is_byte_identical_across_runs(yolo_path, calib_path, tmp_path) -> None:
@@ -188,6 +191,18 @@ def test_inspect(yolo_path, capsys) -> None:
         ),
         (["compile", "{model}", "-o", "x.onnx", "--calib", "{empty}"], "no calibration samples"),
         (["compile", "{model}"], "Missing option"),
+        (
+            ["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--summary-json", "{model}"],
+            "is also the model",
+        ),
+        (
+            ["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--check-data", "{model}"],
+            "self-check data (--check-data): ",
+        ),
+        (["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--no-check", "--check-samples", "2"],
+         "--check-samples configure the self-check"),
+        (["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--check-sqnr-min", "nan"],
+         "--check-sqnr-min must be a finite number"),
         (["frobnicate"], "No such command"),
         (["opt", "{corrupt}", "-o", "x.onnx", "--pipeline", "canonicalize"], "cannot read"),
     ],
@@ -212,6 +227,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     assert op_counts(compiled.graph)["DequantizeLinear"] > 0
     out = capsys.readouterr().out
     assert "weighted layers:" in out and "INT8 MAC share" in out
+    sqnr = re.search(r"self-check: SQNR against the float model on 4 sample.*: output ([0-9.]+) dB", out)
+    assert sqnr and float(sqnr.group(1)) > 30.0, out  # 39.8 dB on the trained detector
     rows = {
         line.split()[0]: line.split()[1:3] for line in out.splitlines() if line.startswith(("FP32", "INT8"))
     }
