@@ -20,14 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CHANNEL_SQNR_MIN_DB", "ChannelCheck", "channel_axes", "channel_problems", "channels_to_json",
-           "check_channels", "json_db"]
+__all__ = ["CHANNEL_SQNR_MIN_DB", "ChannelCheck", "channel_axes", "channel_problems", "check_channels"]
 
 CHANNEL_SQNR_MIN_DB = 0.0
 NEGLIGIBLE = 1e-6  # of the output's peak |value|: smaller channels are not judged
 VARIES = 1e-2  # of the channel's peak |value|: a smaller spread is not information a constant loses
 SHOWN = 8  # channel indices named in a warning
-JSON_INDICES = 16  # channel indices listed in the summary JSON
 
 
 @dataclass(frozen=True)
@@ -113,22 +111,3 @@ def channel_problems(check: ChannelCheck, label: str) -> list[str]:
                         f"{_indices(check.low, check.low_db)}")
     return problems
 
-
-def channels_to_json(check: ChannelCheck) -> dict:
-    """Compact JSON: counts, the first indices, and the worst channel (SQNR as :func:`json_db` gives it)."""
-    return {
-        "axis": check.axis,
-        "size": check.size,
-        "dead": {"count": len(check.dead), "first": list(check.dead[:JSON_INDICES])},
-        "low_sqnr": {"count": len(check.low), "first": list(check.low[:JSON_INDICES])},
-        "worst": None if check.worst < 0 else {"index": check.worst, "sqnr_db": json_db(check.worst_db)},
-    }
-
-
-def json_db(value: float) -> float | str:
-    """JSON has no infinities or NaN: they become 'inf', '-inf', 'nan'; others round to 0.001 dB."""
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return round(value, 3)

@@ -19,13 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from qdq_compiler.accuracy.channels import (
-    ChannelCheck,
-    channel_problems,
-    channels_to_json,
-    check_channels,
-    json_db,
-)
+from qdq_compiler.accuracy.channels import ChannelCheck, channel_problems, check_channels
 from qdq_compiler.accuracy.numerics import onnxruntime_part, run_outputs, sqnr_db
 from qdq_compiler.errors import QdqcError
 
@@ -45,6 +39,7 @@ DEFAULT_SAMPLES = 4
 # Correct compiles of the bundled models measure 17.7-44 dB per output (trt10 and trt11); a dead branch or a
 # lost activation gives about 0 dB or less. 10 dB (noise at a tenth of the signal power) lies between.
 DEFAULT_SQNR_MIN_DB = 10.0
+JSON_CHANNELS = 16  # channel indices listed in the summary JSON
 
 Batch = Mapping[str, np.ndarray]
 
@@ -236,6 +231,26 @@ def format_selfcheck(check: SelfCheck) -> str:
     return f"{head} {', '.join(parts)}{where}{verdict}"
 
 
+def _json_number(value: float) -> float | str:
+    """JSON has no infinities or NaN: they become 'inf', '-inf', 'nan'; others round to 0.001 dB."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return round(value, 3)
+
+
+def _channels_json(check: ChannelCheck) -> dict:
+    """Compact: the counts and first indices of the dead and low channels, and the worst channel."""
+    return {
+        "axis": check.axis,
+        "size": check.size,
+        "dead": {"count": len(check.dead), "first": list(check.dead[:JSON_CHANNELS])},
+        "low_sqnr": {"count": len(check.low), "first": list(check.low[:JSON_CHANNELS])},
+        "worst": None if check.worst < 0 else {"index": check.worst, "sqnr_db": _json_number(check.worst_db)},
+    }
+
+
 def selfcheck_to_json(check: SelfCheck) -> dict:
     """The check as JSON-ready data (no timing, so the same inputs give the same bytes)."""
     status = "skipped" if check.skipped else ("warning" if check.warnings else "ok")
@@ -248,8 +263,8 @@ def selfcheck_to_json(check: SelfCheck) -> dict:
         "compared_before": list(check.cut_before),
         "error": check.error or None,
         "outputs": [
-            {"name": out.name, "sqnr_db": json_db(out.sqnr_db), "problem": out.problem or None,
-             "channels": [channels_to_json(channel) for channel in out.channels]}
+            {"name": out.name, "sqnr_db": _json_number(out.sqnr_db), "problem": out.problem or None,
+             "channels": [_channels_json(channel) for channel in out.channels]}
             for out in check.outputs
         ],
         "warnings": check.warnings,
