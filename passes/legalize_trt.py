@@ -51,11 +51,12 @@ class LegalizeTRT(Pass):
         result = PassResult(modified=False)
         graph = model.graph
         keep_float32 = _float32_only_values(graph)
+        float32_outputs = {id(value) for value in graph.outputs if value.dtype == ir.DataType.FLOAT}
         result.statistics["num-initializers-fp16"] = _convert_initializers(graph, keep_float32)
         result.statistics["num-casts-fp16"] = _retarget_casts(graph)
         result.statistics["num-values-fp16"] = _retype_values(graph, keep_float32)
         if not self.options.io_fp16:
-            result.statistics["num-io-casts"] = _keep_io_float32(graph)
+            result.statistics["num-io-casts"] = _keep_io_float32(graph, float32_outputs)
         result.modified = any(result.statistics.values())
         return result
 
@@ -108,8 +109,11 @@ def _retarget_casts(graph: ir.Graph) -> int:
     return changed
 
 
-def _keep_io_float32(graph: ir.Graph) -> int:
-    """Cast float32 graph inputs to FP16 on entry and FP16 outputs back to float32 on exit."""
+def _keep_io_float32(graph: ir.Graph, float32_outputs: set[int]) -> int:
+    """Cast float32 graph inputs to FP16 on entry and the outputs that were float32 back on exit.
+
+    A float16 model keeps its float16 inputs and outputs: the interface stays the source model's.
+    """
     names = NameScope(graph)
     casts = 0
     for value in graph.inputs:
@@ -126,7 +130,7 @@ def _keep_io_float32(graph: ir.Graph) -> int:
         graph.insert_before(next(iter(graph)), cast)
         casts += 1
     for position, value in enumerate(list(graph.outputs)):
-        if value.dtype != ir.DataType.FLOAT16:
+        if value.dtype != ir.DataType.FLOAT16 or id(value) not in float32_outputs:
             continue
         name = value.name
         value.name = names.value(f"{name}_fp16")

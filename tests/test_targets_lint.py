@@ -244,7 +244,7 @@ def test_verify_trt_pass_counts_and_raises():
 
 def test_verify_trt_fail_on_warning():
     pass_cls = get_pass("verify-trt")
-    warned = load_model(conv_model(scale_dtype=TensorProto.FLOAT16))
+    warned = load_model(conv_model(opset=19, scale_dtype=TensorProto.FLOAT16))  # float16 Q/DQ need 19
     assert pass_cls().run(warned, PassContext()).statistics["num-lint-warnings"] == 2  # x_Q and x_DQ
     with pytest.raises(TrtLintError, match="scale-dtype"):
         pass_cls(pass_cls.Options(fail_on_warning=True)).run(warned, PassContext())

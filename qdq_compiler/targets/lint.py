@@ -36,6 +36,8 @@ RULES: dict[str, str] = {
     "bias-quantized": "Conv/ConvTranspose/Gemm bias must stay float (no DQ on the bias input)",
     "q-without-dq": "every QuantizeLinear output must feed DequantizeLinear nodes only",
     "weight-range": "INT8 weight initializers behind a DQ must lie in [-127, 127]",
+    "float16-qdq": "float16/bfloat16 Q/DQ (input, scale or output) need opset >= 19 (13-18 are float32 only)",
+    "bias-overflow": "Conv/ConvTranspose/Gemm bias / (activation scale x weight scale) must fit in INT32",
 }
 
 
@@ -136,11 +138,13 @@ def _check_qdq(node: ir.Node, opset: int) -> list[Violation]:
     found: list[Violation] = []
     scale_value = node.inputs[1] if len(node.inputs) > 1 else None
     scale = constant_array(scale_value)
+    float_type = _float_side_type(node)
     if scale is None:
         found.append(_error("scale-constant", label, "scale is not a constant; TensorRT needs "
                             "build-time scales"))
     else:
-        found.extend(_check_scale(label, scale, value_dtype(scale_value)))
+        found.extend(_check_scale(label, scale, value_dtype(scale_value), float_type))
+    found.extend(_check_float16_opset(node, label, opset, float_type, value_dtype(scale_value)))
     found.extend(_check_zero_point(node, label))
     found.extend(_check_type(node, label, opset))
     if is_quantize(node):
@@ -152,9 +156,13 @@ def _check_qdq(node: ir.Node, opset: int) -> list[Violation]:
     return found
 
 
-def _check_scale(label: str, scale: np.ndarray, dtype: ir.DataType | None) -> list[Violation]:
+def _check_scale(
+    label: str, scale: np.ndarray, dtype: ir.DataType | None, float_type: ir.DataType | None = None
+) -> list[Violation]:
     found: list[Violation] = []
-    if dtype == ir.DataType.FLOAT16:
+    if dtype == ir.DataType.FLOAT16 and float_type == ir.DataType.FLOAT16:
+        pass  # a float16 tensor's Q/DQ: ONNX (opset 19) and TensorRT's Quantize want the scale in its type
+    elif dtype == ir.DataType.FLOAT16:
         found.append(_warning("scale-dtype", label,
                               "float16 scale: accepted only by strongly typed builds; use float32"))
     elif dtype is not None and dtype != ir.DataType.FLOAT:
@@ -166,6 +174,27 @@ def _check_scale(label: str, scale: np.ndarray, dtype: ir.DataType | None) -> li
         found.append(_error("scale-value", label,
                             f"scale must be > 0 (min {values.min():.6g})"))
     return found
+
+
+def _float_side_type(node: ir.Node) -> ir.DataType | None:
+    """The float type a Q reads or a DQ writes (None when not declared)."""
+    if is_quantize(node):
+        return value_dtype(node.inputs[0]) if node.inputs and node.inputs[0] is not None else None
+    return node.outputs[0].dtype if node.outputs else None
+
+
+def _check_float16_opset(
+    node: ir.Node, label: str, opset: int, float_type: ir.DataType | None, scale_type: ir.DataType | None
+) -> list[Violation]:
+    """float16/bfloat16 on either side of a Q/DQ below opset 19: invalid ONNX, refused by onnxruntime."""
+    if opset >= rules.FLOAT16_QDQ_MIN_OPSET:
+        return []
+    found = sorted({t.name for t in (float_type, scale_type) if t in rules.FLOAT16_TYPES})
+    if not found:
+        return []
+    return [_error("float16-qdq", label,
+                   f"{node.op_type} on {'/'.join(found)} needs opset >= {rules.FLOAT16_QDQ_MIN_OPSET} "
+                   f"(model has {opset}; opsets 13-18 take float32 only): run upgrade-opset{{min=19}}")]
 
 
 def _check_zero_point(node: ir.Node, label: str) -> list[Violation]:
