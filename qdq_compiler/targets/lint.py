@@ -97,6 +97,7 @@ def lint_model(model: ir.Model) -> list[Violation]:
         rule = rules.weighted_rule(node)
         if rule is not None:
             found.extend(_check_bias(node, rule))
+            found.extend(_check_bias_overflow(node, rule))
     if has_qdq and opset < rules.PER_CHANNEL_MIN_OPSET and not per_channel_below_13:
         found.append(_warning("opset", "<model>",
                               f"opset {opset} < 13: re-export at opset 13 or later for TensorRT Q/DQ"))
@@ -310,6 +311,44 @@ def _check_bias(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
     return [_error("bias-quantized", node_label(node),
                    f"bias '{bias.name}' comes through DequantizeLinear '{node_label(producer)}'; "
                    "TensorRT wants a float bias")]
+
+
+def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
+    """A float bias that overflows INT32 when folded into the accumulator as bias / (s_in * s_w)."""
+    if rule.bias_input is None or len(node.inputs) <= rule.bias_input:
+        return []
+    bias = constant_array(node.inputs[rule.bias_input])
+    s_in = _dequantize_scale(node.inputs[rule.activation_input])
+    s_w = _dequantize_scale(node.inputs[rule.weight_input])
+    if bias is None or s_in is None or s_w is None or s_in.size != 1 or bias.dtype.kind != "f":
+        return []
+    bias = np.abs(bias.astype(np.float64).reshape(-1))
+    step = float(s_in.reshape(-1)[0]) * s_w.astype(np.float64).reshape(-1)  # per output channel
+    if 1 not in (bias.size, step.size) and bias.size != step.size:
+        return []  # the axis / weight-axis rules report a scale that does not match the output channels
+    bias, step = np.broadcast_arrays(bias, step)
+    with np.errstate(divide="ignore", over="ignore"):
+        folded = bias / step
+    channels = np.flatnonzero(folded > rules.INT32_MAX)
+    if not channels.size:
+        return []
+    worst = int(channels[np.argmax(folded[channels])])
+    listed = ", ".join(str(c) for c in channels[:5]) + (", ..." if channels.size > 5 else "")
+    plural = "s" if channels.size > 1 else ""
+    return [_error(
+        "bias-overflow", node_label(node),
+        f"bias / (activation scale x weight scale) exceeds INT32 in channel{plural} {listed} (channel "
+        f"{worst}: {bias[worst]:.3g} / {step[worst]:.3g} = {folded[worst]:.3g}); a consumer that folds the "
+        "bias into the INT32 accumulator overflows",
+    )]
+
+
+def _dequantize_scale(value: ir.Value | None) -> np.ndarray | None:
+    """The constant scale of the DequantizeLinear producing `value` (None when there is none)."""
+    producer = value.producer() if value is not None else None
+    if not is_dequantize(producer) or len(producer.inputs) < 2:
+        return None
+    return constant_array(producer.inputs[1])
 
 
 # ----------------------------------------------------------------------------------------------------

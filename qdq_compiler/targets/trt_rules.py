@@ -37,6 +37,7 @@ FP8_TYPES = frozenset(
     {ir.DataType.FLOAT8E4M3FN, ir.DataType.FLOAT8E4M3FNUZ, ir.DataType.FLOAT8E5M2, ir.DataType.FLOAT8E5M2FNUZ}
 )
 INT8_WEIGHT_RANGE = (-127, 127)  # weights are symmetric; activations use [-128, 127]
+INT32_MAX = 2**31 - 1  # a bias folded into the INT32 accumulator, bias / (s_in * s_w), must stay below this
 
 # QOperator-format and integer ops: TensorRT only imports the Q/DQ (QDQ) format.
 QOPERATOR_OPS = frozenset(
