@@ -6,7 +6,8 @@ compiled at opset 13 gets Q/DQ that onnx.checker and onnxruntime refuse, so when
 float16 or bfloat16 anywhere the minimum becomes `min-fp16` (19). This pass runs first, before place-qdq
 decides where the Q/DQ go, so it looks at the whole model, not at the Q/DQ positions; a float32 model with
 a small float16 section is upgraded too, which costs nothing (TensorRT's ONNX parser reads opsets 9-20 from
-TensorRT 10.0, so 10.3 on JetPack 6 takes opset 19, and `--target trt11` asks for 19 anyway).
+TensorRT 10.0 (onnx-tensorrt docs/operators.md, release 10.0/10.1), so 10.3 on JetPack 6 takes opset 19, and
+`--target trt11` asks for 19 anyway).
 
 Why not keep the opset and put Casts around each Q/DQ instead: TensorRT fuses a DequantizeLinear into the
 Conv/Gemm/MatMul it feeds (tensorrt-qdq.md s4); a Cast between the DQ and the layer is one more op the

@@ -323,12 +323,13 @@ def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule) -> list[Viol
     if bias is None or s_in is None or s_w is None or s_in.size != 1 or bias.dtype.kind != "f":
         return []
     bias = np.abs(bias.astype(np.float64).reshape(-1))
-    step = float(s_in.reshape(-1)[0]) * s_w.astype(np.float64).reshape(-1)  # per output channel
-    if 1 not in (bias.size, step.size) and bias.size != step.size:
+    activation_scale = float(s_in.reshape(-1)[0])
+    s_w = s_w.astype(np.float64).reshape(-1)  # per output channel, or one
+    if 1 not in (bias.size, s_w.size) and bias.size != s_w.size:
         return []  # the axis / weight-axis rules report a scale that does not match the output channels
-    bias, step = np.broadcast_arrays(bias, step)
-    with np.errstate(divide="ignore", over="ignore"):
-        folded = bias / step
+    bias, s_w = np.broadcast_arrays(bias, s_w)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # a zero scale: scale-value's job
+        folded = bias / (activation_scale * s_w)
     channels = np.flatnonzero(folded > rules.INT32_MAX)
     if not channels.size:
         return []
@@ -338,8 +339,9 @@ def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule) -> list[Viol
     return [_error(
         "bias-overflow", node_label(node),
         f"bias / (activation scale x weight scale) exceeds INT32 in channel{plural} {listed} (channel "
-        f"{worst}: {bias[worst]:.3g} / {step[worst]:.3g} = {folded[worst]:.3g}); a consumer that folds the "
-        "bias into the INT32 accumulator overflows",
+        f"{worst}: {bias[worst]:.3g} / ({activation_scale:.3g} x {s_w[worst]:.3g}) = {folded[worst]:.3g}); a "
+        "consumer that folds the bias into the INT32 accumulator overflows: check the scales (calibration "
+        "data of zeros?) or keep the layer float (--exclude)",
     )]
 
 
