@@ -283,3 +283,29 @@ def test_rank3_and_rank4_matmul_weights_run_at_every_optimization_level(b_shape,
         # 8-bit weights, also for a plain [K, N] weight; 7-bit weight codes make it match the unfused run.
         floor = 28.0 if level in ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC") else 24.0
         assert sqnr_db(reference, actual) > floor, level
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2d, trt11 path: float32 weight scales turned float16 after the INT8 codes were computed
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_trt11_small_weight_channels_stay_within_one_step():
+    """A channel of weights ~1e-5 has a float16-subnormal scale; its codes must follow the float16 scale."""
+    proto = conv_with_zero_channel()
+    weight = numpy_helper.to_array(proto.graph.initializer[0]).copy()
+    weight[5] *= 1e-4  # amax ~2e-5: scale ~1.6e-7, below float16's normal range (6.1e-5)
+    proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight, "w1"))
+    rng = np.random.default_rng(6)
+    data = [{"x": rng.standard_normal((1, 8, 12, 12)).astype(np.float32)} for _ in range(8)]
+    compiled = compile_with(proto, data, "upgrade-opset{min=19},trt-int8,legalize-trt{target=trt11}")
+    onnx.checker.check_model(compiled, full_check=True)
+    inits = initializers(compiled)
+    conv = next(n for n in compiled.graph.node if n.name == "conv1")
+    w_dq = next(n for n in compiled.graph.node if n.output[0] == conv.input[1])
+    scale = inits[w_dq.input[1]]
+    assert scale.dtype == np.float16 and np.all(scale > 0)
+    dequantized = inits[w_dq.input[0]].astype(np.float64) * scale.astype(np.float64)[:, None, None, None]
+    error = np.abs(dequantized - weight).reshape(16, -1).max(axis=1)
+    # within (s32 + s16) / 2 <= ~1.004 steps of the float16 scale, every channel (1.19 steps before the fix)
+    assert np.all(error <= 1.01 * scale.astype(np.float64)), (error / scale)[5]
