@@ -120,14 +120,15 @@ def test_fp16_calibration_statistics_are_float():
         np.testing.assert_allclose(float(scale), float(scales32[name]), rtol=2e-2, err_msg=name)
 
 
-def hand_made_fp16_qdq(opset: int) -> onnx.ModelProto:
-    """x(float16) -> Q -> DQ -> y at `opset`: invalid ONNX below opset 19."""
-    inits = [numpy_helper.from_array(np.array(0.05, np.float16), "s"),
+def hand_made_fp16_qdq(opset: int, scale_dtype=np.float16) -> onnx.ModelProto:
+    """x(float16) -> Q -> DQ -> y at `opset`: invalid ONNX below opset 19, or with a float32 scale."""
+    inits = [numpy_helper.from_array(np.array(0.05, scale_dtype), "s"),
              numpy_helper.from_array(np.array(0, np.int8), "z")]
+    out_type = helper.np_dtype_to_tensor_dtype(np.dtype(scale_dtype))
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="x_Q"),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="x_DQ")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [4])], inits)
+                              [helper.make_tensor_value_info("y", out_type, [4])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -139,6 +140,11 @@ def test_lint_flags_float16_qdq_below_opset19():
     valid = hand_made_fp16_qdq(19)
     onnx.checker.check_model(valid, full_check=True)
     assert [v for v in lint_model(load_model(valid)) if v.severity == "error"] == []
+    mixed = hand_made_fp16_qdq(19, scale_dtype=np.float32)  # float16 input, float32 scale
+    with pytest.raises((onnx.checker.ValidationError, onnx.shape_inference.InferenceError)):
+        onnx.checker.check_model(mixed, full_check=True)
+    found = [v for v in lint_model(load_model(mixed)) if v.rule == "float16-qdq"]
+    assert [(v.severity, v.node) for v in found] == [("error", "x_Q")]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -187,12 +187,17 @@ def _float_side_type(node: ir.Node) -> ir.DataType | None:
 def _check_float16_opset(
     node: ir.Node, label: str, opset: int, float_type: ir.DataType | None, scale_type: ir.DataType | None
 ) -> list[Violation]:
-    """float16/bfloat16 on either side of a Q/DQ below opset 19: invalid ONNX, refused by onnxruntime."""
-    if opset >= rules.FLOAT16_QDQ_MIN_OPSET:
-        return []
+    """float16/bfloat16 Q/DQ below opset 19, or a scale of another type than the tensor: invalid ONNX."""
     found = sorted({t.name for t in (float_type, scale_type) if t in rules.FLOAT16_TYPES})
     if not found:
         return []
+    if opset >= rules.FLOAT16_QDQ_MIN_OPSET:
+        if float_type is None or scale_type is None or float_type == scale_type:
+            return []
+        side = "input" if is_quantize(node) else "output"
+        return [_error("float16-qdq", label,
+                       f"{node.op_type} {side} is {float_type.name} but its scale is {scale_type.name}; "
+                       "from opset 19 ONNX wants both in one type")]
     return [_error("float16-qdq", label,
                    f"{node.op_type} on {'/'.join(found)} needs opset >= {rules.FLOAT16_QDQ_MIN_OPSET} "
                    f"(model has {opset}; opsets 13-18 take float32 only): run upgrade-opset{{min=19}}")]
