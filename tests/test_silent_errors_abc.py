@@ -1,0 +1,127 @@
+"""Issue 12, items 2a-2c: outputs that passed lint and were numerically wrong. Each test compares the compiled
+model with the float model in onnxruntime.
+
+- 2a: unify-scales tied a branch ~1e4 times smaller than its Concat partner to the Concat's scale (-> 0);
+- 2b: trt-int8-from-qdq dropped the Relu / Relu6 that onnxruntime's quantize_static folded into a UINT8 Q;
+- 2c: a layer kept float read the INT8-rounded weights of the INT8 layer it shares its weights with.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from qdq_compiler.accuracy import run_outputs
+from qdq_compiler.ir import load_model, to_proto
+from qdq_compiler.pipelines import TRT_INT8
+from qdq_compiler.pm import PassContext, PassManager
+from qdq_compiler.targets import lint_model, predict_fusions
+
+CHANNELS = 8
+SIDE = 6
+
+
+def _model(nodes, initializers, outputs, input_shape=(1, CHANNELS, SIDE, SIDE)) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(d)) for name, d in outputs.items()],
+        [numpy_helper.from_array(array, name) for name, array in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _compile(model: onnx.ModelProto, pipeline: str = "trt-int8", data=None) -> onnx.ModelProto:
+    ir_model = load_model(model)
+    PassManager(pipeline).run(ir_model, PassContext(calibration_data=data))
+    compiled = to_proto(ir_model)
+    onnx.checker.check_model(compiled, full_check=True)
+    return compiled
+
+
+def _max_relative_error(reference: np.ndarray, actual: np.ndarray) -> float:
+    scale = float(np.max(np.abs(reference)))
+    return float(np.max(np.abs(actual.astype(np.float64) - reference)) / scale)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2a: a scale group whose members' ranges differ by orders of magnitude
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _concat_of_distant_ranges(ratio: float) -> onnx.ModelProto:
+    """x -> conv1 (positive weights) -> a; a -> conv2 (positive, gain ~ratio) -> b; Concat(a, b) -> conv3
+    -> conv4 -> y. With ``a`` tied to the Concat's scale, conv2 reads zeros and y is all wrong."""
+    rng = np.random.default_rng(0)
+    weights = {
+        "w1": rng.uniform(0.01, 0.1, (CHANNELS, CHANNELS, 1, 1)),
+        "w2": rng.uniform(0.5, 1.5, (CHANNELS, CHANNELS, 1, 1)) * ratio / CHANNELS / 0.25,
+        "w3": rng.uniform(-1.0, 1.0, (CHANNELS, 2 * CHANNELS, 1, 1)) / ratio,
+        "w4": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
+        helper.make_node("Conv", ["a", "w2"], ["b"], name="conv2"),
+        helper.make_node("Concat", ["a", "b"], ["cat"], name="concat", axis=1),
+        helper.make_node("Conv", ["cat", "w3"], ["d"], name="conv3"),
+        helper.make_node("Conv", ["d", "w4"], ["y"], name="conv4"),
+    ]
+    shape = (1, CHANNELS, SIDE, SIDE)
+    return _model(nodes, {k: v.astype(np.float32) for k, v in weights.items()}, {"y": shape})
+
+
+def _positive_samples(count: int = 8) -> np.ndarray:
+    """Calibration data as one array, samples stacked on axis 0."""
+    return np.random.default_rng(1).uniform(0.0, 1.0, (count, CHANNELS, SIDE, SIDE)).astype(np.float32)
+
+
+def _errors(float_model: onnx.ModelProto, compiled: onnx.ModelProto, samples: np.ndarray) -> dict[str, float]:
+    batches = [{"x": samples[i : i + 1]} for i in range(len(samples))]
+    reference, actual = run_outputs(float_model, batches), run_outputs(compiled, batches)
+    return {name: _max_relative_error(reference[name], actual[name]) for name in reference}
+
+
+def _scale(model: onnx.ModelProto, quantize_input: str) -> float:
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    (node,) = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == quantize_input]
+    return float(initializers[node.input[1]])
+
+
+def test_2a_a_branch_far_below_its_concat_keeps_its_own_scale(caplog) -> None:
+    """Before the fix: conv2 read Q(a) at the Concat's scale, i.e. all zeros (max relative error 1.0)."""
+    model = _concat_of_distant_ranges(1e4)
+    samples = _positive_samples()
+    with caplog.at_level(logging.WARNING, logger="qdqc"):
+        compiled = _compile(model, data=samples)
+    errors = _errors(model, compiled, _positive_samples(4)[::-1].copy())
+    assert errors["y"] < 0.05, errors
+    assert _scale(compiled, "a") * 1000 < _scale(compiled, "cat")
+    warnings = [r.getMessage() for r in caplog.records if "unify-scales" in r.getMessage()]
+    assert len(warnings) == 1 and "'a'" in warnings[0] and "'cat'" in warnings[0], warnings
+
+
+def test_2a_explain_reports_the_requantization_left_by_an_untied_member() -> None:
+    model = _concat_of_distant_ranges(1e4)
+    compiled = _compile(model, data=_positive_samples())
+    report = predict_fusions(load_model(compiled))
+    assert [r for r in report.requantizations if r.q_scale != r.dq_scale], report.requantizations
+    assert not [v for v in lint_model(load_model(compiled)) if v.severity == "error"]
+
+
+def test_2a_ranges_within_the_ratio_are_still_tied() -> None:
+    model = _concat_of_distant_ranges(4.0)
+    samples = _positive_samples()
+    compiled = _compile(model, data=samples)
+    assert _scale(compiled, "a") == _scale(compiled, "cat")
+    assert max(_errors(model, compiled, samples).values()) < 0.1
+
+
+def test_2a_max_ratio_option_sets_the_limit() -> None:
+    model = _concat_of_distant_ranges(1e4)
+    pipeline = TRT_INT8.replace("unify-scales", "unify-scales{max-ratio=1e6}")
+    compiled = _compile(model, pipeline, data=_positive_samples())
+    assert _scale(compiled, "a") == _scale(compiled, "cat")  # the user asked to tie whatever the cost
