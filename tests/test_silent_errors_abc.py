@@ -12,6 +12,7 @@ import logging
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qdq_compiler.accuracy import run_outputs
@@ -125,3 +126,116 @@ def test_2a_max_ratio_option_sets_the_limit() -> None:
     pipeline = TRT_INT8.replace("unify-scales", "unify-scales{max-ratio=1e6}")
     compiled = _compile(model, pipeline, data=_positive_samples())
     assert _scale(compiled, "a") == _scale(compiled, "cat")  # the user asked to tie whatever the cost
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2b: onnxruntime's quantize_static (asymmetric activations) folds Relu / Clip into the Q's zero-point
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _conv_activation_conv(activation: str) -> onnx.ModelProto:
+    """x -> conv1 (bias) -> Relu or Clip(0, 6) -> conv2 -> conv3 -> y (conv3 is the float head)."""
+    rng = np.random.default_rng(0)
+    initializers = {
+        "w1": rng.normal(0.0, 0.5, (CHANNELS, CHANNELS, 3, 3)), "b1": rng.normal(0.0, 0.5, CHANNELS),
+        "w2": rng.normal(0.0, 0.2, (CHANNELS, CHANNELS, 3, 3)),
+        "w3": rng.normal(0.0, 0.5, (2, CHANNELS, 1, 1)),
+        "low": np.array(0.0), "high": np.array(6.0),
+    }
+    act = (helper.make_node("Relu", ["t"], ["r"], name="act") if activation == "relu"
+           else helper.make_node("Clip", ["t", "low", "high"], ["r"], name="act"))
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["t"], name="conv1", pads=[1, 1, 1, 1]), act,
+        helper.make_node("Conv", ["r", "w2"], ["u"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["u", "w3"], ["y"], name="conv3"),
+    ]
+    if activation == "relu":
+        del initializers["low"], initializers["high"]
+    weights = {k: v.astype(np.float32) for k, v in initializers.items()}
+    return _model(nodes, weights, {"y": (1, 2, SIDE, SIDE)})
+
+
+def _signed_samples(count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 3.0, (count, CHANNELS, SIDE, SIDE)).astype(np.float32)
+
+
+def _ort_quantized_defaults(float_model: onnx.ModelProto, tmp_path) -> onnx.ModelProto:
+    """quantize_static with its defaults (QDQ format, asymmetric activations, per-tensor weights)."""
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    float_path, qdq_path = tmp_path / "float.onnx", tmp_path / "ort_qdq.onnx"
+    onnx.save(float_model, float_path)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.samples = iter(_signed_samples(8, seed=1))
+
+        def get_next(self):
+            sample = next(self.samples, None)
+            return None if sample is None else {"x": sample[None]}
+
+    quantize_static(str(float_path), str(qdq_path), Reader(), extra_options={"ActivationSymmetric": False})
+    return onnx.load(qdq_path)
+
+
+@pytest.mark.parametrize("activation", ["relu", "clip6"])
+def test_2b_a_relu_or_clip_folded_into_an_asymmetric_pair_comes_back(tmp_path, activation) -> None:
+    """Before the fix: strip-qdq dropped the pair and with it the clamp; conv2 read negative values."""
+    float_model = _conv_activation_conv(activation)
+    ort_model = _ort_quantized_defaults(float_model, tmp_path)
+    assert "Relu" not in {n.op_type for n in ort_model.graph.node}  # onnxruntime folded it
+    assert "Clip" not in {n.op_type for n in ort_model.graph.node}
+    compiled = _compile(ort_model, "trt-int8-from-qdq")
+    samples = _signed_samples(4, seed=7)
+    batches = [{"x": samples[i : i + 1]} for i in range(len(samples))]
+    reference, actual = run_outputs(float_model, batches)["y"], run_outputs(compiled, batches)["y"]
+    assert _max_relative_error(reference, actual) < 0.1
+    # the activation's output, seen by cutting the compiled model at the tensor the float model names "r"
+    (restored,) = [n for n in compiled.graph.node if "r" in n.output]
+    assert restored.op_type == ("Relu" if activation == "relu" else "Clip")
+    activation_out = _intermediate(compiled, "r", batches)
+    assert activation_out.min() >= 0.0
+    if activation == "clip6":
+        assert activation_out.max() <= 6.0
+    assert not [v for v in lint_model(load_model(compiled)) if v.severity == "error"]
+
+
+def _intermediate(model: onnx.ModelProto, name: str, batches) -> np.ndarray:
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return run_outputs(probe, batches)[name]
+
+
+def test_2b_no_clamp_where_the_tensor_cannot_be_negative() -> None:
+    """Pairs starting at 0 on a graph input, a Relu output and a Sigmoid output clamp nothing: no new op."""
+    rng = np.random.default_rng(3)
+    shape = (CHANNELS, CHANNELS, 1, 1)
+    weights = {f"w{i}": rng.normal(0.0, 0.5, shape).astype(np.float32) for i in (1, 2, 3)}
+    parameters = {"s": np.float32(0.05), "z": np.uint8(0)}
+
+    def graph(pair) -> list[onnx.NodeProto]:
+        return [
+            *pair("x"), helper.make_node("Conv", [f"x{pair.suffix}", "w1"], ["t"], name="conv1"),
+            helper.make_node("Relu", ["t"], ["r"], name="relu"), *pair("r"),
+            helper.make_node("Conv", [f"r{pair.suffix}", "w2"], ["u"], name="conv2"),
+            helper.make_node("Sigmoid", ["u"], ["g"], name="sigmoid"), *pair("g"),
+            helper.make_node("Conv", [f"g{pair.suffix}", "w3"], ["y"], name="conv3"),
+        ]
+
+    def qdq(name: str) -> list[onnx.NodeProto]:
+        return [
+            helper.make_node("QuantizeLinear", [name, "s", "z"], [f"{name}_q"], name=f"{name}_Q"),
+            helper.make_node("DequantizeLinear", [f"{name}_q", "s", "z"], [f"{name}_dq"], name=f"{name}_DQ"),
+        ]
+
+    def none(name: str) -> list[onnx.NodeProto]:
+        return []
+
+    qdq.suffix, none.suffix = "_dq", ""
+    outputs = {"y": (1, CHANNELS, SIDE, SIDE)}
+    float_model = _model(graph(none), weights, outputs)
+    stripped = _compile(_model(graph(qdq), {**weights, **parameters}, outputs), "strip-qdq")
+    assert [n.op_type for n in stripped.graph.node] == ["Conv", "Relu", "Conv", "Sigmoid", "Conv"]
+    batches = [{"x": _signed_samples(1, seed=5)}]
+    assert np.array_equal(run_outputs(float_model, batches)["y"], run_outputs(stripped, batches)["y"])
