@@ -239,3 +239,52 @@ def test_2b_no_clamp_where_the_tensor_cannot_be_negative() -> None:
     assert [n.op_type for n in stripped.graph.node] == ["Conv", "Relu", "Conv", "Sigmoid", "Conv"]
     batches = [{"x": _signed_samples(1, seed=5)}]
     assert np.array_equal(run_outputs(float_model, batches)["y"], run_outputs(stripped, batches)["y"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2c: a layer kept float that shares its weight initializer with an INT8 layer
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _shared_weight_model() -> onnx.ModelProto:
+    """x -> conv_a(W) -> conv_b -> y_int8 path; x -> conv_head(W) -> y_head (a head layer: stays float);
+    x -> conv_side(W) -> conv_c -> y_side (excluded by name in one variant)."""
+    rng = np.random.default_rng(4)
+    weights = {
+        "w": rng.normal(0.0, 0.5, (CHANNELS, CHANNELS, 3, 3)),
+        "v": rng.normal(0.0, 0.5, (CHANNELS, CHANNELS, 1, 1)),
+        "u": rng.normal(0.0, 0.5, (CHANNELS, CHANNELS, 1, 1)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["a", "v"], ["y_int8"], name="conv_b"),
+        helper.make_node("Conv", ["x", "w"], ["y_head"], name="conv_head", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "w"], ["s"], name="conv_side", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["s", "u"], ["y_side"], name="conv_c"),
+    ]
+    shape = (1, CHANNELS, SIDE, SIDE)
+    outputs = {"y_int8": shape, "y_head": shape, "y_side": shape}
+    return _model(nodes, {k: v.astype(np.float32) for k, v in weights.items()}, outputs)
+
+
+def test_2c_float_layers_sharing_an_int8_layers_weight_read_the_float_weight() -> None:
+    """Before the fix: conv_head (head) and conv_side (excluded) read DQ(INT8 W) while reported float."""
+    model = _shared_weight_model()
+    samples = _signed_samples(8, seed=2)
+    pipeline = TRT_INT8.replace("place-qdq", "place-qdq{exclude=[conv_side]}")
+    ir_model = load_model(model)
+    results = PassManager(pipeline).run(ir_model, PassContext(calibration_data=samples))
+    compiled = to_proto(ir_model)
+    placed = next(r for r in results if "num-layers-int8" in r.statistics).statistics
+    assert (placed["num-layers-int8"], placed["num-layers-float"]) == (1, 4)  # conv_a; the rest float
+    batches = [{"x": samples[i : i + 1]} for i in range(2)]
+    reference, actual = run_outputs(model, batches), run_outputs(compiled, batches)
+    # conv_head reads float x and float W: bit-identical to the float model (same onnxruntime kernel)
+    assert np.array_equal(reference["y_head"], actual["y_head"])
+    # conv_side is excluded and conv_c a head: the whole path is float, so identical as well
+    assert np.array_equal(reference["y_side"], actual["y_side"])
+    assert 0 < _max_relative_error(reference["y_int8"], actual["y_int8"]) < 0.05  # the INT8 path is INT8
+    readers = {n.name: n.input[1] for n in compiled.graph.node if n.op_type == "Conv"}
+    initializers = {i.name: i for i in compiled.graph.initializer}
+    assert initializers[readers["conv_head"]].data_type == TensorProto.FLOAT
+    assert readers["conv_head"] == readers["conv_side"] != readers["conv_a"]
