@@ -19,6 +19,7 @@ from qdq_compiler.accuracy import run_outputs
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pipelines import TRT_INT8
 from qdq_compiler.pm import PassContext, PassManager
+from qdq_compiler.quant.imported import implied_clamp
 from qdq_compiler.targets import lint_model, predict_fusions
 
 CHANNELS = 8
@@ -159,9 +160,10 @@ def _signed_samples(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 3.0, (count, CHANNELS, SIDE, SIDE)).astype(np.float32)
 
 
-def _ort_quantized_defaults(float_model: onnx.ModelProto, tmp_path) -> onnx.ModelProto:
-    """quantize_static with its defaults (QDQ format, asymmetric activations, per-tensor weights)."""
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+def _ort_quantized_defaults(float_model: onnx.ModelProto, tmp_path, uint8: bool = False) -> onnx.ModelProto:
+    """quantize_static with its defaults (QDQ format, asymmetric activations, per-tensor weights); its
+    default activation type is INT8 (zero-point -128 for a range starting at 0), older releases' UINT8."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
 
     float_path, qdq_path = tmp_path / "float.onnx", tmp_path / "ort_qdq.onnx"
     onnx.save(float_model, float_path)
@@ -174,15 +176,18 @@ def _ort_quantized_defaults(float_model: onnx.ModelProto, tmp_path) -> onnx.Mode
             sample = next(self.samples, None)
             return None if sample is None else {"x": sample[None]}
 
-    quantize_static(str(float_path), str(qdq_path), Reader(), extra_options={"ActivationSymmetric": False})
+    types = {"activation_type": QuantType.QUInt8} if uint8 else {}
+    quantize_static(str(float_path), str(qdq_path), Reader(), extra_options={"ActivationSymmetric": False},
+                    **types)
     return onnx.load(qdq_path)
 
 
+@pytest.mark.parametrize("uint8", [False, True], ids=["int8", "uint8"])
 @pytest.mark.parametrize("activation", ["relu", "clip6"])
-def test_2b_a_relu_or_clip_folded_into_an_asymmetric_pair_comes_back(tmp_path, activation) -> None:
+def test_2b_a_relu_or_clip_folded_into_an_asymmetric_pair_comes_back(tmp_path, activation, uint8) -> None:
     """Before the fix: strip-qdq dropped the pair and with it the clamp; conv2 read negative values."""
     float_model = _conv_activation_conv(activation)
-    ort_model = _ort_quantized_defaults(float_model, tmp_path)
+    ort_model = _ort_quantized_defaults(float_model, tmp_path, uint8)
     assert "Relu" not in {n.op_type for n in ort_model.graph.node}  # onnxruntime folded it
     assert "Clip" not in {n.op_type for n in ort_model.graph.node}
     compiled = _compile(ort_model, "trt-int8-from-qdq")
@@ -205,6 +210,16 @@ def _intermediate(model: onnx.ModelProto, name: str, batches) -> np.ndarray:
     probe.CopyFrom(model)
     probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     return run_outputs(probe, batches)[name]
+
+
+def test_2b_implied_clamp_by_hand() -> None:
+    assert implied_clamp(np.float32(0.1), np.uint8(0), np.dtype(np.uint8)) == (0.0, None)  # Relu, top 25.5
+    assert implied_clamp(np.float32(6 / 255), np.int8(-128), np.dtype(np.int8)) == (0.0, 6.0)  # Relu6
+    assert implied_clamp(np.float32(6 / 255), np.uint8(0), np.dtype(np.uint8)) == (0.0, 6.0)
+    assert implied_clamp(np.float32(0.1), np.uint8(1), np.dtype(np.uint8)) is None  # range starts at -0.1
+    assert implied_clamp(np.float32(0.1), np.int8(0), np.dtype(np.int8)) is None  # symmetric
+    assert implied_clamp(np.float32(0.1), None, np.dtype(np.uint8)) == (0.0, None)  # default zero-point
+    assert implied_clamp(np.array([0.1, 0.2], np.float32), np.zeros(2, np.uint8), np.dtype(np.uint8)) is None
 
 
 def test_2b_no_clamp_where_the_tensor_cannot_be_negative() -> None:
