@@ -76,9 +76,9 @@ def _concat_of_distant_ranges(ratio: float) -> onnx.ModelProto:
     return _model(nodes, {k: v.astype(np.float32) for k, v in weights.items()}, {"y": shape})
 
 
-def _positive_samples(count: int = 8) -> np.ndarray:
+def _positive_samples(count: int = 8, seed: int = 1) -> np.ndarray:
     """Calibration data as one array, samples stacked on axis 0."""
-    return np.random.default_rng(1).uniform(0.0, 1.0, (count, CHANNELS, SIDE, SIDE)).astype(np.float32)
+    return np.random.default_rng(seed).uniform(0.0, 1.0, (count, CHANNELS, SIDE, SIDE)).astype(np.float32)
 
 
 def _errors(float_model: onnx.ModelProto, compiled: onnx.ModelProto, samples: np.ndarray) -> dict[str, float]:
@@ -99,7 +99,7 @@ def test_2a_a_branch_far_below_its_concat_keeps_its_own_scale(caplog) -> None:
     samples = _positive_samples()
     with caplog.at_level(logging.WARNING, logger="qdqc"):
         compiled = _compile(model, data=samples)
-    errors = _errors(model, compiled, _positive_samples(4)[::-1].copy())
+    errors = _errors(model, compiled, _positive_samples(4, seed=11))
     assert errors["y"] < 0.05, errors
     assert _scale(compiled, "a") * 1000 < _scale(compiled, "cat")
     warnings = [r.getMessage() for r in caplog.records if "unify-scales" in r.getMessage()]
@@ -110,7 +110,8 @@ def test_2a_explain_reports_the_requantization_left_by_an_untied_member() -> Non
     model = _concat_of_distant_ranges(1e4)
     compiled = _compile(model, data=_positive_samples())
     report = predict_fusions(load_model(compiled))
-    assert [r for r in report.requantizations if r.q_scale != r.dq_scale], report.requantizations
+    found = [(r.dq, r.q) for r in report.requantizations]
+    assert found == [("a_Q", "cat_Q")], report.requantizations  # conv1's INT8 output meets the Concat's Q
     assert not [v for v in lint_model(load_model(compiled)) if v.severity == "error"]
 
 
@@ -119,7 +120,7 @@ def test_2a_ranges_within_the_ratio_are_still_tied() -> None:
     samples = _positive_samples()
     compiled = _compile(model, data=samples)
     assert _scale(compiled, "a") == _scale(compiled, "cat")
-    assert max(_errors(model, compiled, samples).values()) < 0.1
+    assert max(_errors(model, compiled, _positive_samples(4, seed=11)).values()) < 0.1
 
 
 def test_2a_max_ratio_option_sets_the_limit() -> None:
