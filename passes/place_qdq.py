@@ -83,7 +83,7 @@ class PlaceQDQ(Pass):
             insert_qdq_pair(value, PLACEHOLDER_SCALE, consumers=consumers)
             result.statistics["num-activation-qdq-inserted"] += 1
         for node in weighted:
-            if self._quantize_weight(node):
+            if self._quantize_weight(node, quantized):
                 result.statistics["num-weight-qdq-inserted"] += 1
         result.statistics["num-layers-int8"] = len(quantized)
         result.statistics["num-layers-float"] = len(decided) - len(quantized)
@@ -116,14 +116,15 @@ class PlaceQDQ(Pass):
             decisions.append((node, decision))
         return decisions
 
-    def _quantize_weight(self, node: ir.Node) -> bool:
-        """Per-channel Q/DQ on the constant float weight of `node` (shared weights share one pair)."""
+    def _quantize_weight(self, node: ir.Node, int8_layers: set[int]) -> bool:
+        """Per-channel Q/DQ on the constant float weight of `node`, shared by the INT8 layers reading it; a
+        float layer sharing the weight keeps reading the float initializer."""
         rule = weighted_rule(node)
         weight = node.inputs[rule.weight_input]
         array = constant_array(weight)
         if weight is None or array is None or _already_dequantized(weight):
             return False
-        users = [user for user, _ in weight.uses() if weighted_rule(user) is not None]
+        users = [user for user, _ in weight.uses() if id(user) in int8_layers]
         weight, array, per_channel = _matmul_weight_as_matrix(weight, array, users)
         axis = rule.weight_axis(node, array.ndim) if per_channel else None
         amax = per_channel_amax(array, axis, self.options.weight_method)
