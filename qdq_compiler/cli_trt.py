@@ -8,6 +8,7 @@ import click
 
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model
+from qdq_compiler.paths import check_output_file, model_files, refuse_overwriting_inputs
 
 
 @click.command()
@@ -81,6 +82,7 @@ def build(
 
     load_model(model)  # a clear error for a missing or corrupt model before anything else
     engine = engine_path or str(model).rsplit(".onnx", 1)[0] + ".engine"
+    refuse_overwriting_inputs({"-o": engine}, model_files(model))
     command = trtexec_command(
         model,
         target,
@@ -95,6 +97,7 @@ def build(
     if print_trtexec:
         click.echo(format_command(command))
         return
+    check_output_file(engine)
     try:
         built = build_engine(
             model,
