@@ -255,3 +255,91 @@ def test_a_flag_whose_pass_is_not_in_the_pipeline_is_refused(tmp_path, capsys, p
     args = ["compile", str(bundled.model_path()), "--pipeline", pipeline, *flags, "-o", str(out)]
     assert main(args) == 1
     assert message in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=oct)
+def test_outputs_get_the_permissions_the_umask_allows(yolo_path, calib_path, tmp_path, umask) -> None:
+    """mkstemp makes 0600 files; compiled models and caches get 0666 minus the umask, like any new file."""
+    import os
+
+    previous = os.umask(umask)
+    try:
+        model, cache = tmp_path / "out.onnx", tmp_path / "stats.qdqc"
+        assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(cache)]) == 0
+        assert main(["-q", "compile", str(yolo_path), "--calib-cache", str(cache), "-o", str(model)]) == 0
+    finally:
+        os.umask(previous)
+    for path in (model, cache):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (path, oct(path.stat().st_mode))
+
+
+def _no_space(*args, **kwargs):
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FullDiskFile:
+    """A writable file object on a disk that fills up at the first write (closes its descriptor)."""
+
+    def __init__(self, fd_or_path, mode="wb", *args, **kwargs):
+        import io
+
+        self._file = io.open(fd_or_path, mode, *args, **kwargs)  # noqa: UP020 (the real open)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def write(self, data):
+        _no_space()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def test_disk_full_during_the_final_write_is_one_line(yolo_path, calib_path, tmp_path, capsys, monkeypatch):
+    """The output folder passed the preflight, then the disk fills up while the model is written: one line,
+    exit 1, no temporary file left, the previous output untouched."""
+    import qdq_compiler.ir.io as model_io
+
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    out.write_bytes(b"previous output")
+    monkeypatch.setattr(model_io, "open", _FullDiskFile, raising=False)
+    code = main(["compile", str(yolo_path), "--calib", str(calib_path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.strip() == f"qdqc: error: cannot write {out}: No space left on device"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]
+    assert out.read_bytes() == b"previous output"
+
+
+def test_disk_full_while_saving_the_cache_is_one_line(yolo_path, calib_path, tmp_path, capsys, monkeypatch):
+    import os
+
+    out = tmp_path / "out" / "stats.qdqc"
+    out.parent.mkdir()
+    monkeypatch.setattr(os, "fdopen", _FullDiskFile)
+    code = main(["calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.strip() == f"qdqc: error: cannot write {out}: No space left on device"
+    assert list(out.parent.iterdir()) == []
+
+
+def test_output_paths_are_checked_before_calibration(yolo_path, calib_path, capsys, monkeypatch) -> None:
+    """An unwritable -o is refused before the pipeline (and its calibration) is even set up."""
+    import qdq_compiler.cli as cli_module
+
+    def calibration_started(*args, **kwargs):
+        raise AssertionError("calibration started")
+
+    monkeypatch.setattr(cli_module, "prepare_pipeline", calibration_started)
+    for command in ("compile", "calibrate"):
+        code = main([command, str(yolo_path), "--calib", str(calib_path), "-o", "/proc/qdqc/out"])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("qdqc: error: cannot write -o /proc/qdqc/out"), err
