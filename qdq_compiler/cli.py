@@ -299,5 +299,6 @@ if __name__ == "__main__":
 
 
 def run() -> None:
-    """Console-script entry: exit with main()'s status."""
+    """Exit with main()'s status (the console script is qdq_compiler.console:run, which also catches Ctrl-C
+    while this module is imported)."""
     sys.exit(main())

@@ -286,7 +286,7 @@ class _FullDiskFile:
     def __init__(self, fd_or_path, mode="wb", *args, **kwargs):
         import io
 
-        self._file = io.open(fd_or_path, mode, *args, **kwargs)  # noqa: UP020 (the real open)
+        self._file = io.open(fd_or_path, mode, *args, **kwargs)  # noqa: UP020, SIM115 (the real open)
 
     def __enter__(self):
         return self
@@ -343,3 +343,52 @@ def test_output_paths_are_checked_before_calibration(yolo_path, calib_path, caps
         code = main([command, str(yolo_path), "--calib", str(calib_path), "-o", "/proc/qdqc/out"])
         err = capsys.readouterr().err
         assert code == 1 and err.startswith("qdqc: error: cannot write -o /proc/qdqc/out"), err
+
+
+# Ctrl-C during start-up: importing the command line takes a second or more (onnx, onnxruntime, numpy).
+_INTERRUPT_IMPORT = """
+import sys
+
+class InterruptOnnxImport:  # Ctrl-C exactly while the CLI imports onnx
+    def find_spec(self, name, path=None, target=None):
+        if name == "onnx":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, InterruptOnnxImport())
+sys.argv = ["qdqc", "--version"]
+"""
+_ENTRIES = {
+    "python -m qdq_compiler": "import runpy\nrunpy.run_module('qdq_compiler', run_name='__main__')\n",
+    "console script": "from qdq_compiler.console import run\nrun()\n",
+}
+
+
+@pytest.mark.parametrize("entry", sorted(_ENTRIES))
+def test_ctrl_c_while_importing_the_cli_prints_aborted(entry) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _INTERRUPT_IMPORT + _ENTRIES[entry]], capture_output=True,
+                          text=True, check=False, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 130 and done.stderr.strip() == "qdqc: aborted", done.stderr
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
+def test_sigint_soon_after_start_prints_aborted(delay, yolo_path, calib_path, tmp_path) -> None:
+    """A real SIGINT while `python -m qdq_compiler compile` starts up (or calibrates, on a fast machine)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "qdq_compiler", "compile", str(yolo_path), "--calib", str(calib_path),
+            "-o", str(tmp_path / "out.onnx")]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    assert process.returncode == 130 and err.strip().endswith("qdqc: aborted"), err
+    assert not (tmp_path / "out.onnx").exists()
