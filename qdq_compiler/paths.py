@@ -87,12 +87,15 @@ def _check_writable_folder(folder: Path, what: str) -> None:
     try:
         handle, probe = tempfile.mkstemp(prefix=".qdqc-probe-", dir=existing)
     except OSError as exc:
-        raise OutputPathError(f"cannot write {what}: {existing}: {exc.strerror or exc}") from None
+        raise OutputPathError(
+            f"cannot write {what}: cannot create a file in {existing}: {exc.strerror or exc}"
+        ) from None
     try:
         os.write(handle, b"\0")
         os.fsync(handle)
     except OSError as exc:
-        raise OutputPathError(f"cannot write {what}: {existing}: {exc.strerror or exc}") from None
+        reason = exc.strerror or exc
+        raise OutputPathError(f"cannot write {what}: writing in {existing} fails: {reason}") from None
     finally:
         os.close(handle)
         os.unlink(probe)
