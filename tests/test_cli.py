@@ -392,3 +392,32 @@ def test_sigint_soon_after_start_prints_aborted(delay, yolo_path, calib_path, tm
     assert "Traceback" not in err, err
     assert process.returncode == 130 and err.strip().endswith("qdqc: aborted"), err
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_build_checks_its_outputs_and_reports_write_errors_in_one_line(yolo_path, tmp_path, capsys,
+                                                                        monkeypatch):
+    """build: the engine and --timing-cache paths are checked before TensorRT runs; an OSError while it
+    writes the engine files (disk full) is one line, not an internal error."""
+    import errno
+    import os
+
+    import qdq_compiler.targets.engine as engine_module
+
+    def build_started(*args, **kwargs):
+        raise AssertionError("build started")
+
+    monkeypatch.setattr(engine_module, "build_engine", build_started)
+    engine = str(tmp_path / "m.engine")
+    for args in (["-o", "/proc/qdqc/m.engine"], ["-o", engine, "--timing-cache", str(tmp_path)]):
+        code = main(["build", str(yolo_path), *args])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("qdqc: error: ") and len(err.splitlines()) == 1, err
+
+    def disk_full(model_path, engine_path, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(engine_path))
+
+    monkeypatch.setattr(engine_module, "build_engine", disk_full)
+    code = main(["build", str(yolo_path), "-o", engine])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.strip() == f"qdqc: error: cannot write {engine}: No space left on device"
