@@ -33,11 +33,11 @@ from qdq_compiler.cli import main
 
 
 # --------------------------------------------------------------------------- workspace
-def tiny_model(seed: int = 0) -> onnx.ModelProto:
+def tiny_model(seed: int = 0, width: int = 4) -> onnx.ModelProto:
     """Conv-Relu-Conv-Relu-Conv on a [1,3,8,8] input: the first two convs get quantized."""
     rng = np.random.default_rng(seed)
     nodes, inits, x = [], [], "x"
-    for i, (cin, cout) in enumerate([(3, 4), (4, 4), (4, 2)]):
+    for i, (cin, cout) in enumerate([(3, width), (width, width), (width, 2)]):
         weight = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32)
         inits.append(numpy_helper.from_array(weight, f"w{i}"))
         inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), f"b{i}"))
@@ -59,11 +59,13 @@ def make_workspace(root: Path) -> dict[str, str]:
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     files = {name: root / name for name in (
-        "model.onnx", "other.onnx", "calib.npy", "calib.npz", "badkeys.npz", "int.npy", "empty.onnx",
+        "model.onnx", "big.onnx", "other.onnx", "calib.npy", "calib.npz", "badkeys.npz", "int.npy",
+        "empty.onnx",
         "random.onnx", "truncated.onnx", "text.onnx", "corrupt.stats", "stats.qdqc", "ext.onnx",
         "syntax_error.py", "raises.py", "imports_missing.py", "dir", "empty_images", "images",
     )}
     onnx.save_model(tiny_model(), files["model.onnx"])
+    onnx.save_model(tiny_model(width=48), files["big.onnx"])
     onnx.save_model(tiny_model(seed=1), files["other.onnx"])
     samples = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
     np.save(files["calib.npy"], samples)
@@ -135,6 +137,25 @@ def full_folder(root: Path) -> Iterator[str | None]:
 
 
 @contextlib.contextmanager
+def nearly_full_folder(root: Path) -> Iterator[str | None]:
+    """A 64 KiB tmpfs with one page free: the preflight's one-byte probe fits, a model does not."""
+    where = root / "nearly_full"
+    if not _mount_tmpfs(where, "size=64k"):
+        yield None
+        return
+    try:
+        with contextlib.suppress(OSError), open(where / "filler", "wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        size = (where / "filler").stat().st_size
+        os.truncate(where / "filler", size - 4096)
+        yield str(where)
+    finally:
+        _umount(where)
+
+
+@contextlib.contextmanager
 def locked_folder(root: Path) -> Iterator[str | None]:
     """A folder nobody may create files in: chmod 0555, or (root ignores that) the immutable attribute."""
     where = root / "locked"
@@ -196,6 +217,8 @@ CASES = [
     C("calibrate -o DIR", "calibrate {model_onnx} --calib {calib_npy} -o {dir}", 1, "is a directory"),
     C("opt -o on a full disk", "opt {model_onnx} --pipeline canonicalize -o {full}/out.onnx", 1,
       "No space left on device"),
+    C("disk fills up while the model is written", "opt {big_onnx} --pipeline canonicalize "
+      "-o {nearly_full}/out.onnx", 1, "cannot write {nearly_full}/out.onnx: No space left on device"),
     C("--ir-dump-dir in a read-only folder", "opt {model_onnx} --pipeline canonicalize -o {root}/o.onnx "
       "--ir-dump-dir {ro}/dumps", 1, "Read-only file system"),
     C("--ir-dump-dir where nothing can be written", "opt {model_onnx} --pipeline canonicalize "
@@ -282,6 +305,7 @@ def special_places(root: Path) -> Iterator[dict[str, str | None]]:
     with contextlib.ExitStack() as stack:
         yield {"ro": stack.enter_context(read_only_folder(root)),
                "full": stack.enter_context(full_folder(root)),
+               "nearly_full": stack.enter_context(nearly_full_folder(root)),
                "locked": stack.enter_context(locked_folder(root))}
 
 
@@ -352,7 +376,7 @@ def test_bad_input_is_one_line(case: Case, workspace, capsys) -> None:
     assert code == case.code, err
     assert len(lines) == 1, err
     assert lines[0].startswith("qdqc: error: "), err
-    assert case.message in lines[0], err
+    assert case.message.format(**workspace) in lines[0], err
     assert "Traceback" not in err and "internal error" not in err
     assert after == before
 
