@@ -18,8 +18,9 @@ import onnx
 from qdq_compiler.errors import QdqcError
 
 
-class OutputPathError(QdqcError):
-    """An output path is empty, a directory, not writable, full, or one of the command's inputs."""
+class OutputPathError(QdqcError, OSError):
+    """An output path is empty, a directory, not writable, full, or one of the command's inputs (an OSError
+    too, for callers of save_model / save_cache that catch those)."""
 
 
 def new_file_mode() -> int:
@@ -31,7 +32,7 @@ def new_file_mode() -> int:
 
 def write_error(path: str | os.PathLike[str], exc: OSError) -> OutputPathError:
     """A one-line error for an OSError raised while writing ``path`` (no space, read-only, ...)."""
-    reason = exc.strerror or type(exc).__name__
+    reason = exc.strerror or str(exc) or type(exc).__name__
     return OutputPathError(f"cannot write {os.fspath(path)}: {reason}")
 
 
