@@ -49,6 +49,9 @@ def check_output_file(path: str, option: str = "-o") -> Path:
         raise OutputPathError(f"{option} {path} ends with '/': give the path of the file to write")
     if _is_dir(target):
         raise OutputPathError(f"{option} {path} is a directory: give the path of the file to write")
+    if _exists(target) and not target.is_file():  # the rename would replace a device, pipe or socket
+        raise OutputPathError(f"{option} {path} is not a regular file (a device, pipe or socket): give the "
+                              "path of the file to write")
     _check_writable_folder(target.parent, f"{option} {path}")
     return target
 

@@ -187,6 +187,14 @@ def _link(kind: str, target: str, name: str) -> Callable[[dict[str, str]], dict[
     return setup
 
 
+def _fifo(names: dict[str, str]) -> dict[str, str]:
+    """A named pipe in the workspace (stands for /dev/null and other non-regular files, safely)."""
+    fifo = Path(names["root"]) / "fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    return {"fifo": str(fifo)}
+
+
 # --------------------------------------------------------------------------- the cases
 @dataclass(frozen=True)
 class Case:
@@ -210,6 +218,7 @@ CASES = [
     C("-o where nothing can be written (/proc)", COMPILE + " -o /proc/qdqc/out.onnx", 1, "cannot write"),
     C("-o DIR (an existing folder)", COMPILE + " -o {dir}", 1, "is a directory"),
     C("-o DIR/ (trailing slash)", COMPILE + " -o {root}/new/", 1, "ends with '/'"),
+    C("-o a named pipe", COMPILE + " -o {fifo}", 1, "is not a regular file", _fifo),
     C("-o '' (empty)", COMPILE + " -o ''", 1, "-o is empty"),
     C("-o under a file (model.onnx/out.onnx)", COMPILE + " -o {model_onnx}/out.onnx", 1, "is not a folder"),
     C("calibrate -o in a read-only folder", "calibrate {model_onnx} --calib {calib_npy} -o {ro}/s.qdqc", 1,
@@ -328,6 +337,8 @@ def snapshot(root: Path) -> dict[str, str]:
     for path in sorted(root.rglob("*")):
         if path.is_symlink():
             state[str(path)] = "-> " + os.readlink(path)
+        elif path.is_fifo():
+            state[str(path)] = "fifo"
         elif path.is_file():
             state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
         else:
