@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -26,6 +27,11 @@ from qdq_compiler.pm.options import field_types, format_value, kebab
 from qdq_compiler.summary import compile_summary
 
 logger = logging.getLogger("qdqc")
+
+# OSErrors that the machine causes, not qdqc: no space or quota, read-only, no permission, too large a file.
+ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+)
 
 
 def instrument_options(fn):
@@ -284,14 +290,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("qdqc: aborted", err=True)
         return 130
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _internal_error(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"qdqc: error: {exc.strerror}{where}", err=True)  # e.g. the disk filled up mid-run
+        return 1
     except Exception as exc:  # a bug in qdqc: still one line unless -vv
-        if logger.isEnabledFor(logging.DEBUG):
-            raise
-        click.echo(
-            f"qdqc: internal error: {type(exc).__name__}: {exc} (run with -vv for a traceback)", err=True
-        )
-        return 3
+        return _internal_error(exc)
     return 0
+
+
+def _internal_error(exc: Exception) -> int:
+    """A bug in qdqc: one line (exit 3) unless -vv, which re-raises for the traceback."""
+    if logger.isEnabledFor(logging.DEBUG):
+        raise exc
+    click.echo(f"qdqc: internal error: {type(exc).__name__}: {exc} (run with -vv for a traceback)", err=True)
+    return 3
 
 
 if __name__ == "__main__":
