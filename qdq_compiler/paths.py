@@ -39,8 +39,8 @@ def write_error(path: str | os.PathLike[str], exc: OSError) -> OutputPathError:
 def check_output_file(path: str, option: str = "-o") -> Path:
     """Refuse an output file path that cannot be written; returns it as a Path.
 
-    Refused: an empty path, an existing directory, a path whose folder is a file, and a folder that does
-    not accept a new file (read-only, no permission, full).
+    Refused: an empty path, an existing directory, device, pipe or socket, a path whose folder is a file,
+    and a folder that does not accept a new file (read-only, no permission, full).
     """
     if not path:
         raise OutputPathError(f"{option} is empty: give the path of the file to write")
@@ -188,13 +188,13 @@ def command_inputs(model: str | None, opts: Mapping[str, object]) -> list[tuple[
 
 
 def preflight(model: str | None, opts: Mapping[str, object], files: Mapping[str, str | None],
-              folders: Mapping[str, str | None] = {}) -> None:  # noqa: B006 (read only)
+              folders: Mapping[str, str | None] | None = None) -> None:
     """Check a command's outputs before it does any work: each output file (option -> path; None: not
     given, '-': stdout) and folder is writable, and no output file is one of the command's inputs."""
     written = {option: path for option, path in files.items() if path is not None and path != "-"}
     for option, path in written.items():
         check_output_file(path, option)
-    for option, path in folders.items():
+    for option, path in (folders or {}).items():
         if path is not None:
             check_output_dir(path, option)
     refuse_overwriting_inputs(written, command_inputs(model, opts))
