@@ -421,3 +421,22 @@ def test_build_checks_its_outputs_and_reports_write_errors_in_one_line(yolo_path
     err = capsys.readouterr().err
     assert code == 1, err
     assert err.strip() == f"qdqc: error: cannot write {engine}: No space left on device"
+
+
+def test_an_installed_plugin_that_fails_to_load_is_one_line(monkeypatch, capsys) -> None:
+    """An entry-point plugin (group qdq_compiler.passes) whose module raises at import names itself."""
+    from types import SimpleNamespace
+
+    import qdq_compiler.pm.registry as registry
+
+    def broken_load():
+        raise ImportError("No module named 'numpy_v0'")
+
+    entry = SimpleNamespace(name="broken-passes", value="broken_passes.module", load=broken_load)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [entry])
+    monkeypatch.setattr(registry, "_LOADED", False)
+    code = main(["passes"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.strip() == ("qdqc: error: installed pass plugin 'broken-passes' (broken_passes.module) "
+                           "failed to load: ImportError: No module named 'numpy_v0'")

@@ -54,7 +54,12 @@ def load_builtin_passes() -> None:
     import qdq_compiler.pipelines  # noqa: F401  (registers the named pipelines)
 
     for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        entry.load()
+        try:
+            entry.load()
+        except Exception as exc:  # a broken installed plugin: name it, keep one line
+            raise PipelineError(
+                f"installed pass plugin '{entry.name}' ({entry.value}) failed to load: {_one_line(exc)}"
+            ) from None
 
 
 def load_plugin(spec: str) -> None:
