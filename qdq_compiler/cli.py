@@ -155,7 +155,8 @@ def _run_pipeline(
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
     """Compile MODEL to explicit-quantized ONNX (default pipeline: trt-int8) and write it to -o."""
-    preflight(model, opts, {"-o": output}, _instrument_folders(opts))
+    outputs = {"-o": output, "--summary-json": opts["summary_json"]}
+    preflight(model, opts, outputs, _instrument_folders(opts))
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
     compiled, timing = _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)

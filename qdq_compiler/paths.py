@@ -176,7 +176,7 @@ def command_inputs(model: str | None, opts: Mapping[str, object]) -> list[tuple[
     and plugin files, as (label, path)."""
     inputs = model_files(model) if model else []
     labelled = (("calib", "calibration data"), ("calib_cache", "calibration cache"),
-                ("eval_data", "evaluation data"))
+                ("eval_data", "evaluation data"), ("check_data", "self-check data"))
     for key, label in labelled:
         value = opts.get(key)
         if value:

@@ -193,7 +193,7 @@ def test_inspect(yolo_path, capsys) -> None:
         (["compile", "{model}"], "Missing option"),
         (
             ["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--summary-json", "{model}"],
-            "is also the model",
+            "is the input model",
         ),
         (
             ["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--check-data", "{model}"],
