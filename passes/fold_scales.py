@@ -2,6 +2,8 @@
 
 Q(W_float) -> DQ becomes W_int8 -> DQ with W_int8 = clip(round(W / scale), -127, 127) (round half to even,
 as QuantizeLinear does), so TensorRT needs no constant folding and the file shrinks about 4x.
+The float initializer stays only while something else reads it: a layer kept float that shares the weight
+with an INT8 layer (place-qdq gives the DQ to the INT8 layers alone) keeps its float weights.
 """
 
 from __future__ import annotations

@@ -5,8 +5,16 @@ strongly typed); nothing changes.
 trt11: TensorRT 11 is always strongly typed, so the ONNX must carry the whole precision plan: the float
 remainder runs in FP16. Float32 initializers become FP16 (Q/DQ scales too: a DequantizeLinear then outputs
 FP16), every float32 value is typed FP16, and Casts keep the graph inputs and outputs float32 unless
-`io-fp16` is set, which makes the float32 graph inputs and outputs float16 (integer inputs keep their type).
-Inputs that ONNX requires in float32 (Resize scales and roi) stay float32, graph inputs among them too.
+`io-fp16` is set, which makes the float32 graph inputs and outputs float16 (integer inputs keep their type;
+a float16 model keeps its float16 inputs and outputs either way). Inputs that ONNX requires in float32
+(Resize scales and roi) stay float32, graph inputs among them too.
+
+The INT8 weight codes were computed with float32 scales, and scales below float16's normal range (6.1e-5:
+weights of amax < 7.8e-3) round coarsely in float16 (by tens of percent near 6e-8). So a weight DQ's scale
+becomes the nearest float16, or the next one up where the nearest is so much smaller that the largest
+weight would clip at 127, and its codes are recomputed for that scale (in the normal range they do not
+change): every weight stays within about one float16 step of its float value. Other positive scales
+never round to 0 (they take float16's smallest step instead).
 """
 
 from __future__ import annotations
@@ -16,12 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from qdq_compiler.ir.editing import NameScope
+from qdq_compiler.ir.editing import NameScope, constant_array
+from qdq_compiler.ir.qdq import broadcast_scale, cast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 # (op_type, input index) pairs whose type ONNX fixes to float32 whatever the data type.
 FLOAT32_ONLY_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1)})
 FP16_MIN_OPSET = 19
+WEIGHT_MAX = 127  # INT8 weights are symmetric, [-127, 127]
 
 
 @register_pass
@@ -52,13 +62,15 @@ class LegalizeTRT(Pass):
         result = PassResult(modified=False)
         graph = model.graph
         keep_float32 = _float32_only_values(graph)
+        result.statistics["num-weights-requantized-fp16"] = _requantize_for_fp16_scales(graph)
+        float32_outputs = {id(value) for value in graph.outputs if value.dtype == ir.DataType.FLOAT}
         result.statistics["num-initializers-fp16"] = _convert_initializers(graph, keep_float32)
         result.statistics["num-casts-fp16"] = _retarget_casts(graph)
         result.statistics["num-values-fp16"] = _retype_values(graph, keep_float32)
         if self.options.io_fp16:
             result.statistics["num-io-fp16"] = _io_fp16(graph)
         else:
-            result.statistics["num-io-casts"] = _keep_io_float32(graph)
+            result.statistics["num-io-casts"] = _keep_io_float32(graph, float32_outputs)
         result.modified = any(result.statistics.values())
         return result
 
@@ -73,13 +85,55 @@ def _float32_only_values(graph: ir.Graph) -> set[int]:
     return keep
 
 
+def _requantize_for_fp16_scales(graph: ir.Graph) -> int:
+    """INT8 weights behind a DQ whose float32 scale changes in float16: codes recomputed for that scale."""
+    requantized = 0
+    for node in graph:
+        if not is_dequantize(node) or node.inputs[0] is None or node.inputs[0].dtype != ir.DataType.INT8:
+            continue
+        codes, scale = constant_array(node.inputs[0]), constant_array(node.inputs[1])
+        if codes is None or scale is None or scale.dtype != np.float32:
+            continue
+        if not _sole_reader(node):
+            continue
+        scale16 = _float16_weight_scale(scale)
+        node.inputs[1].const_value = ir.tensor(scale16, name=node.inputs[1].name)
+        node.inputs[1].type = ir.TensorType(ir.DataType.FLOAT16)
+        axis_attr = node.attributes.get("axis")
+        axis = axis_attr.as_int() if axis_attr is not None else 1
+        old = broadcast_scale(scale.astype(np.float64), codes.ndim, axis)
+        new = broadcast_scale(scale16.astype(np.float64), codes.ndim, axis)
+        recoded = np.clip(np.rint(codes.astype(np.float64) * old / new), -WEIGHT_MAX, WEIGHT_MAX)
+        recoded = recoded.astype(np.int8)
+        if not np.array_equal(recoded, codes):
+            node.inputs[0].const_value = ir.tensor(recoded, name=node.inputs[0].name)
+            requantized += 1
+    return requantized
+
+
+def _float16_weight_scale(scale: np.ndarray) -> np.ndarray:
+    """Each float32 weight scale as the nearest float16, or the next one up where the code 127 would clip."""
+    rounded = cast_scale(scale, np.float16)
+    clips = WEIGHT_MAX * scale.astype(np.float64) / rounded.astype(np.float64) >= WEIGHT_MAX + 0.5
+    return np.where(clips, np.nextafter(rounded, np.float16(np.inf)), rounded).astype(np.float16)
+
+
+def _sole_reader(dequantize: ir.Node) -> bool:
+    """True when this DQ alone reads its INT8 constant and its scale (another reader would see new codes)."""
+    if not (dequantize.inputs[0].is_initializer() and dequantize.inputs[1].is_initializer()):
+        return False
+    codes_users = dequantize.inputs[0].uses()
+    scale_users = [user for user, _ in dequantize.inputs[1].uses() if not is_quantize(user)]
+    return len(codes_users) == 1 and all(user is dequantize for user in scale_users)
+
+
 def _convert_initializers(graph: ir.Graph, keep: set[int]) -> int:
     converted = 0
     for value in graph.initializers.values():
         tensor = value.const_value
         if tensor is None or tensor.dtype != ir.DataType.FLOAT or id(value) in keep or value.is_graph_input():
             continue
-        value.const_value = ir.tensor(tensor.numpy().astype(np.float16), name=value.name)
+        value.const_value = ir.tensor(cast_scale(tensor.numpy(), np.float16), name=value.name)
         value.type = ir.TensorType(ir.DataType.FLOAT16)
         converted += 1
     return converted
@@ -111,12 +165,15 @@ def _retarget_casts(graph: ir.Graph) -> int:
     return changed
 
 
-def _keep_io_float32(graph: ir.Graph) -> int:
-    """Cast float32 graph inputs to FP16 on entry and FP16 outputs back to float32 on exit."""
+def _keep_io_float32(graph: ir.Graph, float32_outputs: set[int]) -> int:
+    """Cast float32 graph inputs to FP16 on entry and the outputs that were float32 back on exit.
+
+    A float16 model keeps its float16 inputs and outputs: the interface stays the source model's.
+    """
     names = NameScope(graph)
     casts = sum(_cast_for_fp16_users(graph, value, names) for value in graph.inputs)
     for position, value in enumerate(list(graph.outputs)):
-        if value.dtype != ir.DataType.FLOAT16:
+        if value.dtype != ir.DataType.FLOAT16 or id(value) not in float32_outputs:
             continue
         name = value.name
         value.name = names.value(f"{name}_fp16")

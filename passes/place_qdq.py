@@ -21,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.calib.weights import per_channel_amax
-from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.editing import NameScope, add_constant, constant_array
 from qdq_compiler.ir.qdq import insert_qdq_pair, is_dequantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import LayerDecision, record_decisions
@@ -83,7 +83,7 @@ class PlaceQDQ(Pass):
             insert_qdq_pair(value, PLACEHOLDER_SCALE, consumers=consumers)
             result.statistics["num-activation-qdq-inserted"] += 1
         for node in weighted:
-            if self._quantize_weight(node):
+            if self._quantize_weight(node, quantized):
                 result.statistics["num-weight-qdq-inserted"] += 1
         result.statistics["num-layers-int8"] = len(quantized)
         result.statistics["num-layers-float"] = len(decided) - len(quantized)
@@ -116,19 +116,55 @@ class PlaceQDQ(Pass):
             decisions.append((node, decision))
         return decisions
 
-    def _quantize_weight(self, node: ir.Node) -> bool:
-        """Per-channel Q/DQ on the constant float weight of `node` (shared weights share one pair)."""
+    def _quantize_weight(self, node: ir.Node, int8_layers: set[int]) -> bool:
+        """Per-channel Q/DQ on the constant float weight of `node`, shared by the INT8 layers reading it; a
+        float layer sharing the weight keeps reading the float initializer."""
         rule = weighted_rule(node)
         weight = node.inputs[rule.weight_input]
         array = constant_array(weight)
         if weight is None or array is None or _already_dequantized(weight):
             return False
-        axis = rule.weight_axis(node, array.ndim)
+        users = [user for user, _ in weight.uses() if id(user) in int8_layers]
+        weight, array, per_channel = _matmul_weight_as_matrix(weight, array, users)
+        axis = rule.weight_axis(node, array.ndim) if per_channel else None
         amax = per_channel_amax(array, axis, self.options.weight_method)
         scale = (np.asarray(amax, dtype=np.float64) / INT8_MAX).astype(np.float32)
-        users = [user for user, _ in weight.uses() if weighted_rule(user) is not None]
         insert_qdq_pair(weight, scale, consumers=users, axis=axis if scale.ndim else None)
         return True
+
+
+def _matmul_weight_as_matrix(
+    weight: ir.Value, array: np.ndarray, users: list[ir.Node]
+) -> tuple[ir.Value, np.ndarray, bool]:
+    """The weight to quantize for `users`, its array, and whether it can be per-channel.
+
+    MatMul weights must be rank 2 for per-channel scales: onnxruntime fuses DQ -> MatMul into
+    MatMulInteger(ToFloat), which takes a 1-D weight zero-point only for a 2-D B and fails at run time
+    ("b zero point is not valid") for B [1, 1, K, N] at optimization levels EXTENDED and ALL. So:
+    - B [1, ..., 1, K, N] read by MatMuls whose activation has at least B's rank becomes a new 2-D constant
+      [K, N] for them (the broadcast gives the same output shape): per-channel on axis 1, the [K, N] form
+      TensorRT quantizes per output channel (tensorrt-qdq.md s3). Float users keep the original B.
+    - any other MatMul weight of rank != 2 (batched B [2, K, N], a B of higher rank than the activation, a
+      vector B [K]) is quantized per-tensor, valid for onnxruntime at every level and for TensorRT.
+    """
+    if array.ndim == 2 or not users or any(user.op_type != "MatMul" for user in users):
+        return weight, array, True
+    squeezable = array.ndim > 2 and all(dim == 1 for dim in array.shape[:-2])
+    if not squeezable or not all(_rank(user.inputs[0]) >= array.ndim for user in users):
+        return weight, array, False
+    graph = weight.graph
+    matrix = array.reshape(array.shape[-2:])
+    matrix_value = add_constant(graph, matrix, NameScope(graph).value(f"{weight.name or 'weight'}_matrix"))
+    for user in users:
+        user.replace_input_with(1, matrix_value)
+    if not weight.uses() and not weight.is_graph_output() and weight.name in graph.initializers:
+        graph.initializers.pop(weight.name)
+    return matrix_value, matrix, True
+
+
+def _rank(value: ir.Value | None) -> int:
+    """The rank of a value's inferred shape, -1 when unknown."""
+    return len(value.shape) if value is not None and value.shape is not None else -1
 
 
 def _already_dequantized(value: ir.Value) -> bool:

@@ -9,6 +9,13 @@ imported scales instead of calibrating again:
   ``(q - zero_point) * scale``; the following ``place-qdq`` quantizes the weights again per channel;
 - an activation ``QuantizeLinear -> DequantizeLinear`` pair is removed and the tensor reads float again; the
   pair's range is kept as the amax of the symmetric INT8 grid covering it (see ``quant/imported.py``);
+- a removed pair whose range starts at exactly 0 (zero-point at the type's lowest code) clamped its tensor
+  at 0: onnxruntime's ``quantize_static`` with asymmetric activations deletes a Relu or Clip after a Conv or
+  Add and leaves the clamp to such a pair. A Relu takes the pair's place, or ``Clip(0, top)`` when the
+  pair's top is a whole number (Relu6: see ``quant/imported.py``). Not where the tensor cannot be negative
+  anyway (output of Relu, Sigmoid, Clip(min >= 0), an even Pow, ..., or of pooling/data movement of such
+  tensors: a Relu there would be redundant), nor on a graph input (an image in [0, 1] gets the same
+  zero-point; onnxruntime never folds an op there);
 - ``Q -> DQ`` of a float constant (fake-quantized weights) is removed, leaving the float constant.
 
 A Q that feeds anything but DequantizeLinear, or a DQ of neither a constant nor a Q, is refused: that is
@@ -24,12 +31,27 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
-from qdq_compiler.ir.editing import add_constant, constant_array, eliminate_dead_code, replace_value
+from qdq_compiler.ir.editing import (
+    NameScope,
+    add_constant,
+    constant_array,
+    eliminate_dead_code,
+    replace_value,
+)
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.float_view import dequantize
-from qdq_compiler.quant.imported import covering_amax, record_imported_amax
+from qdq_compiler.quant.imported import covering_amax, implied_clamp, record_imported_amax
 from qdq_compiler.targets.lint import node_label
+
+# Ops whose output is >= 0 whatever their input, and ops that keep every value of their data inputs'
+# range (so the output is >= 0 when those inputs are).
+NONNEGATIVE_OPS = frozenset({"Relu", "Sigmoid", "Softmax", "HardSigmoid", "Abs", "Exp", "Softplus"})
+RANGE_KEEPING_OPS = frozenset({
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat", "Reshape", "Transpose",
+    "Flatten", "Squeeze", "Unsqueeze", "Identity", "Resize", "Upsample", "Slice", "Split", "Gather",
+    "Add", "Mul", "Max", "Min",
+})
 
 
 @register_pass
@@ -56,7 +78,8 @@ class StripQDQ(Pass):
         for node in list(graph):
             if is_quantize(node):
                 constant = constant_array(node.inputs[0]) is not None
-                source, amax = _remove_pair(graph, node)
+                source, amax, clamped = _remove_pair(graph, node)
+                stats["num-clamps-restored"] += clamped
                 if constant:
                     stats["num-fake-quantized-constants"] += 1
                 else:
@@ -132,8 +155,9 @@ def _quantized_dtype(q: ir.Node) -> np.dtype:
     return np.dtype(np.uint8)  # the ONNX default without a zero-point
 
 
-def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float]:
-    """Make the DQs after ``q`` disappear; return the float tensor and the pair's covering amax."""
+def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
+    """Make the DQs after ``q`` disappear; return the float tensor their users now read, the pair's covering
+    amax, and whether a Relu or Clip re-creates the clamp the pair applied."""
     _check_not_blocked(q)
     source = q.inputs[0]
     scale, zero = _constant_parameters(q)
@@ -156,6 +180,10 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float]:
         amax = covering_amax(scale, zero, _quantized_dtype(q))
     except ValueError as exc:
         raise QdqcError(f"strip-qdq: QuantizeLinear {node_label(q)!r}: {exc}") from None
+    clamp = implied_clamp(scale, zero, _quantized_dtype(q))
+    clamped = clamp is not None and constant_array(source) is None and not _nonnegative(source)
+    if clamped:
+        source = _insert_clamp(graph, q, clamp, scale.dtype)
     for dq in users:
         output = dq.outputs[0]
         if output.is_graph_output() and (source.is_graph_output() or source.is_graph_input()):
@@ -168,4 +196,66 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float]:
             replace_value(output, source, graph)  # the graph output keeps its name
         else:
             output.replace_all_uses_with(source)
-    return source, amax
+    return source, amax, clamped
+
+
+def _nonnegative(value: ir.Value, depth: int = 0) -> bool:
+    """Whether ``value`` is >= 0 by construction, or a graph input (where a clamp never was folded)."""
+    producer = value.producer()
+    if producer is None:
+        return value.is_graph_input()
+    if producer.domain not in ("", "ai.onnx") or depth > 64:
+        return False
+    op = producer.op_type
+    if is_dequantize(producer) and is_quantize(producer.inputs[0].producer()):  # a pair not removed yet
+        return _nonnegative(producer.inputs[0].producer().inputs[0], depth + 1)
+    if op in NONNEGATIVE_OPS:
+        return True
+    if op == "Pow":
+        exponent = constant_array(producer.inputs[1])
+        return exponent is not None and exponent.size == 1 and float(exponent) % 2 == 0
+    if op == "Clip":
+        low = constant_array(producer.inputs[1]) if len(producer.inputs) > 1 else None
+        return (low is not None and bool(np.all(low >= 0))) or _nonnegative(producer.inputs[0], depth + 1)
+    if op in RANGE_KEEPING_OPS:
+        data = producer.inputs[:1] if op in ("Reshape", "Slice", "Gather", "Resize", "Upsample") else (
+            producer.inputs)
+        return all(v is not None and (_nonnegative(v, depth + 1) or _nonnegative_constant(v)) for v in data)
+    return False
+
+
+def _nonnegative_constant(value: ir.Value) -> bool:
+    array = constant_array(value)
+    return array is not None and bool(np.all(array >= 0))
+
+
+def _insert_clamp(
+    graph: ir.Graph, q: ir.Node, clamp: tuple[float, float | None], dtype: np.dtype
+) -> ir.Value:
+    """A Relu (no top) or ``Clip(0, top)`` on the input of ``q``, read by ``q`` instead; returns its output.
+
+    The output takes the tensor's name when ``q`` was its only reader: onnxruntime gave the producer the
+    name of the Relu/Clip it deleted, so the float model's names come back.
+    """
+    source = q.inputs[0]
+    names = NameScope(graph)
+    base = source.name or q.name or "clamped"
+    op = "Relu" if clamp[1] is None else "Clip"
+    clamped = ir.Value(name=names.value(f"{base}_{op.lower()}"), shape=source.shape, type=source.type)
+    node_name = names.node(f"{base}_{op.lower()}")
+    if clamp[1] is None:
+        node = ir.Node("", "Relu", [source], outputs=[clamped], name=node_name)
+    elif graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 1)) < 11:  # bounds as attributes
+        attributes = [ir.AttrFloat32("min", clamp[0]), ir.AttrFloat32("max", clamp[1])]
+        node = ir.Node("", "Clip", [source], attributes=attributes, outputs=[clamped], name=node_name)
+    else:
+        low, high = (add_constant(graph, np.array(bound, dtype=dtype), names.value(f"{base}_clip_{side}"))
+                     for bound, side in zip(clamp, ("min", "max"), strict=True))
+        node = ir.Node("", "Clip", [source, low, high], outputs=[clamped], name=node_name)
+    graph.insert_before(q, node)
+    q.replace_input_with(0, clamped)
+    if len(source.uses()) == 1 and not source.is_graph_output() and source.name:
+        name = source.name
+        source.name = names.value(f"{name}_before_{op.lower()}")
+        clamped.name = name
+    return clamped

@@ -3,6 +3,14 @@
 Rule for the group's amax: the largest calibrated amax among its quantized members. A Concat's output range
 is the union of its inputs' ranges, so the largest member amax clips none of them; taking a smaller one would
 clip the widest branch, which is the error TensorRT users see as lost boxes.
+
+Exception, members far below the group: a member whose own amax is below ``group amax / max-ratio`` is not
+tied. On the shared grid it would keep fewer than ``127 / max-ratio`` INT8 levels (none at all at ratios near
+127 and beyond: a branch 10^4 times smaller than its Concat partner quantizes to 0, and so does every layer
+reading it). It keeps its own scale instead; TensorRT then runs a requantization where it meets the group
+(``qdqc explain`` lists it), and a warning names the tensor and the ratio. The default ratio 16 leaves a tied
+member at least 8 levels (3 bits); real networks stay far inside it (YOLOv7-tiny and the bundled detector:
+largest ratio ~3), so their groups are tied as before.
 """
 
 from __future__ import annotations
@@ -16,32 +24,71 @@ from qdq_compiler.ir.qdq import axis_of, scale_of, set_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.scale_groups import quantizers_of, scale_groups
 
+INT8_LEVELS = 127
+
 
 @register_pass
 class UnifyScales(Pass):
     """Tie the scales TensorRT needs equal, so Q/DQ cancel instead of leaving requantize layers."""
 
     name = "unify-scales"
-    summary = "Give all Concat inputs/output and commuting-op inputs/outputs one scale per group (max amax)."
+    summary = (
+        "Give all Concat inputs/output and commuting-op inputs/outputs one scale per group (max amax); "
+        "members more than max-ratio below it keep their own."
+    )
 
     @dataclass(frozen=True)
     class Options:
         tie_residual_add: bool = False
+        max_ratio: float = 16.0
+
+        def __post_init__(self) -> None:
+            if not self.max_ratio >= 1.0:
+                raise ValueError(f"max-ratio must be >= 1 (got {self.max_ratio})")
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         result = PassResult(modified=False)
         for group in scale_groups(model.graph, self.options.tie_residual_add):
-            quantizers = [q for tensor in group for q in quantizers_of(tensor) if axis_of(q) is None]
-            scales = [scale_of(q) for q in quantizers]
-            known = [s for s in scales if s is not None]
-            if len(quantizers) < 2 or not known:
+            members = [(tensor, _per_tensor_quantizers(tensor)) for tensor in group]
+            members = [(tensor, quantizers) for tensor, quantizers in members if quantizers]
+            own = {id(tensor): _largest_scale(quantizers) for tensor, quantizers in members}
+            known = [scale for scale in own.values() if scale is not None]
+            if sum(len(quantizers) for _, quantizers in members) < 2 or not known:
                 continue
             result.statistics["num-scale-groups"] += 1
-            shared = np.max(np.stack([np.asarray(s).reshape(()) for s in known]))
-            for quantize, scale in zip(quantizers, scales):
-                if scale is not None and np.asarray(scale).reshape(()) == shared:
+            shared = max(known)
+            widest = next(tensor for tensor, _ in members if own[id(tensor)] == shared)
+            for tensor, quantizers in members:
+                scale = own[id(tensor)]
+                if scale is not None and scale * self.options.max_ratio < shared:
+                    _warn_untied(ctx, tensor, widest, shared / scale)
+                    result.statistics["num-members-untied"] += 1
                     continue
-                set_scale(quantize, shared)
-                result.statistics["num-scales-unified"] += 1
+                for quantize in quantizers:
+                    current = scale_of(quantize)
+                    if current is not None and float(np.asarray(current).reshape(())) == shared:
+                        continue
+                    set_scale(quantize, np.float32(shared))
+                    result.statistics["num-scales-unified"] += 1
         result.modified = result.statistics["num-scales-unified"] > 0
         return result
+
+
+def _per_tensor_quantizers(tensor: ir.Value) -> list[ir.Node]:
+    return [q for q in quantizers_of(tensor) if axis_of(q) is None]
+
+
+def _largest_scale(quantizers: list[ir.Node]) -> float | None:
+    """The member's own calibrated scale (the largest of its Qs'), None when no Q has a constant scale."""
+    scales = [scale_of(q) for q in quantizers]
+    known = [float(np.asarray(s).reshape(())) for s in scales if s is not None]
+    return max(known) if known else None
+
+
+def _warn_untied(ctx: PassContext, tensor: ir.Value, widest: ir.Value, ratio: float) -> None:
+    ctx.logger.warning(
+        "unify-scales: %r is not tied to the scale of its group: its range is %.3g times smaller than that "
+        "of %r, so on the shared scale it would keep %.3g INT8 levels; it keeps its own scale, and TensorRT "
+        "requantizes where it joins the group",
+        tensor.name, ratio, widest.name, INT8_LEVELS / ratio,
+    )

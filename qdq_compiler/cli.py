@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -20,12 +21,18 @@ from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
+from qdq_compiler.paths import check_output_dir, preflight
 from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_plugin
 from qdq_compiler.pm.instruments import IRDumpDir, PassStatistics, PrintIR, Reproducer, Timing, VerifyEach
 from qdq_compiler.pm.options import field_types, format_value, kebab
 from qdq_compiler.summary import compile_summary
 
 logger = logging.getLogger("qdqc")
+
+# OSErrors that the machine causes, not qdqc: no space or quota, read-only, no permission, too large a file.
+ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+)
 
 
 def instrument_options(fn):
@@ -92,6 +99,11 @@ def _instruments_for(manager: PassManager, opts: dict) -> Timing:
     return timing
 
 
+def _instrument_folders(opts: dict) -> dict[str, str | None]:
+    """The folders the instrument options write into, by option (None: not given)."""
+    return {"--ir-dump-dir": opts["ir_dump_dir"], "--reproducer-dir": opts["reproducer_dir"]}
+
+
 def _run_pipeline(
     model_path: str,
     output: str,
@@ -105,8 +117,6 @@ def _run_pipeline(
     Returns (model, timing).
     """
     source, target = Path(model_path), Path(output)
-    if output != "-" and source.exists() and target.exists() and target.resolve() == source.resolve():
-        raise QdqcError("output path equals the input model; the input is never overwritten")
     for plugin in opts["load_pass_plugin"]:
         load_plugin(plugin)
     model = load_model(source)
@@ -145,6 +155,8 @@ def _run_pipeline(
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
     """Compile MODEL to explicit-quantized ONNX (default pipeline: trt-int8) and write it to -o."""
+    outputs = {"-o": output, "--summary-json": opts["summary_json"]}
+    preflight(model, opts, outputs, _instrument_folders(opts))
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
     compiled, timing = _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)
@@ -166,6 +178,7 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 
     if not opts["calib"]:
         raise QdqcError("calibrate needs --calib DATA (images folder, .npy or .npz)")
+    preflight(model, opts, {"-o": output})
     pipeline = "upgrade-opset,prepare,place-qdq,calibrate"
     manager, pass_ctx = prepare_pipeline(model, pipeline, {**opts, "calib_cache": None}, ctx.obj["quiet"])
     manager.run(load_model(model), pass_ctx, stamp=False)
@@ -186,6 +199,7 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 @click.pass_context
 def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> None:
     """Run any pipeline on MODEL (IR to IR, like mlir-opt)."""
+    preflight(model, opts, {"-o": output}, _instrument_folders(opts))
     _run_pipeline(model, output, pipeline, opts, ctx.obj["quiet"])
 
 
@@ -245,6 +259,7 @@ def demo(ctx: click.Context, out_dir: str, method: str, limit: int | None) -> No
     """The main job on the bundled example: compile the sample detector to INT8, compare its mAP with FP32."""
     from qdq_compiler.demo import format_accuracy, run_demo
 
+    check_output_dir(out_dir, "--out-dir")
     result = run_demo(Path(out_dir), method=method, limit=limit, progress=not ctx.obj["quiet"])
     click.echo(f"compiled the bundled detector to {result.int8_path} (calibration: {method})")
     click.echo(result.summary)
@@ -279,16 +294,25 @@ def main(argv: list[str] | None = None) -> int:
             logger.exception("traceback")
         return 1
     except KeyboardInterrupt:
-        click.echo("qdqc: interrupted", err=True)
+        click.echo("qdqc: aborted", err=True)
         return 130
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _internal_error(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"qdqc: error: {exc.strerror}{where}", err=True)  # e.g. the disk filled up mid-run
+        return 1
     except Exception as exc:  # a bug in qdqc: still one line unless -vv
-        if logger.isEnabledFor(logging.DEBUG):
-            raise
-        click.echo(
-            f"qdqc: internal error: {type(exc).__name__}: {exc} (run with -vv for a traceback)", err=True
-        )
-        return 3
+        return _internal_error(exc)
     return 0
+
+
+def _internal_error(exc: Exception) -> int:
+    """A bug in qdqc: one line (exit 3) unless -vv, which re-raises for the traceback."""
+    if logger.isEnabledFor(logging.DEBUG):
+        raise exc
+    click.echo(f"qdqc: internal error: {type(exc).__name__}: {exc} (run with -vv for a traceback)", err=True)
+    return 3
 
 
 if __name__ == "__main__":
@@ -296,5 +320,6 @@ if __name__ == "__main__":
 
 
 def run() -> None:
-    """Console-script entry: exit with main()'s status."""
+    """Exit with main()'s status (the console script is qdq_compiler.console:run, which also catches Ctrl-C
+    while this module is imported)."""
     sys.exit(main())

@@ -6,9 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
-from pathlib import Path
 
 import click
 import onnx
@@ -78,9 +76,6 @@ class CompileSelfCheck:
             raise QdqcError(f"--check-sqnr-min must be a finite number of dB, not {self.sqnr_min_db}")
         self.strict = opts["check_strict"]
         self.summary_json = opts["summary_json"]
-        if self.summary_json is not None:
-            others = (model_path, output, opts.get("calib"), opts.get("calib_cache"), opts["check_data"])
-            _check_json_path(self.summary_json, others)
         self.pass_names = {p.name for p in manager.passes}
         self.pass_ctx = pass_ctx
         self.data = None
@@ -150,18 +145,3 @@ class CompileSelfCheck:
             more = f" (and {len(check.warnings) - 1} more)" if len(check.warnings) > 1 else ""
             written = f"the model was written to {self.output}"
             raise QdqcError(f"--check-strict: {check.warnings[0]}{more}; {written}")
-
-
-def _check_json_path(path: str, others: tuple[str | None, ...]) -> None:
-    """Refuse a --summary-json path that cannot be written, or that is one of the command's other files."""
-    target = Path(path)
-    if not path or target.is_dir():
-        raise QdqcError(f"--summary-json {path!r} is not a file path")
-    for other in others:
-        if other and other != "-" and target.resolve() == Path(other).resolve():
-            raise QdqcError(f"--summary-json {path} is also the model, data or output of this command")
-    parent = target.parent
-    if not parent.is_dir():
-        raise QdqcError(f"--summary-json {path}: folder {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise QdqcError(f"--summary-json {path}: folder {str(parent)!r} is not writable")

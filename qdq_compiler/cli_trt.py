@@ -8,6 +8,7 @@ import click
 
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model
+from qdq_compiler.paths import check_output_file, model_files, refuse_overwriting_inputs, write_error
 
 
 @click.command()
@@ -81,6 +82,7 @@ def build(
 
     load_model(model)  # a clear error for a missing or corrupt model before anything else
     engine = engine_path or str(model).rsplit(".onnx", 1)[0] + ".engine"
+    refuse_overwriting_inputs({"-o": engine}, model_files(model))
     command = trtexec_command(
         model,
         target,
@@ -95,6 +97,9 @@ def build(
     if print_trtexec:
         click.echo(format_command(command))
         return
+    check_output_file(engine)
+    if timing_cache is not None:
+        check_output_file(timing_cache, "--timing-cache")  # read, then updated
     try:
         built = build_engine(
             model,
@@ -112,6 +117,8 @@ def build(
         click.echo("build on the device instead with:", err=True)
         click.echo(format_command(command))
         raise click.exceptions.Exit(2) from None
+    except OSError as exc:  # writing the engine, layer report or timing cache: disk full, read-only, ...
+        raise write_error(exc.filename or engine, exc) from None
     click.echo(
         f"wrote {built.engine_path} and layer report {built.layer_info_path} (TensorRT {built.version})"
     )

@@ -73,6 +73,7 @@ def write_json_atomic(path: str | os.PathLike[str], data: dict) -> None:
     """
     path = Path(path)
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)  # as -o: a missing folder is made
     umask = os.umask(0)
     os.umask(umask)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -193,7 +193,7 @@ def test_inspect(yolo_path, capsys) -> None:
         (["compile", "{model}"], "Missing option"),
         (
             ["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--summary-json", "{model}"],
-            "is also the model",
+            "is the input model",
         ),
         (
             ["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--check-data", "{model}"],
@@ -272,3 +272,188 @@ def test_a_flag_whose_pass_is_not_in_the_pipeline_is_refused(tmp_path, capsys, p
     args = ["compile", str(bundled.model_path()), "--pipeline", pipeline, *flags, "-o", str(out)]
     assert main(args) == 1
     assert message in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=oct)
+def test_outputs_get_the_permissions_the_umask_allows(yolo_path, calib_path, tmp_path, umask) -> None:
+    """mkstemp makes 0600 files; compiled models and caches get 0666 minus the umask, like any new file."""
+    import os
+
+    previous = os.umask(umask)
+    try:
+        model, cache = tmp_path / "out.onnx", tmp_path / "stats.qdqc"
+        assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(cache)]) == 0
+        assert main(["-q", "compile", str(yolo_path), "--calib-cache", str(cache), "-o", str(model)]) == 0
+    finally:
+        os.umask(previous)
+    for path in (model, cache):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (path, oct(path.stat().st_mode))
+
+
+def _no_space(*args, **kwargs):
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FullDiskFile:
+    """A writable file object on a disk that fills up at the first write (closes its descriptor)."""
+
+    def __init__(self, fd_or_path, mode="wb", *args, **kwargs):
+        import io
+
+        self._file = io.open(fd_or_path, mode, *args, **kwargs)  # noqa: UP020, SIM115 (the real open)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def write(self, data):
+        _no_space()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def test_disk_full_during_the_final_write_is_one_line(yolo_path, calib_path, tmp_path, capsys, monkeypatch):
+    """The output folder passed the preflight, then the disk fills up while the model is written: one line,
+    exit 1, no temporary file left, the previous output untouched."""
+    import qdq_compiler.ir.io as model_io
+
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    out.write_bytes(b"previous output")
+    monkeypatch.setattr(model_io, "open", _FullDiskFile, raising=False)
+    code = main(["compile", str(yolo_path), "--calib", str(calib_path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.strip() == f"qdqc: error: cannot write {out}: No space left on device"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]
+    assert out.read_bytes() == b"previous output"
+
+
+def test_disk_full_while_saving_the_cache_is_one_line(yolo_path, calib_path, tmp_path, capsys, monkeypatch):
+    import os
+
+    out = tmp_path / "out" / "stats.qdqc"
+    out.parent.mkdir()
+    monkeypatch.setattr(os, "fdopen", _FullDiskFile)
+    code = main(["calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.strip() == f"qdqc: error: cannot write {out}: No space left on device"
+    assert list(out.parent.iterdir()) == []
+
+
+def test_output_paths_are_checked_before_calibration(yolo_path, calib_path, capsys, monkeypatch) -> None:
+    """An unwritable -o is refused before the pipeline (and its calibration) is even set up."""
+    import qdq_compiler.cli as cli_module
+
+    def calibration_started(*args, **kwargs):
+        raise AssertionError("calibration started")
+
+    monkeypatch.setattr(cli_module, "prepare_pipeline", calibration_started)
+    for command in ("compile", "calibrate"):
+        code = main([command, str(yolo_path), "--calib", str(calib_path), "-o", "/proc/qdqc/out"])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("qdqc: error: cannot write -o /proc/qdqc/out"), err
+
+
+# Ctrl-C during start-up: importing the command line takes a second or more (onnx, onnxruntime, numpy).
+_INTERRUPT_IMPORT = """
+import sys
+
+class InterruptOnnxImport:  # Ctrl-C exactly while the CLI imports onnx
+    def find_spec(self, name, path=None, target=None):
+        if name == "onnx":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, InterruptOnnxImport())
+sys.argv = ["qdqc", "--version"]
+"""
+_ENTRIES = {
+    "python -m qdq_compiler": "import runpy\nrunpy.run_module('qdq_compiler', run_name='__main__')\n",
+    "console script": "from qdq_compiler.console import run\nrun()\n",
+}
+
+
+@pytest.mark.parametrize("entry", sorted(_ENTRIES))
+def test_ctrl_c_while_importing_the_cli_prints_aborted(entry) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _INTERRUPT_IMPORT + _ENTRIES[entry]], capture_output=True,
+                          text=True, check=False, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 130 and done.stderr.strip() == "qdqc: aborted", done.stderr
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
+def test_sigint_soon_after_start_prints_aborted(delay, yolo_path, calib_path, tmp_path) -> None:
+    """A real SIGINT while `python -m qdq_compiler compile` starts up (or calibrates, on a fast machine)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "qdq_compiler", "compile", str(yolo_path), "--calib", str(calib_path),
+            "-o", str(tmp_path / "out.onnx")]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    assert process.returncode == 130 and err.strip().endswith("qdqc: aborted"), err
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_build_checks_its_outputs_and_reports_write_errors_in_one_line(yolo_path, tmp_path, capsys,
+                                                                        monkeypatch):
+    """build: the engine and --timing-cache paths are checked before TensorRT runs; an OSError while it
+    writes the engine files (disk full) is one line, not an internal error."""
+    import errno
+    import os
+
+    import qdq_compiler.targets.engine as engine_module
+
+    def build_started(*args, **kwargs):
+        raise AssertionError("build started")
+
+    monkeypatch.setattr(engine_module, "build_engine", build_started)
+    engine = str(tmp_path / "m.engine")
+    for args in (["-o", "/proc/qdqc/m.engine"], ["-o", engine, "--timing-cache", str(tmp_path)]):
+        code = main(["build", str(yolo_path), *args])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("qdqc: error: ") and len(err.splitlines()) == 1, err
+
+    def disk_full(model_path, engine_path, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(engine_path))
+
+    monkeypatch.setattr(engine_module, "build_engine", disk_full)
+    code = main(["build", str(yolo_path), "-o", engine])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.strip() == f"qdqc: error: cannot write {engine}: No space left on device"
+
+
+def test_an_installed_plugin_that_fails_to_load_is_one_line(monkeypatch, capsys) -> None:
+    """An entry-point plugin (group qdq_compiler.passes) whose module raises at import names itself."""
+    from types import SimpleNamespace
+
+    import qdq_compiler.pm.registry as registry
+
+    def broken_load():
+        raise ImportError("No module named 'numpy_v0'")
+
+    entry = SimpleNamespace(name="broken-passes", value="broken_passes.module", load=broken_load)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [entry])
+    monkeypatch.setattr(registry, "_LOADED", False)
+    code = main(["passes"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.strip() == ("qdqc: error: installed pass plugin 'broken-passes' (broken_passes.module) "
+                           "failed to load: ImportError: No module named 'numpy_v0'")

@@ -186,11 +186,17 @@ def test_summary_json_holds_counts_decisions_and_the_check(two, tmp_path, capsys
     assert len(check["warnings"]) == 1 and "out_b" in check["warnings"][0]
 
 
-def test_summary_json_in_a_missing_folder_is_refused_before_compiling(two, tmp_path, capsys):
-    code, out = _compile(two, tmp_path, "--summary-json", str(tmp_path / "nope" / "s.json"))
+def test_summary_json_under_a_file_is_refused_before_compiling(two, tmp_path, capsys):
+    code, out = _compile(two, tmp_path, "--summary-json", str(two[1] / "s.json"))
     err = capsys.readouterr().err
     assert code == 1 and not out.exists()
-    assert len(err.strip().splitlines()) == 1 and "does not exist" in err
+    assert len(err.strip().splitlines()) == 1 and "is not a folder" in err
+
+
+def test_summary_json_in_a_missing_folder_is_made_like_an_output(two, tmp_path):
+    code, out = _compile(two, tmp_path, "--summary-json", str(tmp_path / "new" / "s.json"))
+    assert code == 0 and out.exists()
+    assert json.loads((tmp_path / "new" / "s.json").read_text())["self_check"]["outputs"]
 
 
 def test_cache_only_compile_says_why_it_skipped_and_check_data_runs_it(two, tmp_path, capsys):

@@ -17,11 +17,11 @@ from onnx import TensorProto, helper, numpy_helper
 from qdq_compiler.accuracy import sqnr_db
 from qdq_compiler.accuracy.channels import channel_axes, check_channels
 from qdq_compiler.cli import main
+from qdq_compiler.pipelines import TRT_INT8
 from qdq_compiler.pm import Pass, PassResult, register_pass
 
-# unify-scales ties the small branch to the Concat's scale. The fix of 2a (a ratio option) stops that by
-# default; then this pipeline must force the tie with that option.
-TIE_ALWAYS = "trt-int8"
+# unify-scales ties every member of a scale group, however far apart (the behaviour before the fix of 2a).
+TIE_ALWAYS = TRT_INT8.replace("unify-scales", "unify-scales{max-ratio=1e9}")
 
 
 @register_pass
@@ -49,7 +49,8 @@ class ScaleOneChannel(Pass):
 def _tied_concat(ratio: float = 1e4) -> onnx.ModelProto:
     """Issue 12 item 2a: conv_small and conv_big (all-positive weights, conv_big ``ratio`` times larger, fed
     by conv_small) join in one Concat -> MaxPool -> y [n, 16, 4, 4]; y -> conv_tail -> z. Channels 0-7 of y
-    are the small branch."""
+    are the small branch. Compiled with conv_big kept float, the MaxPool's input (the Concat's output) is
+    quantized with one scale, the big branch's, which rounds the small branch to 0."""
     rng = np.random.default_rng(7)
     weights = {
         "w_small": rng.uniform(0.01, 0.1, (8, 4, 3, 3)),
@@ -100,9 +101,12 @@ def _outputs(check: dict) -> dict[str, dict]:
     return {out["name"]: out for out in check["outputs"]}
 
 
-def test_a_small_concat_branch_zeroed_by_scale_tying_is_named(tmp_path, capsys):
+@pytest.mark.parametrize("pipeline", [TIE_ALWAYS, "trt-int8"])
+def test_a_small_concat_branch_zeroed_by_the_shared_scale_is_named(tmp_path, capsys, pipeline):
+    """With every member tied (as before 2a's fix), and by default too: conv_small's output has no quantizer
+    of its own to untie, the Concat's output is quantized once for both branches."""
     samples = np.random.default_rng(8).uniform(0, 1, (8, 4, 8, 8)).astype(np.float32)
-    code, check = _compile(tmp_path, _tied_concat(), samples, "--pipeline", TIE_ALWAYS, "--quantize-head",
+    code, check = _compile(tmp_path, _tied_concat(), samples, "--pipeline", pipeline, "--quantize-head",
                            "--exclude", "conv_big")
     captured = capsys.readouterr()
     assert code == 0
@@ -124,10 +128,11 @@ def test_a_small_concat_branch_zeroed_by_scale_tying_is_named(tmp_path, capsys):
     assert by_axis[3]["dead"]["count"] == 0 and by_axis[3]["low_sqnr"]["count"] == 0
 
 
-def test_without_the_tie_no_channel_is_dead(tmp_path, capsys):
-    """The same model with conv_big quantized too: nothing ties the small branch, and nothing warns."""
+def test_branches_of_alike_ranges_give_no_channel_warning(tmp_path, capsys):
+    """The same model with both branches in one range: nothing is rounded away, and nothing warns."""
     samples = np.random.default_rng(8).uniform(0, 1, (8, 4, 8, 8)).astype(np.float32)
-    code, check = _compile(tmp_path, _tied_concat(ratio=1.0), samples, "--quantize-head")
+    code, check = _compile(tmp_path, _tied_concat(ratio=1.0), samples, "--pipeline", TIE_ALWAYS,
+                           "--quantize-head", "--exclude", "conv_big")
     assert code == 0 and not _warnings(capsys.readouterr().err) and check["status"] == "ok"
     assert all(channel["dead"]["count"] == 0 for out in check["outputs"] for channel in out["channels"])
 

@@ -153,6 +153,9 @@ def test_scale_must_be_finite_and_positive(bad):
 
 def test_scale_dtype():
     assert rules_of(conv_model(scale_dtype=TensorProto.FLOAT16), "warning") == {"scale-dtype"}
+    # ... and on the float32 input of a Q it is invalid ONNX (opset 13-18: float32 only; 19: one type)
+    assert rules_of(conv_model(scale_dtype=TensorProto.FLOAT16)) == {"float16-qdq"}
+    assert rules_of(conv_model(opset=19, scale_dtype=TensorProto.FLOAT16)) == {"float16-qdq"}
     assert rules_of(conv_model(scale_dtype=TensorProto.DOUBLE)) == {"scale-dtype"}
 
 
@@ -244,9 +247,11 @@ def test_verify_trt_pass_counts_and_raises():
 
 def test_verify_trt_fail_on_warning():
     pass_cls = get_pass("verify-trt")
-    warned = load_model(conv_model(scale_dtype=TensorProto.FLOAT16))
-    assert pass_cls().run(warned, PassContext()).statistics["num-lint-warnings"] == 2  # x_Q and x_DQ
-    with pytest.raises(TrtLintError, match="scale-dtype"):
+    # per-tensor Q/DQ below opset 13: one model-level warning, no error (a float16 scale on the float32 input
+    # is invalid ONNX, an error of rule float16-qdq, so it no longer makes a warnings-only model)
+    warned = load_model(conv_model(opset=12, weight_axis=None, weight_scale=np.float32(0.01)))
+    assert pass_cls().run(warned, PassContext()).statistics["num-lint-warnings"] == 1
+    with pytest.raises(TrtLintError, match="opset"):
         pass_cls(pass_cls.Options(fail_on_warning=True)).run(warned, PassContext())
 
 

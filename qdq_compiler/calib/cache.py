@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from qdq_compiler.paths import new_file_mode, write_error
+
 from .errors import CalibrationCacheError
 from .histogram import TensorStats
 
@@ -142,18 +144,23 @@ def encode_cache(stats: Mapping[str, TensorStats], key: CacheKey) -> bytes:
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(payload)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, new_file_mode())  # mkstemp made it 0600; the cache gets what the umask allows
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+        if isinstance(exc, OSError):  # no space left, read-only, ...: one line, no partial file
+            raise write_error(path, exc) from None
         raise
 
 

@@ -10,7 +10,11 @@ from .errors import CalibrationMethodError
 from .histogram import DEFAULT_NUM_BINS, TensorStats
 from .methods import AMAX_FLOOR, MethodSpec, compute_amax, parse_method_spec
 
-__all__ = ["per_channel_amax"]  # the axis itself: qdq_compiler.targets.trt_rules.WEIGHTED_OPS
+# the output-channel axis itself: qdq_compiler.targets.trt_rules.WEIGHTED_OPS
+__all__ = ["ZERO_LAYER_AMAX", "per_channel_amax"]
+
+# amax of an all-zero channel when the whole weight is zero (no other channel to take a scale from)
+ZERO_LAYER_AMAX = 1.0
 
 
 def _channel_stats(channel: np.ndarray, num_bins: int) -> TensorStats:
@@ -39,8 +43,15 @@ def per_channel_amax(
 
     ``axis=None`` gives one per-tensor amax (shape ``[]``). ``max`` is exact; ``percentile`` and ``mse``
     build a ``num_bins`` histogram per channel over ``[0, channel absmax]`` and apply
-    :func:`qdq_compiler.calib.methods.compute_amax` (``mse`` costs a few ms per channel). An all-zero channel
-    gets ``AMAX_FLOOR``.
+    :func:`qdq_compiler.calib.methods.compute_amax` (``mse`` costs a few ms per channel).
+
+    An all-zero channel gets the median amax of the weight's non-zero channels (``ZERO_LAYER_AMAX``, 1.0, when
+    every channel is zero). Its INT8 codes are 0 whatever the scale, so any positive scale stores it exactly;
+    the scale matters only to a consumer that folds the float bias into the INT32 accumulator as
+    ``bias / (s_in * s_w)``. The old floor (1e-8, scale 7.9e-11) overflowed INT32 there for any bias above
+    ~1e-3. The median keeps the channel's bias step (``s_in * s_w``) as fine as, and its INT32 range as safe
+    as, those of a typical channel of the same layer; a fixed amax of 1.0 could be far coarser than the
+    layer's other channels (weights of 1e-3) or far finer.
     """
     values = np.asarray(weight)
     if values.size == 0:
@@ -56,10 +67,19 @@ def per_channel_amax(
         if not -values.ndim <= axis < values.ndim:
             raise ValueError(f"axis {axis} is out of range for a weight of shape {list(values.shape)}")
         moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
+    absmax = np.max(np.abs(moved), axis=1).astype(np.float64)
     if spec.name == "max":
-        amax = np.max(np.abs(moved), axis=1).astype(np.float64)
-        amax = np.maximum(amax, AMAX_FLOOR)
+        amax = np.maximum(absmax, AMAX_FLOOR)
     else:
         rows = [compute_amax(_channel_stats(row, num_bins), spec) for row in moved]
         amax = np.array(rows, dtype=np.float64)
+    amax = _zero_channels_like_the_others(amax, absmax == 0.0)
     return np.asarray(amax[0]) if axis is None else amax
+
+
+def _zero_channels_like_the_others(amax: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """``amax`` with the all-zero channels set to the median of the others (see per_channel_amax)."""
+    if not zero.any():
+        return amax
+    fill = float(np.median(amax[~zero])) if not zero.all() else ZERO_LAYER_AMAX
+    return np.where(zero, fill, amax)

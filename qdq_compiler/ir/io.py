@@ -10,6 +10,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import ModelLoadError
+from qdq_compiler.paths import new_file_mode, write_error
 
 # Models whose weights exceed this size are saved with an external data file beside them.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
@@ -63,11 +64,15 @@ def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
     Large models (over ~1.8 GB of weights) get their tensors in `<name>.data` beside the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     proto = to_proto(model)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        os.chmod(tmp_name, new_file_mode())  # mkstemp made it 0600; an output gets what the umask allows
         needs_external = not _fits_bytesize(proto) or proto.ByteSize() > EXTERNAL_DATA_THRESHOLD_BYTES
         if needs_external:
             data_name = path.name + ".data"
@@ -78,6 +83,8 @@ def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
             with open(tmp_name, "wb") as handle:
                 handle.write(proto.SerializeToString())
         os.replace(tmp_name, path)
+    except OSError as exc:  # no space left, read-only, ...: one line, no partial file
+        raise write_error(path, exc) from None
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

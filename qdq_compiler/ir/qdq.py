@@ -58,13 +58,15 @@ def insert_qdq_pair(
 ) -> tuple[ir.Node, ir.Node]:
     """Insert QuantizeLinear -> DequantizeLinear on `value` for the chosen consumers (all if None).
 
-    Zero-points are 0 (symmetric, as TensorRT requires); the scale dtype follows `scale`. Names derive
-    from the tensor name: `<name>_quantized`, `<name>_dequantized`.
+    Zero-points are 0 (symmetric, as TensorRT requires). The scale takes the tensor's float type when that is
+    float16/bfloat16 (ONNX opset 19 wants scale, input and DQ output in one type), else the dtype of `scale`.
+    Names derive from the tensor name: `<name>_quantized`, `<name>_dequantized`.
     """
     graph = value.graph
     assert graph is not None, "value is not in a graph"
     names = NameScope(graph)
     base = value.name or "tensor"
+    scale = _in_float_type_of(value, np.asarray(scale))
     scale_value = add_constant(graph, np.asarray(scale), names.value(f"{base}_scale"))
     zero = np.zeros(np.asarray(scale).shape, dtype=quant_dtype)
     zero_value = add_constant(graph, zero, names.value(f"{base}_zero_point"))
@@ -98,7 +100,7 @@ def set_scale(quantize: ir.Node, scale: np.ndarray) -> None:
     old = quantize.inputs[1]
     old_array = constant_array(old)
     dtype = old_array.dtype if old_array is not None else np.float32
-    array = np.asarray(scale, dtype=dtype)
+    array = cast_scale(np.asarray(scale), dtype)
     dequantizers = [user for user, index in quantize.outputs[0].uses() if is_dequantize(user) and index == 0]
     group = {id(quantize), *map(id, dequantizers)}
     if old is not None and old.is_initializer() and all(id(user) in group for user, _ in old.uses()):
@@ -118,3 +120,20 @@ def broadcast_scale(scale: np.ndarray, ndim: int, axis: int) -> np.ndarray:
         shape[axis % ndim] = scale.size
         return scale.reshape(shape)
     return scale
+
+
+def _in_float_type_of(value: ir.Value, scale: np.ndarray) -> np.ndarray:
+    """`scale` cast to the float16/bfloat16 type of `value`; as is for float32 (or unknown) tensors."""
+    dtype = value.const_value.dtype if value.const_value is not None else value.dtype
+    if dtype not in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16):
+        return scale
+    return cast_scale(scale, dtype.numpy())
+
+
+def cast_scale(scale: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`scale` in `dtype`; positive scales that underflow to 0 (float16 below 6e-8) get its smallest step."""
+    cast = np.asarray(scale).astype(dtype)
+    underflow = (cast == 0) & (np.asarray(scale) > 0)
+    if np.any(underflow):
+        cast = np.where(underflow, np.finfo(dtype).smallest_subnormal, cast).astype(dtype)
+    return cast

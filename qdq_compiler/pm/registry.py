@@ -54,7 +54,12 @@ def load_builtin_passes() -> None:
     import qdq_compiler.pipelines  # noqa: F401  (registers the named pipelines)
 
     for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        entry.load()
+        try:
+            entry.load()
+        except Exception as exc:  # a broken installed plugin: name it, keep one line
+            raise PipelineError(
+                f"installed pass plugin '{entry.name}' ({entry.value}) failed to load: {_one_line(exc)}"
+            ) from None
 
 
 def load_plugin(spec: str) -> None:
@@ -69,12 +74,26 @@ def load_plugin(spec: str) -> None:
             raise PipelineError(f"cannot load pass plugin {spec}")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # the plugin's own error: name the file, keep one line
+            del sys.modules[module_name]
+            raise PipelineError(f"pass plugin {spec} failed to load: {_one_line(exc)}") from None
         return
     try:
         importlib.import_module(spec)
-    except ImportError as exc:
-        raise PipelineError(f"cannot import pass plugin module '{spec}': {exc}") from None
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (exc.name == spec or spec.startswith(exc.name + ".")):
+            raise PipelineError(f"cannot import pass plugin module '{spec}': {exc}") from None
+        raise PipelineError(f"pass plugin module '{spec}' failed to load: {_one_line(exc)}") from None
+    except Exception as exc:
+        raise PipelineError(f"pass plugin module '{spec}' failed to load: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's type and the first line of its message (a SyntaxError names file and line)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def get_pass(name: str) -> type[Pass]:

@@ -1,7 +1,9 @@
 """Scales taken over from a model that was already quantized (onnxruntime, Model Optimizer, ...).
 
 ``strip-qdq`` records, per float tensor name, the amax of the symmetric INT8 grid that covers the range the
-imported quantizer represented; ``import-scales`` sets the scales of qdqc's own Q/DQ from them.
+imported quantizer represented; ``import-scales`` sets the scales of qdqc's own Q/DQ from them. A pair whose
+range starts at exactly 0 also clamped its tensor (onnxruntime folds Relu and Clip into such a pair):
+``implied_clamp`` gives that clamp, which strip-qdq puts back as a Relu or Clip.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ import numpy as np
 import onnx_ir as ir
 
 IMPORTED_AMAX_META_KEY = "qdqc.imported_amax"
+
+# relative distance of a quantizer's top from a whole number that still counts as the clamp's bound: a few
+# float32 roundings of scale = bound / levels and of top = scale * levels
+WHOLE_NUMBER_TOLERANCE = 1e-6
 
 # (lowest, highest) integer a quantizer of this type represents
 _LEVELS = {
@@ -36,6 +42,31 @@ def covering_amax(scale: np.ndarray, zero_point: np.ndarray | None, dtype: np.dt
     if low < 0:  # signed: with zero-point 0, the symmetric grid
         reach = np.where(zero == 0, high, reach)
     return float(np.max(scales * reach))
+
+
+def implied_clamp(
+    scale: np.ndarray, zero_point: np.ndarray | None, dtype: np.dtype
+) -> tuple[float, float | None] | None:
+    """The clamp a per-tensor quantizer applied that qdqc's symmetric grid would not: ``(0, None)`` for a
+    Relu, ``(0, top)`` for a Clip such as Relu6, None for no clamp.
+
+    The range ``[(qmin - zp) * scale, (qmax - zp) * scale]`` starts at exactly 0 when the zero-point is the
+    type's lowest code (UINT8 zp 0, INT8 zp -128): the pair maps every negative value to 0, as a Relu does.
+    Its top is the calibrated maximum, an arbitrary number, except where the source model clamped the
+    tensor from above and calibration saw the clamp's own bound: then the top is a whole number (6 for
+    Relu6) to float32 precision, and that bound is returned. Symmetric and per-channel quantizers give None.
+    """
+    if np.dtype(dtype) not in _LEVELS or np.asarray(scale).size != 1:
+        return None
+    low, high = _LEVELS[np.dtype(dtype)]
+    zero = 0 if zero_point is None else int(np.asarray(zero_point).reshape(-1)[0])
+    if zero != low:
+        return None
+    top = float(np.asarray(scale, dtype=np.float64).reshape(())) * (high - zero)
+    whole = round(top)
+    if whole >= 1 and abs(top - whole) <= WHOLE_NUMBER_TOLERANCE * whole:
+        return 0.0, float(whole)
+    return 0.0, None
 
 
 def imported_amax(model: ir.Model) -> dict[str, float] | None:

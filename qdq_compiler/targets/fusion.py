@@ -559,6 +559,7 @@ def predict_fusions(model: ir.Model, excluded: Iterable[str] = ()) -> FusionRepo
             continue
         layers.append(_predict_layer(g, node, rule, shapes, absorbed, excluded_names, outputs))
     splits = [text for node, qs in outputs for text in _split_fusions(g, node, qs, absorbed)]
+    requants += [rq for node, qs in outputs for rq in _output_requantizations(node, qs)]
     int8_ops = _int8_capable_ops(g, absorbed)
     reformats = _reformats(g, absorbed)
     total = sum(layer.macs or 0 for layer in layers)
@@ -587,6 +588,19 @@ def _predict_layer(g: _Graph, node: _Node, rule: rules.WeightedOpRule, shapes: d
     names = [f.origin or f.name for f in fused]
     reason = "" if out_qs else f"INT8 in, float out: {why}"
     return LayerPrediction(node.name, node.op, macs, "int8", "int8" if out_qs else "float", reason, names)
+
+
+def _output_requantizations(layer: _Node, qs: list[_Node]) -> list[Requantization]:
+    """An INT8 layer has one output scale (its first Q's): each further Q with another scale requantizes.
+
+    This is what a scale-group member left untied by unify-scales costs (it also feeds the group's Q).
+    """
+    first = qs[0] if qs else None
+    return [
+        Requantization(first.origin, q.origin, _scalar(first.scale), _scalar(q.scale),
+                       f"after {layer.label()}, whose output feeds Qs of different scales")
+        for q in qs[1:] if first is not None and not _same_scale(first.scale, q.scale)
+    ]
 
 
 def _fmt_macs(macs: int | None) -> str:

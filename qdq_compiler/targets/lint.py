@@ -36,6 +36,8 @@ RULES: dict[str, str] = {
     "bias-quantized": "Conv/ConvTranspose/Gemm bias must stay float (no DQ on the bias input)",
     "q-without-dq": "every QuantizeLinear output must feed DequantizeLinear nodes only",
     "weight-range": "INT8 weight initializers behind a DQ must lie in [-127, 127]",
+    "float16-qdq": "float16/bfloat16 Q/DQ (input, scale or output) need opset >= 19 (13-18 are float32 only)",
+    "bias-overflow": "Conv/ConvTranspose/Gemm bias / (activation scale x weight scale) must fit in INT32",
 }
 
 
@@ -95,6 +97,7 @@ def lint_model(model: ir.Model) -> list[Violation]:
         rule = rules.weighted_rule(node)
         if rule is not None:
             found.extend(_check_bias(node, rule))
+            found.extend(_check_bias_overflow(node, rule))
     if has_qdq and opset < rules.PER_CHANNEL_MIN_OPSET and not per_channel_below_13:
         found.append(_warning("opset", "<model>",
                               f"opset {opset} < 13: re-export at opset 13 or later for TensorRT Q/DQ"))
@@ -136,11 +139,13 @@ def _check_qdq(node: ir.Node, opset: int) -> list[Violation]:
     found: list[Violation] = []
     scale_value = node.inputs[1] if len(node.inputs) > 1 else None
     scale = constant_array(scale_value)
+    float_type = _float_side_type(node)
     if scale is None:
         found.append(_error("scale-constant", label, "scale is not a constant; TensorRT needs "
                             "build-time scales"))
     else:
-        found.extend(_check_scale(label, scale, value_dtype(scale_value)))
+        found.extend(_check_scale(label, scale, value_dtype(scale_value), float_type))
+    found.extend(_check_float16_opset(node, label, opset, float_type, value_dtype(scale_value)))
     found.extend(_check_zero_point(node, label))
     found.extend(_check_type(node, label, opset))
     if is_quantize(node):
@@ -152,9 +157,13 @@ def _check_qdq(node: ir.Node, opset: int) -> list[Violation]:
     return found
 
 
-def _check_scale(label: str, scale: np.ndarray, dtype: ir.DataType | None) -> list[Violation]:
+def _check_scale(
+    label: str, scale: np.ndarray, dtype: ir.DataType | None, float_type: ir.DataType | None = None
+) -> list[Violation]:
     found: list[Violation] = []
-    if dtype == ir.DataType.FLOAT16:
+    if dtype == ir.DataType.FLOAT16 and float_type == ir.DataType.FLOAT16:
+        pass  # a float16 tensor's Q/DQ: ONNX (opset 19) and TensorRT's Quantize want the scale in its type
+    elif dtype == ir.DataType.FLOAT16:
         found.append(_warning("scale-dtype", label,
                               "float16 scale: accepted only by strongly typed builds; use float32"))
     elif dtype is not None and dtype != ir.DataType.FLOAT:
@@ -166,6 +175,32 @@ def _check_scale(label: str, scale: np.ndarray, dtype: ir.DataType | None) -> li
         found.append(_error("scale-value", label,
                             f"scale must be > 0 (min {values.min():.6g})"))
     return found
+
+
+def _float_side_type(node: ir.Node) -> ir.DataType | None:
+    """The float type a Q reads or a DQ writes (None when not declared)."""
+    if is_quantize(node):
+        return value_dtype(node.inputs[0]) if node.inputs and node.inputs[0] is not None else None
+    return node.outputs[0].dtype if node.outputs else None
+
+
+def _check_float16_opset(
+    node: ir.Node, label: str, opset: int, float_type: ir.DataType | None, scale_type: ir.DataType | None
+) -> list[Violation]:
+    """float16/bfloat16 Q/DQ below opset 19, or a scale of another type than the tensor: invalid ONNX."""
+    found = sorted({t.name for t in (float_type, scale_type) if t in rules.FLOAT16_TYPES})
+    if not found:
+        return []
+    if opset >= rules.FLOAT16_QDQ_MIN_OPSET:
+        if float_type is None or scale_type is None or float_type == scale_type:
+            return []
+        side = "input" if is_quantize(node) else "output"
+        return [_error("float16-qdq", label,
+                       f"{node.op_type} {side} is {float_type.name} but its scale is {scale_type.name}; "
+                       "from opset 19 ONNX wants both in one type")]
+    return [_error("float16-qdq", label,
+                   f"{node.op_type} on {'/'.join(found)} needs opset >= {rules.FLOAT16_QDQ_MIN_OPSET} "
+                   f"(model has {opset}; opsets 13-18 take float32 only): run upgrade-opset{{min=19}}")]
 
 
 def _check_zero_point(node: ir.Node, label: str) -> list[Violation]:
@@ -281,6 +316,46 @@ def _check_bias(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
     return [_error("bias-quantized", node_label(node),
                    f"bias '{bias.name}' comes through DequantizeLinear '{node_label(producer)}'; "
                    "TensorRT wants a float bias")]
+
+
+def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
+    """A float bias that overflows INT32 when folded into the accumulator as bias / (s_in * s_w)."""
+    if rule.bias_input is None or len(node.inputs) <= rule.bias_input:
+        return []
+    bias = constant_array(node.inputs[rule.bias_input])
+    s_in = _dequantize_scale(node.inputs[rule.activation_input])
+    s_w = _dequantize_scale(node.inputs[rule.weight_input])
+    if bias is None or s_in is None or s_w is None or s_in.size != 1 or bias.dtype.kind != "f":
+        return []
+    bias = np.abs(bias.astype(np.float64).reshape(-1))
+    activation_scale = float(s_in.reshape(-1)[0])
+    s_w = s_w.astype(np.float64).reshape(-1)  # per output channel, or one
+    if 1 not in (bias.size, s_w.size) and bias.size != s_w.size:
+        return []  # the axis / weight-axis rules report a scale that does not match the output channels
+    bias, s_w = np.broadcast_arrays(bias, s_w)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # a zero scale: scale-value's job
+        folded = bias / (activation_scale * s_w)
+    channels = np.flatnonzero(folded > rules.INT32_MAX)
+    if not channels.size:
+        return []
+    worst = int(channels[np.argmax(folded[channels])])
+    listed = ", ".join(str(c) for c in channels[:5]) + (", ..." if channels.size > 5 else "")
+    plural = "s" if channels.size > 1 else ""
+    return [_error(
+        "bias-overflow", node_label(node),
+        f"bias / (activation scale x weight scale) exceeds INT32 in channel{plural} {listed} (channel "
+        f"{worst}: {bias[worst]:.3g} / ({activation_scale:.3g} x {s_w[worst]:.3g}) = {folded[worst]:.3g}); a "
+        "consumer that folds the bias into the INT32 accumulator overflows: check the scales (calibration "
+        "data of zeros?) or keep the layer float (--exclude)",
+    )]
+
+
+def _dequantize_scale(value: ir.Value | None) -> np.ndarray | None:
+    """The constant scale of the DequantizeLinear producing `value` (None when there is none)."""
+    producer = value.producer() if value is not None else None
+    if not is_dequantize(producer) or len(producer.inputs) < 2:
+        return None
+    return constant_array(producer.inputs[1])
 
 
 # ----------------------------------------------------------------------------------------------------

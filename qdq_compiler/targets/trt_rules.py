@@ -31,10 +31,13 @@ DERIVED = "qdqc: derived from the math of symmetric quantization (no NVIDIA page
 INT8_MIN_OPSET = 10  # per-tensor QuantizeLinear/DequantizeLinear exist from opset 10
 PER_CHANNEL_MIN_OPSET = 13  # the `axis` attribute arrives in opset 13
 FP8_MIN_OPSET = 19  # FLOAT8 types in Q/DQ arrive in opset 19
+FLOAT16_QDQ_MIN_OPSET = 19  # float16/bfloat16 Q input, scale, DQ output arrive in opset 19 (13-18: float32)
+FLOAT16_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
 FP8_TYPES = frozenset(
     {ir.DataType.FLOAT8E4M3FN, ir.DataType.FLOAT8E4M3FNUZ, ir.DataType.FLOAT8E5M2, ir.DataType.FLOAT8E5M2FNUZ}
 )
 INT8_WEIGHT_RANGE = (-127, 127)  # weights are symmetric; activations use [-128, 127]
+INT32_MAX = 2**31 - 1  # a bias folded into the INT32 accumulator, bias / (s_in * s_w), must stay below this
 
 # QOperator-format and integer ops: TensorRT only imports the Q/DQ (QDQ) format.
 QOPERATOR_OPS = frozenset(
