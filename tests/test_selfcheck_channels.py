@@ -1,5 +1,5 @@
 """The self-check's per-channel part: dead and very noisy channels that an output-wide SQNR hides (a small
-Concat branch zeroed by scale tying, issue 12 item 2a; one broken channel)."""
+Concat branch rounded to zero by the Concat's one scale, issue 12 item 2a; one broken channel)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class ScaleOneChannel(Pass):
         return PassResult(modified=True)
 
 
-def _tied_concat(ratio: float = 1e4) -> onnx.ModelProto:
+def _concat_of_distant_ranges(ratio: float = 1e4) -> onnx.ModelProto:
     """Issue 12 item 2a: conv_small and conv_big (all-positive weights, conv_big ``ratio`` times larger, fed
     by conv_small) join in one Concat -> MaxPool -> y [n, 16, 4, 4]; y -> conv_tail -> z. Channels 0-7 of y
     are the small branch. Compiled with conv_big kept float, the MaxPool's input (the Concat's output) is
@@ -68,7 +68,7 @@ def _tied_concat(ratio: float = 1e4) -> onnx.ModelProto:
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 4, 4]),
                helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 4, 4])]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])]
-    graph = helper.make_graph(nodes, "tied_concat", inputs, outputs, inits)
+    graph = helper.make_graph(nodes, "concat_of_distant_ranges", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -106,13 +106,13 @@ def test_a_small_concat_branch_zeroed_by_the_shared_scale_is_named(tmp_path, cap
     """With every member tied (as before 2a's fix), and by default too: conv_small's output has no quantizer
     of its own to untie, the Concat's output is quantized once for both branches."""
     samples = np.random.default_rng(8).uniform(0, 1, (8, 4, 8, 8)).astype(np.float32)
-    code, check = _compile(tmp_path, _tied_concat(), samples, "--pipeline", pipeline, "--quantize-head",
+    code, check = _compile(tmp_path, _concat_of_distant_ranges(), samples, "--pipeline", pipeline, "--quantize-head",
                            "--exclude", "conv_big")
     captured = capsys.readouterr()
     assert code == 0
     # the blind spot: y as a whole is far above the threshold although half its channels are gone
     compiled = run_onnx(onnx.load(str(tmp_path / "m.int8.onnx")), {"x": samples[:4]})[0]
-    reference = run_onnx(_tied_concat(), {"x": samples[:4]})[0]
+    reference = run_onnx(_concat_of_distant_ranges(), {"x": samples[:4]})[0]
     assert sqnr_db(reference.astype(np.float64), compiled) > 40.0
     assert not compiled[:, :8].any() and reference[:, :8].min() > 0.0
     y_sqnr = _outputs(check)["y"]["sqnr_db"]
@@ -131,7 +131,7 @@ def test_a_small_concat_branch_zeroed_by_the_shared_scale_is_named(tmp_path, cap
 def test_branches_of_alike_ranges_give_no_channel_warning(tmp_path, capsys):
     """The same model with both branches in one range: nothing is rounded away, and nothing warns."""
     samples = np.random.default_rng(8).uniform(0, 1, (8, 4, 8, 8)).astype(np.float32)
-    code, check = _compile(tmp_path, _tied_concat(ratio=1.0), samples, "--pipeline", TIE_ALWAYS,
+    code, check = _compile(tmp_path, _concat_of_distant_ranges(ratio=1.0), samples, "--pipeline", TIE_ALWAYS,
                            "--quantize-head", "--exclude", "conv_big")
     assert code == 0 and not _warnings(capsys.readouterr().err) and check["status"] == "ok"
     assert all(channel["dead"]["count"] == 0 for out in check["outputs"] for channel in out["channels"])
