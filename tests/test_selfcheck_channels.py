@@ -106,8 +106,8 @@ def test_a_small_concat_branch_zeroed_by_the_shared_scale_is_named(tmp_path, cap
     """With every member tied (as before 2a's fix), and by default too: conv_small's output has no quantizer
     of its own to untie, the Concat's output is quantized once for both branches."""
     samples = np.random.default_rng(8).uniform(0, 1, (8, 4, 8, 8)).astype(np.float32)
-    code, check = _compile(tmp_path, _concat_of_distant_ranges(), samples, "--pipeline", pipeline, "--quantize-head",
-                           "--exclude", "conv_big")
+    options = ("--pipeline", pipeline, "--quantize-head", "--exclude", "conv_big")
+    code, check = _compile(tmp_path, _concat_of_distant_ranges(), samples, *options)
     captured = capsys.readouterr()
     assert code == 0
     # the blind spot: y as a whole is far above the threshold although half its channels are gone
