@@ -23,6 +23,7 @@ import onnx_ir as ir
 from qdq_compiler.calib.weights import per_channel_amax
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.qdq import insert_qdq_pair, is_dequantize
+from qdq_compiler.ir.validate import check_weighted_ranks
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import LayerDecision, record_decisions
 from qdq_compiler.targets.trt_rules import weighted_rule
@@ -57,6 +58,7 @@ class PlaceQDQ(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
         graph.sort()
+        check_weighted_ranks(graph, "the model")  # ranks known only after shape inference
         result = PassResult(modified=False)
         decided = self._decide(graph)
         record_decisions(model, [decision for _, decision in decided])

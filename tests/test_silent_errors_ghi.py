@@ -99,3 +99,101 @@ def test_stacked_layout_is_part_of_the_cache_key(tmp_path) -> None:
     other = cache_key(model, open_calibration_data(stacked_ab_samples(4, seed=1), model), 2048)
     assert first == again and first != fewer and first != other
     assert first.batch_size == 1
+
+
+# --------------------------------------------------------------------------- 2h: clear errors
+def conv_relu_model(x_shape=(1, 8, 8, 8), w_shape=(8, 8, 3, 3)) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    weight = numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], [weight]), opset_imports=OPSET)
+
+
+def compile_error(tmp_path, capsys, model: onnx.ModelProto, data: np.ndarray | None = None,
+                  extra: tuple[str, ...] = ()) -> str:
+    """Compile ``model`` through the CLI, expect exit 1 and return the one stderr line."""
+    model_path, data_path = tmp_path / "m.onnx", tmp_path / "calib.npy"
+    onnx.save_model(model, model_path)
+    np.save(data_path, np.random.default_rng(1).standard_normal((4, 8, 8, 8)).astype(np.float32)
+            if data is None else data)
+    capsys.readouterr()
+    status = main(["compile", str(model_path), "-o", str(tmp_path / "out.onnx"), "--calib", str(data_path),
+                   "--quantize-head", *extra])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("qdqc: error: "), err
+    assert not (tmp_path / "out.onnx").exists()
+    return lines[0]
+
+
+def test_initializer_declared_without_data_is_one_line_error(tmp_path, capsys) -> None:
+    model = conv_relu_model()
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")  # dims [8,8,3,3], no values: a model saved without its weights
+    line = compile_error(tmp_path, capsys, model)
+    assert "'w'" in line and "no data" in line
+
+
+def test_initializer_with_too_few_values_is_one_line_error(tmp_path, capsys) -> None:
+    model = conv_relu_model()
+    weight = model.graph.initializer[0]
+    weight.raw_data = weight.raw_data[:100]
+    line = compile_error(tmp_path, capsys, model)
+    assert "'w'" in line and "576" in line
+
+
+def test_constant_node_without_data_is_one_line_error(tmp_path, capsys) -> None:
+    model = conv_relu_model()
+    empty = TensorProto(name="bias_value", data_type=TensorProto.FLOAT, dims=[8])  # dims, no values
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["b"], value=empty, name="bias"))
+    model.graph.node[1].input.append("b")
+    line = compile_error(tmp_path, capsys, model)
+    assert "'b'" in line or "bias" in line
+    assert "no data" in line
+
+
+def test_input_without_shape_is_named(tmp_path, capsys) -> None:
+    model = conv_relu_model()
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+    line = compile_error(tmp_path, capsys, model)
+    assert "'x'" in line and "no shape" in line and "expects shape []" not in line
+
+
+def test_rank2_conv_is_refused(tmp_path, capsys) -> None:
+    model = conv_relu_model(x_shape=(8, 8), w_shape=(8, 8))
+    line = compile_error(tmp_path, capsys, model, np.zeros((4, 8, 8), np.float32))
+    assert "Conv" in line and "'conv'" in line and "rank" in line
+
+
+def test_conv_on_a_reshaped_rank2_tensor_is_refused(tmp_path, capsys) -> None:
+    """The rank is known only after shape inference: place-qdq refuses the Conv."""
+    model = conv_relu_model(x_shape=(1, 8, 8, 8), w_shape=(8, 64, 1, 1))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([8, 64], np.int64), "shape"))
+    model.graph.node.insert(0, helper.make_node("Reshape", ["x", "shape"], ["x2"], name="flatten"))
+    model.graph.node[1].input[0] = "x2"
+    line = compile_error(tmp_path, capsys, model)
+    assert "Conv" in line and "'conv'" in line and "rank 2" in line
+
+
+def test_gemm_on_rank3_input_is_refused(tmp_path, capsys) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    weight = numpy_helper.from_array(np.ones((16, 8), np.float32), "w")
+    gemm = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")
+    graph = helper.make_graph([gemm], "g", [x], [y], [weight])
+    model = helper.make_model(graph, opset_imports=OPSET)
+    line = compile_error(tmp_path, capsys, model, np.zeros((4, 8, 16), np.float32))
+    assert "Gemm" in line and "'fc'" in line and "rank" in line
+
+
+def test_valid_conv_model_still_compiles(tmp_path, capsys) -> None:
+    model_path, data_path = tmp_path / "m.onnx", tmp_path / "calib.npy"
+    onnx.save_model(conv_relu_model(), model_path)
+    np.save(data_path, np.random.default_rng(1).standard_normal((4, 8, 8, 8)).astype(np.float32))
+    assert main(["compile", str(model_path), "-o", str(tmp_path / "out.onnx"), "--calib", str(data_path),
+                 "--quantize-head"]) == 0
+    onnx.checker.check_model(onnx.load(tmp_path / "out.onnx"), full_check=True)

@@ -71,6 +71,12 @@ def model_input_specs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
         tensor_type = value.type.tensor_type
         if not value.type.HasField("tensor_type"):
             raise CalibrationDataError(f"model input {value.name!r} is not a tensor")
+        if not tensor_type.HasField("shape"):
+            raise CalibrationDataError(
+                f"model input {value.name!r} has no shape (not even a rank), so calibration data cannot be "
+                "checked against it (TensorRT needs its rank too): export the model with input shapes; "
+                "dynamic dims may stay symbolic"
+            )
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in tensor_type.shape.dim)
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
