@@ -197,3 +197,31 @@ def test_valid_conv_model_still_compiles(tmp_path, capsys) -> None:
     assert main(["compile", str(model_path), "-o", str(tmp_path / "out.onnx"), "--calib", str(data_path),
                  "--quantize-head"]) == 0
     onnx.checker.check_model(onnx.load(tmp_path / "out.onnx"), full_check=True)
+
+
+@pytest.mark.parametrize(("weight_shape", "attrs", "bias", "expected"), [
+    ((8, 4, 3, 3), {}, None, "8 channels"),
+    ((9, 4, 3, 3), {"group": 3}, None, "8 channels"),
+    ((8, 8, 3, 3), {}, 5, "bias has shape [5]"),
+])
+def test_conv_whose_weight_does_not_fit_its_input_is_refused(tmp_path, capsys, weight_shape, attrs, bias,
+                                                             expected) -> None:
+    """Shapes a Conv cannot run with (onnxruntime fails only at run time) are refused at load."""
+    model = conv_relu_model(w_shape=weight_shape)
+    conv = model.graph.node[0]
+    conv.attribute.extend(helper.make_attribute(key, value) for key, value in attrs.items())
+    if bias is not None:
+        model.graph.initializer.append(numpy_helper.from_array(np.ones(bias, np.float32), "b"))
+        conv.input.append("b")
+    line = compile_error(tmp_path, capsys, model)
+    assert "'conv'" in line and expected in line
+
+
+def test_gemm_inner_dimension_mismatch_is_refused(tmp_path, capsys) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    weight = numpy_helper.from_array(np.ones((32, 16), np.float32), "w")
+    gemm = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")
+    model = helper.make_model(helper.make_graph([gemm], "g", [x], [y], [weight]), opset_imports=OPSET)
+    line = compile_error(tmp_path, capsys, model, np.zeros((4, 64), np.float32))
+    assert "'fc'" in line and "64 vs 32" in line

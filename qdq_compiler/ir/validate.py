@@ -2,9 +2,10 @@
 
 * :func:`check_tensor_data`: every initializer and Constant tensor holds as many values as its dims say
   (a model saved without its weights declares them with dims and no data);
-* :func:`check_weighted_ranks`: Conv/ConvTranspose/Gemm/MatMul inputs whose rank is known have a rank the
-  operator accepts (a rank-2 Conv would otherwise be compiled into an invalid model). Ranks known only after
-  shape inference are checked again by place-qdq.
+* :func:`check_weighted_ranks`: Conv/ConvTranspose/Gemm/MatMul inputs whose shapes are known have a rank
+  and channel/inner dimensions the operator accepts (a rank-2 Conv or a weight for other channels would
+  otherwise be compiled into a model that fails at run time). Shapes known only after shape inference are
+  checked again by place-qdq.
 """
 
 from __future__ import annotations
@@ -106,34 +107,88 @@ def _typed_values(data_type: int, count: int) -> int:
     return count
 
 
-# --------------------------------------------------------------------------- operator ranks
+# --------------------------------------------------------------------------- weighted-op shapes
 def rank_problem(node: ir.Node) -> str:
-    """Why a weighted op's known input ranks are invalid ('' when they are fine or unknown)."""
-    ranks = [len(v.shape) if v is not None and v.shape is not None else None for v in node.inputs[:2]]
-    if len(ranks) < 2:
+    """Why a weighted op's known input ranks or channel counts are invalid ('' when fine or unknown)."""
+    shapes = [_dims(v) for v in node.inputs]
+    if len(shapes) < 2:
         return ""
-    data, weight = ranks
+    data, weight = shapes[0], shapes[1]
     label = f"{node.op_type} {node.name or (node.outputs[0].name if node.outputs else '')!r}"
     if node.op_type in ("Conv", "ConvTranspose"):
-        for which, rank in (("input", data), ("weight", weight)):
-            if rank is not None and rank < 3:
-                return (f"{label}: its {which} has rank {rank}; {node.op_type} needs rank >= 3 "
-                        "(batch, channels, spatial dims)")
-        if data is not None and weight is not None and data != weight:
-            return f"{label}: its input has rank {data} but its weight rank {weight}; they must match"
+        problem = _conv_problem(node, data, weight, shapes[2] if len(shapes) > 2 else None)
     elif node.op_type == "Gemm":
-        for which, rank in (("A", data), ("B", weight)):
-            if rank is not None and rank != 2:
-                return f"{label}: input {which} has rank {rank}; Gemm needs rank 2 (use MatMul for batched)"
+        problem = _gemm_problem(node, data, weight)
     elif node.op_type == "MatMul":
-        for which, rank in (("A", data), ("B", weight)):
-            if rank == 0:
-                return f"{label}: input {which} is a scalar (rank 0); MatMul needs rank >= 1"
+        problem = _matmul_problem(data, weight)
+    else:
+        problem = ""
+    return f"{label}: {problem}" if problem else ""
+
+
+def _dims(value: ir.Value | None) -> tuple[int | None, ...] | None:
+    """The shape of ``value`` with None for symbolic dims (None when the rank is unknown)."""
+    if value is None or value.shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else None for d in value.shape)
+
+
+def _conv_problem(node: ir.Node, data: tuple | None, weight: tuple | None, bias: tuple | None) -> str:
+    op = node.op_type
+    for which, shape in (("input", data), ("weight", weight)):
+        if shape is not None and len(shape) < 3:
+            return f"its {which} has rank {len(shape)}; {op} needs rank >= 3 (batch, channels, spatial dims)"
+    if data is None or weight is None:
+        return ""
+    if len(data) != len(weight):
+        return f"its input has rank {len(data)} but its weight rank {len(weight)}; they must match"
+    group_attr = node.attributes.get("group")
+    group = group_attr.as_int() if group_attr is not None else 1
+    channels = data[1]
+    if op == "Conv":
+        per_group, outputs = weight[1], weight[0]
+    else:
+        per_group = weight[0] // group if weight[0] is not None and group > 0 else None
+        outputs = weight[1] * group if weight[1] is not None else None
+    if channels is not None and per_group is not None and op == "Conv" and channels != per_group * group:
+        return (f"its input has {channels} channels but its weight {list(weight)} with group={group} "
+                f"expects {per_group * group}")
+    if channels is not None and op == "ConvTranspose" and weight[0] is not None and channels != weight[0]:
+        return f"its input has {channels} channels but its weight {list(weight)} expects {weight[0]}"
+    if bias is not None and outputs is not None and bias != (outputs,):
+        return f"its bias has shape {list(bias)} but the layer has {outputs} output channels"
+    return ""
+
+
+def _gemm_problem(node: ir.Node, data: tuple | None, weight: tuple | None) -> str:
+    for which, shape in (("A", data), ("B", weight)):
+        if shape is not None and len(shape) != 2:
+            return f"input {which} has rank {len(shape)}; Gemm needs rank 2 (use MatMul for batched)"
+    if data is None or weight is None:
+        return ""
+    trans_a = node.attributes.get("transA")
+    trans_b = node.attributes.get("transB")
+    k_a = data[0] if trans_a is not None and trans_a.as_int() else data[1]
+    k_b = weight[1] if trans_b is not None and trans_b.as_int() else weight[0]
+    if k_a is not None and k_b is not None and k_a != k_b:
+        return f"A {list(data)} and B {list(weight)} disagree on the inner dimension ({k_a} vs {k_b})"
+    return ""
+
+
+def _matmul_problem(data: tuple | None, weight: tuple | None) -> str:
+    for which, shape in (("A", data), ("B", weight)):
+        if shape is not None and len(shape) == 0:
+            return f"input {which} is a scalar (rank 0); MatMul needs rank >= 1"
+    if data is None or weight is None:
+        return ""
+    k_a, k_b = data[-1], (weight[-2] if len(weight) >= 2 else weight[0])
+    if k_a is not None and k_b is not None and k_a != k_b:
+        return f"A {list(data)} and B {list(weight)} disagree on the inner dimension ({k_a} vs {k_b})"
     return ""
 
 
 def check_weighted_ranks(graph: ir.Graph, origin: str) -> None:
-    """Raise :class:`ModelLoadError` for the first weighted op whose known input ranks are invalid."""
+    """Raise :class:`ModelLoadError` for the first weighted op whose known input shapes are invalid."""
     for node in graph:
         if node.domain not in ("", "ai.onnx"):
             continue
