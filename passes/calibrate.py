@@ -8,14 +8,18 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.calib import DEFAULT_NUM_BINS, MethodPlan, collect_statistics, open_calibration_data
+from qdq_compiler.calib.methods import AMAX_FLOOR
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.qdq import is_quantize, scale_of, set_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.float_view import float_view
+from qdq_compiler.quant.placement_warnings import first_names
 
 INT8_MAX = 127.0
 AMAX_META_KEY = "qdqc.amax"
+# amax of an activation that was zero on every calibration sample (scale 1/127; zero quantizes exactly)
+ZERO_TENSOR_AMAX = 1.0
 
 
 @register_pass
@@ -55,7 +59,12 @@ class Calibrate(Pass):
         names = sorted({q.inputs[0].name for q in quantizers})
         stats = self._statistics(model, names, ctx)
         op_types = {name: _op_types(q) for q in quantizers for name in [q.inputs[0].name]}
+        for pattern in plan.unmatched_patterns(names, op_types):
+            ctx.logger.warning("--calib-override %r matches no calibrated tensor (%s)", pattern,
+                               "op types: " + ", ".join(sorted({o for v in op_types.values() for o in v}))
+                               if pattern.startswith("op:") else f"tensors: {first_names(names)}")
         amax = plan.compute({name: stats[name] for name in names}, op_types)
+        _guard_degenerate(model, {name: stats[name] for name in names}, amax, ctx)
         for quantize in quantizers:
             if apply_amax(quantize, float(amax[quantize.inputs[0].name])):
                 result.statistics["num-scales-set"] += 1
@@ -94,6 +103,29 @@ class Calibrate(Pass):
         )
         ctx.calibration_stats.update(collected)
         return ctx.calibration_stats
+
+
+def _guard_degenerate(model: ir.Model, stats: dict, amax: dict[str, float], ctx: PassContext) -> None:
+    """Give all-zero tensors ``ZERO_TENSOR_AMAX`` (in place of a ~1e-10 scale) and warn; warn about constant
+    graph inputs too.
+
+    A tensor that was zero on every calibration sample quantizes exactly with any scale; the floor scale
+    would crush any non-zero value it sees later to ~1e-8 and make a consumer's INT32 bias overflow.
+    """
+    zero = [name for name in sorted(stats) if stats[name].absmax <= AMAX_FLOOR]
+    for name in zero:
+        amax[name] = ZERO_TENSOR_AMAX
+    if zero:
+        ctx.logger.warning(
+            "%d activation tensor(s) were all zero over the calibration data (%s): they get scale 1/127 "
+            "(amax %g) instead of ~1e-10; is the calibration data all zeros or constant?",
+            len(zero), first_names(zero), ZERO_TENSOR_AMAX,
+        )
+    inputs = {value.name for value in model.graph.inputs}
+    for name in sorted(set(stats) & inputs):
+        if name not in zero and stats[name].min == stats[name].max:
+            ctx.logger.warning("calibration data of input %r is constant (every value %g): its scale fits "
+                               "that one value only", name, stats[name].min)
 
 
 def apply_amax(quantize: ir.Node, amax: float) -> bool:

@@ -225,3 +225,102 @@ def test_gemm_inner_dimension_mismatch_is_refused(tmp_path, capsys) -> None:
     model = helper.make_model(helper.make_graph([gemm], "g", [x], [y], [weight]), opset_imports=OPSET)
     line = compile_error(tmp_path, capsys, model, np.zeros((4, 64), np.float32))
     assert "'fc'" in line and "64 vs 32" in line
+
+
+# --------------------------------------------------------------------------- 2g: degenerate cases warn
+def compile_ok(tmp_path, capsys, model: onnx.ModelProto, data: np.ndarray,
+               *extra: str) -> tuple[onnx.ModelProto, str]:
+    """Compile through the CLI, expect success; return the output model and stderr."""
+    model_path, data_path, out_path = tmp_path / "m.onnx", tmp_path / "calib.npy", tmp_path / "out.onnx"
+    onnx.save_model(model, model_path)
+    np.save(data_path, data)
+    capsys.readouterr()
+    status = main(["compile", str(model_path), "-o", str(out_path), "--calib", str(data_path), *extra])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    return onnx.load(out_path), err
+
+
+def warnings_of(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("qdqc: WARNING: ")]
+
+
+def activation_scales(model: onnx.ModelProto) -> dict[str, float]:
+    """Scale of every QuantizeLinear, by the tensor it quantizes."""
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {node.input[0]: float(constants[node.input[1]]) for node in model.graph.node
+            if node.op_type == "QuantizeLinear"}
+
+
+def conv_bias_model() -> onnx.ModelProto:
+    model = conv_relu_model()
+    model.graph.initializer.append(numpy_helper.from_array(np.linspace(-1, 1, 8, dtype=np.float32), "b"))
+    model.graph.node[0].input.append("b")
+    return model
+
+
+def test_all_zero_calibration_data_warns_and_gets_a_safe_scale(tmp_path, capsys) -> None:
+    zeros = np.zeros((4, 8, 8, 8), np.float32)
+    compiled, err = compile_ok(tmp_path, capsys, conv_bias_model(), zeros, "--quantize-head")
+    [warning] = [w for w in warnings_of(err) if "all zero" in w]
+    assert "1 activation tensor" in warning and "'x'" in warning
+    assert activation_scales(compiled) == {"x": pytest.approx(np.float32(1.0 / 127.0), rel=1e-7)}
+    feeds = [{"x": zeros[:1]}, {"x": np.full((1, 8, 8, 8), 0.5, np.float32)}]
+    reference = run_outputs(conv_bias_model(), feeds)["y"]
+    quantized = run_outputs(compiled, feeds)["y"]
+    np.testing.assert_allclose(quantized[0], reference[0], atol=1e-6)  # zeros quantize exactly
+    assert sqnr_db(reference, quantized) > 25.0  # and later non-zero data is not crushed to zero
+
+
+def test_model_without_weighted_layers_warns_nothing_quantized(tmp_path, capsys) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=OPSET)
+    _, err = compile_ok(tmp_path, capsys, model, np.ones((2, 8, 8, 8), np.float32))
+    [warning] = [w for w in warnings_of(err) if "no layer was quantized" in w]
+    assert "no weighted layer" in warning and "Conv" in warning
+
+
+def test_all_layers_excluded_warns_nothing_quantized_with_the_reason(tmp_path, capsys) -> None:
+    data = np.random.default_rng(1).standard_normal((2, 8, 8, 8)).astype(np.float32)
+    _, err = compile_ok(tmp_path, capsys, conv_relu_model(), data, "--quantize-head", "--exclude", "co*")
+    [warning] = [w for w in warnings_of(err) if "no layer was quantized" in w]
+    assert "'conv'" in warning and "excluded by name pattern" in warning
+    _, err = compile_ok(tmp_path, capsys, conv_relu_model(), data)
+    [warning] = [w for w in warnings_of(err) if "no layer was quantized" in w]
+    assert "detection-head" in warning
+
+
+def test_patterns_that_match_nothing_are_named(tmp_path, capsys) -> None:
+    data = np.random.default_rng(1).standard_normal((2, 8, 8, 8)).astype(np.float32)
+    _, err = compile_ok(tmp_path, capsys, conv_relu_model(), data, "--quantize-head", "--exclude", "nope*",
+                        "--exclude-op", "Gemm", "--exclude-op", "conv", "--exclude-op", "Relu",
+                        "--calib-override", "zzz=max", "--calib-override", "op:Sigmoid=max",
+                        "--calib-override", "x=max")
+    warnings = warnings_of(err)
+    text = "\n".join(warnings)
+    assert any("'nope*'" in w and "matches no" in w for w in warnings), text
+    assert any("'Gemm'" in w and "no Gemm" in w for w in warnings), text
+    assert any("'conv'" in w and "'Conv'" in w for w in warnings), text  # did you mean
+    assert any("'Relu'" in w and "not a weighted op" in w for w in warnings), text
+    assert any("'zzz'" in w and "matches no" in w for w in warnings), text
+    assert any("'op:Sigmoid'" in w and "matches no" in w for w in warnings), text
+    assert not any("--calib-override 'x'" in w for w in warnings), text  # x=max matched the input
+
+
+def test_patterns_that_match_say_nothing(tmp_path, capsys) -> None:
+    data = np.random.default_rng(1).standard_normal((2, 8, 8, 8)).astype(np.float32)
+    _, err = compile_ok(tmp_path, capsys, conv_relu_model(), data, "--quantize-head",
+                        "--calib-override", "op:Conv=max", "--exclude-op", "MatMul")
+    assert [w for w in warnings_of(err) if "Conv" in w] == []
+
+
+def test_lint_on_a_float_model_says_there_is_nothing_to_lint(tmp_path, capsys) -> None:
+    path = tmp_path / "float.onnx"
+    onnx.save_model(conv_relu_model(), path)
+    capsys.readouterr()
+    assert main(["lint", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert any("holds no Q/DQ" in w and "nothing to lint" in w for w in warnings_of(err)), err
+    assert main(["lint", "--strict", str(path)]) == 1
