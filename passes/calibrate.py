@@ -35,6 +35,9 @@ class Calibrate(Pass):
     `num-bins` bins over [0, abs-max]): twice the model runs, for a histogram that does not depend on which
     batch comes first.
 
+    A tensor that was zero on every sample gets amax 1.0 (scale 1/127) rather than the methods' floor, with a
+    warning naming it; override patterns that match no tensor are warned about (docs/calibration-data.md).
+
     The default method is `mse`: NVIDIA's YOLOv7 QAT study found histogram-MSE scales best for YOLOv7, and
     bench/bench_ptq.py measures it at or above Model Optimizer's best SQNR on our test models, where
     `entropy` trails it by up to 0.6 dB.
