@@ -324,3 +324,9 @@ def test_lint_on_a_float_model_says_there_is_nothing_to_lint(tmp_path, capsys) -
     err = capsys.readouterr().err
     assert any("holds no Q/DQ" in w and "nothing to lint" in w for w in warnings_of(err)), err
     assert main(["lint", "--strict", str(path)]) == 1
+
+
+def test_constant_calibration_input_is_warned(tmp_path, capsys) -> None:
+    constant = np.full((4, 8, 8, 8), 0.5, np.float32)
+    _, err = compile_ok(tmp_path, capsys, conv_bias_model(), constant, "--quantize-head")
+    assert any("input 'x' is constant" in w and "0.5" in w for w in warnings_of(err)), err
