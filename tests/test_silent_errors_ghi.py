@@ -330,3 +330,10 @@ def test_constant_calibration_input_is_warned(tmp_path, capsys) -> None:
     constant = np.full((4, 8, 8, 8), 0.5, np.float32)
     _, err = compile_ok(tmp_path, capsys, conv_bias_model(), constant, "--quantize-head")
     assert any("input 'x' is constant" in w and "0.5" in w for w in warnings_of(err)), err
+
+
+def test_an_array_fitting_neither_layout_names_both() -> None:
+    expected = (r"expects shape \[1,8,8,8\]: give its samples on the batch axis \[N,8,8,8\] "
+                r"or stacked \[N,1,8,8,8\]")
+    with pytest.raises(CalibrationDataError, match=expected):
+        open_calibration_data(np.zeros((2, 2, 1, 8, 8, 8), np.float32), conv_relu_model())

@@ -351,6 +351,12 @@ def _check_batch_layout(spec: InputSpec, shape: tuple[int, ...], batch_size: int
     if not spec.shape:
         raise CalibrationDataError(f"{source}: input {spec.name!r} is a scalar: give its samples as [N], "
                                    f"got {got}")
+    if len(shape) != len(spec.shape):
+        dims = [("?" if d is None else str(d)) for d in spec.shape]
+        raise CalibrationDataError(
+            f"{source}: input {spec.name!r} expects shape {spec.shape_text()}: give its samples on the batch "
+            f"axis [N,{','.join(dims[1:])}] or stacked [N,{','.join(dims)}]; got {got}".replace(",]", "]")
+        )
     _check_shape(spec, run_shape, source, "samples stack to")
 
 
