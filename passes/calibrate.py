@@ -14,7 +14,7 @@ from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.qdq import is_quantize, scale_of, set_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.float_view import float_view
-from qdq_compiler.quant.placement_warnings import first_names
+from qdq_compiler.quant.notices import first_names, warn_once
 
 INT8_MAX = 127.0
 AMAX_META_KEY = "qdqc.amax"
@@ -63,7 +63,7 @@ class Calibrate(Pass):
         stats = self._statistics(model, names, ctx)
         op_types = {name: _op_types(q) for q in quantizers for name in [q.inputs[0].name]}
         for pattern in plan.unmatched_patterns(names, op_types):
-            ctx.logger.warning("--calib-override %r matches no calibrated tensor (%s)", pattern,
+            warn_once(ctx, "--calib-override %r matches no calibrated tensor (%s)", pattern,
                                "op types: " + ", ".join(sorted({o for v in op_types.values() for o in v}))
                                if pattern.startswith("op:") else f"tensors: {first_names(names)}")
         amax = plan.compute({name: stats[name] for name in names}, op_types)
@@ -119,7 +119,8 @@ def _guard_degenerate(model: ir.Model, stats: dict, amax: dict[str, float], ctx:
     for name in zero:
         amax[name] = ZERO_TENSOR_AMAX
     if zero:
-        ctx.logger.warning(
+        warn_once(
+            ctx,
             "%d activation tensor(s) were all zero over the calibration data (%s): they get scale 1/127 "
             "(amax %g) instead of ~1e-10; is the calibration data all zeros or constant?",
             len(zero), first_names(zero), ZERO_TENSOR_AMAX,
@@ -127,7 +128,7 @@ def _guard_degenerate(model: ir.Model, stats: dict, amax: dict[str, float], ctx:
     inputs = {value.name for value in model.graph.inputs}
     for name in sorted(set(stats) & inputs):
         if name not in zero and stats[name].min == stats[name].max:
-            ctx.logger.warning("calibration data of input %r is constant (every value %g): its scale fits "
+            warn_once(ctx, "calibration data of input %r is constant (every value %g): its scale fits "
                                "that one value only", name, stats[name].min)
 
 

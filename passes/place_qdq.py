@@ -62,7 +62,7 @@ class PlaceQDQ(Pass):
         check_weighted_ranks(graph, "the model")  # ranks known only after shape inference
         result = PassResult(modified=False)
         decided = self._decide(graph)
-        warn_placement(decided, self.options.exclude, self.options.exclude_ops, ctx.logger)
+        warn_placement(decided, self.options.exclude, self.options.exclude_ops, ctx)
         record_decisions(model, [decision for _, decision in decided])
         weighted = [node for node, decision in decided if decision.int8]
         quantized = {id(node) for node in weighted}

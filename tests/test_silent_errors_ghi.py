@@ -337,3 +337,17 @@ def test_an_array_fitting_neither_layout_names_both() -> None:
                 r"or stacked \[N,1,8,8,8\]")
     with pytest.raises(CalibrationDataError, match=expected):
         open_calibration_data(np.zeros((2, 2, 1, 8, 8, 8), np.float32), conv_relu_model())
+
+
+def test_a_warning_is_given_once_per_context(caplog) -> None:
+    """sensitivity runs place-qdq per variant over one context: the user's typo is named once."""
+    from qdq_compiler.ir import load_model
+    from qdq_compiler.pm import PassContext, PassManager
+
+    ctx, pipeline = PassContext(), "infer-shapes,place-qdq{exclude=[nope]}"
+    with caplog.at_level("WARNING", logger="qdqc"):
+        for _ in range(3):
+            PassManager(pipeline).run(load_model(conv_relu_model()), ctx)
+        assert sum("'nope'" in r.getMessage() for r in caplog.records) == 1
+        PassManager(pipeline).run(load_model(conv_relu_model()), PassContext())
+        assert sum("'nope'" in r.getMessage() for r in caplog.records) == 2

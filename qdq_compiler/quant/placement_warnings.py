@@ -5,29 +5,23 @@ float)."""
 from __future__ import annotations
 
 import fnmatch
-import logging
 from collections import Counter
 from collections.abc import Sequence
 
 import onnx_ir as ir
 
+from qdq_compiler.pm import PassContext
 from qdq_compiler.quant.decisions import LayerDecision
+from qdq_compiler.quant.notices import first_names, warn_once
 
 WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-NAMES_SHOWN = 3
-
-
-def first_names(names: Sequence[str], limit: int = NAMES_SHOWN) -> str:
-    """``'a', 'b', 'c' and 2 more``: the first few names of a list, quoted."""
-    shown = ", ".join(repr(name) for name in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def warn_placement(
     decided: Sequence[tuple[ir.Node, LayerDecision]],
     exclude: Sequence[str],
     exclude_ops: Sequence[str],
-    logger: logging.Logger,
+    ctx: PassContext,
 ) -> None:
     """Warn when no layer is INT8 (with the reasons) and for every exclusion that matches no layer."""
     nodes = [node for node, _ in decided]
@@ -35,7 +29,7 @@ def warn_placement(
         if not any(fnmatch.fnmatchcase(node.name or "", pattern) for node in nodes):
             names = [node.name for node in nodes if node.name]
             known = f" (weighted layers: {first_names(names)})" if names else ""
-            logger.warning("--exclude %r matches no weighted layer name%s", pattern, known)
+            warn_once(ctx, "--exclude %r matches no weighted layer name%s", pattern, known)
     present = {node.op_type for node in nodes}
     for op_type in exclude_ops:
         if op_type in present:
@@ -47,9 +41,9 @@ def warn_placement(
             cause = f"op types are case-sensitive: did you mean {meant[0]!r}?"
         else:
             cause = f"{op_type} is not a weighted op ({', '.join(WEIGHTED_OP_TYPES)}); other ops stay float"
-        logger.warning("--exclude-op %r matches no layer: %s", op_type, cause)
+        warn_once(ctx, "--exclude-op %r matches no layer: %s", op_type, cause)
     if not any(decision.int8 for _, decision in decided):
-        logger.warning("no layer was quantized: %s", _why_all_float([d for _, d in decided]))
+        warn_once(ctx, "no layer was quantized: %s", _why_all_float([d for _, d in decided]))
 
 
 def _why_all_float(decisions: Sequence[LayerDecision]) -> str:
