@@ -351,3 +351,15 @@ def test_a_warning_is_given_once_per_context(caplog) -> None:
         assert sum("'nope'" in r.getMessage() for r in caplog.records) == 1
         PassManager(pipeline).run(load_model(conv_relu_model()), PassContext())
         assert sum("'nope'" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_model_without_its_external_data_file_is_one_line_error(tmp_path, capsys) -> None:
+    """Guard (one line already before issue 12): the external data file was not copied with the model."""
+    model_path = tmp_path / "m.onnx"
+    onnx.save_model(conv_relu_model(), model_path, save_as_external_data=True, location="m.onnx.data",
+                    size_threshold=0)
+    (tmp_path / "m.onnx.data").unlink()
+    capsys.readouterr()
+    assert main(["inspect", str(model_path)]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("qdqc: error: ") and "m.onnx.data" in lines[0], lines
