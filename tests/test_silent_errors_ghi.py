@@ -363,3 +363,39 @@ def test_model_without_its_external_data_file_is_one_line_error(tmp_path, capsys
     assert main(["inspect", str(model_path)]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("qdqc: error: ") and "m.onnx.data" in lines[0], lines
+
+
+def _undefined_input(model: onnx.ModelProto) -> None:
+    model.graph.node[1].input[0] = "undefined"
+
+
+def _produced_twice(model: onnx.ModelProto) -> None:
+    model.graph.node[1].output[0] = "c"
+    model.graph.output[0].name = "c"
+
+
+def _negative_dim(model: onnx.ModelProto) -> None:
+    model.graph.initializer[0].dims[0] = -8
+
+
+def _conv_attribute(name: str, value: list[int]):
+    def edit(model: onnx.ModelProto) -> None:
+        model.graph.node[0].attribute.append(helper.make_attribute(name, value))
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (_undefined_input, "'undefined'"),
+    (_produced_twice, "'c'"),
+    (_negative_dim, "negative"),
+    (_conv_attribute("pads", [1, 1]), "pads"),
+    (_conv_attribute("strides", [0, 0]), "strides"),
+    (_conv_attribute("dilations", [1, 1, 1]), "dilations"),
+    (_conv_attribute("kernel_shape", [5, 5]), "kernel_shape"),
+], ids=["undefined-input", "produced-twice", "negative-dim", "pads", "strides", "dilations", "kernel-shape"])
+def test_malformed_graph_is_named_in_one_line(tmp_path, capsys, edit, expected) -> None:
+    """Malformed models that were compiled into invalid output (or failed with an onnx_ir message)."""
+    model = conv_relu_model()
+    edit(model)
+    line = compile_error(tmp_path, capsys, model)
+    assert expected in line and "_deserialize" not in line, line

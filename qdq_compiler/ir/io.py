@@ -10,7 +10,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import ModelLoadError
-from qdq_compiler.ir.validate import check_tensor_data, check_weighted_ranks
+from qdq_compiler.ir.validate import check_graph_wiring, check_tensor_data, check_weighted_ranks
 
 # Models whose weights exceed this size are saved with an external data file beside them.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
@@ -48,6 +48,7 @@ def _from_proto(proto: onnx.ModelProto, origin: str) -> ir.Model:
     if not proto.HasField("graph") or len(proto.graph.node) == 0 and len(proto.graph.output) == 0:
         raise ModelLoadError(f"{origin} holds no ONNX graph (empty or not a model file)")
     check_tensor_data(proto, origin)
+    check_graph_wiring(proto, origin)
     try:
         model = ir.from_proto(proto)
     except Exception as exc:

@@ -1,5 +1,6 @@
 """Checks at load that turn malformed models into one-line errors before any numpy or onnx call sees them.
 
+* :func:`check_graph_wiring`: every value a node reads is defined, and defined once;
 * :func:`check_tensor_data`: every initializer and Constant tensor holds as many values as its dims say
   (a model saved without its weights declares them with dims and no data);
 * :func:`check_weighted_ranks`: Conv/ConvTranspose/Gemm/MatMul inputs whose shapes are known have a rank
@@ -19,7 +20,7 @@ import onnx_ir as ir
 
 from qdq_compiler.errors import ModelLoadError
 
-__all__ = ["check_tensor_data", "check_weighted_ranks", "rank_problem"]
+__all__ = ["check_graph_wiring", "check_tensor_data", "check_weighted_ranks", "rank_problem"]
 
 # data types packed two values per byte
 _PACKED_4BIT = {
@@ -41,6 +42,35 @@ def check_tensor_data(proto: onnx.ModelProto, origin: str) -> None:
             shape = "[" + ",".join(map(str, tensor.dims)) + "]"
             dtype = onnx.TensorProto.DataType.Name(tensor.data_type).lower()
             raise ModelLoadError(f"{origin}: {where} {tensor.name!r} ({dtype} {shape}) {problem}")
+
+
+def check_graph_wiring(proto: onnx.ModelProto, origin: str) -> None:
+    """Raise :class:`ModelLoadError` when a main-graph node reads a value nothing defines, or a value is
+    defined twice (by two nodes, or by a node and an input/initializer)."""
+    graph = proto.graph
+    defined: dict[str, str] = {}
+    for value in graph.input:
+        defined.setdefault(value.name, "a graph input")
+    for tensor in graph.initializer:
+        defined.setdefault(tensor.name, "an initializer")
+    for node in graph.node:
+        label = f"{node.op_type} {node.name or (node.output[0] if node.output else '')!r}"
+        for name in node.output:
+            if name and name in defined:
+                raise ModelLoadError(f"{origin} is not a valid ONNX model: value {name!r} is defined twice "
+                                     f"(by {defined[name]} and by {label})")
+            if name:
+                defined[name] = label
+    for node in graph.node:
+        for name in node.input:
+            if name and name not in defined:
+                label = f"{node.op_type} {node.name or (node.output[0] if node.output else '')!r}"
+                raise ModelLoadError(f"{origin} is not a valid ONNX model: {label} reads {name!r}, which no "
+                                     "node, graph input or initializer defines")
+    for value in graph.output:
+        if value.name not in defined:
+            raise ModelLoadError(f"{origin} is not a valid ONNX model: graph output {value.name!r} is never "
+                                 "produced")
 
 
 def _constant_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, str]]:
@@ -65,6 +95,8 @@ def _data_problem(tensor: onnx.TensorProto) -> str:
     """Why ``tensor``'s data do not match its dims ('' when they do or cannot be judged here)."""
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return ""  # not loaded here: the external-data loader reports a missing file
+    if any(dim < 0 for dim in tensor.dims):
+        return "has a negative dimension"
     count = math.prod(tensor.dims)
     if tensor.HasField("raw_data"):
         expected = _raw_bytes(tensor.data_type, count)
@@ -161,6 +193,27 @@ def _conv_problem(node: ir.Node, data: tuple | None, weight: tuple | None, bias:
         return f"its input has {channels} channels but its weight {list(weight)} expects {weight[0]}"
     if bias is not None and outputs is not None and bias != (outputs,):
         return f"its bias has shape {list(bias)} but the layer has {outputs} output channels"
+    return _conv_attribute_problem(node, weight)
+
+
+def _conv_attribute_problem(node: ir.Node, weight: tuple) -> str:
+    """Spatial attributes whose length or values do not fit the weight's spatial dims."""
+    spatial = len(weight) - 2
+    expected = {"strides": spatial, "dilations": spatial, "kernel_shape": spatial, "pads": 2 * spatial,
+                "output_padding": spatial}
+    for name, length in expected.items():
+        attribute = node.attributes.get(name)
+        if attribute is None:
+            continue
+        values = list(attribute.as_ints())
+        if len(values) != length:
+            return f"{name}={values} has {len(values)} values; the {spatial}-D {node.op_type} needs {length}"
+        if name in ("strides", "dilations") and any(v < 1 for v in values):
+            return f"{name}={values} must be >= 1"
+        if name in ("pads", "output_padding") and any(v < 0 for v in values):
+            return f"{name}={values} must be >= 0"
+        if name == "kernel_shape" and all(d is not None for d in weight[2:]) and tuple(values) != weight[2:]:
+            return f"kernel_shape={values} differs from the weight's spatial dims {list(weight[2:])}"
     return ""
 
 
