@@ -8,14 +8,18 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.calib import DEFAULT_NUM_BINS, MethodPlan, collect_statistics, open_calibration_data
+from qdq_compiler.calib.methods import AMAX_FLOOR
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.qdq import is_quantize, scale_of, set_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.float_view import float_view
+from qdq_compiler.quant.notices import first_names, warn_once
 
 INT8_MAX = 127.0
 AMAX_META_KEY = "qdqc.amax"
+# amax of an activation that was zero on every calibration sample (scale 1/127; zero quantizes exactly)
+ZERO_TENSOR_AMAX = 1.0
 
 
 @register_pass
@@ -30,6 +34,9 @@ class Calibrate(Pass):
     calibration histogram). `exact=true` reads the data twice instead (abs-max first, then exactly
     `num-bins` bins over [0, abs-max]): twice the model runs, for a histogram that does not depend on which
     batch comes first.
+
+    A tensor that was zero on every sample gets amax 1.0 (scale 1/127) rather than the methods' floor, with a
+    warning naming it; override patterns that match no tensor are warned about (docs/calibration-data.md).
 
     The default method is `mse`: NVIDIA's YOLOv7 QAT study found histogram-MSE scales best for YOLOv7, and
     bench/bench_ptq.py measures it at or above Model Optimizer's best SQNR on our test models, where
@@ -55,7 +62,12 @@ class Calibrate(Pass):
         names = sorted({q.inputs[0].name for q in quantizers})
         stats = self._statistics(model, names, ctx)
         op_types = {name: _op_types(q) for q in quantizers for name in [q.inputs[0].name]}
+        for pattern in plan.unmatched_patterns(names, op_types):
+            warn_once(ctx, "--calib-override %r matches no calibrated tensor (%s)", pattern,
+                               "op types: " + ", ".join(sorted({o for v in op_types.values() for o in v}))
+                               if pattern.startswith("op:") else f"tensors: {first_names(names)}")
         amax = plan.compute({name: stats[name] for name in names}, op_types)
+        _guard_degenerate(model, {name: stats[name] for name in names}, amax, ctx)
         for quantize in quantizers:
             if apply_amax(quantize, float(amax[quantize.inputs[0].name])):
                 result.statistics["num-scales-set"] += 1
@@ -94,6 +106,30 @@ class Calibrate(Pass):
         )
         ctx.calibration_stats.update(collected)
         return ctx.calibration_stats
+
+
+def _guard_degenerate(model: ir.Model, stats: dict, amax: dict[str, float], ctx: PassContext) -> None:
+    """Give all-zero tensors ``ZERO_TENSOR_AMAX`` (in place of a ~1e-10 scale) and warn; warn about constant
+    graph inputs too.
+
+    A tensor that was zero on every calibration sample quantizes exactly with any scale; the floor scale
+    would crush any non-zero value it sees later to ~1e-8 and make a consumer's INT32 bias overflow.
+    """
+    zero = [name for name in sorted(stats) if stats[name].absmax <= AMAX_FLOOR]
+    for name in zero:
+        amax[name] = ZERO_TENSOR_AMAX
+    if zero:
+        warn_once(
+            ctx,
+            "%d activation tensor(s) were all zero over the calibration data (%s): they get scale 1/127 "
+            "(amax %g) instead of ~1e-10; is the calibration data all zeros or constant?",
+            len(zero), first_names(zero), ZERO_TENSOR_AMAX,
+        )
+    inputs = {value.name for value in model.graph.inputs}
+    for name in sorted(set(stats) & inputs):
+        if name not in zero and stats[name].min == stats[name].max:
+            warn_once(ctx, "calibration data of input %r is constant (every value %g): its scale fits "
+                               "that one value only", name, stats[name].min)
 
 
 def apply_amax(quantize: ir.Node, amax: float) -> bool:

@@ -23,8 +23,10 @@ import onnx_ir as ir
 from qdq_compiler.calib.weights import per_channel_amax
 from qdq_compiler.ir.editing import NameScope, add_constant, constant_array
 from qdq_compiler.ir.qdq import insert_qdq_pair, is_dequantize
+from qdq_compiler.ir.validate import check_weighted_ranks
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import LayerDecision, record_decisions
+from qdq_compiler.quant.placement_warnings import warn_placement
 from qdq_compiler.targets.trt_rules import weighted_rule
 
 POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
@@ -57,8 +59,10 @@ class PlaceQDQ(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
         graph.sort()
+        check_weighted_ranks(graph, "the model")  # ranks known only after shape inference
         result = PassResult(modified=False)
         decided = self._decide(graph)
+        warn_placement(decided, self.options.exclude, self.options.exclude_ops, ctx)
         record_decisions(model, [decision for _, decision in decided])
         weighted = [node for node, decision in decided if decision.int8]
         quantized = {id(node) for node in weighted}

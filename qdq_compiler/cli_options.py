@@ -24,7 +24,9 @@ def calibration_options(fn):
             "calib",
             default=None,
             metavar="DATA",
-            help="Calibration data: a folder of images, a .npy (samples stacked) or an .npz by input.",
+            help="Calibration data: a folder of images, a .npy, or an .npz keyed by input name; samples "
+            "on the batch axis ([N,3,H,W]) or stacked on a new axis ([N,*input shape]); see "
+            "docs/calibration-data.md.",
         ),
         click.option(
             "--calib-cache",

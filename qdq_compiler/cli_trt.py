@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
 from qdq_compiler.errors import QdqcError
-from qdq_compiler.ir import load_model
+from qdq_compiler.ir import count_qdq, load_model
 from qdq_compiler.paths import check_output_file, model_files, refuse_overwriting_inputs, write_error
 
 
 @click.command()
 @click.argument("model", type=str)
-@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too (and on a model without Q/DQ).")
 def lint(model: str, strict: bool) -> None:
-    """Check a Q/DQ ONNX model against TensorRT's rules: one line per violation; exit 1 on errors."""
+    """Check a Q/DQ ONNX model against TensorRT's rules: one line per violation; exit 1 on errors.
+
+    A model without any Q/DQ (a float model) breaks no rule: it gets a warning and exit 0 (1 with --strict).
+    """
     from qdq_compiler.targets import format_violations, lint_model
 
-    violations = lint_model(load_model(model))
+    loaded = load_model(model)
+    violations = lint_model(loaded)
     if violations:
         click.echo(format_violations(violations))
     errors = [v for v in violations if v.severity == "error"]
     warnings = [v for v in violations if v.severity != "error"]
+    holds_qdq = any(count_qdq(loaded.graph))
+    if not holds_qdq:
+        logging.getLogger("qdqc").warning(
+            "%s holds no Q/DQ: nothing to lint (a float model; lint the output of `qdqc compile`)", model
+        )
     click.echo(f"{model}: {len(errors)} error(s), {len(warnings)} warning(s)", err=True)
-    if errors or (strict and warnings):
+    if errors or (strict and (warnings or not holds_qdq)):
         raise click.exceptions.Exit(1)
 
 

@@ -71,6 +71,12 @@ def model_input_specs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
         tensor_type = value.type.tensor_type
         if not value.type.HasField("tensor_type"):
             raise CalibrationDataError(f"model input {value.name!r} is not a tensor")
+        if not tensor_type.HasField("shape"):
+            raise CalibrationDataError(
+                f"model input {value.name!r} has no shape (not even a rank), so calibration data cannot be "
+                "checked against it (TensorRT needs its rank too): export the model with input shapes; "
+                "dynamic dims may stay symbolic"
+            )
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in tensor_type.shape.dim)
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
@@ -126,11 +132,12 @@ def _check_shape(spec: InputSpec, shape: tuple[int, ...], source: str, what: str
                                    f"but {what} {got}")
 
 
-def _resolve_batch_size(batch_size: int | None, specs: Sequence[InputSpec], source: str) -> int:
+def _resolve_batch_size(batch_size: int | None, specs: Sequence[InputSpec], source: str,
+                        check_fixed: bool = True) -> int:
     static = {s.shape[0] for s in specs if s.shape and s.shape[0] is not None}
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
         raise CalibrationDataError(f"{source}: batch size must be >= 1, got {batch_size!r}")
-    if not static:
+    if not static or not check_fixed:
         return 1 if batch_size is None else int(batch_size)
     fixed = min(static)
     if batch_size is not None and int(batch_size) != fixed:
@@ -236,15 +243,26 @@ class CalibrationData(abc.ABC):
 
 
 class _ArrayFileData(CalibrationData):
-    """Shared slicing of ``name -> [N, ...]`` arrays into batches."""
+    """Shared slicing of ``name -> [N, ...]`` arrays into batches, in one of two layouts per input.
+
+    * batch layout: rank = input rank; the N samples are concatenated on the model's batch axis (axis 0) and
+      every run takes ``batch_size`` of them (``[N, 3, 640, 640]`` for an input ``[1, 3, 640, 640]``);
+    * stacked layout: rank = input rank + 1 and the trailing dims match the input; sample ``i`` is fed
+      whole as the input in run ``i`` (``[N, 32, 64]`` for an input ``[32, 64]`` without a batch axis).
+
+    The array's rank decides, so the layout never depends on dynamic dims. When any input is stacked, every
+    run takes one sample of every input: batch size 1 (a batch-layout input then needs a batch of 1).
+    """
 
     def __init__(self, specs: Sequence[InputSpec], source: str, batch_size: int | None,
                  limit: int | None) -> None:
         super().__init__(specs, source)
         _check_limit(limit)
-        self.batch_size = _resolve_batch_size(batch_size, self.specs, source)
+        self._requested_batch_size = batch_size
+        self.batch_size = _resolve_batch_size(batch_size, self.specs, source, check_fixed=False)
         self.limit = limit
         self._count = 0
+        self._stacked: frozenset[str] = frozenset()
 
     def _set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         counts = {name: (a.shape[0] if a.ndim else 0) for name, a in arrays.items()}
@@ -260,10 +278,17 @@ class _ArrayFileData(CalibrationData):
                 raise CalibrationDataError(f"{self.source}: input {spec.name!r} expects dtype {spec.dtype} "
                                            f"but the data holds {array.dtype}; convert it with "
                                            f".astype(np.{spec.dtype})")
-            _check_shape(spec, (self.batch_size, *array.shape[1:]), self.source, "samples stack to")
+        self._stacked = frozenset(s.name for s in self.specs if _is_stacked(s, arrays[s.name].shape))
+        batched = [spec for spec in self.specs if spec.name not in self._stacked]
+        if self._stacked:
+            self.batch_size = self._one_sample_per_run(batched)
+        else:
+            self.batch_size = _resolve_batch_size(self._requested_batch_size, self.specs, self.source)
+        for spec in batched:
+            _check_batch_layout(spec, arrays[spec.name].shape, self.batch_size, self.source)
         self._arrays = arrays
         self._count = min(total, self.limit) if self.limit else total
-        if _has_static_batch(self.specs) and self._count % self.batch_size:
+        if _has_static_batch(batched) and self._count % self.batch_size:
             dropped = self._count % self.batch_size
             logger.warning("%s: dropping the last %d sample(s): the model's batch is fixed at %d",
                            self.source, dropped, self.batch_size)
@@ -272,6 +297,22 @@ class _ArrayFileData(CalibrationData):
                 raise CalibrationDataError(f"{self.source}: fewer samples than the fixed batch size "
                                            f"{self.batch_size}")
 
+    def _one_sample_per_run(self, batched: Sequence[InputSpec]) -> int:
+        """Batch size 1 for data with a stacked input; refuse what asks for more samples per run."""
+        stacked = sorted(self._stacked)[0]
+        requested = self._requested_batch_size
+        if requested is not None and int(requested) != 1:
+            raise CalibrationDataError(f"{self.source}: input {stacked!r} holds samples stacked on a new "
+                                       f"leading axis, fed one sample per run: use batch size 1")
+        for spec in batched:
+            if spec.shape and spec.shape[0] is not None and spec.shape[0] != 1:
+                raise CalibrationDataError(
+                    f"{self.source}: input {stacked!r} holds samples stacked on a new leading axis (one "
+                    f"sample per run) but input {spec.name!r} has its batch fixed at {spec.shape[0]}: stack "
+                    f"its samples too, as [N,{','.join(map(str, spec.shape))}]"
+                )
+        return 1
+
     @property
     def num_samples(self) -> int:
         return self._count
@@ -279,9 +320,44 @@ class _ArrayFileData(CalibrationData):
     def __iter__(self) -> Iterator[Batch]:
         for start in range(0, self._count, self.batch_size):
             stop = min(start + self.batch_size, self._count)
-            batch = {name: np.array(a[start:stop], order="C") for name, a in self._arrays.items()}
+            batch = {
+                name: np.array(a[start] if name in self._stacked else a[start:stop], order="C")
+                for name, a in self._arrays.items()
+            }
             _release_mapped_pages(self._arrays.values())
             yield validate_batch(batch, self.specs, self.source)
+
+
+def _is_stacked(spec: InputSpec, shape: tuple[int, ...]) -> bool:
+    """True when ``shape`` is ``[N, *spec.shape]``: samples stacked on a new leading axis."""
+    return len(shape) == len(spec.shape) + 1 and all(
+        d is None or d == s for d, s in zip(spec.shape, shape[1:], strict=True)
+    )
+
+
+def _check_batch_layout(spec: InputSpec, shape: tuple[int, ...], batch_size: int, source: str) -> None:
+    """Refuse an array that fits neither layout, naming both."""
+    stacked_rank = len(spec.shape) + 1
+    run_shape = (batch_size, *shape[1:]) if shape else shape
+    fits = len(shape) == len(spec.shape) and all(
+        d is None or d == s for d, s in zip(spec.shape, run_shape, strict=True)
+    )
+    if fits:
+        return
+    got = "[" + ",".join(map(str, shape)) + "]"
+    if len(shape) == stacked_rank:
+        raise CalibrationDataError(f"{source}: input {spec.name!r} expects shape {spec.shape_text()} but the "
+                                   f"samples stacked in {got} have shape [{','.join(map(str, shape[1:]))}]")
+    if not spec.shape:
+        raise CalibrationDataError(f"{source}: input {spec.name!r} is a scalar: give its samples as [N], "
+                                   f"got {got}")
+    if len(shape) != len(spec.shape):
+        dims = [("?" if d is None else str(d)) for d in spec.shape]
+        raise CalibrationDataError(
+            f"{source}: input {spec.name!r} expects shape {spec.shape_text()}: give its samples on the batch "
+            f"axis [N,{','.join(dims[1:])}] or stacked [N,{','.join(dims)}]; got {got}".replace(",]", "]")
+        )
+    _check_shape(spec, run_shape, source, "samples stack to")
 
 
 def _release_mapped_pages(arrays: Iterable[np.ndarray]) -> None:
@@ -515,7 +591,8 @@ def open_calibration_data(
     limit: int | None = None,
 ) -> CalibrationData:
     """Pick the reader for ``source``: a folder of images, a ``.npy``, an ``.npz``, an in-memory array (or
-    dict of arrays) of samples stacked on axis 0, or an iterable of batches.
+    dict of arrays) of samples on axis 0 (batch or stacked layout, see :class:`_ArrayFileData`), or an
+    iterable of batches.
 
     ``batch_size`` None means the model's fixed batch, or 1 for a dynamic batch. ``limit`` keeps the first
     samples only. ``preprocess`` applies to images only.

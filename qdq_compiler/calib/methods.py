@@ -409,6 +409,22 @@ class MethodPlan:
                 return spec
         return self.default  # type: ignore[return-value]
 
+    def unmatched_patterns(
+        self, tensor_names: Iterable[str], op_types: Mapping[str, Iterable[str]] | None = None
+    ) -> list[str]:
+        """Override patterns that match none of ``tensor_names`` (nor, for ``op:``, their op types)."""
+        names = list(tensor_names)
+        ops = {op for name in names for op in (op_types or {}).get(name, ())}
+        unmatched = []
+        for pattern, _ in self.overrides:
+            if pattern.startswith("op:"):
+                matched = any(fnmatchcase(op, pattern[3:]) for op in ops)
+            else:
+                matched = any(fnmatchcase(name, pattern) for name in names)
+            if not matched:
+                unmatched.append(pattern)
+        return unmatched
+
     def compute(
         self, stats: Mapping[str, TensorStats], op_types: Mapping[str, Iterable[str]] | None = None
     ) -> dict[str, float]:

@@ -10,6 +10,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import ModelLoadError
+from qdq_compiler.ir.validate import check_graph_wiring, check_tensor_data, check_weighted_ranks
 from qdq_compiler.paths import new_file_mode, write_error
 
 # Models whose weights exceed this size are saved with an external data file beside them.
@@ -47,10 +48,14 @@ def load_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> ir.Model:
 def _from_proto(proto: onnx.ModelProto, origin: str) -> ir.Model:
     if not proto.HasField("graph") or len(proto.graph.node) == 0 and len(proto.graph.output) == 0:
         raise ModelLoadError(f"{origin} holds no ONNX graph (empty or not a model file)")
+    check_tensor_data(proto, origin)
+    check_graph_wiring(proto, origin)
     try:
-        return ir.from_proto(proto)
+        model = ir.from_proto(proto)
     except Exception as exc:
         raise ModelLoadError(f"{origin} is not a valid ONNX model: {_one_line(exc)}") from exc
+    check_weighted_ranks(model.graph, origin)
+    return model
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:
