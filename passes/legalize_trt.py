@@ -5,8 +5,9 @@ strongly typed); nothing changes.
 trt11: TensorRT 11 is always strongly typed, so the ONNX must carry the whole precision plan: the float
 remainder runs in FP16. Float32 initializers become FP16 (Q/DQ scales too: a DequantizeLinear then outputs
 FP16), every float32 value is typed FP16, and Casts keep the graph inputs and outputs float32 unless
-`io-fp16` is set (a float16 model keeps its float16 inputs and outputs). Inputs that ONNX requires in
-float32 (Resize scales and roi) stay float32.
+`io-fp16` is set, which makes the float32 graph inputs and outputs float16 (integer inputs keep their type;
+a float16 model keeps its float16 inputs and outputs either way). Inputs that ONNX requires in float32
+(Resize scales and roi) stay float32, graph inputs among them too.
 
 The INT8 weight codes were computed with float32 scales, and scales below float16's normal range (6.1e-5:
 weights of amax < 7.8e-3) round coarsely in float16 (by tens of percent near 6e-8). So a weight DQ's scale
@@ -66,7 +67,9 @@ class LegalizeTRT(Pass):
         result.statistics["num-initializers-fp16"] = _convert_initializers(graph, keep_float32)
         result.statistics["num-casts-fp16"] = _retarget_casts(graph)
         result.statistics["num-values-fp16"] = _retype_values(graph, keep_float32)
-        if not self.options.io_fp16:
+        if self.options.io_fp16:
+            result.statistics["num-io-fp16"] = _io_fp16(graph)
+        else:
             result.statistics["num-io-casts"] = _keep_io_float32(graph, float32_outputs)
         result.modified = any(result.statistics.values())
         return result
@@ -168,20 +171,7 @@ def _keep_io_float32(graph: ir.Graph, float32_outputs: set[int]) -> int:
     A float16 model keeps its float16 inputs and outputs: the interface stays the source model's.
     """
     names = NameScope(graph)
-    casts = 0
-    for value in graph.inputs:
-        users = [user for user, _ in value.uses()]
-        if value.dtype != ir.DataType.FLOAT or all(_casts_to_fp16(user) for user in users):
-            continue
-        cast = _cast(
-            value, ir.DataType.FLOAT16, names.value(f"{value.name}_fp16"), names.node(f"{value.name}_to_fp16")
-        )
-        cast_out = cast.outputs[0]
-        for user, index in list(value.uses()):
-            if user is not cast:
-                user.replace_input_with(index, cast_out)
-        graph.insert_before(next(iter(graph)), cast)
-        casts += 1
+    casts = sum(_cast_for_fp16_users(graph, value, names) for value in graph.inputs)
     for position, value in enumerate(list(graph.outputs)):
         if value.dtype != ir.DataType.FLOAT16 or id(value) not in float32_outputs:
             continue
@@ -193,6 +183,44 @@ def _keep_io_float32(graph: ir.Graph, float32_outputs: set[int]) -> int:
         graph.outputs[position] = output
         casts += 1
     return casts
+
+
+def _io_fp16(graph: ir.Graph) -> int:
+    """FP16 graph I/O: float32 graph inputs become float16 (the outputs already are); integer inputs keep
+    their type. An input that ONNX requires in float32 somewhere (Resize scales) stays float32 and is cast
+    for its other users. Returns the number of inputs retyped or cast."""
+    names = NameScope(graph)
+    changed = 0
+    for value in graph.inputs:
+        if value.dtype != ir.DataType.FLOAT:
+            continue
+        if any(_float32_only(user, index) for user, index in value.uses()):
+            changed += _cast_for_fp16_users(graph, value, names)
+        else:
+            value.type = ir.TensorType(ir.DataType.FLOAT16)
+            changed += 1
+    return changed
+
+
+def _float32_only(node: ir.Node, index: int) -> bool:
+    return (node.op_type, index) in FLOAT32_ONLY_INPUTS
+
+
+def _cast_for_fp16_users(graph: ir.Graph, value: ir.Value, names: NameScope) -> int:
+    """Feed the FP16 users of the float32 graph input `value` through one Cast to FP16; 1 if one was added.
+
+    Uses that ONNX requires in float32 (Resize scales) and Casts to FP16 keep reading `value`."""
+    users = [(user, index) for user, index in value.uses()
+             if not _float32_only(user, index) and not _casts_to_fp16(user)]
+    if value.dtype != ir.DataType.FLOAT or not users:
+        return 0
+    cast = _cast(
+        value, ir.DataType.FLOAT16, names.value(f"{value.name}_fp16"), names.node(f"{value.name}_to_fp16")
+    )
+    for user, index in users:
+        user.replace_input_with(index, cast.outputs[0])
+    graph.insert_before(next(iter(graph)), cast)
+    return 1
 
 
 def _casts_to_fp16(node: ir.Node) -> bool:

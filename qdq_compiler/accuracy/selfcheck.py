@@ -2,8 +2,10 @@
 compiled model run in onnxruntime on the first few calibration samples, output by output.
 
 An output is flagged when its SQNR against the reference is below a threshold, when it is constant (or all
-zero) while the reference output is not, or when it holds NaN or Inf. A model ending in nodes onnxruntime
-cannot run (TensorRT plugins) is compared up to those nodes, as `qdqc sensitivity` does.
+zero) while the reference output is not, or when it holds NaN or Inf; an output that passes is also checked
+channel by channel (`accuracy/channels.py`: dead or very noisy channels the output-wide SQNR hides). A model
+ending in nodes onnxruntime cannot run (TensorRT plugins) is compared up to those nodes, as `qdqc sensitivity`
+does.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from qdq_compiler.accuracy.channels import ChannelCheck, channel_problems, check_channels
 from qdq_compiler.accuracy.numerics import onnxruntime_part, run_outputs, sqnr_db
 from qdq_compiler.errors import QdqcError
 
@@ -36,6 +39,7 @@ DEFAULT_SAMPLES = 4
 # Correct compiles of the bundled models measure 17.7-44 dB per output (trt10 and trt11); a dead branch or a
 # lost activation gives about 0 dB or less. 10 dB (noise at a tenth of the signal power) lies between.
 DEFAULT_SQNR_MIN_DB = 10.0
+JSON_CHANNELS = 16  # channel indices listed in the summary JSON
 
 Batch = Mapping[str, np.ndarray]
 
@@ -48,6 +52,8 @@ class OutputCheck:
     sqnr_db: float
     problem: str = ""  # a sentence for the warning
     flag: str = ""  # the problem in a word or two, for the summary line
+    channels: tuple[ChannelCheck, ...] = ()  # per-channel checks (outputs of rank >= 2)
+    channel_problems: tuple[str, ...] = ()  # sentences for warnings, when the output as a whole passes
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,9 @@ class SelfCheck:
     def warnings(self) -> list[str]:
         """One line per problem, each naming the output (or the compiled model when it did not run)."""
         lines = [f"self-check: {self.error}"] if self.error else []
-        lines += [f"self-check: output {out.name!r} {out.problem}" for out in self.outputs if out.problem]
+        for out in self.outputs:
+            problems = [out.problem] if out.problem else list(out.channel_problems)
+            lines += [f"self-check: output {out.name!r} {problem}" for problem in problems]
         return lines
 
 
@@ -126,6 +134,26 @@ def _check_output(name: str, reference: np.ndarray, compiled: np.ndarray, sqnr_m
     sqnr = sqnr_db(ref, values)
     if not np.all(np.isfinite(values)):
         return OutputCheck(name, sqnr, "holds NaN or Inf", "NaN/Inf")
+    channels = check_channels(ref, values)
+    whole = _output_check(name, ref, values, sqnr, sqnr_min_db, label)
+    if whole.problem:  # one warning per output: the channels add nothing to it
+        return dataclasses.replace(whole, channels=channels)
+    problems = tuple(f"{problem} (the output's SQNR {_db(sqnr)} hides them)"
+                     for channel in channels for problem in channel_problems(channel, label))
+    flag = ", ".join(_channel_flag(channel) for channel in channels if channel.dead or channel.low)
+    return OutputCheck(name, sqnr, flag=flag, channels=channels, channel_problems=problems)
+
+
+def _channel_flag(channel: ChannelCheck) -> str:
+    """E.g. '8 dead, 1 low on axis 1', for the summary line."""
+    counts = [f"{len(channel.dead)} dead"] if channel.dead else []
+    counts += [f"{len(channel.low)} low"] if channel.low else []
+    return f"{', '.join(counts)} on axis {channel.axis}"
+
+
+def _output_check(name: str, ref: np.ndarray, values: np.ndarray, sqnr: float, sqnr_min_db: float,
+                  label: str) -> OutputCheck:
+    """The output as a whole (finite, same shape as the reference)."""
     if values.size and np.ptp(values) == 0.0 and np.ptp(ref) > 0.0:
         what = "all zero" if not values.any() else "constant"
         value = "" if what == "all zero" else f" ({values.flat[0]:.6g})"
@@ -212,6 +240,17 @@ def _json_number(value: float) -> float | str:
     return round(value, 3)
 
 
+def _channels_json(check: ChannelCheck) -> dict:
+    """Compact: the counts and first indices of the dead and low channels, and the worst channel."""
+    return {
+        "axis": check.axis,
+        "size": check.size,
+        "dead": {"count": len(check.dead), "first": list(check.dead[:JSON_CHANNELS])},
+        "low_sqnr": {"count": len(check.low), "first": list(check.low[:JSON_CHANNELS])},
+        "worst": None if check.worst < 0 else {"index": check.worst, "sqnr_db": _json_number(check.worst_db)},
+    }
+
+
 def selfcheck_to_json(check: SelfCheck) -> dict:
     """The check as JSON-ready data (no timing, so the same inputs give the same bytes)."""
     status = "skipped" if check.skipped else ("warning" if check.warnings else "ok")
@@ -224,7 +263,8 @@ def selfcheck_to_json(check: SelfCheck) -> dict:
         "compared_before": list(check.cut_before),
         "error": check.error or None,
         "outputs": [
-            {"name": out.name, "sqnr_db": _json_number(out.sqnr_db), "problem": out.problem or None}
+            {"name": out.name, "sqnr_db": _json_number(out.sqnr_db), "problem": out.problem or None,
+             "channels": [_channels_json(channel) for channel in out.channels]}
             for out in check.outputs
         ],
         "warnings": check.warnings,
