@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from qdq_compiler.ir.external import serialized_chunks
+
 from .errors import CalibrationCacheError
 from .histogram import TensorStats
 
@@ -75,7 +77,8 @@ def model_sha256(model: onnx.ModelProto) -> str:
     digest = hashlib.sha256(b"qdqc-model-v1\0")
     for opset in sorted((o.domain, o.version) for o in model.opset_import):
         digest.update(f"{opset[0]}:{opset[1]}\0".encode())
-    digest.update(model.graph.SerializeToString(deterministic=True))
+    for chunk in serialized_chunks(model.graph):  # one chunk unless the graph is past protobuf's 2 GB
+        digest.update(chunk)
     return digest.hexdigest()
 
 
