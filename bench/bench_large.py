@@ -148,6 +148,67 @@ def pass_times(text: str) -> dict[str, float]:
     return times
 
 
+def _rss_bytes(field: str) -> int:
+    """VmRSS / VmHWM of this process from /proc/self/status, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> None:
+    """Restart VmHWM from the current RSS (Linux: ``echo 5 > /proc/self/clear_refs``)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def profile_phases(model: str, calib: str, output: str) -> None:
+    """Child mode: ``qdqc compile`` in this process, printing the peak RSS of each phase as JSON.
+
+    Phases: preparing the calibration (which loads and hashes the model), loading, each pass, saving.
+    """
+    import qdq_compiler.cli as cli
+    from qdq_compiler.pm.instruments import Instrument
+
+    peaks: list[tuple[str, int, float]] = []
+    clock = [time.perf_counter()]
+
+    def close(name: str) -> None:
+        peaks.append((name, _rss_bytes("VmHWM"), time.perf_counter() - clock[0]))
+        _reset_peak()
+        clock[0] = time.perf_counter()
+
+    def measured(name: str, function):
+        def run(*args, **kwargs):
+            close("(before " + name + ")")
+            result = function(*args, **kwargs)
+            close(name)
+            return result
+        return run
+
+    class PeakPerPass(Instrument):
+        def before_pass(self, index, pass_, model):
+            close(f"(between passes, before {pass_.name})")
+
+        def after_pass(self, index, pass_, model, result):
+            close(pass_.name)
+
+    original_instruments = cli._instruments_for
+
+    def instruments(manager, opts):
+        timing = original_instruments(manager, opts)
+        manager.instruments.append(PeakPerPass())
+        return timing
+
+    cli._instruments_for = instruments
+    cli.prepare_pipeline = measured("prepare calibration (load, hash, open data)", cli.prepare_pipeline)
+    cli.load_model = measured("load model", cli.load_model)
+    cli.save_model = measured("save model", cli.save_model)
+    _reset_peak()
+    code = cli.main(["-q", "compile", model, "-o", output, "--calib", calib])
+    close("(after save)")
+    print(json.dumps({"exit": code, "phases": peaks}))
+
+
 def output_sqnr(float_path: Path, compiled_path: Path, samples: np.ndarray) -> float:
     """SQNR (dB) of the compiled model's output vs the float model's, both run from their files."""
     import onnxruntime as ort
@@ -198,6 +259,17 @@ def bench(workdir: Path, gigabytes: float) -> dict:
     }
 
 
+def phase_peaks(workdir: Path) -> list[tuple[str, int, float]]:
+    """Run the compile again in a profiling child; (phase, peak RSS bytes, seconds) in order."""
+    command = [sys.executable, __file__, "--profile-child", str(workdir / "model.onnx"),
+               str(workdir / "calib.npy"), str(workdir / "out-profiled" / "compiled.onnx")]
+    _, _, stdout, stderr, code = run_child(command)
+    if code != 0:
+        raise SystemExit(f"profiling run failed (exit {code}):\n{stdout}\n{stderr}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return [tuple(item) for item in result["phases"] if item[2] > 0.05 or not item[0].startswith("(")]
+
+
 def markdown(result: dict) -> str:
     gb = 1e9
     lines = [
@@ -212,6 +284,10 @@ def markdown(result: dict) -> str:
     ]
     lines += [f"| {name} | {value:.2f} |" for name, value in result["pass_s"].items()]
     lines.append(f"| start-up, load, hashing, save (outside passes) | {result['outside_passes_s']:.1f} |")
+    if result.get("phases"):
+        lines += ["", "| phase (profiled run) | seconds | peak RSS | peak / weights |", "|---|---|---|---|"]
+        lines += [f"| {name} | {seconds:.1f} | {peak / gb:.2f} GB | {peak / result['weights_bytes']:.2f} |"
+                  for name, peak, seconds in result["phases"]]
     return "\n".join(lines) + "\n"
 
 
@@ -219,13 +295,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gigabytes", type=float, default=2.35, help="weights to generate (default 2.35)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: temporary)")
+    parser.add_argument("--phases", action="store_true",
+                        help="compile a second time in a profiling child: peak RSS per phase")
+    parser.add_argument("--profile-child", nargs=3, metavar=("MODEL", "CALIB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        result = bench(args.workdir, args.gigabytes)
-    else:
-        with tempfile.TemporaryDirectory(prefix="qdqc-bench-large-") as tmp:
-            result = bench(Path(tmp), args.gigabytes)
+    if args.profile_child:
+        profile_phases(*args.profile_child)
+        return
+    with tempfile.TemporaryDirectory(prefix="qdqc-bench-large-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = bench(workdir, args.gigabytes)
+        if args.phases:
+            result["phases"] = phase_peaks(workdir)
     table = markdown(result)
     print(table)
     print(json.dumps(result, indent=1))
