@@ -23,7 +23,8 @@ from qdq_compiler.calib import model_sha256
 from qdq_compiler.cli import main
 from qdq_compiler.ir import load_model, save_model
 
-LIMIT = 10_000  # every tensor of the model below is smaller, all of them together are larger
+LIMIT = 10_000  # LARGE_MODEL_BYTES in tests: every tensor of the model below is smaller, all together larger
+PROTOBUF_LIMIT = 20_000  # emulated protobuf limit (the real pair: 256 MiB and 2 GiB)
 
 
 def _small_cnn() -> onnx.ModelProto:
@@ -63,14 +64,14 @@ def _small_cnn() -> onnx.ModelProto:
 
 
 def _lower_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Lower the protobuf limit and the external-data threshold; emulate protobuf refusing big messages."""
-    monkeypatch.setattr(external, "PROTO_LIMIT_BYTES", LIMIT)
+    """Lower the large-model size and the external-data threshold; emulate protobuf refusing big messages."""
+    monkeypatch.setattr(external, "LARGE_MODEL_BYTES", LIMIT)
     monkeypatch.setattr(io, "EXTERNAL_DATA_THRESHOLD_BYTES", 1000)
     for cls in (onnx.ModelProto, onnx.GraphProto):
         original = cls.SerializeToString
 
         def serialize(self, *args, _original=original, **kwargs):
-            if self.ByteSize() > LIMIT:
+            if self.ByteSize() > PROTOBUF_LIMIT:
                 raise EncodeError("Failed to serialize proto (emulated 2 GB limit)")
             return _original(self, *args, **kwargs)
 
@@ -111,14 +112,15 @@ def test_emulated_limit_refuses_the_model(tiny_limits) -> None:
     """The emulation is real: the small CNN cannot be serialized whole under the lowered limit."""
     with pytest.raises(EncodeError):
         _small_cnn().SerializeToString()
-    assert external.proto_too_large(_small_cnn())
+    assert external.proto_is_large(_small_cnn())
 
 
 def test_compile_large_model_end_to_end(tiny_limits, large_input, tmp_path) -> None:
     model, calib = large_input
     before = _digest(model.parent)
     out = tmp_path / "out" / "compiled.onnx"
-    assert main(["-q", "compile", str(model), "-o", str(out), "--calib", str(calib)]) == 0
+    args = ["-q", "compile", str(model), "-o", str(out), "--calib", str(calib), "--verify-each"]
+    assert main(args) == 0  # --verify-each: the onnx checker after every pass, on a weightless copy
     assert _digest(model.parent) == before  # the input and its external data are untouched
     assert sorted(p.name for p in out.parent.iterdir()) == ["compiled.onnx", "compiled.onnx.data"]
     skeleton = onnx.load(str(out), load_external_data=False)
@@ -229,6 +231,6 @@ def test_run_outputs_from_a_file_matches_bytes(large_input, monkeypatch) -> None
     original = external.write_with_external_data
     monkeypatch.setattr(external, "write_with_external_data",
                         lambda *args, **kwargs: written.append(args[1]) or original(*args, **kwargs))
-    monkeypatch.setattr(external, "PROTO_LIMIT_BYTES", LIMIT)
+    monkeypatch.setattr(external, "LARGE_MODEL_BYTES", LIMIT)
     np.testing.assert_array_equal(_outputs(model, calib)["y"], ordinary)
     assert written and not Path(written[0]).exists()  # the temporary files are gone

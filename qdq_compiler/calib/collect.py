@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from qdq_compiler.ir.external import copy_without_initializers, inference_session, proto_too_large
+from qdq_compiler.ir.external import copy_without_initializers, inference_session, proto_is_large
 
 from .data import model_input_specs
 from .errors import CalibrationDataError, CalibrationError
@@ -70,7 +70,7 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
     options.intra_op_num_threads = 1
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
     options.log_severity_level = 3
-    if proto_too_large(model):  # cut a copy without weights; the session reads them from ``model``
+    if proto_is_large(model):  # cut a copy without weights; the session reads them from ``model``
         work = copy_without_initializers(model)
         _keep_only(work.graph, fetch)
         session = inference_session(work, options, initializers=model.graph.initializer)

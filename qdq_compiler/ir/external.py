@@ -1,19 +1,23 @@
-"""Models past protobuf's 2 GB limit: sizes, weightless copies, onnxruntime sessions and hashes.
+"""Large models: sizes, weightless copies, onnxruntime sessions and hashes that never serialize them whole.
 
 A ModelProto over 2 GiB cannot be serialized (``SerializeToString`` and ``ByteSize`` raise), so nothing
-may hand such a model to onnxruntime, shape inference or a hash as one byte string. This module gives:
+may hand such a model to onnxruntime, shape inference or a hash as one byte string. Below that limit it
+could, but every whole serialization costs another copy of the weights (a 1.5 GB model serialized for
+onnxruntime is held as the proto, its bytes and onnxruntime's copy). So every model past
+:data:`LARGE_MODEL_BYTES` (256 MiB) takes the piecewise paths:
 
-* :func:`proto_too_large` / :func:`model_too_large`: whether a proto / an IR model is past the limit;
+* :func:`proto_is_large` / :func:`model_is_large`: whether a proto / an IR model is past that size;
 * :func:`write_with_external_data`: write a proto as ``model.onnx`` + one data file, tensor by tensor,
   without modifying the proto or holding a second copy of its weights;
 * :func:`inference_session`: an onnxruntime session from bytes (small) or from such files in a temporary
   folder (large);
-* :func:`weightless_proto`: an IR model's proto with its large tensors left out (external references
-  to a file that does not exist), for shape inference and other work that never reads weights;
+* :func:`weightless_proto` / :func:`proto_for_tools`: an IR model's proto with its large tensors left out
+  (external references to a file that does not exist), for shape inference, the checker and the version
+  converter, which never read weights;
 * :func:`serialized_chunks`: a message's deterministic serialization as a sequence of pieces, equal to
   ``SerializeToString(deterministic=True)`` when joined, for hashing a model of any size.
 
-Tests lower :data:`PROTO_LIMIT_BYTES` so that tiny models take the large-model paths.
+Tests lower :data:`LARGE_MODEL_BYTES` so that tiny models take the large-model paths.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ import onnx_ir as ir
 from google.protobuf.message import EncodeError, Message
 
 __all__ = [
-    "PROTO_LIMIT_BYTES",
+    "LARGE_MODEL_BYTES",
+    "check_model",
     "copy_without_initializers",
     "inference_session",
-    "model_too_large",
+    "model_is_large",
     "proto_for_tools",
-    "proto_too_large",
+    "proto_is_large",
     "put_weights_back",
     "serialized_chunks",
     "weightless_proto",
@@ -43,17 +48,17 @@ __all__ = [
     "write_with_external_data",
 ]
 
-# protobuf refuses to serialize a message of 2 GiB or more
-PROTO_LIMIT_BYTES = 2**31 - 1
+# Past this size a model is never serialized whole (protobuf's own limit is 2 GiB - 1)
+LARGE_MODEL_BYTES = 256 * 2**20
 # tensors up to this size stay inline when a model is split into a file and its external data
 INLINE_TENSOR_MAX_BYTES = 1024
 _PLACEHOLDER_LOCATION = "qdqc-weights-left-out.data"
 
 
-def proto_too_large(proto: Message) -> bool:
-    """True if ``proto`` is past :data:`PROTO_LIMIT_BYTES` (so it cannot be serialized as one string)."""
+def proto_is_large(proto: Message) -> bool:
+    """True if ``proto`` is past :data:`LARGE_MODEL_BYTES` (or so large that protobuf cannot size it)."""
     try:
-        return proto.ByteSize() > PROTO_LIMIT_BYTES
+        return proto.ByteSize() > LARGE_MODEL_BYTES
     except (EncodeError, ValueError):  # protobuf cannot even size it
         return True
 
@@ -68,9 +73,9 @@ def weights_nbytes(model: ir.Model) -> int:
     )
 
 
-def model_too_large(model: ir.Model) -> bool:
-    """True if ``model``'s weights alone are past :data:`PROTO_LIMIT_BYTES`."""
-    return weights_nbytes(model) > PROTO_LIMIT_BYTES
+def model_is_large(model: ir.Model) -> bool:
+    """True if ``model``'s weights alone are past :data:`LARGE_MODEL_BYTES`."""
+    return weights_nbytes(model) > LARGE_MODEL_BYTES
 
 
 @contextmanager
@@ -106,9 +111,27 @@ def weightless_proto(model: ir.Model) -> onnx.ModelProto:
 
 
 def proto_for_tools(model: ir.Model) -> onnx.ModelProto:
-    """``model`` as a proto for onnx's shape inference, checker or version converter: the whole model, or
-    past the protobuf limit a :func:`weightless_proto` (those tools serialize what they are given)."""
-    return weightless_proto(model) if model_too_large(model) else ir.to_proto(model)
+    """``model`` as a proto for onnx's shape inference or version converter: the whole model, or a
+    :func:`weightless_proto` of a large one (those tools serialize what they are given)."""
+    return weightless_proto(model) if model_is_large(model) else ir.to_proto(model)
+
+
+def check_model(model: ir.Model, full_check: bool = False) -> None:
+    """``onnx.checker.check_model`` on ``model``; a large one is checked from a weightless file.
+
+    The checker insists that external data files exist, so the left-out weights get an empty (sparse) file.
+    Raises ``onnx.checker.ValidationError``.
+    """
+    if not model_is_large(model):
+        onnx.checker.check_model(ir.to_proto(model), full_check=full_check)
+        return
+    proto = weightless_proto(model)
+    with tempfile.TemporaryDirectory(prefix="qdqc-check-") as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(proto.SerializeToString())
+        with open(Path(folder) / _PLACEHOLDER_LOCATION, "wb") as placeholder:
+            placeholder.truncate(weights_nbytes(model))  # sparse: no disk used
+        onnx.checker.check_model(str(path), full_check=full_check)
 
 
 def put_weights_back(source: ir.Model, target: ir.Model) -> None:
@@ -199,7 +222,7 @@ def inference_session(
     """
     import onnxruntime as ort
 
-    if initializers is None and not proto_too_large(proto):
+    if initializers is None and not proto_is_large(proto):
         return ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
     with tempfile.TemporaryDirectory(prefix="qdqc-ort-") as folder:
         path = Path(folder) / "model.onnx"
@@ -214,7 +237,7 @@ def serialized_chunks(message: Message) -> Iterator[bytes]:
     element of a repeated field is one piece): protobuf writes known fields in field-number order and a
     message's encoding is the concatenation of its fields' encodings, so the pieces join to the same bytes.
     """
-    if not proto_too_large(message):
+    if not proto_is_large(message):
         yield message.SerializeToString(deterministic=True)
         return
     for field, value in message.ListFields():  # ListFields is in field-number order
