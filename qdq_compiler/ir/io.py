@@ -46,15 +46,35 @@ def load_model(source: str | os.PathLike | onnx.ModelProto | bytes) -> ir.Model:
     except Exception as exc:
         raise ModelLoadError(f"cannot read {path} as ONNX: {_one_line(exc)}") from exc
     files = _external_data_files(proto, path)
-    if files:
-        try:
-            onnx.load_external_data_for_model(proto, str(path.parent))
-        except Exception as exc:
-            raise ModelLoadError(f"cannot read the external data of {path}: {_one_line(exc)}") from exc
     model = _from_proto(proto, str(path))
     if files:
+        try:
+            _read_external_weights(model, path.parent)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read the external data of {path}: {_one_line(exc)}") from exc
         model.meta[EXTERNAL_FILES_META_KEY] = sorted(str(file) for file in files)
     return model
+
+
+def _read_external_weights(model: ir.Model, folder: Path) -> None:
+    """Read every external initializer straight into a numpy array (one copy of the weights in memory).
+
+    onnx's own loader would put the bytes into the proto first (two copies while loading), and every later
+    read of a proto-backed tensor copies its bytes again. Tensor attributes (rare) stay external and are
+    read from ``folder`` when used.
+    """
+    ir.external_data.set_base_dir(model.graph, folder)
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if not isinstance(tensor, ir.ExternalTensor):
+                continue
+            array = tensor.numpy().copy()  # numpy() maps the file; the copy lets it go
+            tensor.release()
+            value.const_value = ir.Tensor(
+                array, dtype=tensor.dtype, name=tensor.name, doc_string=tensor.doc_string,
+                metadata_props=dict(tensor.metadata_props),
+            )
 
 
 def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
