@@ -209,22 +209,38 @@ def profile_phases(model: str, calib: str, output: str) -> None:
     print(json.dumps({"exit": code, "phases": peaks}))
 
 
-def output_sqnr(float_path: Path, compiled_path: Path, samples: np.ndarray) -> float:
-    """SQNR (dB) of the compiled model's output vs the float model's, both run from their files."""
+def outputs_of(path: Path, samples: np.ndarray) -> np.ndarray:
+    """The model's output on every sample, run by onnxruntime from its file (external data beside it)."""
     import onnxruntime as ort
-
-    from qdq_compiler.accuracy.numerics import sqnr_db
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    outputs = []
-    for path in (float_path, compiled_path):
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        outputs.append(np.concatenate([session.run(None, {name: sample[None]})[0] for sample in samples]))
-        del session
-    return sqnr_db(outputs[0], outputs[1])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: sample[None]})[0] for sample in samples])
+
+
+def output_sqnr(float_path: Path, compiled_path: Path, samples: np.ndarray) -> float:
+    """SQNR (dB) of the compiled model's output vs the float model's, both run from their files."""
+    from qdq_compiler.accuracy.numerics import sqnr_db
+
+    return sqnr_db(outputs_of(float_path, samples), outputs_of(compiled_path, samples))
+
+
+def float_save(workdir: Path, model_path: Path, samples: np.ndarray) -> dict:
+    """``qdqc compile --pipeline prepare``: a float output past 1.8 GB, so saved with ``<name>.data``."""
+    output = workdir / "out-float" / "prepared.onnx"
+    command = [sys.executable, "-m", "qdq_compiler", "compile", str(model_path), "-o", str(output),
+               "--pipeline", "prepare", "--timing"]
+    print("running:", " ".join(command), flush=True)
+    seconds, peak_rss, stdout, stderr, code = run_child(command)
+    if code != 0:
+        raise SystemExit(f"qdqc compile --pipeline prepare failed (exit {code}):\n{stdout}\n{stderr}")
+    files = {p.name: p.stat().st_size for p in sorted(output.parent.iterdir())}
+    difference = np.abs(outputs_of(output, samples) - outputs_of(model_path, samples)).max()
+    return {"wall_s": round(seconds, 1), "peak_rss_bytes": peak_rss, "files": files,
+            "max_abs_diff_vs_input": float(difference)}
 
 
 def bench(workdir: Path, gigabytes: float) -> dict:
@@ -244,7 +260,9 @@ def bench(workdir: Path, gigabytes: float) -> dict:
     data_file = output.with_name(output.name + ".data")
     output_bytes = output.stat().st_size + (data_file.stat().st_size if data_file.exists() else 0)
     sqnr = output_sqnr(model_path, output, samples)
+    prepared = float_save(workdir, model_path, samples)
     return {
+        "float_output": prepared,
         "weights_bytes": weight_bytes,
         "model_files": sorted(p.name for p in workdir.iterdir() if p.is_file()),
         "output_files": sorted(p.name for p in output.parent.iterdir()),
@@ -284,6 +302,16 @@ def markdown(result: dict) -> str:
     ]
     lines += [f"| {name} | {value:.2f} |" for name, value in result["pass_s"].items()]
     lines.append(f"| start-up, load, hashing, save (outside passes) | {result['outside_passes_s']:.1f} |")
+    saved = result["float_output"]
+    lines += [
+        "",
+        "| `--pipeline prepare` (float output, saved with external data) | wall | peak RSS | files "
+        "| max abs diff vs input |",
+        "|---|---|---|---|---|",
+        f"| | {saved['wall_s']:.1f} s | {saved['peak_rss_bytes'] / gb:.2f} GB | "
+        + ", ".join(f"{name} {size / gb:.3f} GB" for name, size in saved["files"].items())
+        + f" | {saved['max_abs_diff_vs_input']:.3g} |",
+    ]
     if result.get("phases"):
         lines += ["", "| phase (profiled run) | seconds | peak RSS | peak / weights |", "|---|---|---|---|"]
         lines += [f"| {name} | {seconds:.1f} | {peak / gb:.2f} GB | {peak / result['weights_bytes']:.2f} |"
