@@ -77,7 +77,7 @@ def model_sha256(model: onnx.ModelProto) -> str:
     digest = hashlib.sha256(b"qdqc-model-v1\0")
     for opset in sorted((o.domain, o.version) for o in model.opset_import):
         digest.update(f"{opset[0]}:{opset[1]}\0".encode())
-    for chunk in serialized_chunks(model.graph):  # one chunk unless the graph is past protobuf's 2 GB
+    for chunk in serialized_chunks(model.graph):  # one chunk unless the graph is large (same bytes)
         digest.update(chunk)
     return digest.hexdigest()
 
