@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import onnx
 import onnx_ir as ir
 
-from qdq_compiler.ir import to_proto
+from qdq_compiler.ir.external import proto_for_tools
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 
@@ -24,7 +24,7 @@ class InferShapes(Pass):
         strict: bool = False
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        proto = to_proto(model)
+        proto = proto_for_tools(model)  # past 2 GB: without the weights, which inference does not read
         inferred = onnx.shape_inference.infer_shapes(
             proto, check_type=True, strict_mode=self.options.strict, data_prop=self.options.data_prop
         )

@@ -22,7 +22,8 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
-from qdq_compiler.ir import load_model, to_proto
+from qdq_compiler.ir import load_model
+from qdq_compiler.ir.external import proto_for_tools, put_weights_back
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 FLOAT16_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
@@ -51,7 +52,7 @@ class UpgradeOpset(Pass):
         if current >= target:
             return PassResult(modified=False)
         try:
-            converted = onnx.version_converter.convert_version(to_proto(model), target)
+            converted = onnx.version_converter.convert_version(proto_for_tools(model), target)
         except Exception as exc:  # the converter raises RuntimeError/ValueError with C++ messages
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise QdqcError(
@@ -59,6 +60,7 @@ class UpgradeOpset(Pass):
                 f"re-export it with opset >= {target}"
             ) from None
         upgraded = load_model(converted)
+        put_weights_back(model, upgraded)  # a model past 2 GB was converted without its weights
         model.graph = upgraded.graph  # the opset imports belong to the graph and come with it
         result = PassResult(modified=True)
         result.statistics["opset-before"] = current

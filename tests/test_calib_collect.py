@@ -112,9 +112,9 @@ def test_progress_bar():
 
 
 def test_large_model_path_goes_through_a_file(monkeypatch, capsys):
-    from qdq_compiler.calib import collect as collect_module
+    from qdq_compiler.ir import external
 
-    monkeypatch.setattr(collect_module, "_PROTO_LIMIT", 0)  # as if the model were over 2 GB
+    monkeypatch.setattr(external, "LARGE_MODEL_BYTES", 0)  # as if the model were over 256 MiB
     batches = _batches(2)
     stats = collect_statistics(_model(), ["conv_out"], batches, progress=True)
     conv = _conv_numpy(np.concatenate([b["x"] for b in batches]))

@@ -15,6 +15,7 @@ import onnx
 
 from qdq_compiler.calib.subgraph import ONNXRUNTIME_DOMAINS, cut_to
 from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir.external import inference_session
 
 __all__ = ["OutputComparison", "compare_outputs", "onnxruntime_part", "run_outputs", "sqnr_db"]
 
@@ -57,7 +58,7 @@ def run_outputs(model: onnx.ModelProto, batches: Iterable[Mapping[str, np.ndarra
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = inference_session(model, options)
     except Exception as exc:  # onnxruntime raises its own types; the message says what is wrong
         raise QdqcError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
     names = [out.name for out in session.get_outputs()]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from qdq_compiler.ir.external import serialized_chunks
 from qdq_compiler.paths import new_file_mode, write_error
 
 from .errors import CalibrationCacheError
@@ -77,7 +78,8 @@ def model_sha256(model: onnx.ModelProto) -> str:
     digest = hashlib.sha256(b"qdqc-model-v1\0")
     for opset in sorted((o.domain, o.version) for o in model.opset_import):
         digest.update(f"{opset[0]}:{opset[1]}\0".encode())
-    digest.update(model.graph.SerializeToString(deterministic=True))
+    for chunk in serialized_chunks(model.graph):  # one chunk unless the graph is large (same bytes)
+        digest.update(chunk)
     return digest.hexdigest()
 
 

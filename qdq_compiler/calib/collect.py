@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import onnx
+
+from qdq_compiler.ir.external import copy_without_initializers, inference_session, proto_is_large
 
 from .data import model_input_specs
 from .errors import CalibrationDataError, CalibrationError
@@ -25,7 +26,6 @@ from .workers import run_pass
 
 __all__ = ["GRAPH_OPTIMIZATION_LEVEL", "MAX_WORKERS", "collect_statistics", "cpu_count", "is_reiterable"]
 
-_PROTO_LIMIT = 2_000_000_000  # protobuf cannot serialize 2 GiB; bigger models go through a file
 # onnxruntime graph optimisation for calibration runs. The observed tensors are graph outputs, so no fusion
 # can swallow them. EXTENDED keeps the values bit for bit equal to an unoptimised session on CNNs
 # (tests/test_calib_collect.py); ALL is not used because its NCHWc layout rewrite changes Conv results in the
@@ -66,27 +66,25 @@ def _session(model: onnx.ModelProto, fetch: Sequence[str]) -> Iterator[Any]:
     """
     import onnxruntime as ort
 
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    _keep_only(work.graph, fetch)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
     options.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    with tempfile.TemporaryDirectory(prefix="qdqc-calib-") as tmp:
-        if work.ByteSize() < _PROTO_LIMIT:
-            session = ort.InferenceSession(work.SerializeToString(), options, providers=providers)
-        else:
-            path = os.path.join(tmp, "model.onnx")
-            onnx.save_model(work, path, save_as_external_data=True, location="model.data")
-            del work
-            session = ort.InferenceSession(path, options, providers=providers)
-        outputs = {out.name for out in session.get_outputs()}
-        lost = [name for name in fetch if name not in outputs]
-        if lost:
-            raise RuntimeError(f"onnxruntime does not expose tensor(s) {', '.join(map(repr, lost))}")
-        yield session
+    if proto_is_large(model):  # cut a copy without weights; the session reads them from ``model``
+        work = copy_without_initializers(model)
+        _keep_only(work.graph, fetch)
+        session = inference_session(work, options, initializers=model.graph.initializer)
+    else:
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        _keep_only(work.graph, fetch)
+        session = inference_session(work, options)
+    del work
+    outputs = {out.name for out in session.get_outputs()}
+    lost = [name for name in fetch if name not in outputs]
+    if lost:
+        raise RuntimeError(f"onnxruntime does not expose tensor(s) {', '.join(map(repr, lost))}")
+    yield session
 
 
 def _keep_only(graph: onnx.GraphProto, fetch: Sequence[str]) -> None:

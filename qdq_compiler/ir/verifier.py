@@ -33,10 +33,10 @@ def verify(model: ir.Model, check_onnx: bool = True, full_check: bool = False) -
         if id(value) not in defined:
             raise VerificationError(f"graph output '{value.name}' is never produced")
     if check_onnx:
-        from qdq_compiler.ir.io import to_proto
+        from qdq_compiler.ir.external import check_model
 
         try:
-            onnx.checker.check_model(to_proto(model), full_check=full_check)
+            check_model(model, full_check=full_check)
         except onnx.checker.ValidationError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
             raise VerificationError(f"onnx checker: {first}") from exc

@@ -6,14 +6,17 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from qdq_compiler.ir import eliminate_dead_code, load_model, to_proto
+from qdq_compiler.ir import eliminate_dead_code, to_proto
 from qdq_compiler.ir.editing import add_constant, constant_array
 from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize
 
 
 def float_view(model: ir.Model) -> onnx.ModelProto:
-    """A copy of `model` with every Q->DQ pair bypassed and INT8 weights dequantized; tensor names kept."""
-    copy = load_model(to_proto(model))
+    """A copy of `model` with every Q->DQ pair bypassed and INT8 weights dequantized; tensor names kept.
+
+    The copy shares `model`'s weight tensors (an IR clone), so only the returned proto holds a second copy.
+    """
+    copy = model.clone()
     graph = copy.graph
     for node in list(graph):
         if not is_dequantize(node):

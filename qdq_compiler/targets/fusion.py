@@ -26,7 +26,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.ir.editing import constant_array
-from qdq_compiler.ir.io import to_proto
+from qdq_compiler.ir.external import proto_for_tools
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of
 from qdq_compiler.targets import trt_rules as rules
 from qdq_compiler.targets.lint import is_weight_qdq, node_label
@@ -476,7 +476,7 @@ def _reformats(g: _Graph, absorbed: _Absorbed) -> list[Reformat]:
 
 def inferred_shapes(model: ir.Model) -> dict[str, tuple[int | None, ...]]:
     """Shapes of every tensor ONNX shape inference derives (run on a proto copy; the model is untouched)."""
-    proto = to_proto(model)
+    proto = proto_for_tools(model)
     # Best effort: MACs become unknown where shapes are missing.
     with contextlib.suppress(Exception):
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
