@@ -148,27 +148,16 @@ def model_files(model_path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     files = [("input model", path)]
     if not path.is_file():
         return files
+    from qdq_compiler.ir.io import all_tensors  # here: the model loader imports this module
+
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # unreadable: the model loader reports it later
         return files
-    locations = sorted({entry.value for tensor in _tensors(proto.graph) for entry in tensor.external_data
+    locations = sorted({entry.value for tensor in all_tensors(proto.graph) for entry in tensor.external_data
                         if entry.key == "location"})
     files += [("external data of the input model", path.parent / location) for location in locations]
     return files
-
-
-def _tensors(graph: onnx.GraphProto) -> Iterable[onnx.TensorProto]:
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _tensors(subgraph)
 
 
 def command_inputs(model: str | None, opts: Mapping[str, object]) -> list[tuple[str, Path]]:

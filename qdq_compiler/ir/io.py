@@ -79,7 +79,7 @@ def _read_external_weights(model: ir.Model, folder: Path) -> None:
             )
 
 
-def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+def all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Initializers and tensor attributes of ``graph`` and of its nodes' subgraphs."""
     yield from graph.initializer
     for node in graph.node:
@@ -88,7 +88,7 @@ def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield attribute.t
             yield from attribute.tensors
             for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
-                yield from _all_tensors(subgraph)
+                yield from all_tensors(subgraph)
 
 
 def _external_data_files(proto: onnx.ModelProto, path: Path) -> set[Path]:
@@ -97,7 +97,7 @@ def _external_data_files(proto: onnx.ModelProto, path: Path) -> set[Path]:
     A missing or short file is a one-line :class:`ModelLoadError` naming the file and the tensor.
     """
     files: set[Path] = set()
-    for tensor in _all_tensors(proto.graph):
+    for tensor in all_tensors(proto.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
