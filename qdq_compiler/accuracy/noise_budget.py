@@ -36,6 +36,7 @@ _INTEGER_RANGE = {
     onnx.TensorProto.UINT8: (0, 255),
     onnx.TensorProto.INT16: (-32768, 32767),
     onnx.TensorProto.UINT16: (0, 65535),
+    onnx.TensorProto.INT32: (-(2**31), 2**31 - 1),
 }
 
 
@@ -110,15 +111,17 @@ def noise_budget(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarr
 
 
 def weight_noise(model: onnx.ModelProto) -> dict[str, float]:
-    """Relative noise of every quantized weight of ``model`` (a DequantizeLinear of an integer constant)."""
+    """Relative noise of every quantized constant of ``model`` (a DequantizeLinear of an integer constant).
+
+    INT32 biases count too, against their own power (conservative: the layer's output is usually larger).
+    Their step s_in * s_w is negligible unless an input scale is degenerate (onnxruntime gives an all-zero
+    tensor scale 1), and then it is the largest error of the model."""
     constants = {init.name: init for init in model.graph.initializer}
     weights: dict[str, float] = {}
     for dq in model.graph.node:
         if dq.op_type != "DequantizeLinear" or dq.input[0] not in constants:
             continue
         data = numpy_helper.to_array(constants[dq.input[0]])
-        if data.dtype == np.int32:  # a bias: its step s_in * s_w is far below every other noise
-            continue
         scale = numpy_helper.to_array(constants[dq.input[1]]).astype(np.float64)
         zero_point, _ = _zero_point_and_range(dq, constants)
         shape = [1] * data.ndim

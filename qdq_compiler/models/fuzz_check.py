@@ -61,7 +61,7 @@ class FuzzFailure(Exception):
         """Path, stage and the message without numbers: failures with one cause share it."""
         if self.stage.startswith("sqnr"):  # one class, whatever the numbers
             return f"{self.path}|{self.stage}"
-        text = re.sub(r"\d+", "#", re.sub(r"node name: [^)]*", "node name: _", self.message))
+        text = re.sub(r"\d+", "#", re.sub(r"\(op_type:[^)]*\)", "(node _)", self.message))
         return f"{self.path}|{self.stage}|{text[:120]}"
 
 
