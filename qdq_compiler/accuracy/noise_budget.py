@@ -14,9 +14,10 @@ A layer with normalised weights carries its input's relative noise to its output
 and noise pass the same gain), so the relative noises of the L quantized tensors add up at an output:
 R = sum(r_i), predicted SQNR = -10 log10(R). Two effects can make the real noise larger: the noises of
 different tensors can add coherently rather than in power (at worst the amplitudes add: R_coherent =
-(sum(sqrt(r_i)))**2 <= L * R), and a layer can amplify noise relative to signal (a BatchNorm that removes a
-large mean, a residual Add that cancels). :func:`sqnr_floor_db` takes the coherent sum and allows a
-noise gain of ``max_noise_gain`` on top; see its docstring.
+(sum(sqrt(r_i)))**2 <= L * R), and a path can amplify noise relative to signal (a BatchNorm that removes a
+large mean, a residual Add or a head whose terms cancel). :func:`sqnr_floor_db` takes the coherent sum
+less the largest such gain, which :func:`noise_gain` measures on the float model by perturbing each
+weighted layer in turn.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["NoiseBudget", "noise_budget", "sqnr_floor_db", "weight_noise", "with_weights_of"]
+__all__ = ["NoiseBudget", "noise_budget", "noise_gain", "sqnr_floor_db", "tensor_values", "weight_noise",
+           "with_weights_of"]
 
 _INTEGER_RANGE = {
     onnx.TensorProto.INT8: (-128, 127),
@@ -73,16 +75,49 @@ def with_weights_of(budget: NoiseBudget, source: onnx.ModelProto) -> NoiseBudget
     return NoiseBudget(budget.activations, weights, budget.float_rounding)
 
 
-def sqnr_floor_db(budget: NoiseBudget, max_noise_gain: float = 10.0) -> float:
-    """The SQNR an output must reach: the coherent prediction less ``10 log10(max_noise_gain)``.
+def sqnr_floor_db(budget: NoiseBudget, noise_gain: float = 1.0) -> float:
+    """The SQNR an output must reach: the coherent prediction less ``10 log10(noise_gain)``.
 
-    ``max_noise_gain`` bounds how much a path from a quantizer to the output may amplify noise relative to
-    signal. With He-scaled weights and BatchNorm statistics of the same order as the signal (as
-    :mod:`qdq_compiler.models.random_cnn` builds them), a BatchNorm or Add removes at most a comparable part
-    of the signal; the default 10 (10 dB) allows for a path where the signal shrinks tenfold more than the
-    noise, far beyond what that construction gives.
+    ``noise_gain`` is how much a path from a quantizer to the output amplifies relative noise
+    (see :func:`noise_gain`); values below 1 count as 1.
     """
-    return budget.coherent_db() - 10.0 * math.log10(max_noise_gain)
+    return budget.coherent_db() - 10.0 * math.log10(max(1.0, noise_gain))
+
+
+def noise_gain(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarray]],
+               relative_noise: float = 1e-6, draws: int = 3, seed: int = 0) -> float:
+    """The largest relative-noise gain from one weighted layer of a float ``model`` to its first output.
+
+    Each weight tensor (an initializer of rank >= 2) in turn gets Gaussian noise of relative power
+    ``relative_noise``; the output's relative noise divided by it is that layer's gain (1 for a layer
+    passing noise and signal alike; more where a later BatchNorm, Add or head cancels signal but not
+    noise). Noise that enters at a layer's input (activation rounding) travels the same path from the
+    layer on. The maximum over ``draws`` seeded draws per layer is taken. The perturbation is small enough
+    to stay linear and large enough (60 dB) to stand well above float32 rounding.
+    """
+    from qdq_compiler.accuracy.numerics import run_outputs
+
+    rng = np.random.default_rng(seed)
+    output = model.graph.output[0].name
+    reference = run_outputs(model, batches)[output].astype(np.float64)
+    power = float(np.mean(reference**2))
+    if power == 0.0:
+        return 1.0
+    worst = 1.0
+    for index, init in enumerate(model.graph.initializer):
+        if len(init.dims) < 2 or init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            continue
+        weight = numpy_helper.to_array(init)
+        scale = math.sqrt(relative_noise * float(np.mean(weight.astype(np.float64) ** 2)))
+        for _ in range(draws):
+            noisy = onnx.ModelProto()
+            noisy.CopyFrom(model)
+            perturbed = weight + rng.standard_normal(weight.shape) * scale
+            noisy.graph.initializer[index].CopyFrom(numpy_helper.from_array(perturbed.astype(weight.dtype),
+                                                                            init.name))
+            out = run_outputs(noisy, batches)[output].astype(np.float64)
+            worst = max(worst, float(np.mean((out - reference) ** 2)) / power / relative_noise)
+    return worst
 
 
 def noise_budget(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarray]]) -> NoiseBudget:
@@ -91,7 +126,7 @@ def noise_budget(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarr
     constants = {init.name: init for init in graph.initializer}
     activation_qs = [node for node in graph.node
                      if node.op_type == "QuantizeLinear" and node.input[0] not in constants]
-    values = _tensor_values(model, [q.input[0] for q in activation_qs], batches)
+    values = tensor_values(model, [q.input[0] for q in activation_qs], batches)
     activations: dict[str, float] = {}
     for q in activation_qs:
         scale = numpy_helper.to_array(constants[q.input[1]]).astype(np.float64)
@@ -168,7 +203,7 @@ def _zero_point_and_range(node: onnx.NodeProto, constants: Mapping[str, onnx.Ten
     return np.zeros(1), _INTEGER_RANGE[onnx.TensorProto.UINT8]
 
 
-def _tensor_values(model: onnx.ModelProto, names: Sequence[str],
+def tensor_values(model: onnx.ModelProto, names: Sequence[str],
                    batches: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The values of ``names`` (any tensors of ``model``) over ``batches``, concatenated on axis 0."""
     from qdq_compiler.accuracy.numerics import run_outputs
