@@ -11,8 +11,9 @@ own quantization grid (qdq_compiler/accuracy/noise_budget.py):
   the values the quantizer actually sees (weights: per-channel steps against the weights);
 * with normalised weights a layer passes signal and noise with the same gain, so at the output the
   relative noises add: predicted SQNR = -10 log10(sum r_i). The floor takes the worst case of coherent
-  addition, (sum sqrt(r_i))**2 (<= L * sum r_i for L quantizers), and allows a further 10x (10 dB) noise
-  gain along a path for BatchNorm mean removal or residual cancellation;
+  addition, (sum sqrt(r_i))**2 (<= L * sum r_i for L quantizers), less the graph's own noise gain: how much
+  the float model's output noise grows, relative to its signal, when one weighted layer is perturbed
+  (measured per layer, the largest kept; > 1 where a BatchNorm, residual Add or head cancels signal);
 * the float arithmetic's own error (a dot product of n terms: relative error <= n**1.5 * eps for terms
   of random sign) is one more term, so a graph left entirely float is checked too.
 
@@ -36,7 +37,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, note, reject, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from qdq_compiler.accuracy.noise_budget import noise_budget, sqnr_floor_db  # noqa: E402
+from qdq_compiler.accuracy.noise_budget import noise_budget, noise_gain, sqnr_floor_db  # noqa: E402
 from qdq_compiler.models.fuzz_check import FuzzFailure, Rejected, check_random_cnn  # noqa: E402
 from qdq_compiler.models.random_cnn import (  # noqa: E402
     Features,
@@ -156,3 +157,28 @@ def test_a_failure_names_path_stage_and_has_a_stable_signature():
     assert str(first) == "[trt-int8] lint: 3 error(s), first: node conv_12: bad scale"
     assert first.signature == second.signature
     assert FuzzFailure("a", "sqnr-x", "1 dB").signature == FuzzFailure("a", "sqnr-x", "-9 dB").signature
+
+
+def test_noise_gain_measures_cancellation():
+    """y = x @ W - x @ (0.9 W) keeps a tenth of the signal, so noise on W grows 100x relative to it;
+    y = x @ W passes it unchanged."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+
+    def model(cancel: bool) -> onnx.ModelProto:
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y" if not cancel else "a"])]
+        inits = [numpy_helper.from_array(weight, "w")]
+        if cancel:
+            nodes += [helper.make_node("MatMul", ["x", "w2"], ["b"]),
+                      helper.make_node("Sub", ["a", "b"], ["y"])]
+            inits.append(numpy_helper.from_array(0.9 * weight, "w2"))
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 8])]
+        outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 4])]
+        graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    batches = [{"x": np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)}]
+    assert 0.5 < noise_gain(model(False), batches) < 2.0
+    assert 50.0 < noise_gain(model(True), batches) < 200.0
