@@ -6,9 +6,10 @@ every output passes ``onnx.checker`` (full check) and ``qdqc lint`` without erro
 with graph optimizations off and on, and reaches an SQNR floor against the float model derived from its
 own quantization grid (qdq_compiler/accuracy/noise_budget.py):
 
-* each quantized tensor x with step s adds noise of power s**2/12 where x is inside the quantizer's range
-  and (x - clamp(x))**2 where it is clipped; its relative noise is r = mean(noise) / mean(x**2), measured on
-  the values the quantizer actually sees (weights: per-channel steps against the weights);
+* each quantized activation x with step s adds noise of power s**2/12 where x is inside the quantizer's
+  range and (x - clamp(x))**2 where it is clipped; its relative noise is r = mean(noise) / mean(x**2),
+  measured on the values the quantizer actually sees. A weight tensor (few values, rounded once) is
+  charged the worst case (s/2)**2 per value against its own power, with its per-channel steps;
 * with normalised weights a layer passes signal and noise with the same gain, so at the output the
   relative noises add: predicted SQNR = -10 log10(sum r_i). The floor takes the worst case of coherent
   addition, (sum sqrt(r_i))**2 (<= L * sum r_i for L quantizers), less the graph's own noise gain: how much
@@ -47,11 +48,12 @@ from qdq_compiler.models.random_cnn import (  # noqa: E402
     random_cnn,
 )
 
-MAX_EXAMPLES = 100  # ~0.3 s each for two paths on this 2-core machine: ~40 s, inside the 2-minute budget
+MAX_EXAMPLES = 300  # ~0.1 s each (hypothesis favours small graphs): ~35 s on this 2-core machine, < 2 min
 
 CI_FEATURES = Features(
     float16=False,  # excluded until issue-12 item 2d lands (float16 Q/DQ below opset 19, float scales at 19)
     matmul_rank4_weight=False,  # excluded until issue-12 item 2f lands (MatMulInteger "b zero point")
+    zero_weight_channel=False,  # excluded until issue-12 item 2e lands (scale ~1e-10, INT32 bias overflow)
 )
 # "ort-defaults" (quantize_static's UINT8 asymmetric defaults) excluded until issue-12 item 2b lands: it
 # removes a Relu/Clip after a Conv and strip-qdq loses the clamp.

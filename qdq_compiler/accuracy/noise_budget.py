@@ -4,7 +4,9 @@ Model: every activation quantizer and every quantized weight adds its own roundi
 quantized with step s (the scale) and the range [s*(qmin-zp), s*(qmax-zp)], a value inside the range gets
 an error uniform in [-s/2, s/2] (power s**2/12) and a value outside it the clipping error (x - clamp(x))**2.
 The tensor's relative noise is r = mean(error power) / mean(x**2), computed from the values the model's
-quantizers actually see on the given batches (weights: per-channel steps against the dequantized weights).
+quantizers actually see on the given batches. Weights are charged the worst case (s/2)**2 per value
+instead of s**2/12: a weight tensor has few values (often one per output channel), fixed once, so their
+errors need not average out; per-channel steps against the dequantized weights.
 The float arithmetic adds its own (it matters for unquantized layers, folded BatchNorms, float16): a dot
 product of n terms has relative error at most n*eps against sum(|a_i*b_i|), which for terms of random sign
 is sqrt(n) times the result; each node is charged (n**1.5 * eps)**2 with n the longest dot product in the
@@ -92,8 +94,11 @@ def noise_gain(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarray
     ``relative_noise``; the output's relative noise divided by it is that layer's gain (1 for a layer
     passing noise and signal alike; more where a later BatchNorm, Add or head cancels signal but not
     noise). Noise that enters at a layer's input (activation rounding) travels the same path from the
-    layer on. The maximum over ``draws`` seeded draws per layer is taken. The perturbation is small enough
-    to stay linear and large enough (60 dB) to stand well above float32 rounding.
+    layer on. The maximum is taken over ``draws`` seeded Gaussian draws per layer and one uniform shift of
+    every weight: the direction of the input's mean, which for non-negative inputs (after a Relu, image
+    data) is the direction the layer amplifies most, and along which rounding errors of a few weights can
+    line up. The perturbation is small enough to stay linear and large enough (60 dB) to stand well above
+    float32 rounding.
     """
     from qdq_compiler.accuracy.numerics import run_outputs
 
@@ -109,10 +114,11 @@ def noise_gain(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarray
             continue
         weight = numpy_helper.to_array(init)
         scale = math.sqrt(relative_noise * float(np.mean(weight.astype(np.float64) ** 2)))
-        for _ in range(draws):
+        shifts = [rng.standard_normal(weight.shape) for _ in range(draws)] + [np.ones(weight.shape)]
+        for shift in shifts:
             noisy = onnx.ModelProto()
             noisy.CopyFrom(model)
-            perturbed = weight + rng.standard_normal(weight.shape) * scale
+            perturbed = weight + shift * scale
             noisy.graph.initializer[index].CopyFrom(numpy_helper.from_array(perturbed.astype(weight.dtype),
                                                                             init.name))
             out = run_outputs(noisy, batches)[output].astype(np.float64)
@@ -165,7 +171,7 @@ def weight_noise(model: onnx.ModelProto) -> dict[str, float]:
         s = np.broadcast_to(scale.reshape(shape), data.shape)
         zp = zero_point.reshape(shape) if zero_point.size > 1 else zero_point
         w = (data.astype(np.float64) - zp) * s
-        weights[dq.input[0]] = _ratio(float(np.mean(s**2 / 12.0)), float(np.mean(w**2)))
+        weights[dq.input[0]] = _ratio(float(np.mean(s**2 / 4.0)), float(np.mean(w**2)))
     return weights
 
 
