@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.monotonic() - started) / 60
     print(f"\nsummary: {minutes:.1f} min, {stats['passed']} graphs passed every path, "
           f"{sum(counts.values())} failed, {stats['rejected']} rejected (float output all zero); "
-          f"{stats['ort saturation notes']} optimized runs explained by onnxruntime's u8s8 saturation")
+          f"{stats['ort saturation notes']} optimized runs explained by onnxruntime's u8s8 saturation, "
+          f"{stats['paths skipped']} onnxruntime paths skipped (constant tensor or quantize_static refused)")
     print("count | class | reproducer | signature")
     for signature, count in counts.most_common():
         print(f"{count} | {labels[signature]} | {known[signature]} | {signature}")
