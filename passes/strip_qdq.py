@@ -16,6 +16,8 @@ imported scales instead of calibrating again:
   anyway (output of Relu, Sigmoid, Clip(min >= 0), an even Pow, ..., or of pooling/data movement of such
   tensors: a Relu there would be redundant), nor on a graph input (an image in [0, 1] gets the same
   zero-point; onnxruntime never folds an op there);
+- likewise a pair whose range straddles 0 with whole-number ends (Clip(-1, 1) folded away) gets
+  ``Clip(bottom, top)`` back, unless the tensor is already inside it (a Tanh or Clip output);
 - ``Q -> DQ`` of a float constant (fake-quantized weights) is removed, leaving the float constant.
 
 A Q that feeds anything but DequantizeLinear, or a DQ of neither a constant nor a Q, is refused: that is
@@ -181,7 +183,7 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
     except ValueError as exc:
         raise QdqcError(f"strip-qdq: QuantizeLinear {node_label(q)!r}: {exc}") from None
     clamp = implied_clamp(scale, zero, _quantized_dtype(q))
-    clamped = clamp is not None and constant_array(source) is None and not _nonnegative(source)
+    clamped = clamp is not None and constant_array(source) is None and not _already_clamped(source, clamp)
     if clamped:
         source = _insert_clamp(graph, q, clamp, scale.dtype)
     for dq in users:
@@ -197,6 +199,24 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
         else:
             output.replace_all_uses_with(source)
     return source, amax, clamped
+
+
+def _already_clamped(value: ir.Value, clamp: tuple[float, float | None]) -> bool:
+    """Whether ``value`` already lies in the clamp's range by construction (or is a graph input, where a clamp
+    never was folded): a Relu or Clip there would be redundant."""
+    bottom, top = clamp
+    if bottom == 0.0:
+        return _nonnegative(value)
+    producer = value.producer()
+    if producer is None:
+        return value.is_graph_input()
+    if producer.op_type == "Tanh":
+        return bottom <= -1.0 and top is not None and top >= 1.0
+    if producer.op_type == "Clip" and len(producer.inputs) > 2:
+        low, high = (constant_array(v) if v is not None else None for v in producer.inputs[1:3])
+        return (low is not None and high is not None and bool(np.all(low >= bottom))
+                and top is not None and bool(np.all(high <= top)))
+    return False
 
 
 def _nonnegative(value: ir.Value, depth: int = 0) -> bool:
@@ -232,7 +252,8 @@ def _nonnegative_constant(value: ir.Value) -> bool:
 def _insert_clamp(
     graph: ir.Graph, q: ir.Node, clamp: tuple[float, float | None], dtype: np.dtype
 ) -> ir.Value:
-    """A Relu (no top) or ``Clip(0, top)`` on the input of ``q``, read by ``q`` instead; returns its output.
+    """A Relu (no top) or ``Clip(bottom, top)`` on the input of ``q``, read by ``q`` instead; returns its
+    output.
 
     The output takes the tensor's name when ``q`` was its only reader: onnxruntime gave the producer the
     name of the Relu/Clip it deleted, so the float model's names come back.

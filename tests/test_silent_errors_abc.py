@@ -135,14 +135,18 @@ def test_2a_max_ratio_option_sets_the_limit() -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+CLIP_BOUNDS = {"clip6": (0.0, 6.0), "clip11": (-1.0, 1.0)}
+
+
 def _conv_activation_conv(activation: str) -> onnx.ModelProto:
-    """x -> conv1 (bias) -> Relu or Clip(0, 6) -> conv2 -> conv3 -> y (conv3 is the float head)."""
+    """x -> conv1 (bias) -> Relu, Clip(0, 6) or Clip(-1, 1) -> conv2 -> conv3 -> y (conv3 the float head)."""
     rng = np.random.default_rng(0)
     initializers = {
         "w1": rng.normal(0.0, 0.5, (CHANNELS, CHANNELS, 3, 3)), "b1": rng.normal(0.0, 0.5, CHANNELS),
         "w2": rng.normal(0.0, 0.2, (CHANNELS, CHANNELS, 3, 3)),
         "w3": rng.normal(0.0, 0.5, (2, CHANNELS, 1, 1)),
-        "low": np.array(0.0), "high": np.array(6.0),
+        "low": np.array(CLIP_BOUNDS.get(activation, (0.0, 0.0))[0]),
+        "high": np.array(CLIP_BOUNDS.get(activation, (0.0, 0.0))[1]),
     }
     act = (helper.make_node("Relu", ["t"], ["r"], name="act") if activation == "relu"
            else helper.make_node("Clip", ["t", "low", "high"], ["r"], name="act"))
@@ -184,7 +188,7 @@ def _ort_quantized_defaults(float_model: onnx.ModelProto, tmp_path, uint8: bool 
 
 
 @pytest.mark.parametrize("uint8", [False, True], ids=["int8", "uint8"])
-@pytest.mark.parametrize("activation", ["relu", "clip6"])
+@pytest.mark.parametrize("activation", ["relu", "clip6", "clip11"])
 def test_2b_a_relu_or_clip_folded_into_an_asymmetric_pair_comes_back(tmp_path, activation, uint8) -> None:
     """Before the fix: strip-qdq dropped the pair and with it the clamp; conv2 read negative values."""
     float_model = _conv_activation_conv(activation)
@@ -200,9 +204,8 @@ def test_2b_a_relu_or_clip_folded_into_an_asymmetric_pair_comes_back(tmp_path, a
     (restored,) = [n for n in compiled.graph.node if "r" in n.output]
     assert restored.op_type == ("Relu" if activation == "relu" else "Clip")
     activation_out = _intermediate(compiled, "r", batches)
-    assert activation_out.min() >= 0.0
-    if activation == "clip6":
-        assert activation_out.max() <= 6.0
+    bottom, top = CLIP_BOUNDS.get(activation, (0.0, np.inf))
+    assert activation_out.min() >= bottom and activation_out.max() <= top
     assert not [v for v in lint_model(load_model(compiled)) if v.severity == "error"]
 
 
@@ -219,6 +222,9 @@ def test_2b_implied_clamp_by_hand() -> None:
     assert implied_clamp(np.float32(6 / 255), np.uint8(0), np.dtype(np.uint8)) == (0.0, 6.0)
     assert implied_clamp(np.float32(0.1), np.uint8(1), np.dtype(np.uint8)) is None  # range starts at -0.1
     assert implied_clamp(np.float32(0.1), np.int8(0), np.dtype(np.int8)) is None  # symmetric
+    assert implied_clamp(np.float32(2 / 255), np.int8(0), np.dtype(np.int8)) == (-1.0, 1.0)  # Clip(-1, 1)
+    assert implied_clamp(np.float32(2 / 255), np.uint8(128), np.dtype(np.uint8)) == (-1.0, 1.0)
+    assert implied_clamp(np.float32(2.1 / 255), np.int8(0), np.dtype(np.int8)) is None  # span 2.1
     assert implied_clamp(np.float32(0.1), None, np.dtype(np.uint8)) == (0.0, None)  # default zero-point
     assert implied_clamp(np.array([0.1, 0.2], np.float32), np.zeros(2, np.uint8), np.dtype(np.uint8)) is None
 

@@ -48,7 +48,8 @@ def implied_clamp(
     scale: np.ndarray, zero_point: np.ndarray | None, dtype: np.dtype
 ) -> tuple[float, float | None] | None:
     """The clamp a per-tensor quantizer applied that qdqc's symmetric grid would not: ``(0, None)`` for a
-    Relu, ``(0, top)`` for a Clip such as Relu6, None for no clamp.
+    Relu, ``(0, top)`` for a Clip such as Relu6, ``(bottom, top)`` for a two-sided Clip such as Clip(-1, 1)
+    (see :func:`_two_sided_clamp`), None for no clamp.
 
     The range ``[(qmin - zp) * scale, (qmax - zp) * scale]`` starts at exactly 0 when the zero-point is the
     type's lowest code (UINT8 zp 0, INT8 zp -128): the pair maps every negative value to 0, as a Relu does.
@@ -60,13 +61,36 @@ def implied_clamp(
         return None
     low, high = _LEVELS[np.dtype(dtype)]
     zero = 0 if zero_point is None else int(np.asarray(zero_point).reshape(-1)[0])
+    step = float(np.asarray(scale, dtype=np.float64).reshape(()))
     if zero != low:
-        return None
-    top = float(np.asarray(scale, dtype=np.float64).reshape(())) * (high - zero)
+        return _two_sided_clamp(step, zero, low, high)
+    top = step * (high - zero)
     whole = round(top)
-    if whole >= 1 and abs(top - whole) <= WHOLE_NUMBER_TOLERANCE * whole:
+    if whole >= 1 and _is_whole(top):
         return 0.0, float(whole)
     return 0.0, None
+
+
+def _two_sided_clamp(step: float, zero: int, low: int, high: int) -> tuple[float, float] | None:
+    """``(bottom, top)`` of a clamp such as Clip(-1, 1) applied by a pair whose range straddles 0, else None.
+
+    A quantizer fitted to a calibrated range [rmin, rmax] has ``step * (high - low) == rmax - rmin`` and its
+    ends within one step of rmin and rmax (the zero-point is rounded). Where calibration saw a clamp's own
+    whole-number bounds, the span is a whole number to float32 precision and both ends round to whole
+    numbers: the bounds come back. An ordinary range almost never has a whole span.
+    """
+    span = step * (high - low)
+    bottom, top = round((low - zero) * step), round((high - zero) * step)
+    if not (bottom < 0 < top and _is_whole(span) and round(span) == top - bottom):
+        return None
+    if abs((low - zero) * step - bottom) > step or abs((high - zero) * step - top) > step:
+        return None
+    return float(bottom), float(top)
+
+
+def _is_whole(number: float) -> bool:
+    whole = round(number)
+    return whole >= 1 and abs(number - whole) <= WHOLE_NUMBER_TOLERANCE * whole
 
 
 def imported_amax(model: ir.Model) -> dict[str, float] | None:
