@@ -17,7 +17,8 @@ imported scales instead of calibrating again:
   tensors: a Relu there would be redundant), nor on a graph input (an image in [0, 1] gets the same
   zero-point; onnxruntime never folds an op there);
 - likewise a pair whose range straddles 0 with whole-number ends (Clip(-1, 1) folded away) gets
-  ``Clip(bottom, top)`` back, unless the tensor is already inside it (a Tanh or Clip output);
+  ``Clip(bottom, top)`` back, or only its top when calibration saw only that bound, unless the tensor is
+  already inside it (a Tanh or Clip output);
 - ``Q -> DQ`` of a float constant (fake-quantized weights) is removed, leaving the float constant.
 
 A Q that feeds anything but DequantizeLinear, or a DQ of neither a constant nor a Q, is refused: that is
@@ -201,7 +202,7 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
     return source, amax, clamped
 
 
-def _already_clamped(value: ir.Value, clamp: tuple[float, float | None]) -> bool:
+def _already_clamped(value: ir.Value, clamp: tuple[float | None, float | None]) -> bool:
     """Whether ``value`` already lies in the clamp's range by construction (or is a graph input, where a clamp
     never was folded): a Relu or Clip there would be redundant."""
     bottom, top = clamp
@@ -211,11 +212,10 @@ def _already_clamped(value: ir.Value, clamp: tuple[float, float | None]) -> bool
     if producer is None:
         return value.is_graph_input()
     if producer.op_type == "Tanh":
-        return bottom <= -1.0 and top is not None and top >= 1.0
-    if producer.op_type == "Clip" and len(producer.inputs) > 2:
-        low, high = (constant_array(v) if v is not None else None for v in producer.inputs[1:3])
-        return (low is not None and high is not None and bool(np.all(low >= bottom))
-                and top is not None and bool(np.all(high <= top)))
+        return (bottom is None or bottom <= -1.0) and top is not None and top >= 1.0
+    if producer.op_type == "Clip" and len(producer.inputs) > 2 and producer.inputs[2] is not None:
+        high = constant_array(producer.inputs[2])
+        return high is not None and top is not None and bool(np.all(high <= top))
     return False
 
 
@@ -250,7 +250,7 @@ def _nonnegative_constant(value: ir.Value) -> bool:
 
 
 def _insert_clamp(
-    graph: ir.Graph, q: ir.Node, clamp: tuple[float, float | None], dtype: np.dtype
+    graph: ir.Graph, q: ir.Node, clamp: tuple[float | None, float | None], dtype: np.dtype
 ) -> ir.Value:
     """A Relu (no top) or ``Clip(bottom, top)`` on the input of ``q``, read by ``q`` instead; returns its
     output.
@@ -262,6 +262,8 @@ def _insert_clamp(
     names = NameScope(graph)
     base = source.name or q.name or "clamped"
     op = "Relu" if clamp[1] is None else "Clip"
+    if clamp[0] is None:  # no bottom: the type's lowest value
+        clamp = (float(np.finfo(dtype).min), clamp[1])
     clamped = ir.Value(name=names.value(f"{base}_{op.lower()}"), shape=source.shape, type=source.type)
     node_name = names.node(f"{base}_{op.lower()}")
     if clamp[1] is None:
