@@ -39,9 +39,9 @@ from hypothesis import HealthCheck, given, note, reject, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from qdq_compiler.accuracy.noise_budget import noise_budget, noise_gain, sqnr_floor_db  # noqa: E402
-from qdq_compiler.models.fuzz_check import FuzzFailure, Rejected, check_random_cnn  # noqa: E402
+from qdq_compiler.models.fuzz_check import PATHS, FuzzFailure, Rejected, check_random_cnn  # noqa: E402
 from qdq_compiler.models.random_cnn import (  # noqa: E402
-    Features,
+    ALL_FEATURES,
     HypothesisChooser,
     RandomChooser,
     describe,
@@ -50,14 +50,8 @@ from qdq_compiler.models.random_cnn import (  # noqa: E402
 
 MAX_EXAMPLES = 300  # ~0.1 s each (hypothesis favours small graphs): ~35 s on this 2-core machine, < 2 min
 
-CI_FEATURES = Features(
-    float16=False,  # excluded until issue-12 item 2d lands (float16 Q/DQ below opset 19, float scales at 19)
-    matmul_rank4_weight=False,  # excluded until issue-12 item 2f lands (MatMulInteger "b zero point")
-    zero_weight_channel=False,  # excluded until issue-12 item 2e lands (scale ~1e-10, INT32 bias overflow)
-)
-# "ort-defaults" (quantize_static's UINT8 asymmetric defaults) excluded until issue-12 item 2b lands: it
-# removes a Relu/Clip after a Conv and strip-qdq loses the clamp.
-CI_PATHS = ("trt-int8", "ort-symmetric")
+CI_FEATURES = ALL_FEATURES
+CI_PATHS = PATHS
 
 
 @pytest.fixture(autouse=True)

@@ -267,7 +267,13 @@ def _ort_path(symmetric: bool) -> Compiler:
         except Exception as exc:  # onnxruntime's own limits are not ours to check
             reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
             return None, f"quantize_static refused: {reason}", None
-        return _from_qdq(path, onnx.load(qdq_path))
+        quantized = onnx.load(qdq_path)
+        try:  # e.g. float16 scales on DequantizeLinear below opset 19: its model, not ours, is invalid
+            onnx.checker.check_model(quantized, full_check=True)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+            return None, f"quantize_static wrote an invalid model: {reason}", None
+        return _from_qdq(path, quantized)
 
     return compile_
 
