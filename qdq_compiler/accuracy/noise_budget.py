@@ -97,7 +97,8 @@ def noise_gain(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarray
     layer on. The maximum is taken over ``draws`` seeded Gaussian draws per layer and one uniform shift of
     every weight: the direction of the input's mean, which for non-negative inputs (after a Relu, image
     data) is the direction the layer amplifies most, and along which rounding errors of a few weights can
-    line up. The perturbation is small enough to stay linear and large enough (60 dB) to stand well above
+    line up. The graph inputs are perturbed the same way (the path of the input quantizer's noise).
+    The perturbation is small enough to stay linear and large enough (60 dB) to stand well above
     float32 rounding.
     """
     from qdq_compiler.accuracy.numerics import run_outputs
@@ -122,6 +123,17 @@ def noise_gain(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarray
             noisy.graph.initializer[index].CopyFrom(numpy_helper.from_array(perturbed.astype(weight.dtype),
                                                                             init.name))
             out = run_outputs(noisy, batches)[output].astype(np.float64)
+            worst = max(worst, float(np.mean((out - reference) ** 2)) / power / relative_noise)
+    for name in {value.name for value in model.graph.input} & set(batches[0]):  # the input quantizer's path
+        data = [batch[name].astype(np.float64) for batch in batches]
+        scale = math.sqrt(relative_noise * float(np.mean(np.concatenate([d.ravel() for d in data]) ** 2)))
+        for draw in range(draws + 1):
+            noisy_batches = [
+                {**batch, name: (d + scale * (rng.standard_normal(d.shape) if draw < draws else 1.0)
+                                 ).astype(batch[name].dtype)}
+                for batch, d in zip(batches, data)
+            ]
+            out = run_outputs(model, noisy_batches)[output].astype(np.float64)
             worst = max(worst, float(np.mean((out - reference) ** 2)) / power / relative_noise)
     return worst
 
