@@ -17,7 +17,7 @@ imported scales instead of calibrating again:
   tensors: a Relu there would be redundant), nor on a graph input (an image in [0, 1] gets the same
   zero-point; onnxruntime never folds an op there);
 - likewise a pair whose range straddles 0 with whole-number ends (Clip(-1, 1) folded away) gets
-  ``Clip(bottom, top)`` back, or only its top when calibration saw only that bound, unless the tensor is
+  ``Clip(bottom, top)`` back, or only the bound calibration saw, unless the tensor is
   already inside it (a Tanh or Clip output);
 - ``Q -> DQ`` of a float constant (fake-quantized weights) is removed, leaving the float constant.
 
@@ -212,10 +212,12 @@ def _already_clamped(value: ir.Value, clamp: tuple[float | None, float | None]) 
     if producer is None:
         return value.is_graph_input()
     if producer.op_type == "Tanh":
-        return (bottom is None or bottom <= -1.0) and top is not None and top >= 1.0
-    if producer.op_type == "Clip" and len(producer.inputs) > 2 and producer.inputs[2] is not None:
-        high = constant_array(producer.inputs[2])
-        return high is not None and top is not None and bool(np.all(high <= top))
+        return (bottom is None or bottom <= -1.0) and (top is None or top >= 1.0)
+    if producer.op_type == "Clip" and len(producer.inputs) > 2:
+        low, high = (constant_array(v) if v is not None else None for v in producer.inputs[1:3])
+        low_ok = bottom is None or (low is not None and bool(np.all(low >= bottom)))
+        high_ok = top is None or (high is not None and bool(np.all(high <= top)))
+        return low_ok and high_ok
     return False
 
 
@@ -261,15 +263,15 @@ def _insert_clamp(
     source = q.inputs[0]
     names = NameScope(graph)
     base = source.name or q.name or "clamped"
-    op = "Relu" if clamp[1] is None else "Clip"
-    if clamp[0] is None:  # no bottom: the type's lowest value
-        clamp = (float(np.finfo(dtype).min), clamp[1])
+    op = "Relu" if clamp == (0.0, None) else "Clip"
+    limits = np.finfo(dtype)  # a missing bound: the type's own end
+    clamp = (limits.min if clamp[0] is None else clamp[0], limits.max if clamp[1] is None else clamp[1])
     clamped = ir.Value(name=names.value(f"{base}_{op.lower()}"), shape=source.shape, type=source.type)
     node_name = names.node(f"{base}_{op.lower()}")
-    if clamp[1] is None:
+    if op == "Relu":
         node = ir.Node("", "Relu", [source], outputs=[clamped], name=node_name)
     elif graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 1)) < 11:  # bounds as attributes
-        attributes = [ir.AttrFloat32("min", clamp[0]), ir.AttrFloat32("max", clamp[1])]
+        attributes = [ir.AttrFloat32("min", float(clamp[0])), ir.AttrFloat32("max", float(clamp[1]))]
         node = ir.Node("", "Clip", [source], attributes=attributes, outputs=[clamped], name=node_name)
     else:
         low, high = (add_constant(graph, np.array(bound, dtype=dtype), names.value(f"{base}_clip_{side}"))

@@ -49,7 +49,8 @@ def implied_clamp(
 ) -> tuple[float | None, float | None] | None:
     """The clamp a per-tensor quantizer applied that qdqc's symmetric grid would not: ``(0, None)`` for a
     Relu, ``(0, top)`` for a Clip such as Relu6, ``(bottom, top)`` for a two-sided Clip such as Clip(-1, 1)
-    and ``(None, top)`` for its top alone (see :func:`_two_sided_clamp`), None for no clamp.
+    and ``(None, top)`` / ``(bottom, None)`` for one bound alone (see :func:`_two_sided_clamp`), None for no
+    clamp.
 
     The range ``[(qmin - zp) * scale, (qmax - zp) * scale]`` starts at exactly 0 when the zero-point is the
     type's lowest code (UINT8 zp 0, INT8 zp -128): the pair maps every negative value to 0, as a Relu does.
@@ -71,9 +72,9 @@ def implied_clamp(
     return 0.0, None
 
 
-def _two_sided_clamp(step: float, zero: int, low: int, high: int) -> tuple[float | None, float] | None:
+def _two_sided_clamp(step: float, zero: int, low: int, high: int) -> tuple[float | None, float | None] | None:
     """The clamp such as Clip(-1, 1) applied by a pair whose range straddles 0: ``(bottom, top)``,
-    ``(None, top)`` when only its top was seen, else None.
+    ``(None, top)`` or ``(bottom, None)`` when only one bound was seen, else None.
 
     A quantizer fitted to a calibrated range [rmin, rmax] has ``step * (high - low) == rmax - rmin`` and ends
     within half a step of rmin and rmax (the zero-point is rounded). Where calibration saw a clamp's own
@@ -81,7 +82,7 @@ def _two_sided_clamp(step: float, zero: int, low: int, high: int) -> tuple[float
     numbers: both bounds come back. Where it saw only the top (data below the bottom bound never came) of an
     asymmetric pair, the top end lies within half a step of a whole number >= 1, the float model's bound; the
     pair saturated there too, so a clamp at that whole number changes the imported model by at most half a
-    step, while dropping it loses the float model's clamp.
+    step, while dropping it loses the float model's clamp. The same holds for a bottom <= -1 seen alone.
     """
     bottom_end, top_end = (low - zero) * step, (high - zero) * step
     span = step * (high - low)
@@ -89,9 +90,12 @@ def _two_sided_clamp(step: float, zero: int, low: int, high: int) -> tuple[float
     whole_ends = abs(bottom_end - bottom) <= step and abs(top_end - top) <= step
     if bottom < 0 < top and _is_whole(span) and round(span) == top - bottom and whole_ends:
         return float(bottom), float(top)
-    symmetric = zero == (low + high + 1) // 2  # int8 0, uint8 128: no asymmetric fold happened
-    if not symmetric and bottom_end < 0 and top >= 1 and abs(top_end - top) <= step / 2:
+    if zero == (low + high + 1) // 2:  # int8 0, uint8 128: symmetric, no clamp was folded into it
+        return None
+    if bottom_end < 0 and top >= 1 and abs(top_end - top) <= step / 2:
         return None, float(top)
+    if top_end >= 0 and bottom <= -1 and abs(bottom_end - bottom) <= step / 2:
+        return float(bottom), None
     return None
 
 
