@@ -131,13 +131,20 @@ def full_folder(root: Path) -> Iterator[str | None]:
         yield None
         return
     try:
-        with contextlib.suppress(OSError), open(where / "filler", "wb") as filler:
-            while True:
-                filler.write(b"\0" * 4096)
-                filler.flush()
+        _fill(where)
         yield str(where)
     finally:
         _umount(where)
+
+
+def _fill(where: Path, leave_free: int = 0) -> None:
+    """Write zeros into ``where/filler`` until the file system is full, then free ``leave_free`` bytes."""
+    with contextlib.suppress(OSError), open(where / "filler", "wb") as filler:
+        while True:
+            filler.write(b"\0" * 4096)
+            filler.flush()
+    if leave_free:
+        os.truncate(where / "filler", (where / "filler").stat().st_size - leave_free)
 
 
 @contextlib.contextmanager
@@ -148,12 +155,7 @@ def nearly_full_folder(root: Path) -> Iterator[str | None]:
         yield None
         return
     try:
-        with contextlib.suppress(OSError), open(where / "filler", "wb") as filler:
-            while True:
-                filler.write(b"\0" * 4096)
-                filler.flush()
-        size = (where / "filler").stat().st_size
-        os.truncate(where / "filler", size - 4096)
+        _fill(where, leave_free=4096)
         yield str(where)
     finally:
         _umount(where)
