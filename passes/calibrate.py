@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from qdq_compiler.quant.float_view import float_view
 from qdq_compiler.quant.notices import first_names, warn_once
 
 INT8_MAX = 127.0
+DROWNED_RATIO = 16.0  # the ratio unify-scales unties members at (docs/placement.md)
 AMAX_META_KEY = "qdqc.amax"
 # amax of an activation that was zero on every calibration sample (scale 1/127; zero quantizes exactly)
 ZERO_TENSOR_AMAX = 1.0
@@ -60,7 +62,8 @@ class Calibrate(Pass):
         if not quantizers:
             return result
         names = sorted({q.inputs[0].name for q in quantizers})
-        stats = self._statistics(model, names, ctx)
+        members = _concat_members(quantizers)
+        stats = self._statistics(model, names, sorted(set(members) - set(names)), ctx)
         op_types = {name: _op_types(q) for q in quantizers for name in [q.inputs[0].name]}
         for pattern in plan.unmatched_patterns(names, op_types):
             warn_once(ctx, "--calib-override %r matches no calibrated tensor (%s)", pattern,
@@ -68,6 +71,7 @@ class Calibrate(Pass):
                                if pattern.startswith("op:") else f"tensors: {first_names(names)}")
         amax = plan.compute({name: stats[name] for name in names}, op_types)
         _guard_degenerate(model, {name: stats[name] for name in names}, amax, ctx)
+        _warn_drowned_members(members, stats, amax, ctx)
         for quantize in quantizers:
             if apply_amax(quantize, float(amax[quantize.inputs[0].name])):
                 result.statistics["num-scales-set"] += 1
@@ -75,7 +79,8 @@ class Calibrate(Pass):
         result.modified = result.statistics["num-scales-set"] > 0
         return result
 
-    def _statistics(self, model: ir.Model, names: list[str], ctx: PassContext) -> dict:
+    def _statistics(self, model: ir.Model, names: list[str], optional: list[str], ctx: PassContext) -> dict:
+        """Statistics of ``names`` (and of ``optional`` when collected here, or cached)."""
         cached = ctx.calibration_stats
         if cached and all(name in cached for name in names):
             one_pass = [name for name in names if cached[name].binning != "fixed"]
@@ -98,7 +103,7 @@ class Calibrate(Pass):
             ctx.logger.warning("calibration data can be read only once: one-pass histograms (exact=false)")
         collected = collect_statistics(
             proto,
-            names,
+            names + optional,
             data,
             num_bins=self.options.num_bins,
             progress=ctx.progress,
@@ -130,6 +135,48 @@ def _guard_degenerate(model: ir.Model, stats: dict, amax: dict[str, float], ctx:
         if name not in zero and stats[name].min == stats[name].max:
             warn_once(ctx, "calibration data of input %r is constant (every value %g): its scale fits "
                                "that one value only", name, stats[name].min)
+
+
+def _concat_members(quantizers: list[ir.Node]) -> dict[str, tuple[str, list[str]]]:
+    """Each activation input of a Concat whose output a Q reads: its name -> (Concat output, consumers)."""
+    members: dict[str, tuple[str, list[str]]] = {}
+    for quantize in quantizers:
+        tensor = quantize.inputs[0]
+        producer = tensor.producer()
+        if producer is None or producer.op_type != "Concat":
+            continue
+        readers = [user.name or user.op_type for dq, _ in quantize.outputs[0].uses()
+                   for value in dq.outputs for user, _ in value.uses()]
+        for member in producer.inputs:
+            if member is not None and member.name and constant_array(member) is None:
+                members[member.name] = (tensor.name, readers)
+    return members
+
+
+def _warn_drowned_members(
+    members: dict[str, tuple[str, list[str]]], stats: dict, amax: dict[str, float], ctx: PassContext
+) -> None:
+    """Warn where one Concat input's range is far below the scale its Concat output is quantized with.
+
+    A quantized Concat output has one scale for all its inputs (TensorRT moves the Q onto each of them), so
+    an input whose range is more than ``DROWNED_RATIO`` times smaller keeps fewer than 127 / 16 ~ 8 INT8
+    levels, and one 10**4 times smaller is rounded to 0 (issue 12, 2a). No scale choice helps there: the
+    layers reading the Concat output must stay float to keep that branch (``--exclude``).
+    """
+    for member, (output, readers) in sorted(members.items()):
+        if member not in stats or output not in amax:
+            continue
+        reach = float(stats[member].absmax)
+        ratio = amax[output] / reach if reach > 0.0 else math.inf
+        if ratio > DROWNED_RATIO:
+            warn_once(
+                ctx,
+                "Concat output %r is quantized with one scale (amax %.4g) but its input %r reaches only %.4g "
+                "(%.3g times less): INT8 keeps about %d level(s) of that input; keep %s float (--exclude) "
+                "if it matters",
+                output, amax[output], member, reach, ratio, int(127 / ratio) if math.isfinite(ratio) else 0,
+                ", ".join(repr(name) for name in readers) or "its readers",
+            )
 
 
 def apply_amax(quantize: ir.Node, amax: float) -> bool:

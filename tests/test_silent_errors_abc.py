@@ -312,3 +312,49 @@ def test_2c_float_layers_sharing_an_int8_layers_weight_read_the_float_weight() -
     initializers = {i.name: i for i in compiled.graph.initializer}
     assert initializers[readers["conv_head"]].data_type == TensorProto.FLOAT
     assert readers["conv_head"] == readers["conv_side"] != readers["conv_a"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2a, second form (found by the 30-minute fuzz run): the Concat output itself is quantized, so one scale
+# covers a branch 10**4 times smaller; no tying is involved and no scale choice saves the branch
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _quantized_concat_of_distant_ranges() -> onnx.ModelProto:
+    """x -> conv1 (gain ~1e-4) -> a, x -> conv2 -> b; Concat(a, b) -> conv3 -> conv4 -> y, where conv3 reads
+    ``a`` with weights 1e4 larger, so both branches matter equally in y."""
+    rng = np.random.default_rng(5)
+    weights = {
+        "w1": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)) * 1e-4,
+        "w2": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
+        "w3": np.concatenate([rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)) * 1e4,
+                              rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1))], axis=1),
+        "w4": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
+        helper.make_node("Conv", ["x", "w2"], ["b"], name="conv2"),
+        helper.make_node("Concat", ["a", "b"], ["cat"], name="concat", axis=1),
+        helper.make_node("Conv", ["cat", "w3"], ["d"], name="conv3"),
+        helper.make_node("Conv", ["d", "w4"], ["y"], name="conv4"),
+    ]
+    shape = (1, CHANNELS, SIDE, SIDE)
+    return _model(nodes, {k: v.astype(np.float32) for k, v in weights.items()}, {"y": shape})
+
+
+def test_2a_a_quantized_concat_output_that_drowns_an_input_is_named(caplog) -> None:
+    """Before: no word, y off by ~50%. Now a warning names the Concat output, the drowned input and the layer
+    to keep float; keeping it float (--exclude) recovers y."""
+    model = _quantized_concat_of_distant_ranges()
+    with caplog.at_level(logging.WARNING, logger="qdqc"):
+        compiled = _compile(model, data=_positive_samples())
+    assert _errors(model, compiled, _positive_samples(4, seed=11))["y"] > 0.2  # the branch is gone
+    warnings = [r.getMessage() for r in caplog.records if "Concat output" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "'cat'" in warnings[0] and "'a'" in warnings[0] and "'conv3'" in warnings[0]
+    caplog.clear()
+    kept = TRT_INT8.replace("place-qdq", "place-qdq{exclude=conv3}")
+    with caplog.at_level(logging.WARNING, logger="qdqc"):
+        recovered = _compile(model, kept, data=_positive_samples())
+    assert _errors(model, recovered, _positive_samples(4, seed=11))["y"] < 0.05
+    assert not [r for r in caplog.records if "Concat output" in r.getMessage()]
