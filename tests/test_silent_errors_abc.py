@@ -227,6 +227,7 @@ def test_2b_implied_clamp_by_hand() -> None:
     assert implied_clamp(np.float32(2.1 / 255), np.int8(0), np.dtype(np.int8)) is None  # ends -1.05, 1.04
     assert implied_clamp(np.float32(1.3 / 255), np.int8(-69), np.dtype(np.int8)) == (None, 1.0)  # top only
     assert implied_clamp(np.float32(1 / 255), np.int8(127), np.dtype(np.int8)) == (-1.0, None)  # bottom only
+    assert implied_clamp(np.float16(2 / 255), np.int8(0), np.dtype(np.int8)) == (-1.0, 1.0)  # float16 scale
     assert implied_clamp(np.float32(0.1), None, np.dtype(np.uint8)) == (0.0, None)  # default zero-point
     assert implied_clamp(np.array([0.1, 0.2], np.float32), np.zeros(2, np.uint8), np.dtype(np.uint8)) is None
 

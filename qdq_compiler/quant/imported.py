@@ -15,7 +15,7 @@ IMPORTED_AMAX_META_KEY = "qdqc.imported_amax"
 
 # relative distance of a quantizer's top from a whole number that still counts as the clamp's bound: a few
 # float32 roundings of scale = bound / levels and of top = scale * levels
-WHOLE_NUMBER_TOLERANCE = 1e-6
+WHOLE_NUMBER_TOLERANCE = 1e-6  # relative, for float32 scales; a float16 scale carries ~1e-3 (see _tolerance)
 
 # (lowest, highest) integer a quantizer of this type represents
 _LEVELS = {
@@ -64,15 +64,17 @@ def implied_clamp(
     zero = 0 if zero_point is None else int(np.asarray(zero_point).reshape(-1)[0])
     step = float(np.asarray(scale, dtype=np.float64).reshape(()))
     if zero != low:
-        return _two_sided_clamp(step, zero, low, high)
+        return _two_sided_clamp(step, zero, low, high, _tolerance(scale))
     top = step * (high - zero)
     whole = round(top)
-    if whole >= 1 and _is_whole(top):
+    if whole >= 1 and _is_whole(top, _tolerance(scale)):
         return 0.0, float(whole)
     return 0.0, None
 
 
-def _two_sided_clamp(step: float, zero: int, low: int, high: int) -> tuple[float | None, float | None] | None:
+def _two_sided_clamp(
+    step: float, zero: int, low: int, high: int, tolerance: float
+) -> tuple[float | None, float | None] | None:
     """The clamp such as Clip(-1, 1) applied by a pair whose range straddles 0: ``(bottom, top)``,
     ``(None, top)`` or ``(bottom, None)`` when only one bound was seen, else None.
 
@@ -88,7 +90,7 @@ def _two_sided_clamp(step: float, zero: int, low: int, high: int) -> tuple[float
     span = step * (high - low)
     bottom, top = round(bottom_end), round(top_end)
     whole_ends = abs(bottom_end - bottom) <= step and abs(top_end - top) <= step
-    if bottom < 0 < top and _is_whole(span) and round(span) == top - bottom and whole_ends:
+    if bottom < 0 < top and _is_whole(span, tolerance) and round(span) == top - bottom and whole_ends:
         return float(bottom), float(top)
     if zero == (low + high + 1) // 2:  # int8 0, uint8 128: symmetric, no clamp was folded into it
         return None
@@ -99,9 +101,14 @@ def _two_sided_clamp(step: float, zero: int, low: int, high: int) -> tuple[float
     return None
 
 
-def _is_whole(number: float) -> bool:
+def _tolerance(scale: np.ndarray) -> float:
+    """How far from a whole number a value computed from ``scale`` may be and still be one: its rounding."""
+    return max(WHOLE_NUMBER_TOLERANCE, 4.0 * float(np.finfo(np.asarray(scale).dtype).eps))
+
+
+def _is_whole(number: float, tolerance: float) -> bool:
     whole = round(number)
-    return whole >= 1 and abs(number - whole) <= WHOLE_NUMBER_TOLERANCE * whole
+    return whole >= 1 and abs(number - whole) <= tolerance * whole
 
 
 def imported_amax(model: ir.Model) -> dict[str, float] | None:
