@@ -8,6 +8,7 @@ written atomically (a temporary file made by ``mkstemp`` is 0600; outputs get 06
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,34 @@ def write_error(path: str | os.PathLike[str], exc: OSError) -> OutputPathError:
     """A one-line error for an OSError raised while writing ``path`` (no space, read-only, ...)."""
     reason = exc.strerror or str(exc) or type(exc).__name__
     return OutputPathError(f"cannot write {os.fspath(path)}: {reason}")
+
+
+def write_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically: a temporary file beside it (made with its folder if missing),
+    flushed to disk, given the permissions the umask allows, then renamed over ``path``.
+
+    An OSError (no space, read-only, ...) becomes one :class:`OutputPathError` line, and leaves neither a
+    temporary file nor a changed ``path``.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, new_file_mode())  # mkstemp made it 0600
+        os.replace(temp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputPathError):
+            raise write_error(path, exc) from None
+        raise
 
 
 def check_output_file(path: str, option: str = "-o") -> Path:

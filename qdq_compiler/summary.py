@@ -3,17 +3,15 @@ self-check, time per pass; as text, and as JSON for tools (`qdqc compile --summa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import onnx_ir as ir
 
 import qdq_compiler
 from qdq_compiler.accuracy.selfcheck import SelfCheck, format_selfcheck, selfcheck_to_json
 from qdq_compiler.ir import count_qdq
+from qdq_compiler.paths import write_atomic
 from qdq_compiler.quant.decisions import layer_decisions
 
 SUMMARY_JSON_FORMAT = "qdqc-compile-summary/1"
@@ -67,22 +65,5 @@ def compile_summary_json(
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: dict) -> None:
-    """Write ``data`` as indented JSON with sorted keys: a temporary file beside ``path``, then a rename.
-
-    The file gets the permissions the umask gives a new file.
-    """
-    path = Path(path)
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)  # as -o: a missing folder is made
-    umask = os.umask(0)
-    os.umask(umask)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    """Write ``data`` as indented JSON with sorted keys, atomically (:func:`paths.write_atomic`)."""
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8"))

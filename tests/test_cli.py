@@ -321,12 +321,12 @@ class _FullDiskFile:
 def test_disk_full_during_the_final_write_is_one_line(yolo_path, calib_path, tmp_path, capsys, monkeypatch):
     """The output folder passed the preflight, then the disk fills up while the model is written: one line,
     exit 1, no temporary file left, the previous output untouched."""
-    import qdq_compiler.ir.io as model_io
+    import os
 
     out = tmp_path / "out" / "model.onnx"
     out.parent.mkdir()
     out.write_bytes(b"previous output")
-    monkeypatch.setattr(model_io, "open", _FullDiskFile, raising=False)
+    monkeypatch.setattr(os, "fdopen", _FullDiskFile)
     code = main(["compile", str(yolo_path), "--calib", str(calib_path), "-o", str(out)])
     err = capsys.readouterr().err
     assert code == 1, err

@@ -10,23 +10,20 @@ written atomically.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
 from qdq_compiler.ir.external import serialized_chunks
-from qdq_compiler.paths import new_file_mode, write_error
+from qdq_compiler.paths import write_atomic
 
 from .errors import CalibrationCacheError
 from .histogram import TensorStats
@@ -145,30 +142,9 @@ def encode_cache(stats: Mapping[str, TensorStats], key: CacheKey) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, new_file_mode())  # mkstemp made it 0600; the cache gets what the umask allows
-        os.replace(temp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        if isinstance(exc, OSError):  # no space left, read-only, ...: one line, no partial file
-            raise write_error(path, exc) from None
-        raise
-
-
 def save_cache(path: str | os.PathLike[str], stats: Mapping[str, TensorStats], key: CacheKey) -> None:
     """Write ``stats`` under ``key`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    _write_atomic(Path(path), encode_cache(stats, key))
+    write_atomic(path, encode_cache(stats, key))
 
 
 # --------------------------------------------------------------------------- reading

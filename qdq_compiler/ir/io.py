@@ -14,7 +14,7 @@ import onnx_ir as ir
 from qdq_compiler.errors import ModelLoadError, QdqcError
 from qdq_compiler.ir.external import weights_nbytes
 from qdq_compiler.ir.validate import check_graph_wiring, check_tensor_data, check_weighted_ranks
-from qdq_compiler.paths import new_file_mode, write_error
+from qdq_compiler.paths import write_atomic, write_error
 
 # Models whose weights exceed this size are saved with an external data file beside them.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
@@ -150,22 +150,7 @@ def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
     if weights_nbytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES:
         _save_with_external_data(model, path)
         return path
-    proto = to_proto(model)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    try:
-        os.chmod(tmp_name, new_file_mode())  # mkstemp made it 0600; an output gets what the umask allows
-        with open(tmp_name, "wb") as handle:
-            handle.write(proto.SerializeToString())
-        os.replace(tmp_name, path)
-    except OSError as exc:  # no space left, read-only, ...: one line, no partial file
-        raise write_error(path, exc) from None
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    write_atomic(path, to_proto(model).SerializeToString())
     return path
 
 
