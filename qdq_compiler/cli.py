@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 import qdq_compiler
+from qdq_compiler.cli_help import exit_codes_epilog
 from qdq_compiler.cli_options import (
     DEFAULT_COMPILE_PIPELINE,
     calibration_options,
@@ -18,7 +19,13 @@ from qdq_compiler.cli_options import (
     prepare_pipeline,
 )
 from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
-from qdq_compiler.errors import QdqcError
+from qdq_compiler.errors import (
+    EXIT_ABORTED,
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL_ERROR,
+    EXIT_OK,
+    QdqcError,
+)
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
 from qdq_compiler.paths import check_output_dir, preflight
@@ -65,7 +72,7 @@ def instrument_options(fn):
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog())
 @click.version_option(qdq_compiler.__version__, prog_name="qdqc")
 @click.option("-v", "--verbose", count=True, help="More output (-vv for debug and tracebacks).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
@@ -272,39 +279,46 @@ from qdq_compiler.cli_trt import build, explain, lint, report_engine  # noqa: E4
 
 for _command in (lint, explain, build, report_engine, sensitivity):
     cli.add_command(_command)
+for _command in cli.commands.values():  # every command's --help ends with the exit codes
+    _command.epilog = exit_codes_epilog()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback.
+
+    Exit codes (errors.EXIT_CODES): 0 success; 1 the command found problems (ChecksFailed, lint); 2 its
+    input is at fault (every other QdqcError, usage errors, an OSError of the machine); 3 a qdqc bug;
+    4 TensorRT is not installed; 130 aborted.
+    """
     try:
         status = cli.main(args=argv, prog_name="qdqc", standalone_mode=False)
         if isinstance(status, int):  # click returns an Exit's code instead of raising it here
             return status
     except click.exceptions.Exit as done:
-        return int(done.exit_code or 0)
+        return int(done.exit_code or EXIT_OK)
     except click.Abort:
         click.echo("qdqc: aborted", err=True)
-        return 130
-    except click.ClickException as exc:
+        return EXIT_ABORTED
+    except click.ClickException as exc:  # usage errors and bad option values
         click.echo(f"qdqc: error: {exc.format_message()}", err=True)
-        return exc.exit_code
+        return EXIT_BAD_INPUT
     except QdqcError as exc:
         click.echo(f"qdqc: error: {exc}", err=True)
         if logger.isEnabledFor(logging.DEBUG):
             logger.exception("traceback")
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         click.echo("qdqc: aborted", err=True)
-        return 130
+        return EXIT_ABORTED
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:
             return _internal_error(exc)
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"qdqc: error: {exc.strerror}{where}", err=True)  # e.g. the disk filled up mid-run
-        return 1
+        return EXIT_BAD_INPUT
     except Exception as exc:  # a bug in qdqc: still one line unless -vv
         return _internal_error(exc)
-    return 0
+    return EXIT_OK
 
 
 def _internal_error(exc: Exception) -> int:
@@ -312,7 +326,7 @@ def _internal_error(exc: Exception) -> int:
     if logger.isEnabledFor(logging.DEBUG):
         raise exc
     click.echo(f"qdqc: internal error: {type(exc).__name__}: {exc} (run with -vv for a traceback)", err=True)
-    return 3
+    return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -1,0 +1,40 @@
+"""What `--help` shows beyond the options themselves: the exit codes, and defaults that live in a pass's
+Options (read from the pass when help is printed, so the help text cannot drift from the code)."""
+
+from __future__ import annotations
+
+import click
+
+from qdq_compiler.errors import EXIT_CODES
+
+
+def exit_codes_epilog() -> str:
+    """The exit-code table as a click epilog (`\\b` keeps click from re-wrapping its lines)."""
+    rows = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES)
+    return f"\b\nExit codes:\n{rows}"
+
+
+class PassDefaultOption(click.Option):
+    """An option whose default (None: "leave the pass option alone") is the default of a pass option.
+
+    `--help` shows that value as `[default: ...]`, read from the registered pass, e.g.
+    ``click.option("--method", cls=PassDefaultOption, pass_option=("calibrate", "method"))``.
+    """
+
+    def __init__(self, *args, pass_option: tuple[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pass_option = pass_option
+
+    def pass_default(self) -> str:
+        """The pass option's default as pipeline text would spell it (e.g. `mse`)."""
+        from qdq_compiler.pm import get_pass
+        from qdq_compiler.pm.options import format_value
+
+        pass_name, field = self.pass_option
+        return format_value(getattr(get_pass(pass_name).Options(), field))
+
+    def get_help_extra(self, ctx: click.Context):
+        extra = super().get_help_extra(ctx)
+        if "default" not in extra:
+            extra["default"] = self.pass_default()
+        return extra
