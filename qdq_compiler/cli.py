@@ -30,7 +30,15 @@ from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, 
 from qdq_compiler.ir.printer import format_type
 from qdq_compiler.paths import check_output_dir, preflight
 from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_plugin
-from qdq_compiler.pm.instruments import IRDumpDir, PassStatistics, PrintIR, Reproducer, Timing, VerifyEach
+from qdq_compiler.pm.instruments import (
+    IRDumpDir,
+    PassStatistics,
+    PrintIR,
+    Reproducer,
+    Timing,
+    VerifyEach,
+    format_timing,
+)
 from qdq_compiler.pm.options import field_types, format_value, kebab
 from qdq_compiler.summary import compile_summary
 
@@ -88,8 +96,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj = {"verbose": verbose, "quiet": quiet}
 
 
-def _instruments_for(manager: PassManager, opts: dict) -> Timing:
-    """Attach the instruments the options ask for; a Timing instrument is always attached (returned)."""
+def _instruments_for(manager: PassManager, opts: dict, print_timing: bool) -> Timing:
+    """Attach the instruments the options ask for; a Timing instrument is always attached (returned), and
+    prints the `--timing` table when the pipeline ends if `print_timing`."""
     instruments = manager.instruments
     if opts["verify_each"]:
         instruments.append(VerifyEach())
@@ -99,7 +108,7 @@ def _instruments_for(manager: PassManager, opts: dict) -> Timing:
         instruments.append(IRDumpDir(opts["ir_dump_dir"]))
     if opts["reproducer_dir"]:
         instruments.append(Reproducer(opts["reproducer_dir"], manager.remaining_pipeline))
-    timing = Timing(print_table=bool(opts["timing"]))
+    timing = Timing(print_table=print_timing)
     instruments.append(timing)
     if opts["pass_stats"]:
         instruments.append(PassStatistics())
@@ -118,17 +127,19 @@ def _run_pipeline(
     opts: dict,
     quiet: bool,
     ctx: PassContext | None = None,
+    defer_timing: bool = False,
 ) -> tuple:
     """Load, run the pipeline with the requested instruments, save atomically (or print the IR for '-').
 
-    Returns (model, timing).
+    Returns (model, timing). `--timing`'s table is printed when the pipeline ends, unless `defer_timing`
+    (compile prints it after its self-check, with the self-check's time).
     """
     source, target = Path(model_path), Path(output)
     for plugin in opts["load_pass_plugin"]:
         load_plugin(plugin)
     model = load_model(source)
     manager = pipeline if isinstance(pipeline, PassManager) else PassManager(pipeline)
-    timing = _instruments_for(manager, opts)
+    timing = _instruments_for(manager, opts, print_timing=bool(opts["timing"]) and not defer_timing)
     manager.run(model, ctx or PassContext())
     if output == "-":
         click.echo(dump(model), nl=False)
@@ -166,10 +177,15 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     preflight(model, opts, outputs, _instrument_folders(opts))
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
-    compiled, timing = _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)
+    compiled, timing = _run_pipeline(
+        model, output, manager, opts, ctx.obj["quiet"], pass_ctx, defer_timing=True
+    )
     check = self_check.run(compiled)
     if not ctx.obj["quiet"]:
-        click.echo(compile_summary(compiled, timing.rows, check))
+        click.echo(compile_summary(compiled, check))
+    if opts["timing"]:
+        steps = [("(self-check)", check.seconds)] if check is not None and not check.skipped else []
+        click.echo(format_timing(timing.rows + steps), err=True)
     self_check.finish(check, compiled, manager.pipeline_text)
 
 

@@ -15,7 +15,6 @@ from qdq_compiler.detect import bundled
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, save_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
-from qdq_compiler.pm.instruments import Timing
 from qdq_compiler.summary import compile_summary
 from qdq_compiler.targets import predict_fusions
 
@@ -47,8 +46,6 @@ def run_demo(
     for pass_ in manager.passes:
         if pass_.name == "calibrate":
             pass_.options = replace(pass_.options, method=method)
-    timing = Timing(print_table=False)
-    manager.instruments.append(timing)
     data = open_calibration_data(str(bundled.calib_dir()), float_proto)
     manager.run(model, PassContext(calibration_data=data, progress=progress))
     int8_path = save_model(model, out_dir / "detector.int8.onnx")
@@ -63,7 +60,7 @@ def run_demo(
     return DemoResult(
         fp32=bundled.evaluate_bundled(float_proto, limit=limit),
         int8=bundled.evaluate_bundled(to_proto(model), limit=limit),
-        summary=compile_summary(model, timing.rows, check),
+        summary=compile_summary(model, check),
         fusion=fusion,
         int8_path=int8_path,
     )
