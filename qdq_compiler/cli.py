@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 import qdq_compiler
-from qdq_compiler.cli_help import exit_codes_epilog
+from qdq_compiler.cli_help import PassDefaultOption, exit_codes_epilog
 from qdq_compiler.cli_options import (
     DEFAULT_COMPILE_PIPELINE,
     calibration_options,
@@ -163,6 +163,8 @@ def _run_pipeline(
     "--missing-scales",
     type=click.Choice(["error", "float"]),
     default=None,
+    cls=PassDefaultOption,
+    pass_option=("import-scales", "missing"),
     help="trt-int8-from-qdq: a tensor qdqc quantizes but the source model did not is an error, or stays "
     "float (import-scales{missing=...}).",
 )
@@ -172,7 +174,11 @@ def _run_pipeline(
 @instrument_options
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
-    """Compile MODEL to explicit-quantized ONNX (default pipeline: trt-int8) and write it to -o."""
+    """Compile a float ONNX MODEL to Q/DQ ONNX for TensorRT INT8.
+
+    Runs the pipeline (default: trt-int8) and writes the model to -o, then checks it numerically against
+    MODEL in onnxruntime and prints a summary.
+    """
     outputs = {"-o": output, "--summary-json": opts["summary_json"]}
     preflight(model, opts, outputs, _instrument_folders(opts))
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
@@ -196,7 +202,11 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
 @placement_options
 @click.pass_context
 def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
-    """Run MODEL over --calib DATA once and save the statistics (compile --calib-cache reuses them)."""
+    """Save MODEL's calibration statistics for compile to reuse.
+
+    Runs MODEL over --calib DATA once and writes the statistics to -o; `compile --calib-cache` reuses them
+    with any --method.
+    """
     from qdq_compiler.calib import cache_key, save_cache
 
     if not opts["calib"]:
@@ -229,7 +239,7 @@ def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> N
 @cli.command()
 @click.option("--load-pass-plugin", multiple=True, metavar="FILE|MODULE", help="Load extra passes first.")
 def passes(load_pass_plugin: tuple[str, ...]) -> None:
-    """List the registered passes with their options, and the named pipelines."""
+    """List the passes with their options, and named pipelines."""
     for plugin in load_pass_plugin:
         load_plugin(plugin)
     for name, cls in all_passes().items():
@@ -249,7 +259,7 @@ def passes(load_pass_plugin: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("model", type=str)
 def inspect(model: str) -> None:
-    """Show MODEL's ops, inputs and outputs with shapes, and Q/DQ counts."""
+    """Show MODEL's inputs, outputs, ops and Q/DQ counts."""
     loaded = load_model(model)
     graph = loaded.graph
     opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in sorted(loaded.opset_imports.items()))
@@ -275,16 +285,28 @@ def inspect(model: str) -> None:
 
 @cli.command()
 @click.option("--out-dir", default="qdqc-demo", show_default=True, help="Where to write the INT8 model.")
-@click.option("--method", default="mse", show_default=True, help="Activation calibration method.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N images.")
+@click.option(
+    "--method",
+    default=None,
+    cls=PassDefaultOption,
+    pass_option=("calibrate", "method"),
+    help="Activation calibration: max, percentile{p=99.99}, entropy, mse.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N images (default: all)."
+)
 @click.pass_context
-def demo(ctx: click.Context, out_dir: str, method: str, limit: int | None) -> None:
-    """The main job on the bundled example: compile the sample detector to INT8, compare its mAP with FP32."""
+def demo(ctx: click.Context, out_dir: str, method: str | None, limit: int | None) -> None:
+    """Compile the bundled detector to INT8 and compare its mAP.
+
+    The main job on the bundled example: compile the sample detector with its calibration images, then
+    evaluate the FP32 and the INT8 model on its validation images.
+    """
     from qdq_compiler.demo import format_accuracy, run_demo
 
     check_output_dir(out_dir, "--out-dir")
     result = run_demo(Path(out_dir), method=method, limit=limit, progress=not ctx.obj["quiet"])
-    click.echo(f"compiled the bundled detector to {result.int8_path} (calibration: {method})")
+    click.echo(f"compiled the bundled detector to {result.int8_path} (calibration: {result.method})")
     click.echo(result.summary)
     click.echo(result.fusion)
     click.echo(format_accuracy(result))
