@@ -33,8 +33,13 @@ class PassDefaultOption(click.Option):
         pass_name, field = self.pass_option
         return format_value(getattr(get_pass(pass_name).Options(), field))
 
-    def get_help_extra(self, ctx: click.Context):
-        extra = super().get_help_extra(ctx)
-        if "default" not in extra:
-            extra["default"] = self.pass_default()
-        return extra
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None or "[default: " in record[1]:
+            return record
+        names, text = record
+        default = f"default: {self.pass_default()}"
+        if text.endswith("]") and "  [" in text:  # click's bracket of extras, e.g. "[x>=1]": default first
+            head, extras = text.rsplit("  [", 1)
+            return names, f"{head}  [{default}; {extras}"
+        return names, f"{text}  [{default}]" if text else f"[{default}]"

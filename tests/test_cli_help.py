@@ -96,3 +96,16 @@ def test_every_command_opens_with_a_one_line_summary(name, capsys) -> None:
     listing = capsys.readouterr().out.split("Commands:", 1)[1]
     line = next(line for line in listing.splitlines() if line.split()[:1] == [name])
     assert line.split(None, 1)[1] == first, line
+
+
+def test_pass_default_option_joins_click_s_other_extras() -> None:
+    from qdq_compiler.cli_help import PassDefaultOption
+
+    @click.command()
+    @click.option("--bins", type=click.IntRange(min=1), default=None, cls=PassDefaultOption,
+                  pass_option=("calibrate", "num_bins"), help="Histogram bins.")
+    def command(bins: int | None) -> None:
+        """A command."""
+
+    [(_, text)] = [(o, t) for o, t in _help_records(command) if "--bins" in o.opts]
+    assert text == f"Histogram bins.  [default: {get_pass('calibrate').Options().num_bins}; x>=1]"
