@@ -56,7 +56,11 @@ def instrument_options(fn):
         click.option(
             "--verify-each", is_flag=True, help="Verify the IR (and run the onnx checker) after every pass."
         ),
-        click.option("--timing", is_flag=True, help="Print wall time per pass."),
+        click.option(
+            "--timing",
+            is_flag=True,
+            help="Print one table on stderr: wall time and share per pass (compile: also the self-check).",
+        ),
         click.option("--pass-stats", is_flag=True, help="Print each pass's counters."),
         click.option(
             "--print-ir-after", multiple=True, metavar="NAME|all", help="Print the IR after a pass."
