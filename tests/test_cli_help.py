@@ -12,8 +12,15 @@ from qdq_compiler.pm.options import format_value
 
 # Optional options whose absence means "not used / not written": they have no default to state.
 OFF_WHEN_ABSENT = {
-    "--calib", "--calib-cache", "--summary-json", "--ir-dump-dir", "--reproducer-dir", "--timing-cache",
-    "--model", "--profile", "--dla",
+    "--calib",
+    "--calib-cache",
+    "--summary-json",
+    "--ir-dump-dir",
+    "--reproducer-dir",
+    "--timing-cache",
+    "--model",
+    "--profile",
+    "--dla",
 }
 # Options that leave a pass option alone when absent: their help shows that pass option's default.
 PASS_BACKED = {"--method": ("calibrate", "method"), "--missing-scales": ("import-scales", "missing")}
@@ -29,8 +36,10 @@ def _commands():
     def marks(name: str) -> list:
         return [pytest.mark.xfail(strict=True, reason=NOT_YET[name])] if name in NOT_YET else []
 
-    return [pytest.param(name, command, id=name, marks=marks(name))
-            for name, command in sorted(cli.commands.items())] + [pytest.param("qdqc", cli, id="qdqc")]
+    return [
+        pytest.param(name, command, id=name, marks=marks(name))
+        for name, command in sorted(cli.commands.items())
+    ] + [pytest.param("qdqc", cli, id="qdqc")]
 
 
 def _help_records(command: click.Command) -> list[tuple[click.Option, str]]:
@@ -86,8 +95,13 @@ def test_method_default_is_calibrate_s_in_every_command() -> None:
 TARGET_S = pytest.mark.xfail(strict=True, reason="cli_trt.py's docstrings: helper 'target'")
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=[TARGET_S] if name in NOT_YET_SUMMARY else [])
-                                  for name in sorted(cli.commands)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=[TARGET_S] if name in NOT_YET_SUMMARY else [])
+        for name in sorted(cli.commands)
+    ],
+)
 def test_every_command_opens_with_a_one_line_summary(name, capsys) -> None:
     command = cli.commands[name]
     first = command.help.strip().splitlines()[0]
@@ -102,8 +116,14 @@ def test_pass_default_option_joins_click_s_other_extras() -> None:
     from qdq_compiler.cli_help import PassDefaultOption
 
     @click.command()
-    @click.option("--bins", type=click.IntRange(min=1), default=None, cls=PassDefaultOption,
-                  pass_option=("calibrate", "num_bins"), help="Histogram bins.")
+    @click.option(
+        "--bins",
+        type=click.IntRange(min=1),
+        default=None,
+        cls=PassDefaultOption,
+        pass_option=("calibrate", "num_bins"),
+        help="Histogram bins.",
+    )
     def command(bins: int | None) -> None:
         """A command."""
 

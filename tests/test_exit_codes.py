@@ -19,14 +19,22 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def uint8_qdq_model() -> onnx.ModelProto:
     """x -> Q(uint8, zero-point 128) -> DQ -> Relu: TensorRT refuses UINT8 and non-zero zero-points."""
-    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
-             numpy_helper.from_array(np.array(128, np.uint8), "z")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq"),
-             helper.make_node("Relu", ["dq"], ["y"], name="relu")]
-    graph = helper.make_graph(nodes, "uint8_qdq",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(128, np.uint8), "z"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq"),
+        helper.make_node("Relu", ["dq"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "uint8_qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -81,8 +89,11 @@ def test_build_without_tensorrt_exits_4_and_prints_the_trtexec_line(tmp_path, ca
 
 def _table(text: str) -> dict[int, str]:
     """code -> meaning from the first Markdown table whose header is `| exit code | meaning |`."""
-    rows = re.findall(r"^\|\s*`?(\d+)`?\s*\|\s*(.+?)\s*\|\s*$", text.split("| exit code | meaning |", 1)[1],
-                      flags=re.MULTILINE)
+    rows = re.findall(
+        r"^\|\s*`?(\d+)`?\s*\|\s*(.+?)\s*\|\s*$",
+        text.split("| exit code | meaning |", 1)[1],
+        flags=re.MULTILINE,
+    )
     codes: dict[int, str] = {}
     for code, meaning in rows:
         if int(code) in codes:
