@@ -126,7 +126,7 @@ def build(
         click.echo(f"qdqc: {missing}", err=True)
         click.echo("build on the device instead with:", err=True)
         click.echo(format_command(command))
-        raise click.exceptions.Exit(2) from None
+        raise click.exceptions.Exit(missing.exit_code) from None  # 4: TensorRT is not installed
     except OSError as exc:  # writing the engine, layer report or timing cache: disk full, read-only, ...
         raise write_error(exc.filename or engine, exc) from None
     click.echo(
