@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeGuard
 
 import numpy as np
 import onnx_ir as ir
@@ -13,12 +14,12 @@ QUANTIZE = "QuantizeLinear"
 DEQUANTIZE = "DequantizeLinear"
 
 
-def is_quantize(node: ir.Node | None) -> bool:
+def is_quantize(node: ir.Node | None) -> TypeGuard[ir.Node]:
     """True for an ONNX QuantizeLinear node."""
     return node is not None and node.op_type == QUANTIZE and node.domain in ("", "ai.onnx")
 
 
-def is_dequantize(node: ir.Node | None) -> bool:
+def is_dequantize(node: ir.Node | None) -> TypeGuard[ir.Node]:
     """True for an ONNX DequantizeLinear node."""
     return node is not None and node.op_type == DEQUANTIZE and node.domain in ("", "ai.onnx")
 
