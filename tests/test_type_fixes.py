@@ -55,3 +55,45 @@ def test_place_qdq_takes_an_already_quantized_weight_of_unknown_shape() -> None:
     reference = run_outputs(proto, batches)["y"]
     quantized = run_outputs(compiled, batches)["y"]
     assert sqnr_db(reference, quantized) > 25.0
+
+
+def test_layer_report_whose_layers_is_not_a_list_is_refused(tmp_path) -> None:
+    """A 'Layers' (or 'I/O Tensors') value that is not a list was iterated as is (mypy: a union with None was
+    iterated): a number gave an internal TypeError, a string a report of one layer per character."""
+    import pytest
+
+    from qdq_compiler.targets.layer_report import LayerReportError, read_layer_report
+
+    for bad, key in (('{"Layers": 5}', "Layers"), ('{"Layers": "abc"}', "Layers"),
+                     ('{"Layers": [], "I/O Tensors": 5}', "I/O Tensors")):
+        path = tmp_path / "layers.json"
+        path.write_text(bad)
+        with pytest.raises(LayerReportError, match=f"'{key}'"):
+            read_layer_report(path)
+
+
+def test_float_view_keeps_a_dequantize_whose_scale_is_computed() -> None:
+    """float_view folded every DQ of a constant, also one whose scale is no constant (mypy: a possibly-None
+    scale reached dequantize), and raised AttributeError; such a DQ now stays, computed at run time."""
+    from qdq_compiler.quant.float_view import float_view
+
+    w_q = np.arange(-8, 8, dtype=np.int8).reshape(2, 2, 2, 2)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Abs", ["s_in"], ["s"], name="scale_abs"),
+            helper.make_node("DequantizeLinear", ["w_q", "s"], ["w"], name="w_DQ"),
+            helper.make_node("Conv", ["x", "w"], ["y"], name="conv"),
+        ],
+        "computed_scale",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4]),
+            helper.make_tensor_value_info("s_in", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [numpy_helper.from_array(w_q, "w_q")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    view = float_view(load_model(proto))
+    rng = np.random.default_rng(2)
+    batches = [{"x": rng.normal(size=(1, 2, 4, 4)).astype(np.float32), "s_in": np.array(-0.05, np.float32)}]
+    np.testing.assert_allclose(run_outputs(view, batches)["y"], run_outputs(proto, batches)["y"], rtol=1e-6)
