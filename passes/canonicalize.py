@@ -83,7 +83,7 @@ def _hoist_constant(graph: ir.Graph, node: ir.Node) -> bool:
     if attr is None or attr.type != ir.AttributeType.TENSOR:
         return False
     tensor = attr.as_tensor()
-    replacement = ir.Value(name=None, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype))
+    replacement = ir.Value(name=None, shape=ir.Shape(tensor.shape.numpy()), type=ir.TensorType(tensor.dtype))
     replacement.const_value = tensor
     output.replace_all_uses_with(replacement)
     name = output.name

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import constant_array, eliminate_dead_code
 from qdq_compiler.ir.qdq import axis_of, is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -48,7 +49,9 @@ def _same_quantizer(a: ir.Node, b: ir.Node) -> bool:
     for left, right in pairs:
         if (left is None) != (right is None):
             return False
-        if left is not None and (left.shape != right.shape or not np.array_equal(left, right)):
+        if left is not None and right is not None and (
+            left.shape != right.shape or not np.array_equal(left, right)
+        ):
             return False
     return axis_of(a) == axis_of(b)
 
@@ -59,7 +62,7 @@ def _merge_duplicates(graph: ir.Graph) -> int:
     for node in list(graph):
         if node.graph is not graph or not (is_quantize(node) or is_dequantize(node)):
             continue
-        source = node.inputs[0]
+        source = input_of(node, 0)
         for user, index in list(source.uses()):
             if user is node or index != 0 or user.op_type != node.op_type or user.graph is not graph:
                 continue
@@ -77,7 +80,7 @@ def _cancel_equal_dq_q(graph: ir.Graph) -> int:
             continue
         producer = node.inputs[0].producer() if node.inputs[0] is not None else None
         if is_dequantize(producer) and axis_of(node) is None and _same_quantizer(producer, node):
-            node.outputs[0].replace_all_uses_with(producer.inputs[0])
+            node.outputs[0].replace_all_uses_with(input_of(producer, 0))
             cancelled += 1
     return cancelled
 
@@ -107,6 +110,6 @@ def _drop_pairs_feeding_no_quantizable_op(graph: ir.Graph) -> int:
             continue
         if node.outputs[0].is_graph_output() or _feeds_quantizable(node.outputs[0]):
             continue
-        node.outputs[0].replace_all_uses_with(quantize.inputs[0])
+        node.outputs[0].replace_all_uses_with(input_of(quantize, 0))
         dropped += 1
     return dropped

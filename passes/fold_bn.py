@@ -50,7 +50,7 @@ class FoldBatchNormPattern(RewritePattern):
             or producer.domain not in ("", "ai.onnx")
         ):
             return rewriter.notify_match_failure(node, "input is not produced by Conv/ConvTranspose/Gemm")
-        if sole_user(source) is not node:
+        if source is None or sole_user(source) is not node:
             return rewriter.notify_match_failure(node, "producer output has other users")
         if len(node.outputs) > 1 and any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
             return rewriter.notify_match_failure(node, "training-mode outputs are used")
@@ -110,7 +110,11 @@ def _fold_weights(
             return None
     if producer.op_type == "Gemm" and not _gemm_is_foldable(producer, rewriter):
         return None
-    axis = weighted_rule(producer).weight_axis(producer, w.ndim)  # the output-channel axis
+    rule = weighted_rule(producer)
+    axis = rule.weight_axis(producer, w.ndim) if rule is not None else None  # the output-channel axis
+    if axis is None:
+        rewriter.notify_match_failure(producer, "no output-channel axis")
+        return None
     if w.shape[axis] != channels:
         rewriter.notify_match_failure(producer, "channel count mismatch")
         return None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import NameScope, add_constant, constant_array, remove_unused_initializers
 from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -44,7 +45,7 @@ class FoldScales(Pass):
                 continue
             axis_attr = node.attributes.get("axis")
             stored = quantize_weight(weight, scale, axis_attr.as_int() if axis_attr is not None else 1)
-            base = node.inputs[0].name or "weight"
+            base = input_of(node, 0).name or "weight"
             int8_value = add_constant(graph, stored, names.value(f"{base}_int8"))
             for user, index in list(node.outputs[0].uses()):
                 if is_dequantize(user) and index == 0:

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import constant_array, eliminate_dead_code
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize
-from qdq_compiler.passes.calibrate import activation_quantizers, apply_amax
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import mark_float
 from qdq_compiler.quant.imported import imported_amax
 from qdq_compiler.targets.trt_rules import weighted_rule
+
+from .calibrate import activation_quantizers, apply_amax
 
 MISSING_CHOICES = ("error", "float")
 
@@ -45,7 +47,7 @@ class ImportScales(Pass):
             raise QdqcError("import-scales needs strip-qdq earlier in the pipeline (no imported scales)")
         result = PassResult(modified=False)
         quantizers = activation_quantizers(model.graph)
-        missing = sorted({q.inputs[0].name or "" for q in quantizers} - set(imported))
+        missing = sorted({_tensor_name(q) for q in quantizers} - set(imported))
         if quantizers and not imported:  # nothing to take over, whatever `missing` says
             raise QdqcError(
                 "the imported model carries no activation scales (weights-only quantized, or float): "
@@ -61,12 +63,12 @@ class ImportScales(Pass):
                 "import-scales{missing=float}), or compile the float model with --calib"
             )
         for quantize in quantizers:
-            tensor = quantize.inputs[0]
-            if tensor.name in missing:
+            name = _tensor_name(quantize)
+            if name in missing:
                 _unquantize(model, quantize)
                 result.statistics["num-left-float"] += 1
                 continue
-            if apply_amax(quantize, imported[tensor.name]):
+            if apply_amax(quantize, imported[name]):
                 result.statistics["num-scales-set"] += 1
         if result.statistics["num-left-float"]:
             eliminate_dead_code(model.graph)
@@ -74,9 +76,14 @@ class ImportScales(Pass):
         return result
 
 
+def _tensor_name(quantize: ir.Node) -> str:
+    """The name of the tensor an activation Q reads ("" when unnamed), as the imported ranges key it."""
+    return input_of(quantize, 0).name or ""
+
+
 def _unquantize(model: ir.Model, quantize: ir.Node) -> None:
     """Let the DQs after ``quantize`` read its float input instead; weighted readers become float layers."""
-    source = quantize.inputs[0]
+    source = input_of(quantize, 0)
     for dq, _ in list(quantize.outputs[0].uses()):
         for user, _ in list(dq.outputs[0].uses()):
             if weighted_rule(user) is not None:

@@ -75,6 +75,7 @@ class PlaceQDQ(Pass):
 
         for node in weighted:
             rule = weighted_rule(node)
+            assert rule is not None, "layers were decided by their weighted-op rule"
             want(node.inputs[rule.activation_input], node)
         region = _quantized_region(graph, weighted)
         for node in graph:
@@ -124,6 +125,7 @@ class PlaceQDQ(Pass):
         """Per-channel Q/DQ on the constant float weight of `node`, shared by the INT8 layers reading it; a
         float layer sharing the weight keeps reading the float initializer."""
         rule = weighted_rule(node)
+        assert rule is not None, "layers were decided by their weighted-op rule"
         weight = node.inputs[rule.weight_input]
         array = constant_array(weight)
         if weight is None or array is None or _already_dequantized(weight):
@@ -157,12 +159,14 @@ def _matmul_weight_as_matrix(
     if not squeezable or not all(_rank(user.inputs[0]) >= array.ndim for user in users):
         return weight, array, False
     graph = weight.graph
+    assert graph is not None, "a weight read by graph nodes belongs to their graph"
     matrix = array.reshape(array.shape[-2:])
     matrix_value = add_constant(graph, matrix, NameScope(graph).value(f"{weight.name or 'weight'}_matrix"))
     for user in users:
         user.replace_input_with(1, matrix_value)
-    if not weight.uses() and not weight.is_graph_output() and weight.name in graph.initializers:
-        graph.initializers.pop(weight.name)
+    name = weight.name
+    if not weight.uses() and not weight.is_graph_output() and name is not None and name in graph.initializers:
+        graph.initializers.pop(name)
     return matrix_value, matrix, True
 
 
@@ -180,8 +184,8 @@ def _channels(node: ir.Node, weight: ir.Value) -> tuple[int, int]:
     shape = weight.shape
     if shape is None or not all(isinstance(d, int) for d in shape):
         array = constant_array(weight)
-        if array is None:
-            return 1 << 30
+        if array is None:  # an already-quantized weight of unknown shape: not too small
+            return 1 << 30, 1 << 30
         dims = array.shape
     else:
         dims = tuple(shape)
@@ -225,9 +229,11 @@ def _quantized_region(graph: ir.Graph, weighted: list[ir.Node]) -> set[int]:
 
 def _residual_input(node: ir.Node, quantized: set[int]) -> ir.Value | None:
     """For Add(conv_out, skip) with a quantized weighted producer on one side, the skip input."""
-    if node.op_type != "Add" or len(node.inputs) != 2 or any(v is None for v in node.inputs):
+    if node.op_type != "Add" or len(node.inputs) != 2:
         return None
     left, right = node.inputs
+    if left is None or right is None:
+        return None
     if constant_array(left) is not None or constant_array(right) is not None:
         return None
     if left.shape is not None and right.shape is not None and left.shape != right.shape:

@@ -34,6 +34,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import (
     NameScope,
     add_constant,
@@ -74,8 +75,8 @@ class StripQDQ(Pass):
         result = PassResult(modified=False)
         stats = result.statistics
         for node in list(graph):
-            if is_dequantize(node) and constant_array(node.inputs[0]) is not None:
-                _fold_dequantized_constant(graph, node)
+            if is_dequantize(node) and (quantized := constant_array(node.inputs[0])) is not None:
+                _fold_dequantized_constant(graph, node, quantized)
                 stats["num-constants-dequantized"] += 1
         ranges: dict[int, tuple[ir.Value, float]] = {}  # by tensor: names may change while pairs go
         for node in list(graph):
@@ -95,8 +96,10 @@ class StripQDQ(Pass):
             result.modified = True
         for node in graph:
             if is_dequantize(node):
+                data = node.inputs[0]
+                data_name = data.name if data is not None else None
                 raise QdqcError(
-                    f"strip-qdq: DequantizeLinear {node_label(node)!r} reads {node.inputs[0].name!r}, "
+                    f"strip-qdq: DequantizeLinear {node_label(node)!r} reads {data_name!r}, "
                     "which is neither a constant nor a QuantizeLinear output (integer graph input?): "
                     "not supported"
                 )
@@ -125,13 +128,14 @@ def _check_not_blocked(node: ir.Node) -> None:
         )
 
 
-def _fold_dequantized_constant(graph: ir.Graph, dq: ir.Node) -> None:
-    """Replace ``DQ(constant)`` by the float constant it computes (the DQ's output name is kept)."""
+def _fold_dequantized_constant(graph: ir.Graph, dq: ir.Node, quantized: np.ndarray) -> None:
+    """Replace ``DQ(constant)``, the constant being ``quantized``, by the float constant it computes (the DQ's
+    output name is kept)."""
     _check_not_blocked(dq)
     scale, zero = _constant_parameters(dq)
-    values = dequantize(constant_array(dq.inputs[0]), scale, zero, _axis(dq))
+    values = dequantize(quantized, scale, zero, _axis(dq))
     output = dq.outputs[0]
-    constant = add_constant(graph, values, output.name or f"{dq.inputs[0].name}_float")
+    constant = add_constant(graph, values, output.name or f"{input_of(dq, 0).name}_float")
     output.replace_all_uses_with(constant, replace_graph_outputs=True)
 
 
@@ -162,7 +166,7 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
     """Make the DQs after ``q`` disappear; return the float tensor their users now read, the pair's covering
     amax, and whether a Relu or Clip re-creates the clamp the pair applied."""
     _check_not_blocked(q)
-    source = q.inputs[0]
+    source = input_of(q, 0)
     scale, zero = _constant_parameters(q)
     quantized = q.outputs[0]
     users = [user for user, _ in quantized.uses()]
@@ -185,7 +189,7 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
         raise QdqcError(f"strip-qdq: QuantizeLinear {node_label(q)!r}: {exc}") from None
     clamp = implied_clamp(scale, zero, _quantized_dtype(q))
     clamped = clamp is not None and constant_array(source) is None and not _already_clamped(source, clamp)
-    if clamped:
+    if clamp is not None and clamped:
         source = _insert_clamp(graph, q, clamp, scale.dtype)
     for dq in users:
         output = dq.outputs[0]
@@ -229,8 +233,11 @@ def _nonnegative(value: ir.Value, depth: int = 0) -> bool:
     if producer.domain not in ("", "ai.onnx") or depth > 64:
         return False
     op = producer.op_type
-    if is_dequantize(producer) and is_quantize(producer.inputs[0].producer()):  # a pair not removed yet
-        return _nonnegative(producer.inputs[0].producer().inputs[0], depth + 1)
+    if is_dequantize(producer):  # a pair not removed yet
+        pair_output = producer.inputs[0]
+        quantize = pair_output.producer() if pair_output is not None else None
+        if is_quantize(quantize):
+            return _nonnegative(input_of(quantize, 0), depth + 1)
     if op in NONNEGATIVE_OPS:
         return True
     if op == "Pow":
@@ -238,7 +245,7 @@ def _nonnegative(value: ir.Value, depth: int = 0) -> bool:
         return exponent is not None and exponent.size == 1 and float(exponent) % 2 == 0
     if op == "Clip":
         low = constant_array(producer.inputs[1]) if len(producer.inputs) > 1 else None
-        return (low is not None and bool(np.all(low >= 0))) or _nonnegative(producer.inputs[0], depth + 1)
+        return (low is not None and bool(np.all(low >= 0))) or _nonnegative(input_of(producer, 0), depth + 1)
     if op in RANGE_KEEPING_OPS:
         data = producer.inputs[:1] if op in ("Reshape", "Slice", "Gather", "Resize", "Upsample") else (
             producer.inputs)
@@ -260,22 +267,25 @@ def _insert_clamp(
     The output takes the tensor's name when ``q`` was its only reader: onnxruntime gave the producer the
     name of the Relu/Clip it deleted, so the float model's names come back.
     """
-    source = q.inputs[0]
+    source = input_of(q, 0)
     names = NameScope(graph)
     base = source.name or q.name or "clamped"
     op = "Relu" if clamp == (0.0, None) else "Clip"
     limits = np.finfo(dtype)  # a missing bound: the type's own end
-    clamp = (limits.min if clamp[0] is None else clamp[0], limits.max if clamp[1] is None else clamp[1])
+    bounds = (
+        float(limits.min) if clamp[0] is None else clamp[0],
+        float(limits.max) if clamp[1] is None else clamp[1],
+    )
     clamped = ir.Value(name=names.value(f"{base}_{op.lower()}"), shape=source.shape, type=source.type)
     node_name = names.node(f"{base}_{op.lower()}")
     if op == "Relu":
         node = ir.Node("", "Relu", [source], outputs=[clamped], name=node_name)
     elif graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 1)) < 11:  # bounds as attributes
-        attributes = [ir.AttrFloat32("min", float(clamp[0])), ir.AttrFloat32("max", float(clamp[1]))]
+        attributes = [ir.AttrFloat32("min", bounds[0]), ir.AttrFloat32("max", bounds[1])]
         node = ir.Node("", "Clip", [source], attributes=attributes, outputs=[clamped], name=node_name)
     else:
         low, high = (add_constant(graph, np.array(bound, dtype=dtype), names.value(f"{base}_clip_{side}"))
-                     for bound, side in zip(clamp, ("min", "max"), strict=True))
+                     for bound, side in zip(bounds, ("min", "max"), strict=True))
         node = ir.Node("", "Clip", [source, low, high], outputs=[clamped], name=node_name)
     graph.insert_before(q, node)
     q.replace_input_with(0, clamped)

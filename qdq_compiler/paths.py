@@ -199,7 +199,8 @@ def command_inputs(model: str | None, opts: Mapping[str, object]) -> list[tuple[
         value = opts.get(key)
         if value:
             inputs.append((label, Path(str(value))))
-    for plugin in opts.get("load_pass_plugin") or ():
+    plugins = opts.get("load_pass_plugin")  # click gives a multiple option as a tuple
+    for plugin in plugins if isinstance(plugins, (list, tuple)) else ():
         if str(plugin).endswith(".py") or _exists(Path(str(plugin))):
             inputs.append(("pass plugin", Path(str(plugin))))
     return inputs
@@ -212,7 +213,7 @@ def preflight(model: str | None, opts: Mapping[str, object], files: Mapping[str,
     written = {option: path for option, path in files.items() if path is not None and path != "-"}
     for option, path in written.items():
         check_output_file(path, option)
-    for option, path in (folders or {}).items():
-        if path is not None:
-            check_output_dir(path, option)
+    for option, folder in (folders or {}).items():
+        if folder is not None:
+            check_output_dir(folder, option)
     refuse_overwriting_inputs(written, command_inputs(model, opts))

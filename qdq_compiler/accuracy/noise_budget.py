@@ -35,7 +35,7 @@ from onnx import numpy_helper
 __all__ = ["NoiseBudget", "noise_budget", "noise_gain", "sqnr_floor_db", "tensor_values", "weight_noise",
            "with_weights_of"]
 
-_INTEGER_RANGE = {
+_INTEGER_RANGE: dict[int, tuple[int, int]] = {
     onnx.TensorProto.INT8: (-128, 127),
     onnx.TensorProto.UINT8: (0, 255),
     onnx.TensorProto.INT16: (-32768, 32767),

@@ -111,7 +111,7 @@ def _float_or_none(value: float, present: bool) -> float | None:
 def encode_cache(stats: Mapping[str, TensorStats], key: CacheKey) -> bytes:
     """The cache file's bytes."""
     names = sorted(stats)
-    entries = []
+    entries: list[dict[str, Any]] = []  # JSON objects
     for index, name in enumerate(names):
         item = stats[name]
         if item.num_bins != key.num_bins:

@@ -156,7 +156,7 @@ def collect_statistics(
     total = getattr(batches, "num_samples", None)
     if owned and total is not None and exact:
         total *= 2
-    bar = Progress(total=total) if owned else progress or None
+    bar = Progress(total=total) if progress is True else progress or None
     try:
         with _session(model, fetch) if fetch else contextlib.nullcontext() as session:
             if not exact:

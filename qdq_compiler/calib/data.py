@@ -583,7 +583,14 @@ class IterableData(CalibrationData):
 
 
 def open_calibration_data(
-    source: str | os.PathLike[str] | Iterable[Any] | CalibrationData,
+    source: (
+        str
+        | os.PathLike[str]
+        | np.ndarray
+        | Mapping[str, np.ndarray]
+        | Iterable[Mapping[str, np.ndarray] | np.ndarray]
+        | CalibrationData
+    ),
     model: onnx.ModelProto | Sequence[InputSpec],
     *,
     batch_size: int | None = None,

@@ -174,7 +174,7 @@ class TensorStats:
             raise ValueError(f"num_bins must be an even integer >= 2, got {num_bins!r}")
         self.name = name
         self.num_bins = int(num_bins)
-        self.base = self.num_bins
+        self.base: int | float = self.num_bins  # an int while whole: see _as_base
         if self.num_bins > _MAX_BINS_LIMIT:
             raise ValueError(f"num_bins {num_bins!r} is above 2**24")
         default_max = min(GROWTH_BEFORE_MERGING * self.num_bins, _MAX_BINS_LIMIT)

@@ -404,10 +404,10 @@ class MethodPlan:
         for pattern, spec in self.overrides:
             if pattern.startswith("op:"):
                 if any(fnmatchcase(op, pattern[3:]) for op in ops):
-                    return spec
+                    return parse_method_spec(spec)  # a MethodSpec since __post_init__: returned as is
             elif fnmatchcase(tensor_name, pattern):
-                return spec
-        return self.default  # type: ignore[return-value]
+                return parse_method_spec(spec)
+        return parse_method_spec(self.default)
 
     def unmatched_patterns(
         self, tensor_names: Iterable[str], op_types: Mapping[str, Iterable[str]] | None = None

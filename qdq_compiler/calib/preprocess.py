@@ -45,7 +45,7 @@ class Preprocess:
             object.__setattr__(self, "size", size)
         for name in ("mean", "std"):
             value = getattr(self, name)
-            value = (float(value),) if np.isscalar(value) else tuple(float(v) for v in value)
+            value = (float(value),) if np.ndim(value) == 0 else tuple(float(v) for v in value)
             if len(value) not in (1, 3):
                 raise CalibrationDataError(f"preprocess {name} needs 1 or 3 values, got {len(value)}")
             object.__setattr__(self, name, value)

@@ -14,6 +14,7 @@ the largest value; see ``histogram.py``; float64 tensors may put a value next to
 from __future__ import annotations
 
 import concurrent.futures
+import enum
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -26,7 +27,13 @@ from .progress import Progress
 
 __all__ = ["run_pass"]
 
-_END = object()
+class _End(enum.Enum):
+    """The end of the batches (an enum member, so ``batch is _END`` narrows the type)."""
+
+    END = enum.auto()
+
+
+_END = _End.END
 
 
 class _Shared:

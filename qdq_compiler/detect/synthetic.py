@@ -55,7 +55,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     elif kind == 2:  # smooth value noise
         n = int(rng.integers(3, 12))
         low = Image.fromarray((rng.uniform(0, 255, (n, n))).astype(np.uint8))
-        t = np.asarray(low.resize((size, size), Image.BICUBIC), np.float32) / 255.0
+        t = np.asarray(low.resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255.0
     elif kind == 3:  # stripes
         a = rng.uniform(0, math.pi)
         freq = rng.uniform(2, 14)
@@ -205,7 +205,8 @@ def generate(split: str | int, count: int, start: int = 0, size: int = IMAGE_SIZ
 # ---------------------------------------------------------------------------------------------------- labels
 def coco_dict(samples: list[Sample], file_names: list[str]) -> dict:
     """COCO detection json (category ids are class index + 1, annotation ids start at 1)."""
-    images, annotations = [], []
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     for img_id, (s, name) in enumerate(zip(samples, file_names), start=1):
         h, w = s.image.shape[:2]
         images.append({"id": img_id, "file_name": name, "width": w, "height": h})

@@ -3,6 +3,7 @@
 Only this package touches onnx-ir beyond its public Node/Value/Graph objects.
 """
 
+from qdq_compiler.ir.access import input_of, producer_of
 from qdq_compiler.ir.analysis import op_counts, to_networkx
 from qdq_compiler.ir.editing import (
     NameScope,
@@ -27,12 +28,14 @@ __all__ = [
     "count_qdq",
     "dump",
     "eliminate_dead_code",
+    "input_of",
     "insert_on_edge",
     "insert_qdq_pair",
     "is_dequantize",
     "is_quantize",
     "load_model",
     "op_counts",
+    "producer_of",
     "replace_value",
     "save_model",
     "to_networkx",

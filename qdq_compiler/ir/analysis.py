@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 def to_networkx(graph: ir.Graph) -> nx.DiGraph:
     """Directed graph whose nodes are IR nodes (attribute `node`), edges labelled by the value."""
-    view = nx.DiGraph()
+    view: nx.DiGraph[ir.Node] = nx.DiGraph()
     for node in graph:
         view.add_node(node, op_type=node.op_type)
     for node in graph:

@@ -84,13 +84,13 @@ def _weights_left_out(model: ir.Model) -> Iterator[None]:
     swapped: list[tuple[ir.Value, Any]] = []
     try:
         for graph in model.graphs():
-            for value in graph.initializers.values():
+            for name, value in graph.initializers.items():
                 tensor = value.const_value
                 if tensor is None or tensor.nbytes <= INLINE_TENSOR_MAX_BYTES:
                     continue
                 placeholder = ir.ExternalTensor(
-                    _PLACEHOLDER_LOCATION, 0, tensor.nbytes, tensor.dtype, shape=tensor.shape,
-                    name=tensor.name or value.name,
+                    _PLACEHOLDER_LOCATION, 0, tensor.nbytes, tensor.dtype,
+                    shape=ir.Shape(tensor.shape.numpy()), name=tensor.name or name,
                 )
                 swapped.append((value, tensor))
                 value.const_value = placeholder

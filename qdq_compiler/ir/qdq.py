@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeGuard
 
 import numpy as np
 import onnx_ir as ir
@@ -13,12 +14,12 @@ QUANTIZE = "QuantizeLinear"
 DEQUANTIZE = "DequantizeLinear"
 
 
-def is_quantize(node: ir.Node | None) -> bool:
+def is_quantize(node: ir.Node | None) -> TypeGuard[ir.Node]:
     """True for an ONNX QuantizeLinear node."""
     return node is not None and node.op_type == QUANTIZE and node.domain in ("", "ai.onnx")
 
 
-def is_dequantize(node: ir.Node | None) -> bool:
+def is_dequantize(node: ir.Node | None) -> TypeGuard[ir.Node]:
     """True for an ONNX DequantizeLinear node."""
     return node is not None and node.op_type == DEQUANTIZE and node.domain in ("", "ai.onnx")
 
@@ -54,7 +55,7 @@ def insert_qdq_pair(
     scale: np.ndarray,
     consumers: Iterable[ir.Node] | None = None,
     axis: int | None = None,
-    quant_dtype: type = np.int8,
+    quant_dtype: type[np.integer] = np.int8,
 ) -> tuple[ir.Node, ir.Node]:
     """Insert QuantizeLinear -> DequantizeLinear on `value` for the chosen consumers (all if None).
 
@@ -130,7 +131,7 @@ def _in_float_type_of(value: ir.Value, scale: np.ndarray) -> np.ndarray:
     return cast_scale(scale, dtype.numpy())
 
 
-def cast_scale(scale: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def cast_scale(scale: np.ndarray, dtype: np.dtype | type[np.floating]) -> np.ndarray:
     """`scale` in `dtype`; positive scales that underflow to 0 (float16 below 6e-8) get its smallest step."""
     cast = np.asarray(scale).astype(dtype)
     underflow = (cast == 0) & (np.asarray(scale) > 0)

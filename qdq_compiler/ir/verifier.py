@@ -18,10 +18,10 @@ def verify(model: ir.Model, check_onnx: bool = True, full_check: bool = False) -
         if value.name:
             names.setdefault(value.name, "input/initializer")
     for node in graph:
-        for value in node.inputs:
-            if value is not None and id(value) not in defined and value.graph is graph:
+        for read in node.inputs:
+            if read is not None and id(read) not in defined and read.graph is graph:
                 raise VerificationError(
-                    f"node '{node.name or node.op_type}' reads '{value.name}' before it is defined"
+                    f"node '{node.name or node.op_type}' reads '{read.name}' before it is defined"
                 )
         for value in node.outputs:
             if value.name in names:

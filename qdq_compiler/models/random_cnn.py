@@ -16,7 +16,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import onnx
@@ -231,7 +231,7 @@ class _Net:
             k, s, p = 2, 2, 0
         else:
             k, s, p = 3, 1, 1
-        attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4}
+        attrs: dict[str, Any] = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4}
         if op == "AveragePool":
             attrs["count_include_pad"] = 1
         (y,) = self.node(op, [x.name], op.lower(), **attrs)
@@ -302,7 +302,7 @@ class _Net:
         scales = self.constant("scales", np.array([1, 1, 2, 2], np.float32))
         roi = self.constant("roi", np.zeros(0, np.float32)) if self.opset < 13 else ""
         mode = self.choose.choice(["nearest", "linear"])
-        attrs = {"mode": mode}
+        attrs: dict[str, Any] = {"mode": mode}
         if mode == "nearest":
             attrs.update(coordinate_transformation_mode="asymmetric", nearest_mode="floor")
         (y,) = self.node("Resize", [x.name, roi, scales], "resize", **attrs)

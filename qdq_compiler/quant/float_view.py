@@ -7,6 +7,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.ir import eliminate_dead_code, to_proto
+from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import add_constant, constant_array
 from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize
 
@@ -24,12 +25,12 @@ def float_view(model: ir.Model) -> onnx.ModelProto:
         source = node.inputs[0]
         producer = source.producer() if source is not None else None
         if is_quantize(producer):
-            node.outputs[0].replace_all_uses_with(producer.inputs[0], replace_graph_outputs=True)
+            node.outputs[0].replace_all_uses_with(input_of(producer, 0), replace_graph_outputs=True)
             continue
         stored = constant_array(source)
-        if stored is None:
-            continue
         scale = constant_array(node.inputs[1])
+        if stored is None or scale is None:  # a computed scale: the DQ stays and runs
+            continue
         zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
         axis_attr = node.attributes.get("axis")
         weights = dequantize(stored, scale, zero, axis_attr.as_int() if axis_attr is not None else 1)

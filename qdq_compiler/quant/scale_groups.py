@@ -13,6 +13,7 @@ from collections import defaultdict
 import onnx_ir as ir
 from networkx.utils import UnionFind
 
+from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize
 from qdq_compiler.targets.trt_rules import commuting_rule
 
@@ -38,17 +39,19 @@ def scale_groups(graph: ir.Graph, tie_residual_add: bool = False) -> list[list[i
         order.setdefault(id(tensor), len(order))
         return id(tensor)
 
-    union = UnionFind()
+    union: UnionFind[int] = UnionFind()
     for node in graph:
         if is_quantize(node) or is_dequantize(node):
             continue
         rule = commuting_rule(node)
         if rule is not None:
-            members = [key(node.inputs[i]) for i in rule.data_input_indices(node)]
+            members = [key(input_of(node, i)) for i in rule.data_input_indices(node)]
             members += [key(v) for v in node.outputs if v.uses() or v.is_graph_output()]
             union.union(*members)
-        elif tie_residual_add and node.op_type == "Add" and len(node.inputs) == 2 and all(node.inputs):
-            union.union(key(node.inputs[0]), key(node.inputs[1]))
+        elif tie_residual_add and node.op_type == "Add" and len(node.inputs) == 2:
+            left, right = node.inputs
+            if left is not None and right is not None:
+                union.union(key(left), key(right))
     groups: dict[int, list[int]] = defaultdict(list)
     for member in sorted(order, key=order.__getitem__):
         groups[union[member]].append(member)

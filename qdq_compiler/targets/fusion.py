@@ -214,15 +214,14 @@ def _move_dq_forward(g: _Graph, moves: list[str]) -> bool:
         if rule is None:
             continue
         indices = _data_inputs(node, rule)
-        dqs = [g.producer_of(node.inputs[i]) for i in indices]
-        if not dqs or not all(dq is not None and dq.kind == "act-dq" and dq.per_tensor for dq in dqs):
+        producers = [g.producer_of(node.inputs[i]) for i in indices]
+        dqs = [dq for dq in producers if dq is not None and dq.kind == "act-dq" and dq.per_tensor]
+        if not dqs or len(dqs) != len(producers):
             continue
         first = dqs[0]
-        assert first is not None
         if len(dqs) > 1 and not all(_same_scale(first.scale, dq.scale) for dq in dqs):
             continue  # Concat with unequal input scales: stays in float unless a Q moves back across it
         for i, dq in zip(indices, dqs, strict=True):
-            assert dq is not None
             node.inputs[i] = dq.inputs[0]
         position = g.nodes.index(node) + 1
         for j, out in enumerate(node.outputs):
@@ -236,7 +235,7 @@ def _move_dq_forward(g: _Graph, moves: list[str]) -> bool:
             position += 1
         moves.append(f"DQ {first.origin!r} moved after {node.label()}")
         g.reindex()
-        for dq in {id(d): d for d in dqs if d is not None}.values():
+        for dq in {id(d): d for d in dqs}.values():
             if not any(g.is_used(out) for out in dq.outputs):
                 g.nodes.remove(dq)
         g.reindex()
@@ -355,13 +354,14 @@ def _gate_pattern(g: _Graph, value: str) -> tuple[_Node, _Node] | None:
 
 def _epilogue(g: _Graph, layer: _Node, absorbed: _Absorbed) -> tuple[list[_Node], list[_Node], str]:
     """Walk the fusible epilogue after `layer`: (fused nodes, the output Qs it reaches, reason if none)."""
-    value, fused = layer.outputs[0], []
+    value = layer.outputs[0]
+    fused: list[_Node] = []
     while True:
         users = g.consumers(value)
         if value not in g.graph_outputs and users and all(u.kind == "act-q" for u, _ in users):
-            for user, _ in users:
-                absorbed.qs.add(id(user))
-            return fused, [u for u, _ in users], ""
+            for q, _ in users:
+                absorbed.qs.add(id(q))
+            return fused, [q for q, _ in users], ""
         gate = _gate_pattern(g, value)
         if gate is not None:
             fused.extend(gate)

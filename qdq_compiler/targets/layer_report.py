@@ -88,11 +88,19 @@ def read_layer_report(
 ) -> LayerReport:
     """Parse a layer report (path or already-loaded JSON); merge per-layer times from a profile if given."""
     data = _load(source)
+    raw_layers: list[Any]
+    io: list[Any]
     if isinstance(data, dict):
-        raw_layers = data.get("Layers")
-        if raw_layers is None:
+        found = data.get("Layers")
+        if found is None:
             raise LayerReportError("no 'Layers' key: not a TensorRT layer report")
-        io = data.get("I/O Tensors", data.get("Bindings", []))
+        if not isinstance(found, list):
+            raise LayerReportError(f"'Layers' holds {type(found).__name__}, not a list of layers")
+        raw_layers = found
+        tensors = data.get("I/O Tensors", data.get("Bindings")) or []
+        if not isinstance(tensors, list):
+            raise LayerReportError(f"'I/O Tensors' holds {type(tensors).__name__}, not a list of tensors")
+        io = tensors
     elif isinstance(data, list):
         raw_layers, io = data, []
     else:

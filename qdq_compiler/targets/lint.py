@@ -252,7 +252,7 @@ def _check_q_feeds_dq(node: ir.Node, label: str) -> list[Violation]:
 
 def _check_weight_range(node: ir.Node, label: str) -> list[Violation]:
     data = node.inputs[0]
-    if value_dtype(data) != ir.DataType.INT8:
+    if data is None or value_dtype(data) != ir.DataType.INT8:
         return []
     array = constant_array(data)
     if array is None:
@@ -292,14 +292,14 @@ def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int)
         found.append(_error("per-channel-activation", label,
                             "per-channel scale on an activation; TensorRT wants per-tensor activations"))
         return found
-    rank = len(shape) if shape is not None else None
+    weight_rank = len(shape) if shape is not None else None
     consumers = _weighted_consumers(node)
     if not consumers and not _feeds_bias_only(node):
         found.append(_warning("per-channel-activation", label,
                               "per-channel scale on a constant that is no Conv/Gemm/MatMul weight"))
     for user, rule in consumers:
-        expected = rule.weight_axis(user, rank)
-        if expected is not None and rank is not None and axis % rank != expected:
+        expected = rule.weight_axis(user, weight_rank)
+        if expected is not None and weight_rank is not None and axis % weight_rank != expected:
             found.append(_error("weight-axis", label,
                                 f"weight of {user.op_type} '{node_label(user)}' is quantized on axis {axis}; "
                                 f"expected {rule.axis_rule}"))
@@ -311,7 +311,7 @@ def _check_bias(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
         return []
     bias = node.inputs[rule.bias_input]
     producer = bias.producer() if bias is not None else None
-    if not is_dequantize(producer):
+    if bias is None or not is_dequantize(producer):
         return []
     return [_error("bias-quantized", node_label(node),
                    f"bias '{bias.name}' comes through DequantizeLinear '{node_label(producer)}'; "

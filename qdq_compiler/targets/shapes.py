@@ -51,7 +51,8 @@ def parse_shape_spec(spec: str) -> list[InputShape]:
             match = _DIM.match(dim.strip())
             if match is None:
                 raise ShapeSpecError(f"bad dimension '{dim}' in '{part}' (use N, MIN..MAX or MIN..OPT..MAX)")
-            first, second, third = (int(g) if g else None for g in match.groups())
+            first = int(match.group(1))
+            second, third = (int(g) if g else None for g in match.group(2, 3))
             if second is None:
                 low = opt = high = first
             elif third is None:

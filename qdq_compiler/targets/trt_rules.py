@@ -157,7 +157,7 @@ class CommutingOpRule:
 
     def data_input_indices(self, node: ir.Node) -> list[int]:
         """Indices of the inputs that carry the (de)quantized data for `node`."""
-        if self.data_inputs == "all":
+        if isinstance(self.data_inputs, str):  # "all"
             return [i for i, value in enumerate(node.inputs) if value is not None]
         return [i for i in self.data_inputs if i < len(node.inputs) and node.inputs[i] is not None]
 
