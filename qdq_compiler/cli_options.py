@@ -186,6 +186,10 @@ def apply_compile_flags(passes: list[Pass] | PassManager, opts: dict) -> None:
         if value is None or value is False or value == ():
             continue
         value = tuple(value) if isinstance(value, list | tuple) else value
+        routed = option.routed_passes()
+        if not names.intersection(routed):
+            passes_named = " or ".join(routed)
+            raise QdqcError(f"{option.flag} configures {passes_named}, which this pipeline does not run")
         set_option(passes, option, value, flag_text(option, value))
     settle_pipeline(passes)
 

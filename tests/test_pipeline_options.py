@@ -207,3 +207,42 @@ def test_the_docs_table_shows_the_registered_named_pipelines() -> None:
     doc = (ROOT / "docs" / "pipelines.md").read_text()
     for name in ("prepare", "trt-int8", "trt-int8-from-qdq"):
         assert f"| `{name}` | `{get_pipeline(name)}`" in doc
+
+
+# ---- commands offer only options that act ----
+
+
+def _offered(command: str, capsys) -> set[str]:
+    assert main([command, "--help"]) == 0
+    return set(re.findall(r"(--[a-z][a-z0-9-]*)", capsys.readouterr().out))
+
+
+def test_calibrate_offers_only_options_that_change_the_statistics(capsys) -> None:
+    """--method/--calib-override/--weights/--target/--io-fp16 act after calibrate (the saved statistics
+    were byte-identical with and without them); calibrate ignored --calib-cache."""
+    offered = _offered("calibrate", capsys)
+    for inert in ("--method", "--calib-override", "--weights", "--target", "--io-fp16", "--calib-cache"):
+        assert inert not in offered, inert
+    for acting in ("--calib", "--batch-size", "--calib-limit", "--two-pass", "--exclude", "--exclude-op",
+                   "--quantize-head"):
+        assert acting in offered, acting
+
+
+def test_calibrate_placement_flags_choose_the_calibrated_tensors(yolo_path, calib_path, tmp_path) -> None:
+    from qdq_compiler.calib import load_cache, read_cache_key
+
+    counts = []
+    for extra in ([], ["--exclude-op", "Conv"]):
+        out = tmp_path / f"stats{len(extra)}.qcache"
+        args = ["-q", "calibrate", str(yolo_path), "-o", str(out), "--calib", str(calib_path)]
+        assert main([*args, *extra]) == 0
+        counts.append(len(load_cache(out, read_cache_key(out))))
+    assert counts[0] > 0 and counts[1] == 0
+
+
+def test_sensitivity_offers_only_options_that_act(capsys) -> None:
+    """sensitivity refused --io-fp16 and measures the same numbers with --weights qdq as int8."""
+    offered = _offered("sensitivity", capsys)
+    assert "--io-fp16" not in offered and "--weights" not in offered
+    for acting in ("--target", "--method", "--calib-cache", "--exclude", "--two-pass"):
+        assert acting in offered, acting
