@@ -192,6 +192,7 @@ def test_no_command_doc_or_bench_copies_pipeline_text() -> None:
     names = set(all_passes())
     named = {get_pipeline(name) for name in ("prepare", "trt-int8", "trt-int8-from-qdq")}
     files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "bench").glob("*.py"),
+             *(ROOT / "bench").glob("*.md"),
              *(ROOT / "tools").glob("*.py"), *(ROOT / "qdq_compiler").glob("cli*.py"),
              *(ROOT / "qdq_compiler").glob("demo.py")]
     copies = {}
@@ -246,3 +247,22 @@ def test_sensitivity_offers_only_options_that_act(capsys) -> None:
     assert "--io-fp16" not in offered and "--weights" not in offered
     for acting in ("--target", "--method", "--calib-cache", "--exclude", "--two-pass"):
         assert acting in offered, acting
+
+
+SAMPLE_VALUES = {
+    "target": "trt11", "io-fp16": "true", "opset": "17", "method": "percentile{p=99.9}",
+    "overrides": "[head.*=max,op:Concat=percentile{p=99.9}]", "two-pass": "true", "exclude": "[a.*,b]",
+    "exclude-ops": "[Concat]", "quantize-head": "true", "weights": "qdq", "missing-scales": "float",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_VALUES))
+def test_every_pipeline_option_prints_text_that_parses_back(name: str) -> None:
+    from qdq_compiler.pipelines import PIPELINE_OPTIONS
+
+    assert {option.name for option in PIPELINE_OPTIONS} == set(SAMPLE_VALUES)
+    pipeline = "trt-int8-from-qdq" if name == "missing-scales" else "trt-int8"
+    passes = parse_pipeline(f"{pipeline}{{{name}={SAMPLE_VALUES[name]}}}")
+    assert format_pipeline(passes) != format_pipeline(parse_pipeline(pipeline))  # the option did something
+    again = parse_pipeline(format_pipeline(passes))
+    assert [(p.name, p.options) for p in again] == [(p.name, p.options) for p in passes]
