@@ -74,9 +74,7 @@ EXTRA = [
 ]
 # ORT's Entropy with TensorRT's 2048 histogram bins: its KL search is pure Python, ~100 s for the r160 YOLO.
 SLOW = [Variant("ort", "entropy2048")]
-QDQC_PIPELINE = (
-    "upgrade-opset,prepare,place-qdq,calibrate{{method={method}}},unify-scales,fold-scales,cleanup-qdq,legalize-trt"
-)
+QDQC_PIPELINE = "trt-int8{{method={method}}}"  # the compile pipeline with the variant's method
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.calib import DEFAULT_NUM_BINS, MethodPlan, collect_statistics, open_calibration_data
-from qdq_compiler.calib.methods import AMAX_FLOOR
+from qdq_compiler.calib.methods import AMAX_FLOOR, parse_method_spec
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.qdq import is_quantize, scale_of, set_scale
@@ -54,6 +54,9 @@ class Calibrate(Pass):
         overrides: tuple[str, ...] = ()
         num_bins: int = DEFAULT_NUM_BINS
         exact: bool = False
+
+        def __post_init__(self) -> None:
+            parse_method_spec(self.method)  # a malformed method fails when the pipeline is read
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         plan = MethodPlan(self.options.method, tuple(self.options.overrides))

@@ -2,6 +2,7 @@
 
 Q(W_float) -> DQ becomes W_int8 -> DQ with W_int8 = clip(round(W / scale), -127, 127) (round half to even,
 as QuantizeLinear does), so TensorRT needs no constant folding and the file shrinks about 4x.
+`weights=qdq` leaves the float weights behind their Q -> DQ instead (`--weights qdq`; the pass does nothing).
 The float initializer stays only while something else reads it: a layer kept float that shares the weight
 with an INT8 layer (place-qdq gives the DQ to the INT8 layers alone) keeps its float weights.
 """
@@ -19,6 +20,7 @@ from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 WEIGHT_RANGE = (-127, 127)
+WEIGHT_FORMS = ("int8", "qdq")  # int8: INT8 initializers behind DQ; qdq: float weights behind Q -> DQ
 
 
 @register_pass
@@ -30,11 +32,17 @@ class FoldScales(Pass):
 
     @dataclass(frozen=True)
     class Options:
-        pass
+        weights: str = "int8"
+
+        def __post_init__(self) -> None:
+            if self.weights not in WEIGHT_FORMS:
+                raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMS)}, got {self.weights!r}")
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
         result = PassResult(modified=False)
+        if self.options.weights == "qdq":  # float weights stay behind Q -> DQ
+            return result
         names = NameScope(graph)
         for node in list(graph):
             if not is_quantize(node):

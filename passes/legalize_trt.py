@@ -19,11 +19,13 @@ never round to 0 (they take float16's smallest step instead).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.errors import PipelineError
 from qdq_compiler.ir.editing import NameScope, constant_array
 from qdq_compiler.ir.qdq import broadcast_scale, cast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -49,6 +51,22 @@ class LegalizeTRT(Pass):
         def __post_init__(self) -> None:
             if self.target not in ("trt10", "trt11"):
                 raise ValueError(f"unknown target '{self.target}' (valid: trt10, trt11)")
+
+    def adjust_earlier_passes(self, earlier: list[Pass]) -> None:
+        """trt11 needs opset 19 (FP16 Q/DQ): the one place that rule lives. Every upgrade-opset before this
+        pass converts to at least 19 unless the text set a lower `min`, which is refused."""
+        if self.options.target != "trt11":
+            return
+        for pass_ in earlier:
+            if pass_.name != "upgrade-opset" or pass_.options.min >= FP16_MIN_OPSET:
+                continue
+            if "min" in pass_.explicit_options:
+                asked = self.explicit_options.get("target", "legalize-trt{target=trt11}")
+                raise PipelineError(
+                    f"{pass_.explicit_options['min']} in the pipeline contradicts {asked}, which needs "
+                    f"opset >= {FP16_MIN_OPSET} (FP16 Q/DQ)"
+                )
+            pass_.options = dataclasses.replace(pass_.options, min=FP16_MIN_OPSET)
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         if self.options.target == "trt10":

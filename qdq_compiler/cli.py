@@ -14,7 +14,9 @@ import qdq_compiler
 from qdq_compiler.cli_help import PassDefaultOption, exit_codes_epilog
 from qdq_compiler.cli_options import (
     DEFAULT_COMPILE_PIPELINE,
+    calibration_data_options,
     calibration_options,
+    output_options,
     placement_options,
     prepare_pipeline,
 )
@@ -29,7 +31,7 @@ from qdq_compiler.errors import (
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
 from qdq_compiler.paths import check_output_dir, preflight
-from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_plugin
+from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_passes, pipeline_options
 from qdq_compiler.pm.instruments import (
     IRDumpDir,
     PassStatistics,
@@ -139,8 +141,6 @@ def _run_pipeline(
     (compile prints it after its self-check, with the self-check's time).
     """
     source, target = Path(model_path), Path(output)
-    for plugin in opts["load_pass_plugin"]:
-        load_plugin(plugin)
     model = load_model(source)
     manager = pipeline if isinstance(pipeline, PassManager) else PassManager(pipeline)
     timing = _instruments_for(manager, opts, print_timing=bool(opts["timing"]) and not defer_timing)
@@ -174,6 +174,7 @@ def _run_pipeline(
 )
 @calibration_options
 @placement_options
+@output_options
 @selfcheck_options
 @instrument_options
 @click.pass_context
@@ -185,6 +186,7 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     """
     outputs = {"-o": output, "--summary-json": opts["summary_json"]}
     preflight(model, opts, outputs, _instrument_folders(opts))
+    load_passes(opts["load_pass_plugin"])  # built-ins, then plugins, before the pipeline is read
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
     compiled, timing = _run_pipeline(
@@ -202,22 +204,26 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
 @cli.command()
 @click.argument("model", type=str)
 @click.option("-o", "--output", required=True, help="Where to write the statistics (calibration cache).")
-@calibration_options
+@calibration_data_options(with_cache=False)
 @placement_options
 @click.pass_context
 def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
     """Save MODEL's calibration statistics for compile to reuse.
 
-    Runs MODEL over --calib DATA once and writes the statistics to -o; `compile --calib-cache` reuses them
-    with any --method.
+    Runs the compile pipeline (trt-int8) over --calib DATA once, up to and including calibrate, and
+    writes the statistics to -o; `compile --calib-cache` reuses them with any calibration method. The
+    placement flags choose which tensors have statistics; the method, target and weight flags act after
+    calibrate, so compile takes them.
     """
     from qdq_compiler.calib import cache_key, save_cache
 
     if not opts["calib"]:
         raise QdqcError("calibrate needs --calib DATA (images folder, .npy or .npz)")
     preflight(model, opts, {"-o": output})
-    pipeline = "upgrade-opset,prepare,place-qdq,calibrate"
-    manager, pass_ctx = prepare_pipeline(model, pipeline, {**opts, "calib_cache": None}, ctx.obj["quiet"])
+    load_passes()
+    opts = {**opts, "calib_cache": None}
+    quiet = ctx.obj["quiet"]
+    manager, pass_ctx = prepare_pipeline(model, DEFAULT_COMPILE_PIPELINE, opts, quiet, stop_after="calibrate")
     manager.run(load_model(model), pass_ctx, stamp=False)
     float_proto = to_proto(load_model(model))
     num_bins = manager.passes[-1].options.num_bins
@@ -237,6 +243,7 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> None:
     """Run any pipeline on MODEL (IR to IR, like mlir-opt)."""
     preflight(model, opts, {"-o": output}, _instrument_folders(opts))
+    load_passes(opts["load_pass_plugin"])
     _run_pipeline(model, output, pipeline, opts, ctx.obj["quiet"])
 
 
@@ -244,8 +251,7 @@ def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> N
 @click.option("--load-pass-plugin", multiple=True, metavar="FILE|MODULE", help="Load extra passes first.")
 def passes(load_pass_plugin: tuple[str, ...]) -> None:
     """List the passes with their options, and named pipelines."""
-    for plugin in load_pass_plugin:
-        load_plugin(plugin)
+    load_passes(load_pass_plugin)
     for name, cls in all_passes().items():
         click.echo(f"{name}: {cls.summary}")
         defaults = cls.Options()
@@ -255,9 +261,12 @@ def passes(load_pass_plugin: tuple[str, ...]) -> None:
             click.echo(f"    {kebab(field_name)}: {type_name} = {default}")
     click.echo("")
     click.echo("named pipelines:")
-    for name, (text, summary) in all_pipelines().items():
-        click.echo(f"{name}: {summary}")
-        click.echo(f"    {text}")
+    for name, named in all_pipelines().items():
+        click.echo(f"{name}: {named.summary}")
+        click.echo(f"    {named.text}")
+        for option in pipeline_options(named):
+            flag = f" ({option.flag})" if option.flag else ""
+            click.echo(f"    {option.name}: {format_value(option.default())}{flag}  {option.help}")
 
 
 @cli.command()

@@ -11,9 +11,11 @@ from qdq_compiler.cli_options import (
     calibration_options,
     placement_options,
     prepare_pipeline,
+    target_option,
 )
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
+from qdq_compiler.pm import load_passes
 
 
 @click.command()
@@ -32,6 +34,7 @@ from qdq_compiler.ir import load_model, to_proto
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @calibration_options
 @placement_options
+@target_option
 @click.pass_context
 def sensitivity(ctx: click.Context, model: str, eval_data: str | None, eval_limit: int, top: int,
                 as_json: bool, **opts) -> None:
@@ -47,9 +50,8 @@ def sensitivity(ctx: click.Context, model: str, eval_data: str | None, eval_limi
     source = eval_data or opts["calib"]
     if source is None:
         raise QdqcError("sensitivity needs inputs to measure on: --eval DATA or --calib DATA")
-    if opts.get("io_fp16"):
-        raise QdqcError("sensitivity feeds float32 inputs: drop --io-fp16 (it changes only the I/O type)")
     quiet = ctx.obj["quiet"]
+    load_passes()
     manager, pass_ctx = prepare_pipeline(model, DEFAULT_COMPILE_PIPELINE, opts, quiet)
     float_proto = to_proto(load_model(model))
     try:

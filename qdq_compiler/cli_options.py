@@ -12,95 +12,147 @@ import onnx
 from qdq_compiler.cli_help import PassDefaultOption
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
-from qdq_compiler.pm import PassContext, PassManager
+from qdq_compiler.pipelines import OPTIONS_BY_NAME, PIPELINE_OPTIONS
+from qdq_compiler.pm import Pass, PassContext, PassManager, parse_pipeline, set_option, settle_pipeline
+from qdq_compiler.pm.options import format_value
+from qdq_compiler.pm.pipeline_options import flag_text
 
 DEFAULT_COMPILE_PIPELINE = "trt-int8"
 
 
-def calibration_options(fn):
-    """Options that feed calibration: data, cache, batch size, sample limit, method."""
-    options = [
-        click.option(
-            "--calib",
-            "calib",
-            default=None,
-            metavar="DATA",
-            help="Calibration data: a folder of images, a .npy, or an .npz keyed by input name; samples "
-            "on the batch axis ([N,3,H,W]) or stacked on a new axis ([N,*input shape]); see "
-            "docs/calibration-data.md.",
-        ),
-        click.option(
-            "--calib-cache",
-            default=None,
-            metavar="FILE",
-            help="Reuse statistics saved by `qdqc calibrate` (refused when stale).",
-        ),
-        click.option(
-            "--batch-size",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Batch size of the data read (calibration, and sensitivity's evaluation; default: the "
-            "model's fixed batch, 1 for a dynamic batch).",
-        ),
-        click.option(
-            "--calib-limit", type=click.IntRange(min=1), default=None,
-            help="Use the first N samples (default: all).",
-        ),
-        click.option(
-            "--method",
-            default=None,
-            cls=PassDefaultOption,
-            pass_option=("calibrate", "method"),
-            help="Activation calibration: max, percentile{p=99.99}, entropy, mse.",
-        ),
-        click.option(
-            "--two-pass",
-            is_flag=True,
-            default=False,
-            help="Read the data twice: histograms over exactly [0, absmax] instead of growing ones "
-            "(twice the model runs; calibrate{exact=true}).",
-        ),
-        click.option(
-            "--calib-override",
-            multiple=True,
-            metavar="PATTERN=METHOD",
-            help="Per-tensor method: 'head.*=max', 'op:Concat=percentile{p=99.9}'.",
-        ),
-    ]
+def _apply(options: list, fn):
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _default(name: str) -> str:
+    """`default: trt10`: the pipeline option's default, as the help text shows it."""
+    return f"default: {format_value(OPTIONS_BY_NAME[name].default())}"
+
+
+def calibration_data_options(with_cache: bool = True):
+    """Options that choose what calibration reads: data (or a cache), batch size, sample limit, two passes."""
+
+    def decorate(fn):
+        options = [
+            click.option(
+                "--calib",
+                "calib",
+                default=None,
+                metavar="DATA",
+                help="Calibration data: a folder of images, a .npy, or an .npz keyed by input name; samples "
+                "on the batch axis ([N,3,H,W]) or stacked on a new axis ([N,*input shape]); see "
+                "docs/calibration-data.md.",
+            ),
+            click.option(
+                "--calib-cache",
+                default=None,
+                metavar="FILE",
+                help="Reuse statistics saved by `qdqc calibrate` (refused when stale).",
+            )
+            if with_cache
+            else None,
+            click.option(
+                "--batch-size",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Batch size of the data read (calibration, and sensitivity's evaluation; default: the "
+                "model's fixed batch, 1 for a dynamic batch).",
+            ),
+            click.option(
+                "--calib-limit",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Use the first N samples (default: all).",
+            ),
+            click.option(
+                "--two-pass",
+                is_flag=True,
+                default=False,
+                help="Read the data twice: histograms over exactly [0, absmax] instead of growing ones "
+                "(twice the model runs; trt-int8{two-pass=true}, calibrate{exact=true}).",
+            ),
+        ]
+        return _apply([option for option in options if option is not None], fn)
+
+    return decorate
+
+
+def calibration_method_options(fn):
+    """Options that turn statistics into scales (they do not change the statistics `calibrate` saves)."""
+    return _apply(
+        [
+            click.option(
+                "--method",
+                default=None,
+                cls=PassDefaultOption,
+                pass_option=("calibrate", "method"),
+                help="Activation calibration: max, percentile{p=99.99}, entropy, mse.",
+            ),
+            click.option(
+                "--calib-override",
+                multiple=True,
+                metavar="PATTERN=METHOD",
+                help="Per-tensor method: 'head.*=max', 'op:Concat=percentile{p=99.9}'.",
+            ),
+        ],
+        fn,
+    )
+
+
+def calibration_options(fn):
+    """Every calibration option: data, cache, batch size, limit, two passes, method, overrides."""
+    return calibration_data_options()(calibration_method_options(fn))
 
 
 def placement_options(fn):
-    """Options that steer Q/DQ placement and the output form."""
-    options = [
-        click.option(
-            "--exclude", multiple=True, metavar="PATTERN", help="Keep nodes whose name matches in float."
-        ),
-        click.option(
-            "--exclude-op", multiple=True, metavar="OP", help="Keep all nodes of this op type in float."
-        ),
-        click.option("--quantize-head", is_flag=True, help="Quantize the detection-head output layers too."),
-        click.option(
-            "--weights",
-            type=click.Choice(["int8", "qdq"]),
-            default="int8",
-            show_default=True,
-            help="int8: INT8 initializers behind DQ; qdq: float weights behind Q->DQ.",
-        ),
-        click.option(
-            "--target",
-            type=click.Choice(["trt10", "trt11"]),
-            default="trt10",
-            show_default=True,
-            help="trt10: float graph with Q/DQ; trt11: strongly typed, float remainder in FP16 (opset 19).",
-        ),
-        click.option("--io-fp16", is_flag=True, help="trt11: FP16 graph inputs/outputs (default float32)."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    """Options that steer where Q/DQ go (and so which tensors are calibrated)."""
+    return _apply(
+        [
+            click.option(
+                "--exclude", multiple=True, metavar="PATTERN", help="Keep nodes whose name matches in float."
+            ),
+            click.option(
+                "--exclude-op", multiple=True, metavar="OP", help="Keep all nodes of this op type in float."
+            ),
+            click.option(
+                "--quantize-head", is_flag=True, help="Quantize the detection-head output layers too."
+            ),
+        ],
+        fn,
+    )
+
+
+def target_option(fn):
+    """--target: the TensorRT generation (legalize-trt{target=...})."""
+    return click.option(
+        "--target",
+        type=click.Choice(["trt10", "trt11"]),
+        default=None,
+        help=f"trt10: float graph with Q/DQ; trt11: strongly typed, float remainder in FP16 (opset 19) "
+        f"({_default('target')}).",
+    )(fn)
+
+
+def output_options(fn):
+    """Options that shape only the written model: weight form, target, FP16 I/O."""
+    return _apply(
+        [
+            click.option(
+                "--weights",
+                type=click.Choice(["int8", "qdq"]),
+                default=None,
+                help="int8: INT8 initializers behind DQ; qdq: float weights behind Q->DQ "
+                f"({_default('weights')}).",
+            ),
+            target_option,
+            click.option(
+                "--io-fp16", is_flag=True, help="trt11: FP16 graph inputs/outputs (default float32)."
+            ),
+        ],
+        fn,
+    )
 
 
 def refuse_quantized_input(model_path: str) -> None:
@@ -119,69 +171,49 @@ def refuse_quantized_input(model_path: str) -> None:
         )
 
 
-# flag (click's parameter name) -> the pass it configures; a flag whose pass is not in the pipeline is refused
-FLAG_PASSES = {
-    "exclude": "place-qdq", "exclude_op": "place-qdq", "quantize_head": "place-qdq",
-    "calib": "calibrate", "calib_cache": "calibrate", "batch_size": "calibrate", "calib_limit": "calibrate",
-    "method": "calibrate", "calib_override": "calibrate", "two_pass": "calibrate",
-    "missing_scales": "import-scales", "io_fp16": "legalize-trt",
-}
+# flags that feed the calibrate pass's data (not its options): refused when the pipeline does not calibrate
+CALIBRATION_DATA_FLAGS = ("calib", "calib_cache", "batch_size", "calib_limit")
 
 
-def _refuse_flags_without_their_pass(manager: PassManager, opts: dict) -> None:
-    names = {p.name for p in manager.passes}
-    for flag, pass_name in FLAG_PASSES.items():
-        if opts.get(flag) and pass_name not in names:
+def apply_compile_flags(passes: list[Pass] | PassManager, opts: dict) -> None:
+    """Set the pipeline options the command's flags give (PIPELINE_OPTIONS), where the text left them unset.
+
+    A flag not given (None, False, empty) sets nothing; one that contradicts the text is a PipelineError
+    naming both; one whose pass the pipeline does not run is refused.
+    """
+    passes = passes.passes if isinstance(passes, PassManager) else passes
+    names = {p.name for p in passes}
+    for flag in CALIBRATION_DATA_FLAGS:
+        if opts.get(flag) and "calibrate" not in names:
             option = "--" + flag.replace("_", "-")
-            raise QdqcError(f"{option} configures {pass_name}, which this pipeline does not run")
-
-
-def apply_compile_flags(manager: PassManager, opts: dict) -> None:
-    """Turn compile's flags into options of the passes they belong to (the printed pipeline shows them)."""
-    _refuse_flags_without_their_pass(manager, opts)
-    placement: dict = {}
-    if opts.get("exclude"):
-        placement["exclude"] = tuple(opts["exclude"])
-    if opts.get("exclude_op"):
-        placement["exclude_ops"] = tuple(opts["exclude_op"])
-    if opts.get("quantize_head"):
-        placement["quantize_head"] = True
-    calibration: dict = {}
-    if opts.get("method"):
-        from qdq_compiler.calib import parse_method_spec
-
-        parse_method_spec(opts["method"])  # reject a bad method before any work
-        calibration["method"] = opts["method"]
-    if opts.get("calib_override"):
-        calibration["overrides"] = tuple(opts["calib_override"])
-    if opts.get("two_pass"):
-        calibration["exact"] = True
-    target = opts.get("target") or "trt10"
-    for pass_ in manager.passes:
-        if pass_.name == "legalize-trt":
-            io_fp16 = bool(opts.get("io_fp16"))
-            pass_.options = dataclasses.replace(pass_.options, target=target, io_fp16=io_fp16)
-        if pass_.name == "upgrade-opset" and target == "trt11":
-            pass_.options = dataclasses.replace(pass_.options, min=max(pass_.options.min, 19))
-        if pass_.name == "place-qdq" and placement:
-            pass_.options = dataclasses.replace(pass_.options, **placement)
-        if pass_.name == "calibrate" and calibration:
-            pass_.options = dataclasses.replace(pass_.options, **calibration)
-        if pass_.name == "import-scales" and opts.get("missing_scales"):
-            pass_.options = dataclasses.replace(pass_.options, missing=opts["missing_scales"])
-    if opts.get("weights") == "qdq":
-        manager.passes = [p for p in manager.passes if p.name != "fold-scales"]
+            raise QdqcError(f"{option} configures calibrate, which this pipeline does not run")
+    for option in PIPELINE_OPTIONS:
+        value = opts.get(option.flag_param) if option.flag_param else None
+        if value is None or value is False or value == ():
+            continue
+        value = tuple(value) if isinstance(value, list | tuple) else value
+        routed = option.routed_passes()
+        if not names.intersection(routed):
+            passes_named = " or ".join(routed)
+            raise QdqcError(f"{option.flag} configures {passes_named}, which this pipeline does not run")
+        set_option(passes, option, value, flag_text(option, value))
+    settle_pipeline(passes)
 
 
 def prepare_pipeline(
-    model_path: str, pipeline: str, opts: dict, quiet: bool
+    model_path: str, pipeline: str, opts: dict, quiet: bool, stop_after: str | None = None
 ) -> tuple[PassManager, PassContext]:
     """The pipeline with the command's flags applied, and a context holding its calibration data.
 
+    `stop_after` cuts the pipeline after the first pass of that name (`calibrate` runs trt-int8 up to it).
     A model that already holds Q/DQ is refused unless the pipeline strips them before placing its own.
     """
-    manager = PassManager(pipeline)
-    apply_compile_flags(manager, opts)
+    passes = parse_pipeline(pipeline)
+    apply_compile_flags(passes, opts)
+    if stop_after is not None:
+        names = [p.name for p in passes]
+        passes = passes[: names.index(stop_after) + 1]
+    manager = PassManager(passes)
     names = {p.name for p in manager.passes}
     if "place-qdq" in names and "strip-qdq" not in names:
         refuse_quantized_input(model_path)

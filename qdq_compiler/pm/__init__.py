@@ -2,31 +2,42 @@
 
 from qdq_compiler.pm.base import NoOptions, Pass, PassContext, PassResult
 from qdq_compiler.pm.manager import PassManager, stamp_model
-from qdq_compiler.pm.pipeline import format_pipeline, parse_pipeline
+from qdq_compiler.pm.pipeline import format_pipeline, parse_pipeline, pipeline_options
+from qdq_compiler.pm.pipeline_options import PipelineOption, set_option, settle_pipeline
 from qdq_compiler.pm.registry import (
+    NamedPipeline,
     all_passes,
     all_pipelines,
+    get_named_pipeline,
     get_pass,
     get_pipeline,
+    load_passes,
     load_plugin,
     register_pass,
     register_pipeline,
 )
 
 __all__ = [
+    "NamedPipeline",
     "NoOptions",
     "Pass",
     "PassContext",
     "PassManager",
     "PassResult",
+    "PipelineOption",
     "all_passes",
     "all_pipelines",
     "format_pipeline",
+    "get_named_pipeline",
     "get_pass",
     "get_pipeline",
+    "load_passes",
     "load_plugin",
     "parse_pipeline",
+    "pipeline_options",
     "register_pass",
     "register_pipeline",
+    "set_option",
+    "settle_pipeline",
     "stamp_model",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -52,12 +53,22 @@ class Pass:
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
 
-    def __init__(self, options: Any = None):
+    def __init__(self, options: Any = None, explicit_options: Mapping[str, str] | None = None):
         self.options = options if options is not None else self.Options()
+        # Options field -> the text that set it (`legalize-trt{target=trt11}`, `--target trt11`): what
+        # the pipeline text or a flag set explicitly; a later flag may only agree. Replaced, never mutated.
+        self.explicit_options: dict[str, str] = dict(explicit_options or {})
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         """Transform `model` in place and say whether it changed."""
         raise NotImplementedError
+
+    def adjust_earlier_passes(self, earlier: list[Pass]) -> None:
+        """Give passes that run before this one the options this pass's options require of them.
+
+        Only options the text left unset change; one the text set explicitly to a value that does not
+        satisfy the requirement is a PipelineError naming both. Must be idempotent (called again after flags).
+        """
 
     def __repr__(self) -> str:
         from qdq_compiler.pm.pipeline import format_entry

@@ -9,6 +9,7 @@ from qdq_compiler.errors import PassFailure
 from qdq_compiler.pm.base import Pass, PassContext, PassResult
 from qdq_compiler.pm.instruments import Instrument
 from qdq_compiler.pm.pipeline import format_pipeline, parse_pipeline
+from qdq_compiler.pm.pipeline_options import settle_pipeline
 
 PIPELINE_METADATA_KEY = "qdq_compiler.pipeline"
 VERSION_METADATA_KEY = "qdq_compiler.version"
@@ -18,7 +19,8 @@ class PassManager:
     """An ordered list of passes run in place on one model."""
 
     def __init__(self, pipeline: str | list[Pass], instruments: list[Instrument] | None = None):
-        self.passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else list(pipeline)
+        passes = parse_pipeline(pipeline) if isinstance(pipeline, str) else list(pipeline)
+        self.passes = settle_pipeline(passes)
         self.instruments = list(instruments or [])
 
     @property

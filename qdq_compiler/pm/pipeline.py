@@ -7,12 +7,17 @@ from typing import Any
 
 from qdq_compiler.errors import PipelineError
 from qdq_compiler.pm.base import Pass
-from qdq_compiler.pm.options import build_options, format_value, kebab, split_top_level, unquote
-from qdq_compiler.pm.registry import get_pass, get_pipeline
+from qdq_compiler.pm.options import build_options, format_value, kebab, parse_value, split_top_level, unquote
+from qdq_compiler.pm.pipeline_options import PipelineOption, set_option, settle_pipeline
+from qdq_compiler.pm.registry import NamedPipeline, get_named_pipeline, get_pass
 
 
 def parse_pipeline(text: str) -> list[Pass]:
-    """Instantiate the passes of a pipeline text; a named pipeline expands to its text."""
+    """Instantiate the passes of a pipeline text; a named pipeline expands to its text, with its options.
+
+    Each pass remembers which options the text set (`explicit_options`); then each pass adjusts the passes
+    before it (`Pass.adjust_earlier_passes`).
+    """
     passes: list[Pass] = []
     for raw in split_top_level(text.strip(), ","):
         entry = raw.strip()
@@ -21,13 +26,38 @@ def parse_pipeline(text: str) -> list[Pass]:
                 raise PipelineError(f"empty pass name in pipeline '{text}'")
             continue
         name, options = _split_entry(entry)
-        named = get_pipeline(name) if not options else None
+        named = get_named_pipeline(name)
         if named is not None:
-            passes.extend(parse_pipeline(named))
+            passes.extend(_expand_named(name, named, options))
             continue
         cls = get_pass(name)
-        passes.append(cls(build_options(cls.Options, options, name)))
-    return passes
+        explicit = {
+            key.replace("-", "_"): f"{name}{{{key}={value}}}" for key, value in options.items()
+        }
+        passes.append(cls(build_options(cls.Options, options, name), explicit))
+    return settle_pipeline(passes)
+
+
+def pipeline_options(named: NamedPipeline, passes: list[Pass] | None = None) -> list[PipelineOption]:
+    """The options a named pipeline takes: those that route to a pass it runs."""
+    names = {p.name for p in (passes if passes is not None else parse_pipeline(named.text))}
+    return [option for option in named.options if any(route[0] in names for route in option.routes)]
+
+
+def _expand_named(name: str, named: NamedPipeline, given: dict[str, str]) -> list[Pass]:
+    """The passes of a named pipeline with its options `given` as text (`target=trt11`) applied."""
+    passes = parse_pipeline(named.text)
+    if not given:
+        return passes
+    valid = {option.name: option for option in pipeline_options(named, passes)}
+    for key, text in given.items():
+        if key not in valid:
+            listed = ", ".join(valid) or "none"
+            raise PipelineError(f"pipeline '{name}' has no option '{key}' (valid options: {listed})")
+        option = valid[key]
+        value = parse_value(text, option.annotation(), f"{name}{{{key}}}")
+        set_option(passes, option, value, f"{name}{{{key}={text}}}")
+    return settle_pipeline(passes)
 
 
 def _split_entry(entry: str) -> tuple[str, dict[str, str]]:
