@@ -19,6 +19,7 @@ from qdq_compiler.passes.calibrate import activation_quantizers, apply_amax
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import mark_float
 from qdq_compiler.quant.imported import imported_amax
+from qdq_compiler.targets.recipe import IMPORTED, record_calibration
 from qdq_compiler.targets.trt_rules import weighted_rule
 
 MISSING_CHOICES = ("error", "float")
@@ -70,7 +71,8 @@ class ImportScales(Pass):
                 result.statistics["num-scales-set"] += 1
         if result.statistics["num-left-float"]:
             eliminate_dead_code(model.graph)
-        result.modified = any(result.statistics.values())
+        recorded = record_calibration(model, IMPORTED)
+        result.modified = recorded or any(result.statistics.values())
         return result
 
 

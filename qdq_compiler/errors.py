@@ -31,3 +31,9 @@ class PassFailure(QdqcError):
 
 class VerificationError(QdqcError):
     """The IR breaks an invariant (dangling value, cycle, duplicate name, checker failure)."""
+
+
+class ChecksFailed(QdqcError):
+    """The command worked and found problems (lint errors, explain on a model without Q/DQ): exit 1."""
+
+    exit_code = 1

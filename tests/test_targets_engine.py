@@ -204,3 +204,21 @@ def test_parser_errors_and_version_mismatch(monkeypatch, tmp_path):
         _build(monkeypatch, tmp_path, parse_ok=False)
     with pytest.raises(EngineBuildError, match="asked for TensorRT 11"):
         _build(monkeypatch, tmp_path, trt_major=11)
+
+
+def test_cli_build_success_path_with_the_recording_stand_in(monkeypatch, tmp_path, capsys):
+    """`qdqc build` through cli.main with the stand-in tensorrt: exit 0, the engine and layer report written,
+    and the message names them, the TensorRT version and the report-engine step."""
+    from qdq_compiler.cli import main
+
+    recorder = _Recorder("10.3.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", recorder.module)
+    qdq_conv_onnx(tmp_path / "m.onnx")
+    engine = tmp_path / "out.engine"
+    assert main(["build", str(tmp_path / "m.onnx"), "-o", str(engine)]) == 0
+    out = capsys.readouterr().out.strip()
+    layers = tmp_path / "out.layers.json"
+    assert engine.read_bytes() == b"engine-bytes" and json.loads(layers.read_text()) == {"Layers": ["conv"]}
+    assert out == (f"wrote {engine} and layer report {layers} (TensorRT 10.3.0); "
+                   f"next: qdqc report-engine {layers} --model {tmp_path / 'm.onnx'}")
+    assert recorder.calls["flags"] == ["INT8", "FP16"]  # an unrecorded model: TensorRT 10 weakly typed
