@@ -107,16 +107,16 @@ def build(
 ) -> None:
     """Build a TensorRT engine from MODEL with the tensorrt Python API, or print the trtexec command.
 
-    The TensorRT version and build mode follow the target MODEL records (qdqc compile --target). Without
-    TensorRT installed, prints the trtexec line to run on the device and exits 4.
+    The build mode follows the target MODEL records (qdqc compile --target). The build uses the installed
+    TensorRT (--trt, when given, must match it); the printed trtexec line is for --trt, else the recorded
+    target's version. Without TensorRT installed, prints the trtexec line to run on the device and exits 4.
     """
     from qdq_compiler.targets import format_command, trtexec_command
-    from qdq_compiler.targets.engine import TensorRTUnavailable, build_engine
+    from qdq_compiler.targets.engine import TensorRTUnavailable, build_engine, import_tensorrt, tensorrt_major
 
     loaded = load_model(model)  # a clear error for a missing or corrupt model before anything else
-    plan = plan_model_build(model, loaded, int(trt_major) if trt_major else None, strongly_typed, shapes)
-    for note in plan.notes:
-        logging.getLogger("qdqc").warning("%s", note)
+    asked = int(trt_major) if trt_major else None
+    plan = plan_model_build(model, loaded, asked, strongly_typed, shapes)
     engine = engine_path or default_engine_path(model)
     refuse_overwriting_inputs({"-o": engine}, model_files(model))
     command = trtexec_command(
@@ -131,11 +131,22 @@ def build(
         timing_cache=timing_cache,
     )
     if print_trtexec:
+        _warn(plan.notes)
         click.echo(format_command(command))
         return
     check_output_file(engine)
     if timing_cache is not None:
         check_output_file(timing_cache, "--timing-cache")  # read, then updated
+    try:
+        installed = tensorrt_major(import_tensorrt())
+    except TensorRTUnavailable as missing:
+        _warn(plan.notes)
+        click.echo(f"qdqc: {missing}", err=True)
+        click.echo("build on the device instead with:", err=True)
+        click.echo(format_command(command))
+        raise click.exceptions.Exit(TENSORRT_MISSING_EXIT) from None
+    plan = plan_model_build(model, loaded, asked or installed, strongly_typed, shapes)  # --trt must match
+    _warn(plan.notes)
     try:
         built = build_engine(
             model,
@@ -148,17 +159,17 @@ def build(
             workspace_mib=workspace_mib,
             timing_cache=timing_cache,
         )
-    except TensorRTUnavailable as missing:
-        click.echo(f"qdqc: {missing}", err=True)
-        click.echo("build on the device instead with:", err=True)
-        click.echo(format_command(command))
-        raise click.exceptions.Exit(TENSORRT_MISSING_EXIT) from None
     except OSError as exc:  # writing the engine, layer report or timing cache: disk full, read-only, ...
         raise write_error(exc.filename or engine, exc) from None
     click.echo(
         f"wrote {built.engine_path} and layer report {built.layer_info_path} (TensorRT {built.trt_version}); "
         f"next: qdqc report-engine {built.layer_info_path} --model {model}"
     )
+
+
+def _warn(notes: list[str]) -> None:
+    for note in notes:
+        logging.getLogger("qdqc").warning("%s", note)
 
 
 @click.command("report-engine")
