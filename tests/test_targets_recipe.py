@@ -256,3 +256,12 @@ def test_build_accepts_shapes_that_fit_the_model(tmp_path, capsys) -> None:
     qdq_conv(path, [1, 4, 16, 16])
     code, out, _ = trtexec_of(capsys, str(path), "--shapes", "x:1x4x16x16")
     assert code == 0 and "--shapes=x:1x4x16x16" in out
+
+
+def test_explain_of_a_dynamic_model_names_the_shapes_it_needs(tmp_path, capsys) -> None:
+    path = tmp_path / "m.onnx"
+    qdq_conv(path, ["N", 4, 16, 16])
+    assert main(["explain", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["trtexec"] is None and "dynamic input(s) need --shapes: x" in data["trtexec_problem"]
+    assert data["recipe"]["target"] is None and data["next_step"].startswith("qdqc report-engine ")
