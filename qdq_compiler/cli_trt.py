@@ -65,8 +65,9 @@ def explain(model: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("model", type=str)
-@click.option("--target", type=click.Choice(TARGETS), default=DEFAULT_DEVICE, show_default=True,
-              help="The device.")
+@click.option(
+    "--target", type=click.Choice(TARGETS), default=DEFAULT_DEVICE, show_default=True, help="The device."
+)
 @click.option(
     "--trt",
     "trt_major",

@@ -82,15 +82,22 @@ def test_imported_scales_are_recorded_as_imported(compiled) -> None:
 
 def float16_scale_model() -> onnx.ModelProto:
     """x(float16) -> Relu -> Q(float16 scale) -> DQ -> y, opset 19, the Relu output's type undeclared."""
-    inits = [numpy_helper.from_array(np.array(0.05, np.float16), "s"),
-             numpy_helper.from_array(np.array(0, np.int8), "z")]
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float16), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+    ]
     nodes = [
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
         helper.make_node("QuantizeLinear", ["r", "s", "z"], ["rq"], name="r_Q"),
         helper.make_node("DequantizeLinear", ["rq", "s", "z"], ["y"], name="r_DQ"),
     ]
-    graph = helper.make_graph(nodes, "f16", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "f16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
 
 
@@ -217,16 +224,25 @@ def test_build_of_a_trt11_model_for_tensorrt_10_is_strongly_typed_and_says_why(c
 
 def qdq_conv(path, shape) -> None:
     """x -> Q/DQ -> Conv(int8 weights) -> y with input shape `shape` (str entries are dynamic)."""
-    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
-             numpy_helper.from_array(np.array(0, np.int8), "z"),
-             numpy_helper.from_array(np.ones((8, 4, 3, 3), np.int8), "wq"),
-             numpy_helper.from_array(np.full(8, 0.01, np.float32), "ws")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="x_Q"),
-             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="x_DQ"),
-             helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], name="w_DQ", axis=0),
-             helper.make_node("Conv", ["xd", "w"], ["y"], name="conv", pads=[1] * 4)]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+        numpy_helper.from_array(np.ones((8, 4, 3, 3), np.int8), "wq"),
+        numpy_helper.from_array(np.full(8, 0.01, np.float32), "ws"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="x_Q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="x_DQ"),
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], name="w_DQ", axis=0),
+        helper.make_node("Conv", ["xd", "w"], ["y"], name="conv", pads=[1] * 4),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 

@@ -91,8 +91,10 @@ def format_explanation(explained: Explanation) -> str:
     if explained.trtexec is not None:
         lines.append(f"  {explained.trtexec}")
     else:
-        lines.append(f"  (no line yet: {explained.trtexec_problem}; then `qdqc build {quoted} --shapes ... "
-                     "--print-trtexec` prints it)")
+        lines.append(
+            f"  (no line yet: {explained.trtexec_problem}; then `qdqc build {quoted} --shapes ... "
+            "--print-trtexec` prints it)"
+        )
     lines += ["Then compare the engine's layers with this prediction:", f"  {explained.next_step}"]
     return "\n".join(lines)
 

@@ -94,7 +94,13 @@ def default_engine_path(model_path: str | Path) -> str:
 def default_trtexec_command(model_path: str, model: ir.Model) -> tuple[list[str], ModelBuild]:
     """The trtexec argv `qdqc build MODEL --print-trtexec` prints (default device, engine path)."""
     plan = plan_model_build(model_path, model)
-    command = trtexec_command(model_path, DEFAULT_DEVICE, plan.trt_major, None, None,
-                              default_engine_path(model_path), plan.strongly_typed)
+    command = trtexec_command(
+        model_path,
+        DEFAULT_DEVICE,
+        plan.trt_major,
+        None,
+        None,
+        default_engine_path(model_path),
+        plan.strongly_typed,
+    )
     return command, plan
-

@@ -95,8 +95,9 @@ def check_shapes_for_model(
                     f"--shapes gives {given}"
                 )
     given_names = {shape.name for shape in shapes}
-    missing = [name for name, dims in inputs.items()
-               if dims is not None and None in dims and name not in given_names]
+    missing = [
+        name for name, dims in inputs.items() if dims is not None and None in dims and name not in given_names
+    ]
     if missing:
         examples = ",".join(f"{name}:{_example(inputs[name])}" for name in missing)
         raise ShapeSpecError(
