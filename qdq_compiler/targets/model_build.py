@@ -20,9 +20,9 @@ import onnx_ir as ir
 
 from qdq_compiler.targets.recipe import read_recipe
 from qdq_compiler.targets.shapes import check_shapes_for_model, parse_shape_spec
-from qdq_compiler.targets.trtexec import TargetError, trtexec_command
+from qdq_compiler.targets.trtexec import Target, TargetError, trtexec_command
 
-DEFAULT_DEVICE = "orin"  # `qdqc build --target` default: most deployed Jetsons
+DEFAULT_DEVICE: Target = "orin"  # `qdqc build --target` default: most deployed Jetsons
 DEFAULT_TRT_MAJOR = 10  # for a model that records no target
 
 
