@@ -169,7 +169,7 @@ def test_explain_says_what_to_know_before_flashing(compiled, capsys) -> None:
     assert "pipeline: upgrade-opset" in out and "qdqc version: " in out
     assert "lint: 0 error(s), 0 warning(s)" in out
     assert "INT8 MAC share: " in out and "Requantizations " in out
-    assert trtexec_line in out.splitlines()[-3].strip() or trtexec_line in out
+    assert trtexec_line.startswith("trtexec ") and f"  {trtexec_line}" in out.splitlines()
     layers = str(compiled["trt11"]).removesuffix(".onnx") + ".layers.json"
     assert f"qdqc report-engine {shlex.quote(layers)} --model {shlex.quote(path)}" in out
     assert "compare_with_prediction()" not in out and "trtexec_command()" not in out
