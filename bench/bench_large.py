@@ -143,7 +143,7 @@ def pass_times(text: str) -> dict[str, float]:
     times: dict[str, float] = {}
     for match in re.finditer(r"^\s+([\d.]+) ms\s+[\d.]+%\s+(\S.*)$", text, re.MULTILINE):
         name = match.group(2).strip()
-        if name != "total":
+        if name != "total" and not name.startswith("("):  # compile's "(self-check)" row is not a pass
             times[name] = times.get(name, 0.0) + float(match.group(1)) / 1000
     return times
 

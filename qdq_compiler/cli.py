@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 import qdq_compiler
+from qdq_compiler.cli_help import PassDefaultOption, exit_codes_epilog
 from qdq_compiler.cli_options import (
     DEFAULT_COMPILE_PIPELINE,
     calibration_options,
@@ -18,12 +19,26 @@ from qdq_compiler.cli_options import (
     prepare_pipeline,
 )
 from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
-from qdq_compiler.errors import QdqcError
+from qdq_compiler.errors import (
+    EXIT_ABORTED,
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL_ERROR,
+    EXIT_OK,
+    QdqcError,
+)
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
 from qdq_compiler.paths import check_output_dir, preflight
 from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_plugin
-from qdq_compiler.pm.instruments import IRDumpDir, PassStatistics, PrintIR, Reproducer, Timing, VerifyEach
+from qdq_compiler.pm.instruments import (
+    IRDumpDir,
+    PassStatistics,
+    PrintIR,
+    Reproducer,
+    Timing,
+    VerifyEach,
+    format_timing,
+)
 from qdq_compiler.pm.options import field_types, format_value, kebab
 from qdq_compiler.summary import compile_summary
 
@@ -41,7 +56,11 @@ def instrument_options(fn):
         click.option(
             "--verify-each", is_flag=True, help="Verify the IR (and run the onnx checker) after every pass."
         ),
-        click.option("--timing", is_flag=True, help="Print wall time per pass."),
+        click.option(
+            "--timing",
+            is_flag=True,
+            help="Print one table on stderr: wall time and share per pass (compile: also the self-check).",
+        ),
         click.option("--pass-stats", is_flag=True, help="Print each pass's counters."),
         click.option(
             "--print-ir-after", multiple=True, metavar="NAME|all", help="Print the IR after a pass."
@@ -65,7 +84,7 @@ def instrument_options(fn):
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog())
 @click.version_option(qdq_compiler.__version__, prog_name="qdqc")
 @click.option("-v", "--verbose", count=True, help="More output (-vv for debug and tracebacks).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
@@ -81,8 +100,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj = {"verbose": verbose, "quiet": quiet}
 
 
-def _instruments_for(manager: PassManager, opts: dict) -> Timing:
-    """Attach the instruments the options ask for; a Timing instrument is always attached (returned)."""
+def _instruments_for(manager: PassManager, opts: dict, print_timing: bool) -> Timing:
+    """Attach the instruments the options ask for; a Timing instrument is always attached (returned), and
+    prints the `--timing` table when the pipeline ends if `print_timing`."""
     instruments = manager.instruments
     if opts["verify_each"]:
         instruments.append(VerifyEach())
@@ -92,7 +112,7 @@ def _instruments_for(manager: PassManager, opts: dict) -> Timing:
         instruments.append(IRDumpDir(opts["ir_dump_dir"]))
     if opts["reproducer_dir"]:
         instruments.append(Reproducer(opts["reproducer_dir"], manager.remaining_pipeline))
-    timing = Timing(print_table=bool(opts["timing"]))
+    timing = Timing(print_table=print_timing)
     instruments.append(timing)
     if opts["pass_stats"]:
         instruments.append(PassStatistics())
@@ -111,17 +131,19 @@ def _run_pipeline(
     opts: dict,
     quiet: bool,
     ctx: PassContext | None = None,
+    defer_timing: bool = False,
 ) -> tuple:
     """Load, run the pipeline with the requested instruments, save atomically (or print the IR for '-').
 
-    Returns (model, timing).
+    Returns (model, timing). `--timing`'s table is printed when the pipeline ends, unless `defer_timing`
+    (compile prints it after its self-check, with the self-check's time).
     """
     source, target = Path(model_path), Path(output)
     for plugin in opts["load_pass_plugin"]:
         load_plugin(plugin)
     model = load_model(source)
     manager = pipeline if isinstance(pipeline, PassManager) else PassManager(pipeline)
-    timing = _instruments_for(manager, opts)
+    timing = _instruments_for(manager, opts, print_timing=bool(opts["timing"]) and not defer_timing)
     manager.run(model, ctx or PassContext())
     if output == "-":
         click.echo(dump(model), nl=False)
@@ -145,6 +167,8 @@ def _run_pipeline(
     "--missing-scales",
     type=click.Choice(["error", "float"]),
     default=None,
+    cls=PassDefaultOption,
+    pass_option=("import-scales", "missing"),
     help="trt-int8-from-qdq: a tensor qdqc quantizes but the source model did not is an error, or stays "
     "float (import-scales{missing=...}).",
 )
@@ -154,15 +178,24 @@ def _run_pipeline(
 @instrument_options
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
-    """Compile MODEL to explicit-quantized ONNX (default pipeline: trt-int8) and write it to -o."""
+    """Compile a float ONNX MODEL to Q/DQ ONNX for TensorRT INT8.
+
+    Runs the pipeline (default: trt-int8) and writes the model to -o, then checks it numerically against
+    MODEL in onnxruntime and prints a summary.
+    """
     outputs = {"-o": output, "--summary-json": opts["summary_json"]}
     preflight(model, opts, outputs, _instrument_folders(opts))
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
-    compiled, timing = _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)
+    compiled, timing = _run_pipeline(
+        model, output, manager, opts, ctx.obj["quiet"], pass_ctx, defer_timing=True
+    )
     check = self_check.run(compiled)
     if not ctx.obj["quiet"]:
-        click.echo(compile_summary(compiled, timing.rows, check))
+        click.echo(compile_summary(compiled, check))
+    if opts["timing"]:
+        steps = [("(self-check)", check.seconds)] if check is not None and not check.skipped else []
+        click.echo(format_timing(timing.rows + steps), err=True)
     self_check.finish(check, compiled, manager.pipeline_text)
 
 
@@ -173,7 +206,11 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
 @placement_options
 @click.pass_context
 def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
-    """Run MODEL over --calib DATA once and save the statistics (compile --calib-cache reuses them)."""
+    """Save MODEL's calibration statistics for compile to reuse.
+
+    Runs MODEL over --calib DATA once and writes the statistics to -o; `compile --calib-cache` reuses them
+    with any --method.
+    """
     from qdq_compiler.calib import cache_key, save_cache
 
     if not opts["calib"]:
@@ -206,7 +243,7 @@ def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> N
 @cli.command()
 @click.option("--load-pass-plugin", multiple=True, metavar="FILE|MODULE", help="Load extra passes first.")
 def passes(load_pass_plugin: tuple[str, ...]) -> None:
-    """List the registered passes with their options, and the named pipelines."""
+    """List the passes with their options, and named pipelines."""
     for plugin in load_pass_plugin:
         load_plugin(plugin)
     for name, cls in all_passes().items():
@@ -226,8 +263,10 @@ def passes(load_pass_plugin: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("model", type=str)
 def inspect(model: str) -> None:
-    """Show MODEL's ops, inputs and outputs with shapes, Q/DQ counts, and the recipe it records (target,
-    calibration, pipeline, qdqc version)."""
+    """Show MODEL's inputs, outputs, ops, Q/DQ counts and recipe.
+
+    The recipe is what qdqc recorded when it compiled MODEL: target, calibration, pipeline, qdqc version.
+    """
     loaded = load_model(model)
     graph = loaded.graph
     opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in sorted(loaded.opset_imports.items()))
@@ -261,16 +300,28 @@ def inspect(model: str) -> None:
 
 @cli.command()
 @click.option("--out-dir", default="qdqc-demo", show_default=True, help="Where to write the INT8 model.")
-@click.option("--method", default="mse", show_default=True, help="Activation calibration method.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N images.")
+@click.option(
+    "--method",
+    default=None,
+    cls=PassDefaultOption,
+    pass_option=("calibrate", "method"),
+    help="Activation calibration: max, percentile{p=99.99}, entropy, mse.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N images (default: all)."
+)
 @click.pass_context
-def demo(ctx: click.Context, out_dir: str, method: str, limit: int | None) -> None:
-    """The main job on the bundled example: compile the sample detector to INT8, compare its mAP with FP32."""
+def demo(ctx: click.Context, out_dir: str, method: str | None, limit: int | None) -> None:
+    """Compile the bundled detector to INT8 and compare its mAP.
+
+    The main job on the bundled example: compile the sample detector with its calibration images, then
+    evaluate the FP32 and the INT8 model on its validation images.
+    """
     from qdq_compiler.demo import format_accuracy, run_demo
 
     check_output_dir(out_dir, "--out-dir")
     result = run_demo(Path(out_dir), method=method, limit=limit, progress=not ctx.obj["quiet"])
-    click.echo(f"compiled the bundled detector to {result.int8_path} (calibration: {method})")
+    click.echo(f"compiled the bundled detector to {result.int8_path} (calibration: {result.method})")
     click.echo(result.summary)
     click.echo(result.fusion)
     click.echo(format_accuracy(result))
@@ -281,39 +332,46 @@ from qdq_compiler.cli_trt import build, explain, lint, report_engine  # noqa: E4
 
 for _command in (lint, explain, build, report_engine, sensitivity):
     cli.add_command(_command)
+for _command in cli.commands.values():  # every command's --help ends with the exit codes
+    _command.epilog = exit_codes_epilog()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback.
+
+    Exit codes (errors.EXIT_CODES): 0 success; 1 the command found problems (ChecksFailed, lint); 2 its
+    input is at fault (every other QdqcError, usage errors, an OSError of the machine); 3 a qdqc bug;
+    4 TensorRT is not installed; 130 aborted.
+    """
     try:
         status = cli.main(args=argv, prog_name="qdqc", standalone_mode=False)
         if isinstance(status, int):  # click returns an Exit's code instead of raising it here
             return status
     except click.exceptions.Exit as done:
-        return int(done.exit_code or 0)
+        return int(done.exit_code or EXIT_OK)
     except click.Abort:
         click.echo("qdqc: aborted", err=True)
-        return 130
-    except click.ClickException as exc:
+        return EXIT_ABORTED
+    except click.ClickException as exc:  # usage errors and bad option values
         click.echo(f"qdqc: error: {exc.format_message()}", err=True)
-        return exc.exit_code
+        return EXIT_BAD_INPUT
     except QdqcError as exc:
         click.echo(f"qdqc: error: {exc}", err=True)
         if logger.isEnabledFor(logging.DEBUG):
             logger.exception("traceback")
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         click.echo("qdqc: aborted", err=True)
-        return 130
+        return EXIT_ABORTED
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:
             return _internal_error(exc)
         where = f" ({exc.filename})" if exc.filename else ""
         click.echo(f"qdqc: error: {exc.strerror}{where}", err=True)  # e.g. the disk filled up mid-run
-        return 1
+        return EXIT_BAD_INPUT
     except Exception as exc:  # a bug in qdqc: still one line unless -vv
         return _internal_error(exc)
-    return 0
+    return EXIT_OK
 
 
 def _internal_error(exc: Exception) -> int:
@@ -321,7 +379,7 @@ def _internal_error(exc: Exception) -> int:
     if logger.isEnabledFor(logging.DEBUG):
         raise exc
     click.echo(f"qdqc: internal error: {type(exc).__name__}: {exc} (run with -vv for a traceback)", err=True)
-    return 3
+    return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -35,7 +35,10 @@ from qdq_compiler.ir import load_model, to_proto
 @click.pass_context
 def sensitivity(ctx: click.Context, model: str, eval_data: str | None, eval_limit: int, top: int,
                 as_json: bool, **opts) -> None:
-    """Rank MODEL's INT8 layers by the SQNR gained when each alone stays float (compile's options apply)."""
+    """Rank MODEL's INT8 layers by the accuracy they cost.
+
+    Each layer's score is the SQNR gained when it alone stays float; compile's options apply.
+    """
     from qdq_compiler.accuracy import analyze_sensitivity, format_sensitivity, sensitivity_to_json
     from qdq_compiler.calib import open_calibration_data
     from qdq_compiler.calib.errors import CalibrationError

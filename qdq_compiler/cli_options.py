@@ -9,6 +9,7 @@ from collections import Counter
 import click
 import onnx
 
+from qdq_compiler.cli_help import PassDefaultOption
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
@@ -38,13 +39,19 @@ def calibration_options(fn):
             "--batch-size",
             type=click.IntRange(min=1),
             default=None,
-            help="Batch size of the data read (calibration, and sensitivity's evaluation).",
+            help="Batch size of the data read (calibration, and sensitivity's evaluation; default: the "
+            "model's fixed batch, 1 for a dynamic batch).",
         ),
         click.option(
-            "--calib-limit", type=click.IntRange(min=1), default=None, help="Use the first N samples."
+            "--calib-limit", type=click.IntRange(min=1), default=None,
+            help="Use the first N samples (default: all).",
         ),
         click.option(
-            "--method", default=None, help="Activation calibration: max, percentile{p=99.99}, entropy, mse."
+            "--method",
+            default=None,
+            cls=PassDefaultOption,
+            pass_option=("calibrate", "method"),
+            help="Activation calibration: max, percentile{p=99.99}, entropy, mse.",
         ),
         click.option(
             "--two-pass",

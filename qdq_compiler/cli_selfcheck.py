@@ -20,7 +20,7 @@ from qdq_compiler.accuracy.selfcheck import (
     run_selfcheck,
     skipped_check,
 )
-from qdq_compiler.errors import QdqcError
+from qdq_compiler.errors import ChecksFailed, QdqcError
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
 from qdq_compiler.summary import compile_summary_json, write_json_atomic
@@ -137,8 +137,8 @@ class CompileSelfCheck:
         if check is None or not self.strict:
             return
         if check.skipped:
-            raise QdqcError(f"--check-strict: the self-check was skipped ({check.skipped})")
+            raise ChecksFailed(f"--check-strict: the self-check was skipped ({check.skipped})")
         if check.warnings:
             more = f" (and {len(check.warnings) - 1} more)" if len(check.warnings) > 1 else ""
             written = f"the model was written to {self.output}"
-            raise QdqcError(f"--check-strict: {check.warnings[0]}{more}; {written}")
+            raise ChecksFailed(f"--check-strict: {check.warnings[0]}{more}; {written}")

@@ -13,18 +13,17 @@ from qdq_compiler.paths import check_output_file, model_files, refuse_overwritin
 from qdq_compiler.targets.model_build import DEFAULT_DEVICE, default_engine_path, plan_model_build
 from qdq_compiler.targets.trtexec import TARGETS
 
-TENSORRT_MISSING_EXIT = 4  # build printed the trtexec line instead (exit-code convention of issue 13)
-
 
 @click.command()
 @click.argument("model", type=str)
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too (and on a model without Q/DQ).")
 def lint(model: str, strict: bool) -> None:
-    """Check a Q/DQ ONNX model against TensorRT's rules: one line per violation; exit 1 on errors.
+    """Check a Q/DQ model against TensorRT's Q/DQ rules.
 
-    The target the model records (qdqc compile --target) decides the build mode the rules assume; a model
-    without a record (another tool's) is checked for a weakly typed TensorRT 10 build too. A model without
-    any Q/DQ (a float model) breaks no rule: it gets a warning and exit 0 (1 with --strict).
+    One line per violation, then one summary line; exit 1 on errors (and on warnings with --strict), 2 when
+    MODEL cannot be read. The target the model records (qdqc compile --target) decides the build mode the
+    rules assume; a model without a record (another tool's) is checked for a weakly typed TensorRT 10 build
+    too. A model without any Q/DQ (a float model) breaks no rule: a warning and exit 0 (1 with --strict).
     """
     from qdq_compiler.targets import lint_model
 
@@ -48,9 +47,11 @@ def lint(model: str, strict: bool) -> None:
 @click.argument("model", type=str)
 @click.option("--json", "as_json", is_flag=True, help="Print the same facts as JSON.")
 def explain(model: str, as_json: bool) -> None:
-    """What to know before flashing a device: MODEL's recorded target, calibration and pipeline, its lint
-    result, the predicted TensorRT fusion (INT8 layers, requantizations, INT8 MAC share), the trtexec line
-    for the recorded target and the `qdqc report-engine` step that checks the engine against the prediction.
+    """What to know before flashing: target, lint, fusions.
+
+    MODEL's recorded target, calibration and pipeline, its lint result, the predicted TensorRT fusion (INT8
+    layers, requantizations, INT8 MAC share), the trtexec line for the recorded target and the
+    `qdqc report-engine` step that checks the engine against the prediction.
 
     Exit 1 for a model without Q/DQ (nothing to explain).
     """
@@ -73,14 +74,15 @@ def explain(model: str, as_json: bool) -> None:
     "trt_major",
     type=click.Choice(["10", "11"]),
     default=None,
-    help="TensorRT major version on the device [default: the model's recorded target (trt11: 11), else 10].",
+    help="TensorRT major version on the device [default: the installed one for a build; for --print-trtexec "
+    "the model's recorded target (trt11: 11), else 10].",
 )
 @click.option("--dla", "dla_core", type=click.IntRange(min=0), default=None, help="DLA core (Orin only).")
 @click.option(
     "--shapes",
     default=None,
-    help="Input shapes, checked against the model: 'images:1x3x640x640' or 'images:1..8x3x640x640'; "
-    "required for inputs with dynamic dimensions.",
+    help="Input shapes, checked against the model: 'images:1x3x640x640' or 'images:1..8x3x640x640' "
+    "[default: the model's static shapes; required for inputs with dynamic dimensions].",
 )
 @click.option(
     "--strongly-typed/--weakly-typed",
@@ -88,7 +90,13 @@ def explain(model: str, as_json: bool) -> None:
     help="TensorRT 10 build mode [default: weakly typed; strongly typed for a model compiled for trt11, "
     "which refuses --weakly-typed; TensorRT 11 is always strongly typed].",
 )
-@click.option("--workspace", "workspace_mib", type=click.IntRange(min=1), default=None, help="Workspace MiB.")
+@click.option(
+    "--workspace",
+    "workspace_mib",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Workspace MiB [default: TensorRT's].",
+)
 @click.option("--timing-cache", default=None, help="Timing cache file, read and updated.")
 @click.option(
     "-o", "--engine", "engine_path", default=None, help="Engine file (default: MODEL with .engine)."
@@ -106,8 +114,9 @@ def build(
     engine_path: str | None,
     print_trtexec: bool,
 ) -> None:
-    """Build a TensorRT engine from MODEL with the tensorrt Python API, or print the trtexec command.
+    """Build a TensorRT engine, or print the trtexec command.
 
+    The engine is built with TensorRT's Python API, with a layer report beside it for `qdqc report-engine`.
     The build mode follows the target MODEL records (qdqc compile --target). The build uses the installed
     TensorRT (--trt, when given, must match it); the printed trtexec line is for --trt, else the recorded
     target's version. Without TensorRT installed, prints the trtexec line to run on the device and exits 4.
@@ -145,7 +154,7 @@ def build(
         click.echo(f"qdqc: {missing}", err=True)
         click.echo("build on the device instead with:", err=True)
         click.echo(format_command(command))
-        raise click.exceptions.Exit(TENSORRT_MISSING_EXIT) from None
+        raise click.exceptions.Exit(missing.exit_code) from None  # 4: TensorRT is not installed
     plan = plan_model_build(model, loaded, asked or installed, strongly_typed, shapes)  # --trt must match
     _warn(plan.notes)
     try:
@@ -180,7 +189,11 @@ def _warn(notes: list[str]) -> None:
 )
 @click.option("--profile", default=None, help="trtexec --exportProfile JSON, for per-layer times.")
 def report_engine(layers_json: str, model: str | None, profile: str | None) -> None:
-    """Show which engine layers run INT8/FP16 and where reformats sit (trtexec --exportLayerInfo JSON)."""
+    """Compare an engine's layer report with the prediction.
+
+    Shows which engine layers run INT8/FP16 and where reformats sit, from the layer information JSON that
+    `qdqc build` or `trtexec --exportLayerInfo` writes; with --model, beside `qdqc explain`'s prediction.
+    """
     from qdq_compiler.targets import (
         compare_with_prediction,
         format_comparison,

@@ -15,7 +15,6 @@ from qdq_compiler.detect import bundled
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, save_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
-from qdq_compiler.pm.instruments import Timing
 from qdq_compiler.summary import compile_summary
 from qdq_compiler.targets import predict_fusions
 
@@ -29,12 +28,16 @@ class DemoResult:
     summary: str
     fusion: str
     int8_path: Path
+    method: str  # the activation calibration method used
 
 
 def run_demo(
-    out_dir: Path, method: str = "mse", limit: int | None = None, progress: bool = False
+    out_dir: Path, method: str | None = None, limit: int | None = None, progress: bool = False
 ) -> DemoResult:
-    """Compile the bundled detector with its calibration images, evaluate FP32 and INT8 on its val set."""
+    """Compile the bundled detector with its calibration images, evaluate FP32 and INT8 on its val set.
+
+    `method` None keeps the calibrate pass's default method.
+    """
     for module, package in (("PIL", "pillow"), ("faster_coco_eval", "faster-coco-eval")):
         if importlib.util.find_spec(module) is None:
             raise QdqcError(f"the demo needs {package}: pip install -e '.[eval]'")
@@ -44,11 +47,9 @@ def run_demo(
     float_proto = onnx.load(str(bundled.model_path()))
     model = load_model(float_proto)
     manager = PassManager("trt-int8")
-    for pass_ in manager.passes:
-        if pass_.name == "calibrate":
-            pass_.options = replace(pass_.options, method=method)
-    timing = Timing(print_table=False)
-    manager.instruments.append(timing)
+    calibrate = next(pass_ for pass_ in manager.passes if pass_.name == "calibrate")
+    if method is not None:
+        calibrate.options = replace(calibrate.options, method=method)
     data = open_calibration_data(str(bundled.calib_dir()), float_proto)
     manager.run(model, PassContext(calibration_data=data, progress=progress))
     int8_path = save_model(model, out_dir / "detector.int8.onnx")
@@ -63,9 +64,10 @@ def run_demo(
     return DemoResult(
         fp32=bundled.evaluate_bundled(float_proto, limit=limit),
         int8=bundled.evaluate_bundled(to_proto(model), limit=limit),
-        summary=compile_summary(model, timing.rows, check),
+        summary=compile_summary(model, check),
         fusion=fusion,
         int8_path=int8_path,
+        method=calibrate.options.method,
     )
 
 

@@ -1,5 +1,5 @@
 """The compile summary: Q/DQ counts, weighted layers in INT8 vs float (with reasons), the numerical
-self-check, time per pass; as text, and as JSON for tools (`qdqc compile --summary-json`)."""
+self-check; as text, and as JSON for tools (`qdqc compile --summary-json`)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,8 @@ from qdq_compiler.quant.decisions import layer_decisions
 SUMMARY_JSON_FORMAT = "qdqc-compile-summary/1"
 
 
-def compile_summary(
-    model: ir.Model, pass_times: list[tuple[str, float]], check: SelfCheck | None = None
-) -> str:
-    """A short human-readable report of what compilation produced."""
+def compile_summary(model: ir.Model, check: SelfCheck | None = None) -> str:
+    """A short human-readable report of what compilation produced (times: `--timing`'s table)."""
     q, dq = count_qdq(model.graph)
     decisions = layer_decisions(model)
     int8 = [d for d in decisions.values() if d.int8]
@@ -32,10 +30,6 @@ def compile_summary(
             lines.append(f"  float  {decision.op_type:<14} {decision.node_name}: {decision.reason}")
     if check is not None:
         lines.append(format_selfcheck(check))
-    if pass_times:
-        lines.append("time per pass:")
-        for name, seconds in pass_times:
-            lines.append(f"  {seconds * 1000:9.1f} ms  {name}")
     return "\n".join(lines)
 
 

@@ -270,7 +270,7 @@ def test_a_flag_whose_pass_is_not_in_the_pipeline_is_refused(tmp_path, capsys, p
 
     out = tmp_path / "out.onnx"
     args = ["compile", str(bundled.model_path()), "--pipeline", pipeline, *flags, "-o", str(out)]
-    assert main(args) == 1
+    assert main(args) == 2
     assert message in capsys.readouterr().err and not out.exists()
 
 
@@ -320,7 +320,7 @@ class _FullDiskFile:
 
 def test_disk_full_during_the_final_write_is_one_line(yolo_path, calib_path, tmp_path, capsys, monkeypatch):
     """The output folder passed the preflight, then the disk fills up while the model is written: one line,
-    exit 1, no temporary file left, the previous output untouched."""
+    exit 2, no temporary file left, the previous output untouched."""
     import os
 
     out = tmp_path / "out" / "model.onnx"
@@ -329,7 +329,7 @@ def test_disk_full_during_the_final_write_is_one_line(yolo_path, calib_path, tmp
     monkeypatch.setattr(os, "fdopen", _FullDiskFile)
     code = main(["compile", str(yolo_path), "--calib", str(calib_path), "-o", str(out)])
     err = capsys.readouterr().err
-    assert code == 1, err
+    assert code == 2, err
     assert err.strip() == f"qdqc: error: cannot write {out}: No space left on device"
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]
     assert out.read_bytes() == b"previous output"
@@ -343,7 +343,7 @@ def test_disk_full_while_saving_the_cache_is_one_line(yolo_path, calib_path, tmp
     monkeypatch.setattr(os, "fdopen", _FullDiskFile)
     code = main(["calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(out)])
     err = capsys.readouterr().err
-    assert code == 1, err
+    assert code == 2, err
     assert err.strip() == f"qdqc: error: cannot write {out}: No space left on device"
     assert list(out.parent.iterdir()) == []
 
@@ -359,7 +359,7 @@ def test_output_paths_are_checked_before_calibration(yolo_path, calib_path, caps
     for command in ("compile", "calibrate"):
         code = main([command, str(yolo_path), "--calib", str(calib_path), "-o", "/proc/qdqc/out"])
         err = capsys.readouterr().err
-        assert code == 1 and err.startswith("qdqc: error: cannot write -o /proc/qdqc/out"), err
+        assert code == 2 and err.startswith("qdqc: error: cannot write -o /proc/qdqc/out"), err
 
 
 # Ctrl-C during start-up: importing the command line takes a second or more (onnx, onnxruntime, numpy).
@@ -429,7 +429,7 @@ def test_build_checks_its_outputs_and_reports_write_errors_in_one_line(yolo_path
     for args in (["-o", "/proc/qdqc/m.engine"], ["-o", engine, "--timing-cache", str(tmp_path)]):
         code = main(["build", str(yolo_path), *args])
         err = capsys.readouterr().err
-        assert code == 1 and err.startswith("qdqc: error: ") and len(err.splitlines()) == 1, err
+        assert code == 2 and err.startswith("qdqc: error: ") and len(err.splitlines()) == 1, err
 
     def disk_full(model_path, engine_path, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(engine_path))
@@ -438,7 +438,7 @@ def test_build_checks_its_outputs_and_reports_write_errors_in_one_line(yolo_path
     monkeypatch.setattr(engine_module, "import_tensorrt", lambda: SimpleNamespace(__version__="10.3.0"))
     code = main(["build", str(yolo_path), "-o", engine])
     err = capsys.readouterr().err
-    assert code == 1, err
+    assert code == 2, err
     assert err.strip() == f"qdqc: error: cannot write {engine}: No space left on device"
 
 
@@ -456,6 +456,6 @@ def test_an_installed_plugin_that_fails_to_load_is_one_line(monkeypatch, capsys)
     monkeypatch.setattr(registry, "_LOADED", False)
     code = main(["passes"])
     err = capsys.readouterr().err
-    assert code == 1, err
+    assert code == 2, err
     assert err.strip() == ("qdqc: error: installed pass plugin 'broken-passes' (broken_passes.module) "
                            "failed to load: ImportError: No module named 'numpy_v0'")

@@ -162,7 +162,7 @@ def test_cli_missing_scales_flag_keeps_the_layer_float_and_says_why(tmp_path, ca
     path, out = tmp_path / "no_input_pair.onnx", tmp_path / "out.onnx"
     onnx.save(source, path)
     args = ["compile", str(path), "--pipeline", "trt-int8-from-qdq", "--quantize-head", "-o", str(out)]
-    assert main(args) == 1
+    assert main(args) == 2
     assert "--missing-scales float" in capsys.readouterr().err and not out.exists()
     assert main([*args, "--missing-scales", "float"]) == 0
     assert "conv: no imported scale for its input" in capsys.readouterr().out
@@ -179,7 +179,7 @@ def test_a_model_without_activation_scales_is_refused_whatever_missing_says(tmp_
     for extra in ([], ["--missing-scales", "float"]):
         out = str(tmp_path / "o.onnx")
         args = ["compile", str(path), "--pipeline", "trt-int8-from-qdq", "-o", out, *extra]
-        assert main(args) == 1
+        assert main(args) == 2
         assert "carries no activation scales" in capsys.readouterr().err
 
 
@@ -188,13 +188,13 @@ def test_cli_refuses_a_quantized_model_in_the_float_pipeline_with_a_hint(tmp_pat
     path = tmp_path / "q.onnx"
     onnx.save(source, path)
     refused = ["compile", str(path), "--calib-cache", str(tmp_path / "x"), "-o", str(tmp_path / "o.onnx")]
-    assert main(refused) == 1
+    assert main(refused) == 2
     err = capsys.readouterr().err
     assert "already quantized" in err and "trt-int8-from-qdq" in err and err.count("\n") == 1
     data = str(tmp_path / "x.npy")
     for args in (["calibrate", str(path), "--calib", data, "-o", str(tmp_path / "s")],
                  ["sensitivity", str(path), "--calib", data]):
-        assert main(args) == 1
+        assert main(args) == 2
         assert "already quantized" in capsys.readouterr().err
     out = tmp_path / "re.onnx"
     args = ["-q", "compile", str(path), "--pipeline", "trt-int8-from-qdq", "--quantize-head", "-o", str(out)]

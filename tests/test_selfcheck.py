@@ -157,7 +157,7 @@ def test_no_check_skips_it(two, tmp_path, capsys):
 def test_no_check_with_a_check_option_is_one_line_error(two, tmp_path, capsys):
     code, out = _compile(two, tmp_path, "--no-check", "--check-strict")
     err = capsys.readouterr().err
-    assert code == 1 and not out.exists()
+    assert code == 2 and not out.exists()
     assert err.strip() == "qdqc: error: --check-strict configure the self-check, which --no-check turns off"
 
 
@@ -189,7 +189,7 @@ def test_summary_json_holds_counts_decisions_and_the_check(two, tmp_path, capsys
 def test_summary_json_under_a_file_is_refused_before_compiling(two, tmp_path, capsys):
     code, out = _compile(two, tmp_path, "--summary-json", str(two[1] / "s.json"))
     err = capsys.readouterr().err
-    assert code == 1 and not out.exists()
+    assert code == 2 and not out.exists()
     assert len(err.strip().splitlines()) == 1 and "is not a folder" in err
 
 

@@ -238,11 +238,11 @@ def test_cli_sensitivity_text_json_and_errors(tmp_path, capsys):
     assert main(cached) == 0
     assert capsys.readouterr().out == first  # the cache gives the same statistics, so the same report
 
-    assert main(["sensitivity", str(model_path)]) == 1
+    assert main(["sensitivity", str(model_path)]) == 2
     assert "needs inputs to measure on" in capsys.readouterr().err
-    assert main(["sensitivity", str(model_path), "--calib", str(data_path), "--exclude-op", "Conv"]) == 1
+    assert main(["sensitivity", str(model_path), "--calib", str(data_path), "--exclude-op", "Conv"]) == 2
     assert "no INT8 layers to rank" in capsys.readouterr().err
-    assert main(["sensitivity", str(model_path), "--calib", str(tmp_path / "missing.npy")]) == 1
+    assert main(["sensitivity", str(model_path), "--calib", str(tmp_path / "missing.npy")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("qdqc: error:") and err.count("\n") == 1
 

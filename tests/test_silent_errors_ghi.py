@@ -114,7 +114,7 @@ def conv_relu_model(x_shape=(1, 8, 8, 8), w_shape=(8, 8, 3, 3)) -> onnx.ModelPro
 
 def compile_error(tmp_path, capsys, model: onnx.ModelProto, data: np.ndarray | None = None,
                   extra: tuple[str, ...] = ()) -> str:
-    """Compile ``model`` through the CLI, expect exit 1 and return the one stderr line."""
+    """Compile ``model`` through the CLI, expect exit 2 and return the one stderr line."""
     model_path, data_path = tmp_path / "m.onnx", tmp_path / "calib.npy"
     onnx.save_model(model, model_path)
     np.save(data_path, np.random.default_rng(1).standard_normal((4, 8, 8, 8)).astype(np.float32)
@@ -123,7 +123,7 @@ def compile_error(tmp_path, capsys, model: onnx.ModelProto, data: np.ndarray | N
     status = main(["compile", str(model_path), "-o", str(tmp_path / "out.onnx"), "--calib", str(data_path),
                    "--quantize-head", *extra])
     err = capsys.readouterr().err
-    assert status == 1, err
+    assert status == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("qdqc: error: "), err
     assert not (tmp_path / "out.onnx").exists()
@@ -360,7 +360,7 @@ def test_model_without_its_external_data_file_is_one_line_error(tmp_path, capsys
                     size_threshold=0)
     (tmp_path / "m.onnx.data").unlink()
     capsys.readouterr()
-    assert main(["inspect", str(model_path)]) == 1
+    assert main(["inspect", str(model_path)]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("qdqc: error: ") and "m.onnx.data" in lines[0], lines
 

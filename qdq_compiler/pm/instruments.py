@@ -53,13 +53,21 @@ class Timing(Instrument):
         self.rows.append((pass_.name, time.perf_counter() - self._start))
 
     def finish(self):
-        if not self.print_table:
-            return
-        total = sum(seconds for _, seconds in self.rows) or 1e-12
-        print("=== pass timing ===", file=self.stream)
-        for name, seconds in self.rows:
-            print(f"  {seconds * 1000:9.1f} ms  {100 * seconds / total:5.1f}%  {name}", file=self.stream)
-        print(f"  {total * 1000:9.1f} ms  100.0%  total", file=self.stream)
+        if self.print_table:
+            print(format_timing(self.rows), file=self.stream)
+
+
+def format_timing(rows: list[tuple[str, float]]) -> str:
+    """The `--timing` table: per row its wall time, its share of the total, its name; then the total.
+
+    Rows are passes in the order they ran; a step that is not a pass is named in parentheses.
+    """
+    total = sum(seconds for _, seconds in rows)
+    lines = ["=== pass timing ==="]
+    for name, seconds in rows:
+        lines.append(f"  {seconds * 1000:9.1f} ms  {100 * seconds / (total or 1e-12):5.1f}%  {name}")
+    lines.append(f"  {total * 1000:9.1f} ms  100.0%  total")
+    return "\n".join(lines)
 
 
 class PassStatistics(Instrument):

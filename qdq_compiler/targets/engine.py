@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qdq_compiler.errors import QdqcError
+from qdq_compiler.errors import EXIT_NO_TENSORRT, QdqcError
 from qdq_compiler.targets.trtexec import BuildPlan, default_artifacts, resolve_build
 
 INSTALL_HINT = (
@@ -24,7 +24,9 @@ INSTALL_HINT = (
 
 
 class TensorRTUnavailable(QdqcError):
-    """The tensorrt Python package is not importable here."""
+    """The tensorrt Python package is not importable here (exit 4: `qdqc build` prints the trtexec line)."""
+
+    exit_code = EXIT_NO_TENSORRT
 
 
 class EngineBuildError(QdqcError):
