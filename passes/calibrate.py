@@ -16,6 +16,7 @@ from qdq_compiler.ir.qdq import is_quantize, scale_of, set_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.float_view import float_view
 from qdq_compiler.quant.notices import first_names, warn_once
+from qdq_compiler.targets.recipe import record_calibration
 
 INT8_MAX = 127.0
 DROWNED_RATIO = 16.0  # the ratio unify-scales unties members at (docs/placement.md)
@@ -79,7 +80,8 @@ class Calibrate(Pass):
             if apply_amax(quantize, float(amax[quantize.inputs[0].name])):
                 result.statistics["num-scales-set"] += 1
         result.statistics["num-tensors-calibrated"] = len(names)
-        result.modified = result.statistics["num-scales-set"] > 0
+        recorded = record_calibration(model, plan_text(self.options.method, self.options.overrides))
+        result.modified = result.statistics["num-scales-set"] > 0 or recorded
         return result
 
     def _statistics(self, model: ir.Model, names: list[str], optional: list[str], ctx: PassContext) -> dict:
@@ -210,3 +212,8 @@ def _op_types(quantize: ir.Node) -> tuple[str, ...]:
     for dq, _ in quantize.outputs[0].uses():
         ops.extend(user.op_type for value in dq.outputs for user, _ in value.uses())
     return tuple(dict.fromkeys(ops))
+
+
+def plan_text(method: str, overrides: tuple[str, ...]) -> str:
+    """The calibration recorded in the model: the method, and the per-tensor overrides if any."""
+    return f"{method} (overrides: {', '.join(overrides)})" if overrides else method

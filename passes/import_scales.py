@@ -19,6 +19,7 @@ from qdq_compiler.ir.qdq import is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import mark_float
 from qdq_compiler.quant.imported import imported_amax
+from qdq_compiler.targets.recipe import IMPORTED, record_calibration
 from qdq_compiler.targets.trt_rules import weighted_rule
 
 from .calibrate import activation_quantizers, apply_amax
@@ -72,7 +73,8 @@ class ImportScales(Pass):
                 result.statistics["num-scales-set"] += 1
         if result.statistics["num-left-float"]:
             eliminate_dead_code(model.graph)
-        result.modified = any(result.statistics.values())
+        recorded = record_calibration(model, IMPORTED)
+        result.modified = recorded or any(result.statistics.values())
         return result
 
 

@@ -15,6 +15,9 @@ becomes the nearest float16, or the next one up where the nearest is so much sma
 weight would clip at 127, and its codes are recomputed for that scale (in the normal range they do not
 change): every weight stays within about one float16 step of its float value. Other positive scales
 never round to 0 (they take float16's smallest step instead).
+
+Either target is recorded in the model (targets/recipe.py: `qdq_compiler.target`, `qdq_compiler.io_fp16`),
+so lint, explain and build read what the model was made for.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from qdq_compiler.errors import PipelineError
 from qdq_compiler.ir.editing import NameScope, constant_array
 from qdq_compiler.ir.qdq import broadcast_scale, cast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.targets.recipe import record_target
 
 # (op_type, input index) pairs whose type ONNX fixes to float32 whatever the data type.
 FLOAT32_ONLY_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1)})
@@ -70,7 +74,7 @@ class LegalizeTRT(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         if self.options.target == "trt10":
-            return PassResult(modified=False)
+            return PassResult(modified=record_target(model, "trt10", io_fp16=False))  # trt10 keeps the I/O
         opset = model.opset_imports.get("", 0)
         if opset < FP16_MIN_OPSET:
             raise ValueError(
@@ -89,7 +93,8 @@ class LegalizeTRT(Pass):
             result.statistics["num-io-fp16"] = _io_fp16(graph)
         else:
             result.statistics["num-io-casts"] = _keep_io_float32(graph, float32_outputs)
-        result.modified = any(result.statistics.values())
+        recorded = record_target(model, self.options.target, self.options.io_fp16)  # lint, build read it
+        result.modified = recorded or any(result.statistics.values())
         return result
 
 

@@ -1,4 +1,8 @@
-"""verify-trt: fail the pipeline when the model breaks TensorRT's Q/DQ rules (qdq_compiler.targets.lint)."""
+"""verify-trt: fail the pipeline when the model breaks TensorRT's Q/DQ rules (qdq_compiler.targets.lint).
+
+The rules follow the target the model records (legalize-trt writes it earlier in the pipeline): a trt11
+model is built strongly typed, so its float16 scales are no warning (targets/recipe.py).
+"""
 
 from __future__ import annotations
 

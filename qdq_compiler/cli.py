@@ -272,7 +272,10 @@ def passes(load_pass_plugin: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("model", type=str)
 def inspect(model: str) -> None:
-    """Show MODEL's inputs, outputs, ops and Q/DQ counts."""
+    """Show MODEL's inputs, outputs, ops, Q/DQ counts and recipe.
+
+    The recipe is what qdqc recorded when it compiled MODEL: target, calibration, pipeline, qdqc version.
+    """
     loaded = load_model(model)
     graph = loaded.graph
     opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in sorted(loaded.opset_imports.items()))
@@ -291,8 +294,16 @@ def inspect(model: str) -> None:
     click.echo("ops:")
     for op, count in sorted(op_counts(graph).items(), key=lambda item: (-item[1], item[0])):
         click.echo(f"  {count:6d} {op}")
-    for key in sorted(loaded.metadata_props):
-        if key.startswith("qdq_compiler."):
+    from qdq_compiler.targets.recipe import RECIPE_KEYS, read_recipe
+
+    if any(key in loaded.metadata_props for key in RECIPE_KEYS):
+        click.echo("compiled with:")
+        for label, text in read_recipe(loaded).lines():
+            click.echo(f"  {label}: {text}")
+    else:
+        click.echo("compiled with: nothing recorded (not an output of qdqc)")
+    for key in sorted(loaded.metadata_props):  # other qdqc records (pass state), raw
+        if key.startswith("qdq_compiler.") and key not in RECIPE_KEYS:
             click.echo(f"{key}: {loaded.metadata_props[key]}")
 
 

@@ -27,8 +27,8 @@ class QdqcError(Exception):
 
 
 class ChecksFailed(QdqcError):
-    """The command did its job and found problems (lint errors, `--check-strict` self-check warnings):
-    one line, exit 1."""
+    """The command did its job and found problems (lint errors, `--check-strict` self-check warnings,
+    `explain` on a model without Q/DQ): one line, exit 1."""
 
     exit_code = EXIT_CHECKS_FAILED
 

@@ -417,6 +417,7 @@ def test_build_checks_its_outputs_and_reports_write_errors_in_one_line(yolo_path
     writes the engine files (disk full) is one line, not an internal error."""
     import errno
     import os
+    from types import SimpleNamespace
 
     import qdq_compiler.targets.engine as engine_module
 
@@ -434,6 +435,7 @@ def test_build_checks_its_outputs_and_reports_write_errors_in_one_line(yolo_path
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(engine_path))
 
     monkeypatch.setattr(engine_module, "build_engine", disk_full)
+    monkeypatch.setattr(engine_module, "import_tensorrt", lambda: SimpleNamespace(__version__="10.3.0"))
     code = main(["build", str(yolo_path), "-o", engine])
     err = capsys.readouterr().err
     assert code == 2, err

@@ -204,3 +204,55 @@ def test_parser_errors_and_version_mismatch(monkeypatch, tmp_path):
         _build(monkeypatch, tmp_path, parse_ok=False)
     with pytest.raises(EngineBuildError, match="asked for TensorRT 11"):
         _build(monkeypatch, tmp_path, trt_major=11)
+
+
+def test_cli_build_success_path_with_the_recording_stand_in(monkeypatch, tmp_path, capsys):
+    """`qdqc build` through cli.main with the stand-in tensorrt: exit 0, the engine and layer report written,
+    and the message names them, the TensorRT version and the report-engine step."""
+    from qdq_compiler.cli import main
+
+    recorder = _Recorder("10.3.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", recorder.module)
+    qdq_conv_onnx(tmp_path / "m.onnx")
+    engine = tmp_path / "out.engine"
+    assert main(["build", str(tmp_path / "m.onnx"), "-o", str(engine)]) == 0
+    out = capsys.readouterr().out.strip()
+    layers = tmp_path / "out.layers.json"
+    assert engine.read_bytes() == b"engine-bytes" and json.loads(layers.read_text()) == {"Layers": ["conv"]}
+    assert out == (f"wrote {engine} and layer report {layers} (TensorRT 10.3.0); "
+                   f"next: qdqc report-engine {layers} --model {tmp_path / 'm.onnx'}")
+    assert recorder.calls["flags"] == ["INT8", "FP16"]  # an unrecorded model: TensorRT 10 weakly typed
+
+
+def test_cli_build_without_trt_flag_uses_the_installed_tensorrt(monkeypatch, tmp_path, capsys):
+    """Without --trt the build runs on the installed TensorRT (11 here) instead of refusing 'asked for 10';
+    a model recorded as trt11 built on TensorRT 10 is strongly typed (no INT8/FP16 flags)."""
+    from qdq_compiler.cli import main
+    from qdq_compiler.ir import load_model, save_model
+    from qdq_compiler.targets.recipe import record_target
+
+    qdq_conv_onnx(tmp_path / "m.onnx")
+    recorder = _Recorder("11.4.1")
+    monkeypatch.setitem(sys.modules, "tensorrt", recorder.module)
+    assert main(["build", str(tmp_path / "m.onnx")]) == 0, capsys.readouterr().err
+    assert recorder.calls["flags"] == [] and "(TensorRT 11.4.1)" in capsys.readouterr().out
+
+    model = load_model(tmp_path / "m.onnx")
+    record_target(model, "trt11", False)
+    save_model(model, tmp_path / "m11.onnx")
+    recorder = _Recorder("10.3.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", recorder.module)
+    assert main(["build", str(tmp_path / "m11.onnx")]) == 0, capsys.readouterr().err
+    assert recorder.calls["network_flags"] == 1 << 1 and recorder.calls["flags"] == []
+    assert "compiled for trt11" in capsys.readouterr().err
+
+
+def test_cli_build_without_tensorrt_prints_the_line_and_exits_4(monkeypatch, tmp_path, capsys):
+    from qdq_compiler.cli import main
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    qdq_conv_onnx(tmp_path / "m.onnx")
+    assert main(["build", str(tmp_path / "m.onnx")]) == 4
+    captured = capsys.readouterr()
+    assert captured.out.startswith("trtexec --onnx=") and "TensorRT is not available" in captured.err
+    assert not (tmp_path / "m.engine").exists()

@@ -19,7 +19,7 @@ from qdq_compiler.targets.trtexec import BuildPlan, default_artifacts, resolve_b
 
 INSTALL_HINT = (
     "install TensorRT's Python bindings (JetPack ships them on Jetson; `pip install tensorrt` on x86 with "
-    "an NVIDIA GPU), or build with the command from trtexec_command()"
+    "an NVIDIA GPU), or build on the device with the line `qdqc build MODEL --print-trtexec` prints"
 )
 
 

@@ -33,7 +33,7 @@ from qdq_compiler.targets.lint import is_weight_qdq, node_label
 
 PREDICTION_NOTE = (
     "Prediction from an offline simulation of TensorRT's Q/DQ processing (no TensorRT build); "
-    "confirm with `trtexec --exportLayerInfo` and compare_with_prediction()."
+    "confirm on the device with the engine's layer report: `qdqc report-engine LAYERS.json --model MODEL`."
 )
 
 

@@ -17,6 +17,7 @@ from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.qdq import DEQUANTIZE, QUANTIZE, is_dequantize, is_quantize
 from qdq_compiler.targets import trt_rules as rules
+from qdq_compiler.targets.recipe import read_recipe
 
 Severity = Literal["error", "warning"]
 
@@ -29,7 +30,8 @@ RULES: dict[str, str] = {
     "quant-type": "quantized type must be INT8 (FP8 only at opset >= 19; UINT8 and INT32 are errors)",
     "scale-constant": "scales must be constants (initializers or Constant nodes)",
     "scale-value": "scales must be finite and strictly positive",
-    "scale-dtype": "scales must be float32 (float16 only for strongly typed builds: warning)",
+    "scale-dtype": "scales must be float32 (float16: a warning unless the model records target trt11, "
+                   "which TensorRT builds strongly typed only)",
     "axis": "the Q/DQ axis must be in range and match the scale length",
     "per-channel-activation": "per-channel scales only on constant weights, never on activations",
     "weight-axis": "per-channel weight axis must match the consumer (Conv 0, ConvTranspose 1, Gemm, MatMul)",
@@ -76,8 +78,13 @@ class TrtLintError(QdqcError):
 
 
 def lint_model(model: ir.Model) -> list[Violation]:
-    """Check every node of `model` against TensorRT's Q/DQ rules; errors first, then warnings."""
+    """Check every node of `model` against TensorRT's Q/DQ rules; errors first, then warnings.
+
+    The target the model records (targets/recipe.py) decides the build mode: a trt11 model is built strongly
+    typed, so float16 scales are fine; any other model may meet a weakly typed TensorRT 10 build.
+    """
     opset = onnx_opset(model)
+    strongly_typed = read_recipe(model).strongly_typed_only
     found: list[Violation] = []
     has_qdq = False
     per_channel_below_13 = False
@@ -91,7 +98,7 @@ def lint_model(model: ir.Model) -> list[Violation]:
             found.append(_error("contrib-qdq", label, message))
         if is_quantize(node) or is_dequantize(node):
             has_qdq = True
-            node_found = _check_qdq(node, opset)
+            node_found = _check_qdq(node, opset, strongly_typed)
             per_channel_below_13 |= any(v.rule == "opset" for v in node_found)
             found.extend(node_found)
         rule = rules.weighted_rule(node)
@@ -134,7 +141,7 @@ def node_label(node: ir.Node) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _check_qdq(node: ir.Node, opset: int) -> list[Violation]:
+def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool) -> list[Violation]:
     label = node_label(node)
     found: list[Violation] = []
     scale_value = node.inputs[1] if len(node.inputs) > 1 else None
@@ -144,7 +151,7 @@ def _check_qdq(node: ir.Node, opset: int) -> list[Violation]:
         found.append(_error("scale-constant", label, "scale is not a constant; TensorRT needs "
                             "build-time scales"))
     else:
-        found.extend(_check_scale(label, scale, value_dtype(scale_value), float_type))
+        found.extend(_check_scale(label, scale, value_dtype(scale_value), float_type, strongly_typed))
     found.extend(_check_float16_opset(node, label, opset, float_type, value_dtype(scale_value)))
     found.extend(_check_zero_point(node, label))
     found.extend(_check_type(node, label, opset))
@@ -158,14 +165,21 @@ def _check_qdq(node: ir.Node, opset: int) -> list[Violation]:
 
 
 def _check_scale(
-    label: str, scale: np.ndarray, dtype: ir.DataType | None, float_type: ir.DataType | None = None
+    label: str,
+    scale: np.ndarray,
+    dtype: ir.DataType | None,
+    float_type: ir.DataType | None = None,
+    strongly_typed: bool = False,
 ) -> list[Violation]:
     found: list[Violation] = []
     if dtype == ir.DataType.FLOAT16 and float_type == ir.DataType.FLOAT16:
         pass  # a float16 tensor's Q/DQ: ONNX (opset 19) and TensorRT's Quantize want the scale in its type
+    elif dtype == ir.DataType.FLOAT16 and strongly_typed:
+        pass  # the model records target trt11: TensorRT 11 builds are always strongly typed
     elif dtype == ir.DataType.FLOAT16:
         found.append(_warning("scale-dtype", label,
-                              "float16 scale: accepted only by strongly typed builds; use float32"))
+                              "float16 scale: accepted only by strongly typed builds (the model records no "
+                              "trt11 target); use float32"))
     elif dtype is not None and dtype != ir.DataType.FLOAT:
         found.append(_error("scale-dtype", label, f"scale dtype {dtype.name}; TensorRT expects float32"))
     values = np.asarray(scale, dtype=np.float64)

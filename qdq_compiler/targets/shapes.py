@@ -68,3 +68,48 @@ def parse_shape_spec(spec: str) -> list[InputShape]:
     if not shapes:
         raise ShapeSpecError("empty shape spec")
     return shapes
+
+
+def check_shapes_for_model(
+    shapes: list[InputShape], inputs: dict[str, tuple[int | None, ...] | None]
+) -> None:
+    """Check parsed --shapes against the model's inputs (name -> dims, None for a dynamic dimension, None
+    for an unknown rank): every name is an input, ranks match, fixed dimensions are given as they are, and
+    every input with a dynamic dimension gets a shape. Raise ShapeSpecError naming the first mismatch."""
+    for shape in shapes:
+        if shape.name not in inputs:
+            names = ", ".join(inputs)
+            raise ShapeSpecError(f"--shapes: the model has no input '{shape.name}' (inputs: {names})")
+        dims = inputs[shape.name]
+        if dims is None:
+            continue
+        if len(dims) != len(shape.min):
+            raise ShapeSpecError(
+                f"--shapes: input '{shape.name}' has rank {len(dims)}, --shapes gives {len(shape.min)} "
+                "dimensions"
+            )
+        for axis, (fixed, low, high) in enumerate(zip(dims, shape.min, shape.max, strict=True)):
+            if fixed is not None and (low, high) != (fixed, fixed):
+                given = str(low) if low == high else f"{low}..{high}"
+                raise ShapeSpecError(
+                    f"--shapes: dimension {axis} of '{shape.name}' is fixed at {fixed} in the model, "
+                    f"--shapes gives {given}"
+                )
+    given_names = {shape.name for shape in shapes}
+    missing = [
+        name for name, dims in inputs.items() if dims is not None and None in dims and name not in given_names
+    ]
+    if missing:
+        examples = ",".join(f"{name}:{_example(inputs[name])}" for name in missing)
+        raise ShapeSpecError(
+            f"dynamic input(s) need --shapes: {', '.join(missing)} (e.g. --shapes {examples}; "
+            "each dimension N, MIN..MAX or MIN..OPT..MAX)"
+        )
+
+
+def _example(dims: tuple[int | None, ...] | None) -> str:
+    """A shape spec for dims, dynamic batch as 1..8 and other dynamic dimensions as MIN..MAX."""
+    parts = []
+    for axis, dim in enumerate(dims or ()):
+        parts.append(str(dim) if dim is not None else "1..8" if axis == 0 else "MIN..MAX")
+    return "x".join(parts)
