@@ -185,8 +185,8 @@ def apply_compile_flags(passes: list[Pass] | PassManager, opts: dict) -> None:
     names = {p.name for p in passes}
     for flag in CALIBRATION_DATA_FLAGS:
         if opts.get(flag) and "calibrate" not in names:
-            option = "--" + flag.replace("_", "-")
-            raise QdqcError(f"{option} configures calibrate, which this pipeline does not run")
+            flag_name = "--" + flag.replace("_", "-")
+            raise QdqcError(f"{flag_name} configures calibrate, which this pipeline does not run")
     for option in PIPELINE_OPTIONS:
         value = opts.get(option.flag_param) if option.flag_param else None
         if value is None or value is False or value == ():
@@ -214,11 +214,11 @@ def prepare_pipeline(
         names = [p.name for p in passes]
         passes = passes[: names.index(stop_after) + 1]
     manager = PassManager(passes)
-    names = {p.name for p in manager.passes}
-    if "place-qdq" in names and "strip-qdq" not in names:
+    run_names = {p.name for p in manager.passes}
+    if "place-qdq" in run_names and "strip-qdq" not in run_names:
         refuse_quantized_input(model_path)
     pass_ctx = PassContext(progress=not quiet)
-    if "calibrate" in names:
+    if "calibrate" in run_names:
         prepare_calibration(model_path, opts, pass_ctx)
     return manager, pass_ctx
 

@@ -11,7 +11,7 @@ from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import count_qdq, load_model
 from qdq_compiler.paths import check_output_file, model_files, refuse_overwriting_inputs, write_error
 from qdq_compiler.targets.model_build import DEFAULT_DEVICE, default_engine_path, plan_model_build
-from qdq_compiler.targets.trtexec import TARGETS
+from qdq_compiler.targets.trtexec import TARGETS, Target
 
 
 @click.command()
@@ -104,7 +104,7 @@ def explain(model: str, as_json: bool) -> None:
 @click.option("--print-trtexec", is_flag=True, help="Only print the trtexec command for the device.")
 def build(
     model: str,
-    target: str,
+    target: Target,
     trt_major: str | None,
     dla_core: int | None,
     shapes: str | None,

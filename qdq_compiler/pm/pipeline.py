@@ -80,7 +80,7 @@ def _split_entry(entry: str) -> tuple[str, dict[str, str]]:
 
 def format_entry(name: str, options: Any) -> str:
     """One pass as text; only options that differ from their defaults are printed."""
-    if options is None or not dataclasses.is_dataclass(options):
+    if not dataclasses.is_dataclass(options) or isinstance(options, type):  # None, or not an Options instance
         return name
     defaults = type(options)()
     changed = [
