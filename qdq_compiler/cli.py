@@ -17,6 +17,7 @@ from qdq_compiler.cli_options import (
     placement_options,
     prepare_pipeline,
 )
+from qdq_compiler.cli_replay import ReplayFlags, calibration_data_options, prepare_opt_calibration
 from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
@@ -91,7 +92,8 @@ def _instruments_for(manager: PassManager, opts: dict) -> Timing:
     if opts["ir_dump_dir"]:
         instruments.append(IRDumpDir(opts["ir_dump_dir"]))
     if opts["reproducer_dir"]:
-        instruments.append(Reproducer(opts["reproducer_dir"], manager.remaining_pipeline))
+        replay = ReplayFlags(manager, opts)
+        instruments.append(Reproducer(opts["reproducer_dir"], manager.remaining_pipeline, replay))
     timing = Timing(print_table=bool(opts["timing"]))
     instruments.append(timing)
     if opts["pass_stats"]:
@@ -111,13 +113,14 @@ def _run_pipeline(
     opts: dict,
     quiet: bool,
     ctx: PassContext | None = None,
+    plugins_loaded: bool = False,
 ) -> tuple:
     """Load, run the pipeline with the requested instruments, save atomically (or print the IR for '-').
 
     Returns (model, timing).
     """
     source, target = Path(model_path), Path(output)
-    for plugin in opts["load_pass_plugin"]:
+    for plugin in () if plugins_loaded else opts["load_pass_plugin"]:
         load_plugin(plugin)
     model = load_model(source)
     manager = pipeline if isinstance(pipeline, PassManager) else PassManager(pipeline)
@@ -195,12 +198,18 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 @click.argument("model", type=str)
 @click.option("-o", "--output", required=True, help="Output ONNX file, or '-' to print the IR dump.")
 @click.option("--pipeline", required=True, help="Pipeline text, e.g. 'canonicalize,fold-bn'.")
+@calibration_data_options
 @instrument_options
 @click.pass_context
 def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> None:
-    """Run any pipeline on MODEL (IR to IR, like mlir-opt)."""
+    """Run any pipeline on MODEL (IR to IR, like mlir-opt); --calib/--calib-cache feed its calibrate."""
     preflight(model, opts, {"-o": output}, _instrument_folders(opts))
-    _run_pipeline(model, output, pipeline, opts, ctx.obj["quiet"])
+    for plugin in opts["load_pass_plugin"]:
+        load_plugin(plugin)
+    manager = PassManager(pipeline)
+    pass_ctx = PassContext(progress=not ctx.obj["quiet"])
+    prepare_opt_calibration(model, manager, opts, pass_ctx)
+    _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx, plugins_loaded=True)
 
 
 @cli.command()

@@ -200,6 +200,12 @@ def prepare_calibration(model_path: str, opts: dict, pass_ctx: PassContext) -> N
         )
     if opts["calib_cache"]:
         stored = read_cache_key(opts["calib_cache"])
+        if stored.model_sha256 != model_sha256(float_proto):
+            raise QdqcError(
+                f"stale calibration cache {opts['calib_cache']}: model hash differs: it was computed from "
+                f"another model than {model_path} (a cache serves only the float model `qdqc calibrate` "
+                "read, not a model derived from it); recalibrate with --calib DATA"
+            )
         if pass_ctx.calibration_data is not None:
             expected = cache_key(float_proto, pass_ctx.calibration_data, stored.num_bins)
         else:  # no data given: the cache must at least belong to this model
