@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
+from qdq_compiler.ir.state import summarize_state
 from qdq_compiler.paths import check_output_dir, preflight
 from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_plugin
 from qdq_compiler.pm.instruments import IRDumpDir, PassStatistics, PrintIR, Reproducer, Timing, VerifyEach
@@ -256,7 +258,10 @@ def inspect(model: str) -> None:
         click.echo(f"  {count:6d} {op}")
     for key in sorted(loaded.metadata_props):
         if key.startswith("qdq_compiler."):
-            click.echo(f"{key}: {loaded.metadata_props[key]}")
+            value, summary = loaded.metadata_props[key], summarize_state(loaded.metadata_props[key])
+            if summary is not None:  # pass state: a count here, the entries in the IR dump
+                value = f"{summary} (shown by `qdqc opt {shlex.quote(model)} --pipeline '' -o -`)"
+            click.echo(f"{key}: {value}")
 
 
 @cli.command()

@@ -144,3 +144,57 @@ def test_corrupt_state_is_a_one_line_error() -> None:
     with pytest.raises(QdqcError, match="qdq_compiler.layer_decisions") as info:
         layer_decisions(model)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("ir_version", [7, 8, 9, 10])
+def test_value_state_is_serialized_for_inputs_initializers_intermediates_and_outputs(ir_version) -> None:
+    """onnx-ir writes value metadata_props into input/value_info/output entries and reads them back; the
+    onnx checker (full) and onnxruntime accept them at every IR version qdqc writes."""
+    from qdq_compiler.ir.state import set_value_state, value_state
+
+    text = f"""<ir_version: {ir_version}, opset_import: ["" : 13]>
+    g (float[1, 4] x) => (float[1, 4] y) <float[4] w = {{1.0, 2.0, 3.0, 4.0}}>
+    {{ t = Add(x, w)  y = Relu(t) }}"""
+    model = load_model(onnx.parser.parse_model(text))
+    values = {"x": model.graph.inputs[0], "w": model.graph.initializers["w"],
+              "t": model.graph.node(0).outputs[0], "y": model.graph.outputs[0]}
+    for index, value in enumerate(values.values()):
+        set_value_state(value, "amax", 0.5 + index)
+    proto = to_proto(model)
+    onnx.checker.check_model(proto, full_check=True)
+    ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    back = load_model(proto.SerializeToString())
+    found = {"x": back.graph.inputs[0], "w": back.graph.initializers["w"],
+             "t": back.graph.node(0).outputs[0], "y": back.graph.outputs[0]}
+    assert {name: value_state(value, "amax") for name, value in found.items()} == {
+        "x": 0.5, "w": 1.5, "t": 2.5, "y": 3.5}
+
+
+def test_a_graphsurgeon_pass_keeps_the_tensors_state() -> None:
+    from qdq_compiler.ir.state import value_state
+    from qdq_compiler.pm.graphsurgeon import graphsurgeon_pass
+
+    @graphsurgeon_pass("rename-graph-for-state-test", "Renames the graph (test).")
+    def rename(graph) -> None:
+        graph.name = "renamed"
+
+    model = load_model(_float_model())
+    PassManager(f"{PREPARE},place-qdq,calibrate{{method=max}}").run(model, _calibrated_context(), stamp=False)
+    before = {q.inputs[0].name: value_state(q.inputs[0], "amax") for q in activation_quantizers(model.graph)}
+    assert rename().run(model, PassContext()).modified
+    after = {q.inputs[0].name: value_state(q.inputs[0], "amax") for q in activation_quantizers(model.graph)}
+    assert after == before and layer_decisions(model)
+
+
+def test_inspect_summarizes_the_state_in_one_short_line_each(tmp_path, capsys) -> None:
+    from qdq_compiler.cli import main
+
+    path = tmp_path / "compiled.onnx"
+    onnx.save(_quantized_by_qdqc(), path)
+    assert main(["inspect", str(path)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("qdq_compiler.")]
+    decisions = next(line for line in lines if line.startswith("qdq_compiler.layer_decisions: "))
+    count = len(layer_decisions(load_model(path)))
+    assert decisions == f"qdq_compiler.layer_decisions: {count} entries (shown by `qdqc opt {path} " \
+        "--pipeline '' -o -`)"
+    assert all(len(line) <= 300 for line in lines)

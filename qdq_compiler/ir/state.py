@@ -88,3 +88,14 @@ def clear_value_state(graph: ir.Graph, key: str) -> None:
     values = [*graph.inputs, *graph.initializers.values(), *(v for node in graph for v in node.outputs)]
     for value in values:
         value.metadata_props.pop(name, None)
+
+
+def summarize_state(text: str) -> str | None:
+    """``"N entries"`` for state holding a JSON list or object (too long for one line), else None."""
+    if text[:1] not in "[{":
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return f"{len(data)} entries" if isinstance(data, (list, dict)) else None
