@@ -215,3 +215,20 @@ def test_the_calibrating_example_in_docs_pipelines_runs(float_path, calib_path, 
         args = shlex.split(command)[1:]
         assert main(args) == 0, command
         _close_to_float(_output_of(args), float_path)
+
+
+def test_a_reproducer_whose_replay_flags_fail_still_reports_the_pass_failure(float_path, tmp_path) -> None:
+    from qdq_compiler.errors import PassFailure
+    from qdq_compiler.ir import load_model
+    from qdq_compiler.pm import PassContext, PassManager
+    from qdq_compiler.pm.instruments import Reproducer
+
+    def broken_flags(index, folder):
+        raise OSError("cache unreadable")
+
+    manager = PassManager("prepare,place-qdq,calibrate")
+    manager.instruments.append(Reproducer(tmp_path / "repro", manager.remaining_pipeline, broken_flags))
+    with pytest.raises(PassFailure, match="calibrate"):
+        manager.run(load_model(float_path), PassContext())  # calibrate without data
+    readme = (tmp_path / "repro" / "README.txt").read_text()
+    assert "pass 'calibrate' failed" in readme and "could not be prepared: cache unreadable" in readme

@@ -151,11 +151,15 @@ class Reproducer(Instrument):
         save_model(load_model(self._snapshot), model_path)
         remaining = self._pipeline_from(index)
         (folder / "reproducer.pipeline").write_text(remaining + "\n")
-        flags = self._replay_flags(index, folder) if self._replay_flags is not None else []
+        note = ""
+        try:
+            flags = self._replay_flags(index, folder) if self._replay_flags is not None else []
+        except Exception as exc:  # never hide the pass's own failure behind the reproducer's
+            flags, note = [], f"(the replay's plugin and calibration flags could not be prepared: {exc})\n"
         output = folder / "replayed.onnx"
         command = ["qdqc", "opt", str(model_path), "--pipeline", remaining, "-o", str(output)]
         (folder / "README.txt").write_text(
             f"pass '{pass_.name}' failed: {error}\n"
-            f"replay with:\n  {shlex.join(command + flags)}\n"
+            f"replay with:\n  {shlex.join(command + flags)}\n{note}"
         )
         self.written = model_path
