@@ -208,6 +208,6 @@ def prepare_calibration(model_path: str, opts: dict, pass_ctx: PassContext) -> N
             )
         if pass_ctx.calibration_data is not None:
             expected = cache_key(float_proto, pass_ctx.calibration_data, stored.num_bins)
-        else:  # no data given: the cache must at least belong to this model
-            expected = dataclasses.replace(stored, model_sha256=model_sha256(float_proto))
+        else:  # no data given: that the cache belongs to this model (checked above) is all there is
+            expected = stored
         pass_ctx.calibration_stats.update(load_cache(opts["calib_cache"], expected))
