@@ -109,8 +109,22 @@ def test_opt_takes_the_calibration_data_flags(float_path, calib_path, tmp_path, 
     assert main(["-q", "compile", str(float_path), "-o", str(compiled), "--no-check", *args]) == 0
     pipeline = onnx.load(str(compiled)).metadata_props
     text = {p.key: p.value for p in pipeline}["qdq_compiler.pipeline"]
-    assert main(["opt", str(float_path), "--pipeline", text, "-o", str(out), *args,
-                 "--print-ir-after", "calibrate"]) == 0
+    assert (
+        main(
+            [
+                "opt",
+                str(float_path),
+                "--pipeline",
+                text,
+                "-o",
+                str(out),
+                *args,
+                "--print-ir-after",
+                "calibrate",
+            ]
+        )
+        == 0
+    )
     _same_model(out, compiled)
     _close_to_float(out, float_path)
     dumped = capsys.readouterr().err
@@ -119,8 +133,18 @@ def test_opt_takes_the_calibration_data_flags(float_path, calib_path, tmp_path, 
 
 
 def test_opt_refuses_calibration_flags_without_calibrate(float_path, calib_path, tmp_path, capsys) -> None:
-    code = main(["opt", str(float_path), "--pipeline", "prepare", "-o", str(tmp_path / "o.onnx"),
-                 "--calib", str(calib_path)])
+    code = main(
+        [
+            "opt",
+            str(float_path),
+            "--pipeline",
+            "prepare",
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--calib",
+            str(calib_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and len(err.strip().splitlines()) == 1
     assert "--calib configures calibrate, which this pipeline does not run" in err
@@ -129,20 +153,49 @@ def test_opt_refuses_calibration_flags_without_calibrate(float_path, calib_path,
 def test_opt_refuses_a_cache_of_another_model_in_one_line(float_path, calib_path, tmp_path, capsys) -> None:
     cache, placed = tmp_path / "stats.qdqc", tmp_path / "placed.onnx"
     assert main(["-q", "calibrate", str(float_path), "--calib", str(calib_path), "-o", str(cache)]) == 0
-    assert main(["-q", "opt", str(float_path), "--pipeline", "upgrade-opset,prepare,place-qdq",
-                 "-o", str(placed)]) == 0
-    code = main(["opt", str(placed), "--pipeline", "calibrate", "-o", str(tmp_path / "o.onnx"),
-                 "--calib-cache", str(cache)])
+    assert (
+        main(
+            ["-q", "opt", str(float_path), "--pipeline", "upgrade-opset,prepare,place-qdq", "-o", str(placed)]
+        )
+        == 0
+    )
+    code = main(
+        [
+            "opt",
+            str(placed),
+            "--pipeline",
+            "calibrate",
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--calib-cache",
+            str(cache),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and len(err.strip().splitlines()) == 1, err
     assert "stale calibration cache" in err and "computed from another model" in err and "--calib" in err
     # on the float model it was computed from, opt takes the cache
-    assert main(["-q", "opt", str(float_path), "--pipeline", "trt-int8", "-o", str(tmp_path / "c.onnx"),
-                 "--calib-cache", str(cache)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "opt",
+                str(float_path),
+                "--pipeline",
+                "trt-int8",
+                "-o",
+                str(tmp_path / "c.onnx"),
+                "--calib-cache",
+                str(cache),
+            ]
+        )
+        == 0
+    )
 
 
-def test_a_reproducer_saved_after_strip_qdq_replays(float_path, calib_path, plugin_dir, tmp_path,
-                                                    monkeypatch, capsys) -> None:
+def test_a_reproducer_saved_after_strip_qdq_replays(
+    float_path, calib_path, plugin_dir, tmp_path, monkeypatch, capsys
+) -> None:
     source, direct, folder = tmp_path / "qdq.onnx", tmp_path / "direct.onnx", tmp_path / "repro"
     assert main(["-q", "compile", str(float_path), "-o", str(source), "--calib", str(calib_path)]) == 0
     pipeline = TRT_INT8_FROM_QDQ.replace("strip-qdq,", f"strip-qdq,{FAILING_PASS},")
@@ -168,16 +221,44 @@ def test_a_reproducer_saved_after_strip_qdq_replays(float_path, calib_path, plug
 
 
 @pytest.mark.parametrize("data", ["calib", "calib-cache"])
-def test_a_reproducer_saved_before_calibrate_replays(data, float_path, calib_path, plugin_dir, tmp_path,
-                                                     monkeypatch, capsys) -> None:
+def test_a_reproducer_saved_before_calibrate_replays(
+    data, float_path, calib_path, plugin_dir, tmp_path, monkeypatch, capsys
+) -> None:
     direct, folder, cache = tmp_path / "direct.onnx", tmp_path / "repro", tmp_path / "stats.qdqc"
-    assert main(["-q", "calibrate", str(float_path), "--calib", str(calib_path), "-o", str(cache),
-                 "--batch-size", "1"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "calibrate",
+                str(float_path),
+                "--calib",
+                str(calib_path),
+                "-o",
+                str(cache),
+                "--batch-size",
+                "1",
+            ]
+        )
+        == 0
+    )
     monkeypatch.chdir(tmp_path)  # relative data paths: the replay must not depend on them
-    given = (["--calib", "calib.npy", "--batch-size", "1", "--calib-limit", "6"] if data == "calib"
-             else ["--calib-cache", "stats.qdqc"])
-    run = ["compile", "float.onnx", "--method", "max", "--target", "trt11", "--no-check", *given,
-           "--load-pass-plugin", str(plugin_dir / "failing.py")]
+    given = (
+        ["--calib", "calib.npy", "--batch-size", "1", "--calib-limit", "6"]
+        if data == "calib"
+        else ["--calib-cache", "stats.qdqc"]
+    )
+    run = [
+        "compile",
+        "float.onnx",
+        "--method",
+        "max",
+        "--target",
+        "trt11",
+        "--no-check",
+        *given,
+        "--load-pass-plugin",
+        str(plugin_dir / "failing.py"),
+    ]
     assert main(["-q", *run, "-o", str(direct)]) == 0
     _new_process()
 

@@ -156,18 +156,30 @@ def test_value_state_is_serialized_for_inputs_initializers_intermediates_and_out
     g (float[1, 4] x) => (float[1, 4] y) <float[4] w = {{1.0, 2.0, 3.0, 4.0}}>
     {{ t = Add(x, w)  y = Relu(t) }}"""
     model = load_model(onnx.parser.parse_model(text))
-    values = {"x": model.graph.inputs[0], "w": model.graph.initializers["w"],
-              "t": model.graph.node(0).outputs[0], "y": model.graph.outputs[0]}
+    values = {
+        "x": model.graph.inputs[0],
+        "w": model.graph.initializers["w"],
+        "t": model.graph.node(0).outputs[0],
+        "y": model.graph.outputs[0],
+    }
     for index, value in enumerate(values.values()):
         set_value_state(value, "amax", 0.5 + index)
     proto = to_proto(model)
     onnx.checker.check_model(proto, full_check=True)
     ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     back = load_model(proto.SerializeToString())
-    found = {"x": back.graph.inputs[0], "w": back.graph.initializers["w"],
-             "t": back.graph.node(0).outputs[0], "y": back.graph.outputs[0]}
+    found = {
+        "x": back.graph.inputs[0],
+        "w": back.graph.initializers["w"],
+        "t": back.graph.node(0).outputs[0],
+        "y": back.graph.outputs[0],
+    }
     assert {name: value_state(value, "amax") for name, value in found.items()} == {
-        "x": 0.5, "w": 1.5, "t": 2.5, "y": 3.5}
+        "x": 0.5,
+        "w": 1.5,
+        "t": 2.5,
+        "y": 3.5,
+    }
 
 
 def test_a_graphsurgeon_pass_keeps_the_tensors_state() -> None:
@@ -195,6 +207,8 @@ def test_inspect_summarizes_the_state_in_one_short_line_each(tmp_path, capsys) -
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("qdq_compiler.")]
     decisions = next(line for line in lines if line.startswith("qdq_compiler.layer_decisions: "))
     count = len(layer_decisions(load_model(path)))
-    assert decisions == f"qdq_compiler.layer_decisions: {count} entries (shown by `qdqc opt {path} " \
+    assert (
+        decisions == f"qdq_compiler.layer_decisions: {count} entries (shown by `qdqc opt {path} "
         "--pipeline '' -o -`)"
+    )
     assert all(len(line) <= 300 for line in lines)

@@ -46,8 +46,10 @@ def _decode(text: str, key: str, where: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise QdqcError(f"{where} metadata {key!r} is not valid qdqc state ({exc}): re-run the pipeline "
-                        "from the model it came from") from None
+        raise QdqcError(
+            f"{where} metadata {key!r} is not valid qdqc state ({exc}): re-run the pipeline "
+            "from the model it came from"
+        ) from None
 
 
 def model_state(model: ir.Model, key: str) -> Any | None:
