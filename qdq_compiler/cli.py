@@ -23,11 +23,13 @@ from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
-from qdq_compiler.ir.state import summarize_state
+from qdq_compiler.ir.state import state_key, summarize_state
 from qdq_compiler.paths import check_output_dir, preflight
 from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_plugin
 from qdq_compiler.pm.instruments import IRDumpDir, PassStatistics, PrintIR, Reproducer, Timing, VerifyEach
 from qdq_compiler.pm.options import field_types, format_value, kebab
+from qdq_compiler.quant.decisions import DECISIONS_STATE
+from qdq_compiler.quant.imported import IMPORTED_AMAX_STATE
 from qdq_compiler.summary import compile_summary
 
 logger = logging.getLogger("qdqc")
@@ -256,10 +258,11 @@ def inspect(model: str) -> None:
     click.echo("ops:")
     for op, count in sorted(op_counts(graph).items(), key=lambda item: (-item[1], item[0])):
         click.echo(f"  {count:6d} {op}")
+    per_item = {state_key(DECISIONS_STATE), state_key(IMPORTED_AMAX_STATE)}  # one entry per layer or tensor
     for key in sorted(loaded.metadata_props):
         if key.startswith("qdq_compiler."):
             value, summary = loaded.metadata_props[key], summarize_state(loaded.metadata_props[key])
-            if summary is not None:  # pass state: a count here, the entries in the IR dump
+            if key in per_item and summary is not None:  # a count here, the entries in the IR dump
                 value = f"{summary} (shown by `qdqc opt {shlex.quote(model)} --pipeline '' -o -`)"
             click.echo(f"{key}: {value}")
 
