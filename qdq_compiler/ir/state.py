@@ -47,7 +47,7 @@ def _decode(text: str, key: str, where: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise QdqcError(
-            f"{where} metadata {key!r} is not valid qdqc state ({exc}): re-run the pipeline "
+            f"{where}: metadata {key!r} is not valid qdqc state ({exc}); re-run the pipeline "
             "from the model it came from"
         ) from None
 
@@ -56,7 +56,7 @@ def model_state(model: ir.Model, key: str) -> Any | None:
     """The model-wide state ``key`` (None when absent)."""
     name = state_key(key)
     text = model.metadata_props.get(name)
-    return None if text is None else _decode(text, name, "the model's")
+    return None if text is None else _decode(text, name, "the model")
 
 
 def set_model_state(model: ir.Model, key: str, data: Any | None) -> None:
@@ -72,7 +72,7 @@ def value_state(value: ir.Value, key: str) -> Any | None:
     """The state ``key`` of one tensor (None when absent)."""
     name = state_key(key)
     text = value.metadata_props.get(name)
-    return None if text is None else _decode(text, name, f"tensor {value.name!r}'s")
+    return None if text is None else _decode(text, name, f"tensor {value.name!r}")
 
 
 def set_value_state(value: ir.Value, key: str, data: Any | None) -> None:
