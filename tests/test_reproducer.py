@@ -313,3 +313,26 @@ def test_a_reproducer_whose_replay_flags_fail_still_reports_the_pass_failure(flo
         manager.run(load_model(float_path), PassContext())  # calibrate without data
     readme = (tmp_path / "repro" / "README.txt").read_text()
     assert "pass 'calibrate' failed" in readme and "could not be prepared: cache unreadable" in readme
+
+
+def test_a_reproducer_saved_after_calibrate_replays_without_calibration_flags(
+    float_path, calib_path, tmp_path, monkeypatch, capsys
+) -> None:
+    from qdq_compiler.passes.unify_scales import UnifyScales
+
+    direct, folder = tmp_path / "direct.onnx", tmp_path / "repro"
+    run = ["compile", str(float_path), "--calib", str(calib_path), "--no-check"]
+    assert main(["-q", *run, "-o", str(direct)]) == 0
+
+    def unify_fails(self, model, ctx):
+        raise RuntimeError("unify broke")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(UnifyScales, "run", unify_fails)
+        assert main([*run, "-o", str(tmp_path / "failed.onnx"), "--reproducer-dir", str(folder)]) != 0
+    assert "unify broke" in capsys.readouterr().err
+    replay = _replay_command(folder)
+    assert replay[replay.index("--pipeline") + 1].startswith("unify-scales,")
+    assert "--calib" not in replay  # calibrate ran already: its scales are in reproducer.onnx
+    assert main(replay) == 0
+    _same_model(_output_of(replay), direct)
