@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,9 @@ def own_registry(monkeypatch):
 
 
 def _new_process() -> None:
-    """What a fresh `qdqc` process starts without: the plugin's pass (a replay loads the plugin again)."""
+    """What a fresh `qdqc` process starts without: the plugin's pass and module (a replay loads it again)."""
     registry._PASSES.pop(FAILING_PASS, None)
+    sys.modules.pop("qdqc_plugin_failing", None)
 
 
 @pytest.fixture
