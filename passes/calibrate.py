@@ -13,6 +13,7 @@ from qdq_compiler.calib.methods import AMAX_FLOOR, parse_method_spec
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.qdq import is_quantize, scale_of, set_scale
+from qdq_compiler.ir.state import set_value_state
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.float_view import float_view
 from qdq_compiler.quant.notices import first_names, warn_once
@@ -20,7 +21,7 @@ from qdq_compiler.targets.recipe import record_calibration
 
 INT8_MAX = 127.0
 DROWNED_RATIO = 16.0  # the ratio unify-scales unties members at (docs/placement.md)
-AMAX_META_KEY = "qdqc.amax"
+AMAX_STATE = "amax"  # state of each calibrated tensor: its amax (qdq_compiler.amax, shown in IR dumps)
 # amax of an activation that was zero on every calibration sample (scale 1/127; zero quantizes exactly)
 ZERO_TENSOR_AMAX = 1.0
 
@@ -186,7 +187,7 @@ def _warn_drowned_members(
 
 def apply_amax(quantize: ir.Node, amax: float) -> bool:
     """Give an activation Q the scale ``amax / 127`` (amax kept on its tensor); False if it had it already."""
-    quantize.inputs[0].meta[AMAX_META_KEY] = amax
+    set_value_state(quantize.inputs[0], AMAX_STATE, float(amax))
     scale = np.float32(amax / INT8_MAX)
     current = scale_of(quantize)
     if current is not None and current.shape == () and np.float32(current) == scale:

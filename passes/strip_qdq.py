@@ -43,7 +43,10 @@ from qdq_compiler.ir.editing import (
     replace_value,
 )
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
+from qdq_compiler.ir.state import clear_value_state
+from qdq_compiler.passes.calibrate import AMAX_STATE
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.decisions import forget_decisions
 from qdq_compiler.quant.float_view import dequantize
 from qdq_compiler.quant.imported import covering_amax, implied_clamp, record_imported_amax
 from qdq_compiler.targets.lint import node_label
@@ -89,6 +92,8 @@ class StripQDQ(Pass):
                 else:
                     known = ranges.get(id(source))
                     ranges[id(source)] = (source, amax if known is None else max(known[1], amax))
+        forget_decisions(model)  # the model is float again: an earlier compile's state no longer holds
+        clear_value_state(graph, AMAX_STATE)
         record_imported_amax(model, {value.name or "": amax for value, amax in ranges.values()})
         stats["num-activation-scales-kept"] = len(ranges)
         if any(stats.values()):

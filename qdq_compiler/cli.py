@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from qdq_compiler.cli_options import (
     placement_options,
     prepare_pipeline,
 )
+from qdq_compiler.cli_replay import ReplayFlags, prepare_opt_calibration
 from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
 from qdq_compiler.errors import (
     EXIT_ABORTED,
@@ -30,6 +32,7 @@ from qdq_compiler.errors import (
 )
 from qdq_compiler.ir import count_qdq, dump, load_model, op_counts, save_model, to_proto
 from qdq_compiler.ir.printer import format_type
+from qdq_compiler.ir.state import state_key, summarize_state
 from qdq_compiler.paths import check_output_dir, preflight
 from qdq_compiler.pm import PassContext, PassManager, all_passes, all_pipelines, load_passes, pipeline_options
 from qdq_compiler.pm.instruments import (
@@ -42,6 +45,8 @@ from qdq_compiler.pm.instruments import (
     format_timing,
 )
 from qdq_compiler.pm.options import field_types, format_value, kebab
+from qdq_compiler.quant.decisions import DECISIONS_STATE
+from qdq_compiler.quant.imported import IMPORTED_AMAX_STATE
 from qdq_compiler.summary import compile_summary
 
 logger = logging.getLogger("qdqc")
@@ -113,7 +118,8 @@ def _instruments_for(manager: PassManager, opts: dict, print_timing: bool) -> Ti
     if opts["ir_dump_dir"]:
         instruments.append(IRDumpDir(opts["ir_dump_dir"]))
     if opts["reproducer_dir"]:
-        instruments.append(Reproducer(opts["reproducer_dir"], manager.remaining_pipeline))
+        replay = ReplayFlags(manager, opts)
+        instruments.append(Reproducer(opts["reproducer_dir"], manager.remaining_pipeline, replay))
     timing = Timing(print_table=print_timing)
     instruments.append(timing)
     if opts["pass_stats"]:
@@ -238,13 +244,17 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 @click.argument("model", type=str)
 @click.option("-o", "--output", required=True, help="Output ONNX file, or '-' to print the IR dump.")
 @click.option("--pipeline", required=True, help="Pipeline text, e.g. 'canonicalize,fold-bn'.")
+@calibration_data_options(with_two_pass=False)
 @instrument_options
 @click.pass_context
 def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> None:
-    """Run any pipeline on MODEL (IR to IR, like mlir-opt)."""
+    """Run any pipeline on MODEL (IR to IR, like mlir-opt); --calib/--calib-cache feed its calibrate."""
     preflight(model, opts, {"-o": output}, _instrument_folders(opts))
-    load_passes(opts["load_pass_plugin"])
-    _run_pipeline(model, output, pipeline, opts, ctx.obj["quiet"])
+    load_passes(opts["load_pass_plugin"])  # built-ins, then plugins, before the pipeline is read
+    manager = PassManager(pipeline)
+    pass_ctx = PassContext(progress=not ctx.obj["quiet"])
+    prepare_opt_calibration(model, manager, opts, pass_ctx)
+    _run_pipeline(model, output, manager, opts, ctx.obj["quiet"], pass_ctx)
 
 
 @cli.command()
@@ -302,9 +312,13 @@ def inspect(model: str) -> None:
             click.echo(f"  {label}: {text}")
     else:
         click.echo("compiled with: nothing recorded (not an output of qdqc)")
-    for key in sorted(loaded.metadata_props):  # other qdqc records (pass state), raw
+    per_item = {state_key(DECISIONS_STATE), state_key(IMPORTED_AMAX_STATE)}  # one entry per layer or tensor
+    for key in sorted(loaded.metadata_props):  # other qdqc records (pass state)
         if key.startswith("qdq_compiler.") and key not in RECIPE_KEYS:
-            click.echo(f"{key}: {loaded.metadata_props[key]}")
+            value, summary = loaded.metadata_props[key], summarize_state(loaded.metadata_props[key])
+            if key in per_item and summary is not None:  # a count here, the entries in the IR dump
+                value = f"{summary} (shown by `qdqc opt {shlex.quote(model)} --pipeline '' -o -`)"
+            click.echo(f"{key}: {value}")
 
 
 @cli.command()

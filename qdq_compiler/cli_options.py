@@ -3,7 +3,6 @@ turning them into pass options, loading calibration data, refusing already-quant
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 
 import click
@@ -31,8 +30,11 @@ def _default(name: str) -> str:
     return f"default: {format_value(OPTIONS_BY_NAME[name].default())}"
 
 
-def calibration_data_options(with_cache: bool = True):
-    """Options that choose what calibration reads: data (or a cache), batch size, sample limit, two passes."""
+def calibration_data_options(with_cache: bool = True, with_two_pass: bool = True):
+    """Options that choose what calibration reads: data (or a cache), batch size, sample limit, two passes.
+
+    `opt` takes them without --two-pass: it runs its pipeline text as written (`calibrate{exact=true}`).
+    """
 
     def decorate(fn):
         options = [
@@ -72,7 +74,9 @@ def calibration_data_options(with_cache: bool = True):
                 default=False,
                 help="Read the data twice: histograms over exactly [0, absmax] instead of growing ones "
                 "(twice the model runs; trt-int8{two-pass=true}, calibrate{exact=true}).",
-            ),
+            )
+            if with_two_pass
+            else None,
         ]
         return _apply([option for option in options if option is not None], fn)
 
@@ -239,8 +243,14 @@ def prepare_calibration(model_path: str, opts: dict, pass_ctx: PassContext) -> N
         )
     if opts["calib_cache"]:
         stored = read_cache_key(opts["calib_cache"])
+        if stored.model_sha256 != model_sha256(float_proto):
+            raise QdqcError(
+                f"stale calibration cache {opts['calib_cache']}: model hash differs: it was computed from "
+                f"another model than {model_path} (a cache serves only the float model `qdqc calibrate` "
+                "read, not a model derived from it); recalibrate with --calib DATA"
+            )
         if pass_ctx.calibration_data is not None:
             expected = cache_key(float_proto, pass_ctx.calibration_data, stored.num_bins)
-        else:  # no data given: the cache must at least belong to this model
-            expected = dataclasses.replace(stored, model_sha256=model_sha256(float_proto))
+        else:  # no data given: that the cache belongs to this model (checked above) is all there is
+            expected = stored
         pass_ctx.calibration_stats.update(load_cache(opts["calib_cache"], expected))

@@ -2,14 +2,19 @@
 
 One line per node in stable topological order, attributes sorted, small tensors (scales, zero-points)
 printed exactly, large tensors as dtype/shape/hash/min/max, anonymous values numbered, no addresses.
+qdqc's state (``ir/state.py``) shows too: a tensor's after its type (``%t: float[1,8] (amax 2.5)``), the
+model's in its ``meta`` lines, a JSON list or object one entry per line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import onnx_ir as ir
+
+from qdq_compiler.ir.state import STATE_PREFIX
 
 # Tensors with at most this many elements are printed value by value.
 SMALL_TENSOR_ELEMENTS = 16
@@ -40,6 +45,17 @@ def format_type(value: ir.Value) -> str:
         return dtype_text
     dims = ",".join(str(d) if isinstance(d, int) else (str(d.value) if d.value else "?") for d in value.shape)
     return f"{dtype_text}[{dims}]"
+
+
+def _typed(value: ir.Value, namer: _ValueNamer) -> str:
+    """`%name: type`, followed by the value's qdqc state: `%t: float[1,8] (amax 2.5)`."""
+    state = [
+        f"{key[len(STATE_PREFIX):]} {value.metadata_props[key]}"
+        for key in sorted(value.metadata_props)
+        if key.startswith(STATE_PREFIX)
+    ]
+    suffix = f" ({', '.join(state)})" if state else ""
+    return f"{namer(value)}: {format_type(value)}{suffix}"
 
 
 def _dtype_name(dtype: ir.DataType) -> str:
@@ -118,7 +134,7 @@ def format_attribute(attr: ir.Attr, namer: _ValueNamer, indent: str) -> str:
 
 
 def _node_line(node: ir.Node, namer: _ValueNamer, indent: str) -> str:
-    outputs = ", ".join(f"{namer(v)}: {format_type(v)}" for v in node.outputs)
+    outputs = ", ".join(_typed(v, namer) for v in node.outputs)
     op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
     inputs = ", ".join(namer(v) for v in node.inputs)
     attrs = ""
@@ -136,7 +152,7 @@ def _graph_body(graph: ir.Graph, namer: _ValueNamer, indent: str) -> str:
     lines: list[str] = []
     for value in graph.inputs:
         if not value.is_initializer():
-            lines.append(f"{indent}input {namer(value)}: {format_type(value)}\n")
+            lines.append(f"{indent}input {_typed(value, namer)}\n")
     for name in sorted(graph.initializers):
         value = graph.initializers[name]
         tensor = value.const_value
@@ -145,8 +161,26 @@ def _graph_body(graph: ir.Graph, namer: _ValueNamer, indent: str) -> str:
     for node in graph:
         lines.append(_node_line(node, namer, indent))
     for value in graph.outputs:
-        lines.append(f"{indent}output {namer(value)}: {format_type(value)}\n")
+        lines.append(f"{indent}output {_typed(value, namer)}\n")
     return "".join(lines)
+
+
+def _meta_lines(key: str, text: str) -> str:
+    """`meta key = 'text'`; qdqc state holding a JSON list or object gets one entry per line."""
+    state = None
+    if key.startswith(STATE_PREFIX) and text[:1] in "[{":
+        try:
+            state = json.loads(text)
+        except ValueError:
+            state = None
+    if isinstance(state, list):
+        items = [json.dumps(item, sort_keys=True) for item in state]
+    elif isinstance(state, dict):
+        items = [f"{json.dumps(name)}: {json.dumps(item, sort_keys=True)}" for name, item in state.items()]
+    else:
+        return f"meta {key} = {text!r}\n"
+    opening, closing = ("[", "]") if isinstance(state, list) else ("{", "}")
+    return f"meta {key} = {opening}\n" + "".join(f"    {item}\n" for item in items) + f"{closing}\n"
 
 
 def dump(model: ir.Model, sort: bool = True) -> str:
@@ -156,5 +190,5 @@ def dump(model: ir.Model, sort: bool = True) -> str:
     opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in sorted(model.opset_imports.items()))
     header = [f"model ir_version={model.ir_version} opsets=[{opsets}]\n"]
     for key in sorted(model.metadata_props):
-        header.append(f"meta {key} = {model.metadata_props[key]!r}\n")
+        header.append(_meta_lines(key, model.metadata_props[key]))
     return "".join(header) + _graph_body(model.graph, _ValueNamer(), "")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -121,11 +123,23 @@ class IRDumpDir(Instrument):
 
 
 class Reproducer(Instrument):
-    """On failure, save the failing pass's input model and the rest of the pipeline for `qdqc opt`."""
+    """On failure, save the failing pass's input model and the rest of the pipeline for `qdqc opt`.
 
-    def __init__(self, folder: str | Path, pipeline_text_from: callable):
+    The folder gets ``reproducer.onnx`` (the input, with the state earlier passes left in it),
+    ``reproducer.pipeline`` and ``README.txt`` with the `qdqc opt` command that replays the failure: absolute
+    paths, the remaining pipeline with its options, and ``replay_flags(index, folder)`` (plugins, calibration
+    data; it may write files the replay needs into the folder).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        pipeline_text_from: Callable[[int], str],
+        replay_flags: Callable[[int, Path], list[str]] | None = None,
+    ):
         self.folder = Path(folder)
         self._pipeline_from = pipeline_text_from
+        self._replay_flags = replay_flags
         self._snapshot: bytes | None = None
         self.written: Path | None = None
 
@@ -140,12 +154,20 @@ class Reproducer(Instrument):
         from qdq_compiler.ir import load_model
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        model_path = self.folder / "reproducer.onnx"
+        folder = self.folder.resolve()
+        model_path = folder / "reproducer.onnx"
         save_model(load_model(self._snapshot), model_path)
         remaining = self._pipeline_from(index)
-        (self.folder / "reproducer.pipeline").write_text(remaining + "\n")
-        (self.folder / "README.txt").write_text(
+        (folder / "reproducer.pipeline").write_text(remaining + "\n")
+        note = ""
+        try:
+            flags = self._replay_flags(index, folder) if self._replay_flags is not None else []
+        except Exception as exc:  # never hide the pass's own failure behind the reproducer's
+            flags, note = [], f"(the replay's plugin and calibration flags could not be prepared: {exc})\n"
+        output = folder / "replayed.onnx"
+        command = ["qdqc", "opt", str(model_path), "--pipeline", remaining, "-o", str(output)]
+        (folder / "README.txt").write_text(
             f"pass '{pass_.name}' failed: {error}\n"
-            f"replay with:\n  qdqc opt {model_path} --pipeline '{remaining}' -o /tmp/out.onnx\n"
+            f"replay with:\n  {shlex.join(command + flags)}\n{note}"
         )
         self.written = model_path

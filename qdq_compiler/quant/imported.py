@@ -4,6 +4,10 @@
 imported quantizer represented; ``import-scales`` sets the scales of qdqc's own Q/DQ from them. A pair whose
 range starts at exactly 0 also clamped its tensor (onnxruntime folds Relu and Clip into such a pair):
 ``implied_clamp`` gives that clamp, which strip-qdq puts back as a Relu or Clip.
+
+The ranges are model state ``qdq_compiler.imported_amax`` (``{tensor name: amax}``), so a model saved between
+the two passes (a reproducer, ``qdqc opt``) keeps them. The compiled model keeps them too (import-scales
+must find them again when it runs twice; a few bytes per tensor), as the record of where its scales came from.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-IMPORTED_AMAX_META_KEY = "qdqc.imported_amax"
+from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir.state import model_state, set_model_state
+
+IMPORTED_AMAX_STATE = "imported_amax"
 
 # relative distance of a quantizer's top from a whole number that still counts as the clamp's bound: a few
 # float32 roundings of scale = bound / levels and of top = scale * levels
@@ -113,14 +120,22 @@ def _is_whole(number: float, tolerance: float) -> bool:
 
 def imported_amax(model: ir.Model) -> dict[str, float] | None:
     """The amax per tensor name recorded by strip-qdq (None when it did not run on this model)."""
-    recorded = model.meta.get(IMPORTED_AMAX_META_KEY)
-    return None if recorded is None else dict(recorded)
+    recorded = model_state(model, IMPORTED_AMAX_STATE)
+    if recorded is None:
+        return None
+    try:
+        return {str(name): float(amax) for name, amax in recorded.items()}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise QdqcError(
+            f"the model's metadata 'qdq_compiler.{IMPORTED_AMAX_STATE}' is malformed ({exc!r})"
+        ) from None
 
 
 def record_imported_amax(model: ir.Model, amax_by_name: dict[str, float]) -> None:
     """Keep the amax of these tensors (the larger one for a name seen before); an empty dict still records
     that scales were imported (none)."""
-    recorded: dict[str, float] = model.meta.get(IMPORTED_AMAX_META_KEY, {})
+    recorded = imported_amax(model) or {}
     for name, amax in amax_by_name.items():
-        recorded[name] = max(amax, recorded.get(name, 0.0))
-    model.meta[IMPORTED_AMAX_META_KEY] = recorded
+        recorded[name] = max(float(amax), recorded.get(name, 0.0))
+    set_model_state(model, IMPORTED_AMAX_STATE, recorded)
+
