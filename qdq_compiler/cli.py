@@ -248,7 +248,10 @@ def calibrate(ctx: click.Context, model: str, output: str, **opts) -> None:
 @instrument_options
 @click.pass_context
 def opt(ctx: click.Context, model: str, output: str, pipeline: str, **opts) -> None:
-    """Run any pipeline on MODEL (IR to IR, like mlir-opt); --calib/--calib-cache feed its calibrate."""
+    """Run any pipeline on MODEL (IR to IR, like mlir-opt).
+
+    The pipeline text runs as written; --calib/--calib-cache feed its calibrate, if it has one.
+    """
     preflight(model, opts, {"-o": output}, _instrument_folders(opts))
     load_passes(opts["load_pass_plugin"])  # built-ins, then plugins, before the pipeline is read
     manager = PassManager(pipeline)

@@ -51,6 +51,7 @@ def _new_process() -> None:
     """What a fresh `qdqc` process starts without: the plugin's pass and module (a replay loads it again)."""
     registry._PASSES.pop(FAILING_PASS, None)
     sys.modules.pop("qdqc_plugin_failing", None)
+    registry._PLUGIN_FILES.difference_update({f for f in registry._PLUGIN_FILES if f.name == "failing.py"})
 
 
 @pytest.fixture
