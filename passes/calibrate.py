@@ -11,6 +11,7 @@ import onnx_ir as ir
 from qdq_compiler.calib import DEFAULT_NUM_BINS, MethodPlan, collect_statistics, open_calibration_data
 from qdq_compiler.calib.methods import AMAX_FLOOR, parse_method_spec
 from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.qdq import is_quantize, scale_of, set_scale
 from qdq_compiler.ir.state import set_value_state
@@ -66,10 +67,10 @@ class Calibrate(Pass):
         result = PassResult(modified=False)
         if not quantizers:
             return result
-        names = sorted({q.inputs[0].name for q in quantizers})
+        names = sorted({_tensor_name(q) for q in quantizers})
         members = _concat_members(quantizers)
         stats = self._statistics(model, names, sorted(set(members) - set(names)), ctx)
-        op_types = {name: _op_types(q) for q in quantizers for name in [q.inputs[0].name]}
+        op_types = {name: _op_types(q) for q in quantizers for name in [_tensor_name(q)]}
         for pattern in plan.unmatched_patterns(names, op_types):
             warn_once(ctx, "--calib-override %r matches no calibrated tensor (%s)", pattern,
                                "op types: " + ", ".join(sorted({o for v in op_types.values() for o in v}))
@@ -78,7 +79,7 @@ class Calibrate(Pass):
         _guard_degenerate(model, {name: stats[name] for name in names}, amax, ctx)
         _warn_drowned_members(members, stats, amax, ctx)
         for quantize in quantizers:
-            if apply_amax(quantize, float(amax[quantize.inputs[0].name])):
+            if apply_amax(quantize, float(amax[_tensor_name(quantize)])):
                 result.statistics["num-scales-set"] += 1
         result.statistics["num-tensors-calibrated"] = len(names)
         recorded = record_calibration(model, plan_text(self.options.method, self.options.overrides))
@@ -147,7 +148,7 @@ def _concat_members(quantizers: list[ir.Node]) -> dict[str, tuple[str, list[str]
     """Each activation input of a Concat whose output a Q reads: its name -> (Concat output, consumers)."""
     members: dict[str, tuple[str, list[str]]] = {}
     for quantize in quantizers:
-        tensor = quantize.inputs[0]
+        tensor = input_of(quantize, 0)
         producer = tensor.producer()
         if producer is None or producer.op_type != "Concat":
             continue
@@ -155,7 +156,7 @@ def _concat_members(quantizers: list[ir.Node]) -> dict[str, tuple[str, list[str]
                    for value in dq.outputs for user, _ in value.uses()]
         for member in producer.inputs:
             if member is not None and member.name and constant_array(member) is None:
-                members[member.name] = (tensor.name, readers)
+                members[member.name] = (tensor.name or "", readers)
     return members
 
 
@@ -187,13 +188,18 @@ def _warn_drowned_members(
 
 def apply_amax(quantize: ir.Node, amax: float) -> bool:
     """Give an activation Q the scale ``amax / 127`` (amax kept on its tensor); False if it had it already."""
-    set_value_state(quantize.inputs[0], AMAX_STATE, float(amax))
+    set_value_state(input_of(quantize, 0), AMAX_STATE, float(amax))
     scale = np.float32(amax / INT8_MAX)
     current = scale_of(quantize)
     if current is not None and current.shape == () and np.float32(current) == scale:
         return False
     set_scale(quantize, scale)
     return True
+
+
+def _tensor_name(quantize: ir.Node) -> str:
+    """The name of the tensor an activation Q reads ("" when unnamed)."""
+    return input_of(quantize, 0).name or ""
 
 
 def activation_quantizers(graph: ir.Graph) -> list[ir.Node]:
@@ -207,7 +213,7 @@ def activation_quantizers(graph: ir.Graph) -> list[ir.Node]:
 
 def _op_types(quantize: ir.Node) -> tuple[str, ...]:
     """The producer op type and the op types reading the quantized tensor, for per-op overrides."""
-    tensor = quantize.inputs[0]
+    tensor = input_of(quantize, 0)
     producer = tensor.producer()
     ops = [producer.op_type] if producer is not None else []
     for dq, _ in quantize.outputs[0].uses():

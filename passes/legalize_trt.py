@@ -29,6 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.errors import PipelineError
+from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import NameScope, constant_array
 from qdq_compiler.ir.qdq import broadcast_scale, cast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -114,14 +115,15 @@ def _requantize_for_fp16_scales(graph: ir.Graph) -> int:
     for node in graph:
         if not is_dequantize(node) or node.inputs[0] is None or node.inputs[0].dtype != ir.DataType.INT8:
             continue
-        codes, scale = constant_array(node.inputs[0]), constant_array(node.inputs[1])
+        codes_value, scale_value = input_of(node, 0), input_of(node, 1)
+        codes, scale = constant_array(codes_value), constant_array(scale_value)
         if codes is None or scale is None or scale.dtype != np.float32:
             continue
         if not _sole_reader(node):
             continue
         scale16 = _float16_weight_scale(scale)
-        node.inputs[1].const_value = ir.tensor(scale16, name=node.inputs[1].name)
-        node.inputs[1].type = ir.TensorType(ir.DataType.FLOAT16)
+        scale_value.const_value = ir.tensor(scale16, name=scale_value.name)
+        scale_value.type = ir.TensorType(ir.DataType.FLOAT16)
         axis_attr = node.attributes.get("axis")
         axis = axis_attr.as_int() if axis_attr is not None else 1
         old = broadcast_scale(scale.astype(np.float64), codes.ndim, axis)
@@ -129,7 +131,7 @@ def _requantize_for_fp16_scales(graph: ir.Graph) -> int:
         recoded = np.clip(np.rint(codes.astype(np.float64) * old / new), -WEIGHT_MAX, WEIGHT_MAX)
         recoded = recoded.astype(np.int8)
         if not np.array_equal(recoded, codes):
-            node.inputs[0].const_value = ir.tensor(recoded, name=node.inputs[0].name)
+            codes_value.const_value = ir.tensor(recoded, name=codes_value.name)
             requantized += 1
     return requantized
 
@@ -143,10 +145,11 @@ def _float16_weight_scale(scale: np.ndarray) -> np.ndarray:
 
 def _sole_reader(dequantize: ir.Node) -> bool:
     """True when this DQ alone reads its INT8 constant and its scale (another reader would see new codes)."""
-    if not (dequantize.inputs[0].is_initializer() and dequantize.inputs[1].is_initializer()):
+    codes, scale = input_of(dequantize, 0), input_of(dequantize, 1)
+    if not (codes.is_initializer() and scale.is_initializer()):
         return False
-    codes_users = dequantize.inputs[0].uses()
-    scale_users = [user for user, _ in dequantize.inputs[1].uses() if not is_quantize(user)]
+    codes_users = codes.uses()
+    scale_users = [user for user, _ in scale.uses() if not is_quantize(user)]
     return len(codes_users) == 1 and all(user is dequantize for user in scale_users)
 
 
@@ -198,7 +201,7 @@ def _keep_io_float32(graph: ir.Graph, float32_outputs: set[int]) -> int:
     for position, value in enumerate(list(graph.outputs)):
         if value.dtype != ir.DataType.FLOAT16 or id(value) not in float32_outputs:
             continue
-        name = value.name
+        name = value.name or "output"
         value.name = names.value(f"{name}_fp16")
         cast = _cast(value, ir.DataType.FLOAT, name, names.node(f"{name}_to_fp32"))
         output = cast.outputs[0]

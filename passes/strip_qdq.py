@@ -44,12 +44,13 @@ from qdq_compiler.ir.editing import (
 )
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.ir.state import clear_value_state
-from qdq_compiler.passes.calibrate import AMAX_STATE
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import forget_decisions
 from qdq_compiler.quant.float_view import dequantize
 from qdq_compiler.quant.imported import covering_amax, implied_clamp, record_imported_amax
 from qdq_compiler.targets.lint import node_label
+
+from .calibrate import AMAX_STATE  # relative: mypy checks passes/ as the package `passes`
 
 # Ops whose output is >= 0 whatever their input, and ops that keep every value of their data inputs'
 # range (so the output is >= 0 when those inputs are).

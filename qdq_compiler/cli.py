@@ -318,10 +318,10 @@ def inspect(model: str) -> None:
     per_item = {state_key(DECISIONS_STATE), state_key(IMPORTED_AMAX_STATE)}  # one entry per layer or tensor
     for key in sorted(loaded.metadata_props):  # other qdqc records (pass state)
         if key.startswith("qdq_compiler.") and key not in RECIPE_KEYS:
-            value, summary = loaded.metadata_props[key], summarize_state(loaded.metadata_props[key])
+            text, summary = loaded.metadata_props[key], summarize_state(loaded.metadata_props[key])
             if key in per_item and summary is not None:  # a count here, the entries in the IR dump
-                value = f"{summary} (shown by `qdqc opt {shlex.quote(model)} --pipeline '' -o -`)"
-            click.echo(f"{key}: {value}")
+                text = f"{summary} (shown by `qdqc opt {shlex.quote(model)} --pipeline '' -o -`)"
+            click.echo(f"{key}: {text}")
 
 
 @cli.command()
