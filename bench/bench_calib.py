@@ -34,8 +34,10 @@ def bench_histogram() -> None:
     activation = (rng.standard_normal((1, 64, 160, 160)) * 3).astype(np.float32)
     stats = TensorStats()
     seconds = _timed(lambda: stats.update(activation))
-    print(f"TensorStats.update  {activation.size / 1e6:.1f} M floats: {seconds * 1e3:7.1f} ms "
-          f"({activation.nbytes / seconds / 1e9:.2f} GB/s)")
+    print(
+        f"TensorStats.update  {activation.size / 1e6:.1f} M floats: {seconds * 1e3:7.1f} ms "
+        f"({activation.nbytes / seconds / 1e9:.2f} GB/s)"
+    )
     for method in ("max", "percentile", "entropy", "mse"):
         seconds = _timed(lambda m=method: compute_amax(stats, m))
         print(f"compute_amax {method:<10s} (2048 bins): {seconds * 1e3:7.2f} ms")
@@ -53,14 +55,20 @@ def _cnn(size: int) -> tuple[onnx.ModelProto, list[str]]:
     for index, (out_channels, stride) in enumerate(((16, 2), (32, 2), (64, 2), (64, 1))):
         weight = (rng.standard_normal((out_channels, channels, 3, 3)) * 0.2).astype(np.float32)
         inits.append(onnx.numpy_helper.from_array(weight, f"w{index}"))
-        nodes.append(helper.make_node("Conv", [previous, f"w{index}"], [f"conv{index}"], pads=[1, 1, 1, 1],
-                                      strides=[stride, stride]))
+        nodes.append(
+            helper.make_node(
+                "Conv", [previous, f"w{index}"], [f"conv{index}"], pads=[1, 1, 1, 1], strides=[stride, stride]
+            )
+        )
         nodes.append(helper.make_node("Relu", [f"conv{index}"], [f"relu{index}"]))
         observed += [f"conv{index}", f"relu{index}"]
         previous, channels = f"relu{index}", out_channels
     graph = helper.make_graph(
-        nodes, "bench", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, None)], inits,
+        nodes,
+        "bench",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info(previous, TensorProto.FLOAT, None)],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), ["images", *observed]
 
@@ -74,9 +82,11 @@ def bench_collect(samples: int, size: int) -> None:
     stats = collect_statistics(model, names, data, progress=True)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"collect_statistics {len(names)} tensors, {samples} x 3x{size}x{size}: {seconds:.2f} s "
-          f"({samples / seconds:.1f} samples/s), peak RSS {peak_mb:.0f} MB (input frames alone "
-          f"{samples * frames[0].nbytes / 2**20:.0f} MB)")
+    print(
+        f"collect_statistics {len(names)} tensors, {samples} x 3x{size}x{size}: {seconds:.2f} s "
+        f"({samples / seconds:.1f} samples/s), peak RSS {peak_mb:.0f} MB (input frames alone "
+        f"{samples * frames[0].nbytes / 2**20:.0f} MB)"
+    )
     for method in ("entropy", "mse"):
         start = time.perf_counter()
         for item in stats.values():

@@ -161,8 +161,12 @@ def work_infer(cfg: dict) -> dict:
         start = time.perf_counter()
         session.run(None, {name: x})
         times.append(time.perf_counter() - start)
-    return {"per_sample_s": float(np.mean(times)), "median_s": float(np.median(times)), "min_s": min(times),
-            "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "per_sample_s": float(np.mean(times)),
+        "median_s": float(np.median(times)),
+        "min_s": min(times),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def work_qdqc(cfg: dict) -> dict:
@@ -189,8 +193,9 @@ def work_qdqc(cfg: dict) -> dict:
     }
 
 
-def _timings(count: int, start: float, collected: float, done: float, datagen_s: float,
-             rss_before: float) -> dict:
+def _timings(
+    count: int, start: float, collected: float, done: float, datagen_s: float, rss_before: float
+) -> dict:
     """The timing and memory fields shared by every calibration measurement."""
     return {
         "per_sample_s": (done - start) / count,
@@ -227,8 +232,10 @@ def work_ort_entropy(cfg: dict) -> dict:
         collected = time.perf_counter()
         ranges = calibrator.compute_data()
         done = time.perf_counter()
-    amax = {t: float(np.max(np.abs(np.concatenate([np.ravel(v) for v in ranges[t].range_value]))))
-            for t in cfg["tensors"]}
+    amax = {
+        t: float(np.max(np.abs(np.concatenate([np.ravel(v) for v in ranges[t].range_value]))))
+        for t in cfg["tensors"]
+    }
     return {
         **_timings(cfg["count"], start, collected, done, gen_time[0], rss_before),
         "n_tensors": n_tensors,
@@ -276,15 +283,16 @@ def ref_mse_hist(hist: np.ndarray, width: float, start_bin: int = LEVELS) -> flo
     candidates = centers[start_bin:]
     errors = np.empty(candidates.size)
     for s in range(0, candidates.size, 256):
-        amax = candidates[s:s + 256, None]
+        amax = candidates[s : s + 256, None]
         scale = amax / QMAX
         fq = np.clip(np.round(c[None, :] / scale), -QMAX, QMAX) * scale
-        errors[s:s + 256] = ((fq - c[None, :]) ** 2) @ w
+        errors[s : s + 256] = ((fq - c[None, :]) ** 2) @ w
     return float(candidates[int(np.argmin(errors))])
 
 
-def grown_hist(absx: np.ndarray, first: float, bins: int = 2048, max_bins: int = 32 * 2048
-               ) -> tuple[np.ndarray, float]:
+def grown_hist(
+    absx: np.ndarray, first: float, bins: int = 2048, max_bins: int = 32 * 2048
+) -> tuple[np.ndarray, float]:
     """The one-pass histogram from all |x| at once: ``base`` bins over [0, first] (``first`` = the first
     batch's absmax, closing bin base - 1), then bins of the same width up to the one holding absmax; ``base``
     halves while more than ``max_bins`` bins would be needed."""
@@ -375,8 +383,9 @@ def work_agree(cfg: dict) -> dict:
         for mode, (hist, width) in pairs.items():
             ref[mode][t] = {**by_value, **reference_hist_amax(hist, width, absmax)}
             got = hists[mode][t]
-            hist_diff[mode][t] = (int(np.abs(hist - got).max()) if got.size == hist.size
-                                  else f"{got.size} bins vs {hist.size}")
+            hist_diff[mode][t] = (
+                int(np.abs(hist - got).max()) if got.size == hist.size else f"{got.size} bins vs {hist.size}"
+            )
 
     # onnxruntime MinMax (symmetric) and Percentile (99.99, symmetric)
     _restrict_ort_tensors(tensors)
@@ -384,19 +393,31 @@ def work_agree(cfg: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-ort-") as tmp:
         for method, key, extra in (
             (CalibrationMethod.MinMax, "max", {"symmetric": True}),
-            (CalibrationMethod.Percentile, "percentile{p=99.99}",
-             {"symmetric": True, "percentile": 99.99, "num_bins": 2048}),
+            (
+                CalibrationMethod.Percentile,
+                "percentile{p=99.99}",
+                {"symmetric": True, "percentile": 99.99, "num_bins": 2048},
+            ),
         ):
-            calibrator = create_calibrator(cfg["model_path"], op_types_to_calibrate=["Conv"],
-                                           augmented_model_path=os.path.join(tmp, f"aug-{key[:3]}.onnx"),
-                                           calibrate_method=method, extra_options=extra)
+            calibrator = create_calibrator(
+                cfg["model_path"],
+                op_types_to_calibrate=["Conv"],
+                augmented_model_path=os.path.join(tmp, f"aug-{key[:3]}.onnx"),
+                calibrate_method=method,
+                extra_options=extra,
+            )
             calibrator.collect_data(_Reader(name, n, res, [0.0]))
             data = calibrator.compute_data()
             for t in tensors:
                 lo, hi = data[t].range_value
                 ort_amax[t][key] = float(np.max(np.abs(np.concatenate([np.ravel(lo), np.ravel(hi)]))))
-    return {"qdqc": qdqc, "ref": ref, "ort": ort_amax, "hist_max_count_diff": hist_diff,
-            "one_pass_width": one_pass_width}
+    return {
+        "qdqc": qdqc,
+        "ref": ref,
+        "ort": ort_amax,
+        "hist_max_count_diff": hist_diff,
+        "one_pass_width": one_pass_width,
+    }
 
 
 # =========================================================================== driver
@@ -439,12 +460,16 @@ def conv_order(path: str) -> list[str]:
 def run_worker(kind: str, cfg: dict, timeout: float = 1200) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, dir=RESULTS) as cfg_file:
         json.dump(cfg, cfg_file)
-    label = f"{kind} {({k: v for k, v in cfg.items() if k not in ('tensors', 'model_path')})}"
+    label = f"{kind} { ({k: v for k, v in cfg.items() if k not in ('tensors', 'model_path')}) }"
     print(f"  running {label} ...", flush=True)
     start = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, __file__, "--worker", kind, cfg_file.name],
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", kind, cfg_file.name],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         print(f"    TIMEOUT after {timeout:.0f}s", flush=True)
         return {"error": f"timeout {timeout:.0f}s"}
@@ -453,7 +478,7 @@ def run_worker(kind: str, cfg: dict, timeout: float = 1200) -> dict:
     wall = time.perf_counter() - start
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
-            result = json.loads(line[len(MARK):])
+            result = json.loads(line[len(MARK) :])
             result["wall_s"] = wall
             print(f"    done in {wall:.1f}s", flush=True)
             return result
@@ -468,14 +493,19 @@ def _fmt_ms(s: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resolution", type=int, default=640)
-    ap.add_argument("--widths", default="1.0,0.25",
-                    help="channel widths of the performance runs (1.0 = YOLOv7-tiny's own channel counts)")
-    ap.add_argument("--qdqc-samples", default="32,64,512",
-                    help="sample counts of the default (one-pass) runs")
+    ap.add_argument(
+        "--widths",
+        default="1.0,0.25",
+        help="channel widths of the performance runs (1.0 = YOLOv7-tiny's own channel counts)",
+    )
+    ap.add_argument(
+        "--qdqc-samples", default="32,64,512", help="sample counts of the default (one-pass) runs"
+    )
     ap.add_argument("--qdqc-exact-samples", default="64", help="sample counts of the exact (2-pass) runs")
     ap.add_argument("--ort-samples", type=int, default=64)
-    ap.add_argument("--ort-bins", default="2048,128",
-                    help="EntropyCalibrater num_bins values (128 = ORT default)")
+    ap.add_argument(
+        "--ort-bins", default="2048,128", help="EntropyCalibrater num_bins values (128 = ORT default)"
+    )
     ap.add_argument("--agree-resolution", type=int, default=160)
     ap.add_argument("--agree-samples", type=int, default=32)
     ap.add_argument("--agree-width", type=float, default=0.25)
@@ -484,8 +514,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     load_start = os.getloadavg()
-    out: dict = {"args": vars(args), "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                                 "loadavg_start": load_start}}
+    out: dict = {
+        "args": vars(args),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": load_start},
+    }
     # The driver imports nothing heavy (no onnx/onnxruntime/qdq_compiler): on Linux a child's ru_maxrss
     # starts from its parent's high-water mark, so the parent must stay small. Model building is a worker.
     ort_version = ["?"]
@@ -499,8 +531,9 @@ def main() -> None:
     def sample_counts(text: str) -> list[int]:
         return [int(n) for n in text.split(",") if n.strip()]
 
-    def perf_section(res: int, width: float, one_pass_ns: list[int], exact_ns: list[int],
-                     ort_bins: list[int]) -> dict:
+    def perf_section(
+        res: int, width: float, one_pass_ns: list[int], exact_ns: list[int], ort_bins: list[int]
+    ) -> dict:
         prep = run_worker("prepare", {"resolution": res, "width": width})
         path, tensors = prep["model_path"], prep["tensors"]
         ort_version[0] = prep["ort"]
@@ -510,50 +543,69 @@ def main() -> None:
         sec["infer"] = run_worker("infer", {**base, "count": 16})
         sec["qdqc"] = {n: run_worker("qdqc", {**base, "count": n, "mode": "one-pass"}) for n in one_pass_ns}
         sec["qdqc_exact"] = {n: run_worker("qdqc", {**base, "count": n, "mode": "exact"}) for n in exact_ns}
-        sec["ort"] = {b: run_worker("ort_entropy", {**base, "count": args.ort_samples, "num_bins": b})
-                      for b in ort_bins}
+        sec["ort"] = {
+            b: run_worker("ort_entropy", {**base, "count": args.ort_samples, "num_bins": b}) for b in ort_bins
+        }
         # the machine is shared: measure the inference baseline again at the end and keep the faster run
         # (the smaller baseline makes the "<= 2x inference" ratio the harder one to meet)
         again = run_worker("infer", {**base, "count": 16})
         if "error" not in sec["infer"] and "error" not in again:
             sec["infer_runs"] = [sec["infer"], again]
             faster = min(sec["infer"]["per_sample_s"], again["per_sample_s"])
-            sec["infer"] = {**sec["infer"], "per_sample_s": faster,
-                            "peak_rss_mb": max(sec["infer"]["peak_rss_mb"], again["peak_rss_mb"])}
+            sec["infer"] = {
+                **sec["infer"],
+                "per_sample_s": faster,
+                "peak_rss_mb": max(sec["infer"]["peak_rss_mb"], again["peak_rss_mb"]),
+            }
         sec["loadavg"] = os.getloadavg()
         return sec
 
     def report_perf(res: int, width: float, sec: dict) -> None:
         inf = sec["infer"]
-        emit(f"### Performance: YOLOv7-tiny width={width} resolution={res}, {sec['n_tensors']} Conv "
-             f"activation inputs, batch 1, {os.cpu_count()} CPUs, onnxruntime {ort_version[0]}; "
-             f"driver RSS {_rss_mb():.0f} MB")
+        emit(
+            f"### Performance: YOLOv7-tiny width={width} resolution={res}, {sec['n_tensors']} Conv "
+            f"activation inputs, batch 1, {os.cpu_count()} CPUs, onnxruntime {ort_version[0]}; "
+            f"driver RSS {_rss_mb():.0f} MB"
+        )
         runs = sec.get("infer_runs", [])
-        emit("ORT inference runs (mean / median / min ms per sample): "
-             + "; ".join(f"{r['per_sample_s'] * 1e3:.1f} / {r['median_s'] * 1e3:.1f} / {r['min_s'] * 1e3:.1f}"
-                         for r in runs)
-             + " -> baseline = the faster run's mean."
-             + f" 1-min load average at start / end: {load_start[0]:.2f} / "
-             f"{sec.get('loadavg', ('?',))[0]:.2f} (shared machine: timings are noisy)")
+        emit(
+            "ORT inference runs (mean / median / min ms per sample): "
+            + "; ".join(
+                f"{r['per_sample_s'] * 1e3:.1f} / {r['median_s'] * 1e3:.1f} / {r['min_s'] * 1e3:.1f}"
+                for r in runs
+            )
+            + " -> baseline = the faster run's mean."
+            + f" 1-min load average at start / end: {load_start[0]:.2f} / "
+            f"{sec.get('loadavg', ('?',))[0]:.2f} (shared machine: timings are noisy)"
+        )
         emit("")
-        emit("| measurement | N | ms/sample | ms/sample excl. datagen | collect s | amax s | RSS before MB "
-             "| peak RSS MB |")
+        emit(
+            "| measurement | N | ms/sample | ms/sample excl. datagen | collect s | amax s | RSS before MB "
+            "| peak RSS MB |"
+        )
         emit("|---|---:|---:|---:|---:|---:|---:|---:|")
         if "error" not in inf:
-            emit(f"| ORT FP32 inference (default opts) | 16 | {_fmt_ms(inf['per_sample_s'])} | - | - | - | - "
-                 f"| {inf['peak_rss_mb']:.0f} |")
-        for label, runs in (("qdqc one pass (default) + entropy", sec["qdqc"]),
-                            ("qdqc exact (2 passes) + entropy", sec["qdqc_exact"]),
-                            *((f"ORT EntropyCalibrater num_bins={b}", {args.ort_samples: r})
-                              for b, r in sec["ort"].items())):
+            emit(
+                f"| ORT FP32 inference (default opts) | 16 | {_fmt_ms(inf['per_sample_s'])} | - | - | - | - "
+                f"| {inf['peak_rss_mb']:.0f} |"
+            )
+        for label, runs in (
+            ("qdqc one pass (default) + entropy", sec["qdqc"]),
+            ("qdqc exact (2 passes) + entropy", sec["qdqc_exact"]),
+            *((f"ORT EntropyCalibrater num_bins={b}", {args.ort_samples: r}) for b, r in sec["ort"].items()),
+        ):
             for n, r in runs.items():
                 if "error" in r:
-                    emit(f"| {label} | {n} | ERROR: {r['error'].splitlines()[-1][:80] if r['error'] else ''} "
-                         "| | | | | |")
+                    emit(
+                        f"| {label} | {n} | ERROR: {r['error'].splitlines()[-1][:80] if r['error'] else ''} "
+                        "| | | | | |"
+                    )
                     continue
-                emit(f"| {label} | {n} | {_fmt_ms(r['per_sample_s'])} "
-                     f"| {_fmt_ms(r['per_sample_excl_datagen_s'])} | {r['collect_s']:.1f} "
-                     f"| {r['amax_s']:.2f} | {r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
+                emit(
+                    f"| {label} | {n} | {_fmt_ms(r['per_sample_s'])} "
+                    f"| {_fmt_ms(r['per_sample_excl_datagen_s'])} | {r['collect_s']:.1f} "
+                    f"| {r['amax_s']:.2f} | {r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} |"
+                )
         emit("")
         emit("| ratio | value | target | verdict |")
         emit("|---|---:|---:|---|")
@@ -571,46 +623,90 @@ def main() -> None:
         inf_t = get(inf, "per_sample_s")
         for mode, runs in (("one pass", sec["qdqc"]), ("exact", sec["qdqc_exact"])):
             for n, r in runs.items():
-                ratio(f"qdqc {mode} time/sample (N={n}) / ORT inference time/sample", get(r, "per_sample_s"),
-                      inf_t, "<= 2x", lambda v: v <= 2)
-                ratio("  same, excluding image_like_batch time (inference baseline has none)",
-                      get(r, "per_sample_excl_datagen_s"), inf_t, "<= 2x", lambda v: v <= 2)
+                ratio(
+                    f"qdqc {mode} time/sample (N={n}) / ORT inference time/sample",
+                    get(r, "per_sample_s"),
+                    inf_t,
+                    "<= 2x",
+                    lambda v: v <= 2,
+                )
+                ratio(
+                    "  same, excluding image_like_batch time (inference baseline has none)",
+                    get(r, "per_sample_excl_datagen_s"),
+                    inf_t,
+                    "<= 2x",
+                    lambda v: v <= 2,
+                )
         n_ort = args.ort_samples
         for b, r in sec["ort"].items():
             for mode, runs in (("one pass", sec["qdqc"]), ("exact", sec["qdqc_exact"])):
                 q = runs.get(n_ort)
                 if q is None:
                     continue
-                ratio(f"ORT entropy (bins={b}) time / qdqc {mode} time (N={n_ort})", get(r, "per_sample_s"),
-                      get(q, "per_sample_s"), ">= 3x", lambda v: v >= 3)
-                ratio("  same, excluding image_like_batch time", get(r, "per_sample_excl_datagen_s"),
-                      get(q, "per_sample_excl_datagen_s"), ">= 3x", lambda v: v >= 3)
+                ratio(
+                    f"ORT entropy (bins={b}) time / qdqc {mode} time (N={n_ort})",
+                    get(r, "per_sample_s"),
+                    get(q, "per_sample_s"),
+                    ">= 3x",
+                    lambda v: v >= 3,
+                )
+                ratio(
+                    "  same, excluding image_like_batch time",
+                    get(r, "per_sample_excl_datagen_s"),
+                    get(q, "per_sample_excl_datagen_s"),
+                    ">= 3x",
+                    lambda v: v >= 3,
+                )
             q = sec["qdqc"].get(n_ort)
-            ratio(f"ORT entropy (bins={b}) peak RSS / qdqc one pass peak RSS (N={n_ort})",
-                  get(r, "peak_rss_mb"), get(q, "peak_rss_mb"), ">= 10x", lambda v: v >= 10)
+            ratio(
+                f"ORT entropy (bins={b}) peak RSS / qdqc one pass peak RSS (N={n_ort})",
+                get(r, "peak_rss_mb"),
+                get(q, "peak_rss_mb"),
+                ">= 10x",
+                lambda v: v >= 10,
+            )
             rb, qb = get(r, "rss_before_mb"), get(q, "rss_before_mb")
             if rb is not None and qb is not None:
-                ratio("  same, above the pre-calibration RSS (informative)", get(r, "peak_rss_mb") - rb,
-                      get(q, "peak_rss_mb") - qb, ">= 10x", lambda v: v >= 10)
+                ratio(
+                    "  same, above the pre-calibration RSS (informative)",
+                    get(r, "peak_rss_mb") - rb,
+                    get(q, "peak_rss_mb") - qb,
+                    ">= 10x",
+                    lambda v: v >= 10,
+                )
         for mode, runs in (("one pass", sec["qdqc"]), ("exact", sec["qdqc_exact"])):
             ns = sorted(runs)
             if len(ns) > 1:
-                ratio(f"qdqc {mode} peak RSS N={ns[-1]} / N={ns[0]}", get(runs[ns[-1]], "peak_rss_mb"),
-                      get(runs[ns[0]], "peak_rss_mb"), "<= 1.3x", lambda v: v <= 1.3)
+                ratio(
+                    f"qdqc {mode} peak RSS N={ns[-1]} / N={ns[0]}",
+                    get(runs[ns[-1]], "peak_rss_mb"),
+                    get(runs[ns[0]], "peak_rss_mb"),
+                    "<= 1.3x",
+                    lambda v: v <= 1.3,
+                )
         # entropy amax: qdqc vs ORT (different algorithms; informative)
         qa = get(sec["qdqc"].get(n_ort), "amax")
         for b, r in sec["ort"].items():
             oa = get(r, "amax")
             if qa and oa:
                 rel = np.array([oa[t] / qa[t] for t in qa])
-                emit(f"| ORT entropy (bins={b}) amax / qdqc entropy amax, median [min, max] over tensors "
-                     f"| {np.median(rel):.2f} [{rel.min():.2f}, {rel.max():.2f}] | info | - |")
+                emit(
+                    f"| ORT entropy (bins={b}) amax / qdqc entropy amax, median [min, max] over tensors "
+                    f"| {np.median(rel):.2f} [{rel.min():.2f}, {rel.max():.2f}] | info | - |"
+                )
         emit("")
 
     widths = [float(w) for w in args.widths.split(",") if w.strip()]
-    perf = {width: perf_section(args.resolution, width, sample_counts(args.qdqc_samples),
-                                sample_counts(args.qdqc_exact_samples), sample_counts(args.ort_bins))
-            for width in widths}
+    perf = {
+        width: perf_section(
+            args.resolution,
+            width,
+            sample_counts(args.qdqc_samples),
+            sample_counts(args.qdqc_exact_samples),
+            sample_counts(args.ort_bins),
+        )
+        for width in widths
+    }
     out["perf"] = {f"r{args.resolution}_w{width}": sec for width, sec in perf.items()}
 
     agree = None
@@ -618,8 +714,15 @@ def main() -> None:
         prep = run_worker("prepare", {"resolution": args.agree_resolution, "width": args.agree_width})
         order = prep["order"]
         print(f"[agree] resolution {args.agree_resolution}, {len(order)} Conv activation inputs", flush=True)
-        agree = run_worker("agree", {"model_path": prep["model_path"], "tensors": order,
-                                     "resolution": args.agree_resolution, "count": args.agree_samples})
+        agree = run_worker(
+            "agree",
+            {
+                "model_path": prep["model_path"],
+                "tensors": order,
+                "resolution": args.agree_resolution,
+                "count": args.agree_samples,
+            },
+        )
         out["agree"] = agree
         out["agree_shown"] = [order[int(round(k))] for k in np.linspace(0, len(order) - 1, 6)]
 
@@ -645,40 +748,58 @@ def report_agree(agree: dict, shown: list[str], args: argparse.Namespace, emit) 
     tensors = list(ref["exact"])
     methods = list(next(iter(ref["exact"].values())))
     # bin width of each mode's reference histogram: first-sample absmax / 2048 (one pass), absmax / 2048
-    width = {"exact": {t: ref["exact"][t]["max"] / 2048 for t in tensors},
-             "one-pass": {t: agree["one_pass_width"][t] for t in tensors}}
+    width = {
+        "exact": {t: ref["exact"][t]["max"] / 2048 for t in tensors},
+        "one-pass": {t: agree["one_pass_width"][t] for t in tensors},
+    }
 
     def delta(value, t, m, mode):
         return abs(value - ref[mode][t][m]) / width[mode][t]
 
-    emit(f"### amax agreement: width {args.agree_width}, resolution {args.agree_resolution}, "
-         f"{args.agree_samples} samples, all {len(tensors)} Conv activation inputs (Δ = |amax - ref| in bins "
-         "of that reference's histogram)")
+    emit(
+        f"### amax agreement: width {args.agree_width}, resolution {args.agree_resolution}, "
+        f"{args.agree_samples} samples, all {len(tensors)} Conv activation inputs (Δ = |amax - ref| in bins "
+        "of that reference's histogram)"
+    )
     emit("")
-    emit(" ".join([
-        "ref = float64 reference from docs section 6 on all |x| at once. Its histogram, per qdqc mode:",
-        "one pass (the default) = 2048 bins over [0, first sample's absmax], then bins of the same width",
-        "up to the overall absmax; exact (2 passes) = 2048 bins over [0, absmax]. Entropy with 128 levels",
-        "from bin 128, bin 0 := bin 1 (pytorch-quantization), last minimum on ties; mse over bin centres",
-        "from bin 128, first minimum; percentile = nearest rank; max = absmax. Rows in brackets are",
-        "informative variants of the reference (not qdqc's definition). ORT = MinMax (symmetric) /",
-        "Percentile (99.99, symmetric, 2048 bins), against the exact-mode reference. 'one pass vs exact ref'",
-        "compares the one-pass amax with the exact-mode reference: how far apart the two histogram",
-        "definitions lead (informative).",
-    ]))
+    emit(
+        " ".join(
+            [
+                "ref = float64 reference from docs section 6 on all |x| at once.",
+                "Its histogram, per qdqc mode: one pass (the default) = 2048 bins over",
+                "[0, first sample's absmax], then bins of the same width up to the overall absmax;",
+                "exact (2 passes) = 2048 bins over [0, absmax]. Entropy with 128 levels from bin 128,",
+                "bin 0 := bin 1 (pytorch-quantization), last minimum on ties; mse over bin centres",
+                "from bin 128, first minimum; percentile = nearest rank; max = absmax. Rows in brackets are",
+                "informative variants of the reference (not qdqc's definition). ORT = MinMax (symmetric) /",
+                "Percentile (99.99, symmetric, 2048 bins), against the exact-mode reference.",
+                "'one pass vs exact ref' compares the one-pass amax with the exact-mode reference:",
+                "how far apart the two histogram definitions lead (informative).",
+            ]
+        )
+    )
     emit("")
     emit("Maximum Δ over all tensors:")
     emit("")
-    emit("| method | qdqc one pass | tensors > 1 bin | qdqc exact | tensors > 1 bin | ORT | tensors > 1 bin "
-         "| one pass vs exact ref | tensors > 1 bin |")
+    emit(
+        "| method | qdqc one pass | tensors > 1 bin | qdqc exact | tensors > 1 bin | ORT | tensors > 1 bin "
+        "| one pass vs exact ref | tensors > 1 bin |"
+    )
     emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in methods:
         base = m.split(" ")[0]
         cells = [m]
-        for source, mode in ((qdqc["one-pass"], "one-pass"), (qdqc["exact"], "exact"),
-                             (None if " " in m else ort_amax, "exact"), (qdqc["one-pass"], "exact")):
-            values = [] if source is None else [delta(source[t][base], t, m, mode) for t in tensors
-                                                if base in source[t]]
+        for source, mode in (
+            (qdqc["one-pass"], "one-pass"),
+            (qdqc["exact"], "exact"),
+            (None if " " in m else ort_amax, "exact"),
+            (qdqc["one-pass"], "exact"),
+        ):
+            values = (
+                []
+                if source is None
+                else [delta(source[t][base], t, m, mode) for t in tensors if base in source[t]]
+            )
             if not values:
                 cells += ["-", "-"]
                 continue
@@ -688,8 +809,10 @@ def report_agree(agree: dict, shown: list[str], args: argparse.Namespace, emit) 
     for mode, diffs in agree["hist_max_count_diff"].items():
         equal = sum(d == 0 for d in diffs.values())
         worst = max((d for d in diffs.values() if isinstance(d, int)), default=0)
-        emit(f"qdqc {mode} histograms equal to the reference's, count for count: {equal} of {len(diffs)} "
-             f"tensors (largest count difference {worst}).")
+        emit(
+            f"qdqc {mode} histograms equal to the reference's, count for count: {equal} of {len(diffs)} "
+            f"tensors (largest count difference {worst})."
+        )
     emit("")
     emit("Per tensor (a spread of 6):")
     emit("")
@@ -699,9 +822,11 @@ def report_agree(agree: dict, shown: list[str], args: argparse.Namespace, emit) 
         for m in methods:
             base = m.split(" ")[0]
             cells = [t, m]
-            for source, mode, with_ref in ((qdqc["one-pass"][t], "one-pass", True),
-                                           (qdqc["exact"][t], "exact", True),
-                                           (None if " " in m else ort_amax[t], "exact", False)):
+            for source, mode, with_ref in (
+                (qdqc["one-pass"][t], "one-pass", True),
+                (qdqc["exact"][t], "exact", True),
+                (None if " " in m else ort_amax[t], "exact", False),
+            ):
                 if with_ref:
                     cells.append(f"{ref[mode][t][m]:.5g}")
                 if source is None or base not in source:
@@ -713,8 +838,13 @@ def report_agree(agree: dict, shown: list[str], args: argparse.Namespace, emit) 
     emit("")
 
 
-WORKERS = {"prepare": work_prepare, "infer": work_infer, "qdqc": work_qdqc, "ort_entropy": work_ort_entropy,
-           "agree": work_agree}
+WORKERS = {
+    "prepare": work_prepare,
+    "infer": work_infer,
+    "qdqc": work_qdqc,
+    "ort_entropy": work_ort_entropy,
+    "agree": work_agree,
+}
 
 
 if __name__ == "__main__":

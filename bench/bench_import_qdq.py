@@ -62,8 +62,12 @@ def quantize_ort(source: Path, target: Path, calib: np.ndarray, recipe: str) -> 
             return None if sample is None else {name: sample}
 
     if recipe == "trt":
-        options = dict(per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                       extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        options = dict(
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
     else:  # onnxruntime's defaults
         options = {}
     quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, **options)
@@ -71,9 +75,23 @@ def quantize_ort(source: Path, target: Path, calib: np.ndarray, recipe: str) -> 
 
 def quantize_modelopt(python: str, source: Path, target: Path, calib_path: Path) -> str | None:
     """Model Optimizer's ONNX PTQ in its own interpreter; None when it ran, else why not."""
-    command = [python, "-m", "modelopt.onnx.quantization", "--onnx_path", str(source),
-               "--quantize_mode", "int8", "--calibration_data_path", str(calib_path),
-               "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(target)]
+    command = [
+        python,
+        "-m",
+        "modelopt.onnx.quantization",
+        "--onnx_path",
+        str(source),
+        "--quantize_mode",
+        "int8",
+        "--calibration_data_path",
+        str(calib_path),
+        "--calibration_eps",
+        "cpu",
+        "--high_precision_dtype",
+        "fp32",
+        "--output_path",
+        str(target),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode or not target.exists():
         tail = (done.stderr or done.stdout).strip().splitlines()
@@ -142,18 +160,27 @@ def main() -> None:
             model = onnx.load(path)
             rows.append((label, measure(model, reference, feed, not args.no_map)))
             replaced, seconds = replace_qdq(model)
-            rows.append((f"  -> qdqc trt-int8-from-qdq ({seconds:.2f} s)",
-                         measure(replaced, reference, feed, not args.no_map)))
+            rows.append(
+                (
+                    f"  -> qdqc trt-int8-from-qdq ({seconds:.2f} s)",
+                    measure(replaced, reference, feed, not args.no_map),
+                )
+            )
     own = load_model(float_model)
     PassManager("trt-int8").run(own, PassContext(calibration_data=str(bundled.calib_dir())))
-    rows.append(("qdqc trt-int8 from the float model (mse)", measure(to_proto(own), reference, feed,
-                                                                       not args.no_map)))
+    rows.append(
+        ("qdqc trt-int8 from the float model (mse)", measure(to_proto(own), reference, feed, not args.no_map))
+    )
     if not args.no_map:
         scores = bundled.evaluate_bundled(float_model)
         notes.append(f"FP32: mAP@0.5 {scores['map50']:.4f}, mAP@0.5:0.95 {scores['map50_95']:.4f}")
     columns = list(rows[0][1])
-    lines = ["## Already-quantized models, before and after trt-int8-from-qdq (bundled detector)", "",
-             "| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines = [
+        "## Already-quantized models, before and after trt-int8-from-qdq (bundled detector)",
+        "",
+        "| model | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
     for label, row in rows:
         lines.append(f"| {label} | " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     lines += [""] + [f"- {note}" for note in notes]

@@ -83,8 +83,9 @@ def build_large_model(folder: Path, gigabytes: float) -> tuple[Path, int]:
         nodes += [
             helper.make_node("Conv", ["x", "conv1.w", "conv1.b"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
             helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
-            helper.make_node("Conv", ["r1", "conv2.w", "conv2.b"], ["c2"], "conv2", pads=[1, 1, 1, 1],
-                             strides=[2, 2]),
+            helper.make_node(
+                "Conv", ["r1", "conv2.w", "conv2.b"], ["c2"], "conv2", pads=[1, 1, 1, 1], strides=[2, 2]
+            ),
             helper.make_node("Relu", ["c2"], ["r2"], "relu2"),
             helper.make_node("Flatten", ["r2"], ["h0"], "flatten", axis=1),
         ]
@@ -183,6 +184,7 @@ def profile_phases(model: str, calib: str, output: str) -> None:
             result = function(*args, **kwargs)
             close(name)
             return result
+
         return run
 
     class PeakPerPass(Instrument):
@@ -231,16 +233,30 @@ def output_sqnr(float_path: Path, compiled_path: Path, samples: np.ndarray) -> f
 def float_save(workdir: Path, model_path: Path, samples: np.ndarray) -> dict:
     """``qdqc compile --pipeline prepare``: a float output past 1.8 GB, so saved with ``<name>.data``."""
     output = workdir / "out-float" / "prepared.onnx"
-    command = [sys.executable, "-m", "qdq_compiler", "compile", str(model_path), "-o", str(output),
-               "--pipeline", "prepare", "--timing"]
+    command = [
+        sys.executable,
+        "-m",
+        "qdq_compiler",
+        "compile",
+        str(model_path),
+        "-o",
+        str(output),
+        "--pipeline",
+        "prepare",
+        "--timing",
+    ]
     print("running:", " ".join(command), flush=True)
     seconds, peak_rss, stdout, stderr, code = run_child(command)
     if code != 0:
         raise SystemExit(f"qdqc compile --pipeline prepare failed (exit {code}):\n{stdout}\n{stderr}")
     files = {p.name: p.stat().st_size for p in sorted(output.parent.iterdir())}
     difference = np.abs(outputs_of(output, samples) - outputs_of(model_path, samples)).max()
-    return {"wall_s": round(seconds, 1), "peak_rss_bytes": peak_rss, "files": files,
-            "max_abs_diff_vs_input": float(difference)}
+    return {
+        "wall_s": round(seconds, 1),
+        "peak_rss_bytes": peak_rss,
+        "files": files,
+        "max_abs_diff_vs_input": float(difference),
+    }
 
 
 def bench(workdir: Path, gigabytes: float) -> dict:
@@ -250,8 +266,18 @@ def bench(workdir: Path, gigabytes: float) -> dict:
     samples = calibration_samples()
     np.save(workdir / "calib.npy", samples)
     output = workdir / "out" / "compiled.onnx"
-    command = [sys.executable, "-m", "qdq_compiler", "compile", str(model_path), "-o", str(output),
-               "--calib", str(workdir / "calib.npy"), "--timing"]
+    command = [
+        sys.executable,
+        "-m",
+        "qdq_compiler",
+        "compile",
+        str(model_path),
+        "-o",
+        str(output),
+        "--calib",
+        str(workdir / "calib.npy"),
+        "--timing",
+    ]
     print("running:", " ".join(command), flush=True)
     seconds, peak_rss, stdout, stderr, code = run_child(command)
     if code != 0:
@@ -279,8 +305,14 @@ def bench(workdir: Path, gigabytes: float) -> dict:
 
 def phase_peaks(workdir: Path) -> list[tuple[str, int, float]]:
     """Run the compile again in a profiling child; (phase, peak RSS bytes, seconds) in order."""
-    command = [sys.executable, __file__, "--profile-child", str(workdir / "model.onnx"),
-               str(workdir / "calib.npy"), str(workdir / "out-profiled" / "compiled.onnx")]
+    command = [
+        sys.executable,
+        __file__,
+        "--profile-child",
+        str(workdir / "model.onnx"),
+        str(workdir / "calib.npy"),
+        str(workdir / "out-profiled" / "compiled.onnx"),
+    ]
     _, _, stdout, stderr, code = run_child(command)
     if code != 0:
         raise SystemExit(f"profiling run failed (exit {code}):\n{stdout}\n{stderr}")
@@ -314,8 +346,10 @@ def markdown(result: dict) -> str:
     ]
     if result.get("phases"):
         lines += ["", "| phase (profiled run) | seconds | peak RSS | peak / weights |", "|---|---|---|---|"]
-        lines += [f"| {name} | {seconds:.1f} | {peak / gb:.2f} GB | {peak / result['weights_bytes']:.2f} |"
-                  for name, peak, seconds in result["phases"]]
+        lines += [
+            f"| {name} | {seconds:.1f} | {peak / gb:.2f} GB | {peak / result['weights_bytes']:.2f} |"
+            for name, peak, seconds in result["phases"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -323,8 +357,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gigabytes", type=float, default=2.35, help="weights to generate (default 2.35)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: temporary)")
-    parser.add_argument("--phases", action="store_true",
-                        help="compile a second time in a profiling child: peak RSS per phase")
+    parser.add_argument(
+        "--phases", action="store_true", help="compile a second time in a profiling child: peak RSS per phase"
+    )
     parser.add_argument("--profile-child", nargs=3, metavar=("MODEL", "CALIB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile_child:

@@ -43,8 +43,11 @@ def classify(failure: FuzzFailure, description: str) -> str:
     for pattern, label in KNOWN:
         if re.search(pattern, failure.message):
             return label
-    if failure.path == "ort-defaults" and failure.stage.startswith("sqnr") and re.search(
-            r"^(Relu|Clip)$", description, re.M):
+    if (
+        failure.path == "ort-defaults"
+        and failure.stage.startswith("sqnr")
+        and re.search(r"^(Relu|Clip)$", description, re.M)
+    ):
         return "probably issue-12 2b (a Relu/Clip the UINT8 range encoded)"
     if failure.stage == "sqnr-onnxruntime-optimized" and "all-zero output channel" in description:
         return "probably issue-12 2e (scale ~1e-10 of a zero channel overflows the fused INT32 bias)"
@@ -57,11 +60,14 @@ def save_case(folder: Path, cnn, failure: FuzzFailure, label: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(cnn.model, folder / "model.onnx")
     batches = cnn.calibration_batches(8)
-    np.savez(folder / "calibration.npz", **{f"{name}_{i}": batch[name] for i, batch in enumerate(batches)
-                                            for name in batch})
+    np.savez(
+        folder / "calibration.npz",
+        **{f"{name}_{i}": batch[name] for i, batch in enumerate(batches) for name in batch},
+    )
     (folder / "README.txt").write_text(
         f"failure: {failure}\nclass: {label}\n\ngraph:\n{describe(cnn)}\n\n"
-        f"replay: python bench/fuzz.py --replay {folder}\n")
+        f"replay: python bench/fuzz.py --replay {folder}\n"
+    )
     with open(folder / "cnn.pkl", "wb") as handle:
         import pickle
 
@@ -88,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: random)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/fuzz"))
-    parser.add_argument("--ci-features", action="store_true",
-                        help="only what the CI test draws (known-bug features off)")
+    parser.add_argument(
+        "--ci-features", action="store_true", help="only what the CI test draws (known-bug features off)"
+    )
     parser.add_argument("--paths", default=",".join(PATHS))
     parser.add_argument("--replay", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -106,8 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     stats = collections.Counter()
     last: dict = {}
 
-    @settings(max_examples=20, deadline=None, database=None, derandomize=False, report_multiple_bugs=False,
-              suppress_health_check=list(HealthCheck), phases=(Phase.generate, Phase.shrink))
+    @settings(
+        max_examples=20,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        report_multiple_bugs=False,
+        suppress_health_check=list(HealthCheck),
+        phases=(Phase.generate, Phase.shrink),
+    )
     @given(st.data())
     def one_round(data):
         cnn = random_cnn(HypothesisChooser(data.draw), features)
@@ -136,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             runner()
         except Exception as exc:
             if "cnn" not in last:
-                print(f"round {rounds}: hypothesis stopped: {type(exc).__name__}: {str(exc)[:200]}",
-                      flush=True)
+                print(
+                    f"round {rounds}: hypothesis stopped: {type(exc).__name__}: {str(exc)[:200]}", flush=True
+                )
                 continue
             cnn, failure = last.pop("cnn"), last["failure"]
             label = classify(failure, describe(cnn))
@@ -147,13 +162,18 @@ def main(argv: list[str] | None = None) -> int:
             known[failure.signature], labels[failure.signature] = str(folder), label
             counts[failure.signature] += 1
             graph = describe(cnn).replace("\n", "\n    ")
-            print(f"[{(time.monotonic() - started) / 60:5.1f} min] FAILURE {failure}\n    class: {label}\n"
-                  f"    minimal reproducer: {folder}\n    {graph}", flush=True)
+            print(
+                f"[{(time.monotonic() - started) / 60:5.1f} min] FAILURE {failure}\n    class: {label}\n"
+                f"    minimal reproducer: {folder}\n    {graph}",
+                flush=True,
+            )
     minutes = (time.monotonic() - started) / 60
-    print(f"\nsummary: {minutes:.1f} min, {stats['passed']} graphs passed every path, "
-          f"{sum(counts.values())} failed, {stats['rejected']} rejected (float output all zero); "
-          f"{stats['ort saturation notes']} optimized runs explained by onnxruntime's u8s8 saturation, "
-          f"{stats['paths skipped']} onnxruntime paths skipped (constant tensor or quantize_static refused)")
+    print(
+        f"\nsummary: {minutes:.1f} min, {stats['passed']} graphs passed every path, "
+        f"{sum(counts.values())} failed, {stats['rejected']} rejected (float output all zero); "
+        f"{stats['ort saturation notes']} optimized runs explained by onnxruntime's u8s8 saturation, "
+        f"{stats['paths skipped']} onnxruntime paths skipped (constant tensor or quantize_static refused)"
+    )
     print("count | class | reproducer | signature")
     for signature, count in counts.most_common():
         print(f"{count} | {labels[signature]} | {known[signature]} | {signature}")

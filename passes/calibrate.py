@@ -72,9 +72,14 @@ class Calibrate(Pass):
         stats = self._statistics(model, names, sorted(set(members) - set(names)), ctx)
         op_types = {name: _op_types(q) for q in quantizers for name in [_tensor_name(q)]}
         for pattern in plan.unmatched_patterns(names, op_types):
-            warn_once(ctx, "--calib-override %r matches no calibrated tensor (%s)", pattern,
-                               "op types: " + ", ".join(sorted({o for v in op_types.values() for o in v}))
-                               if pattern.startswith("op:") else f"tensors: {first_names(names)}")
+            warn_once(
+                ctx,
+                "--calib-override %r matches no calibrated tensor (%s)",
+                pattern,
+                "op types: " + ", ".join(sorted({o for v in op_types.values() for o in v}))
+                if pattern.startswith("op:")
+                else f"tensors: {first_names(names)}",
+            )
         amax = plan.compute({name: stats[name] for name in names}, op_types)
         _guard_degenerate(model, {name: stats[name] for name in names}, amax, ctx)
         _warn_drowned_members(members, stats, amax, ctx)
@@ -135,13 +140,20 @@ def _guard_degenerate(model: ir.Model, stats: dict, amax: dict[str, float], ctx:
             ctx,
             "%d activation tensor(s) were all zero over the calibration data (%s): they get scale 1/127 "
             "(amax %g) instead of ~1e-10; is the calibration data all zeros or constant?",
-            len(zero), first_names(zero), ZERO_TENSOR_AMAX,
+            len(zero),
+            first_names(zero),
+            ZERO_TENSOR_AMAX,
         )
     inputs = {value.name for value in model.graph.inputs}
     for name in sorted(set(stats) & inputs):
         if name not in zero and stats[name].min == stats[name].max:
-            warn_once(ctx, "calibration data of input %r is constant (every value %g): its scale fits "
-                               "that one value only", name, stats[name].min)
+            warn_once(
+                ctx,
+                "calibration data of input %r is constant (every value %g): its scale fits "
+                "that one value only",
+                name,
+                stats[name].min,
+            )
 
 
 def _concat_members(quantizers: list[ir.Node]) -> dict[str, tuple[str, list[str]]]:
@@ -152,8 +164,12 @@ def _concat_members(quantizers: list[ir.Node]) -> dict[str, tuple[str, list[str]
         producer = tensor.producer()
         if producer is None or producer.op_type != "Concat":
             continue
-        readers = [user.name or user.op_type for dq, _ in quantize.outputs[0].uses()
-                   for value in dq.outputs for user, _ in value.uses()]
+        readers = [
+            user.name or user.op_type
+            for dq, _ in quantize.outputs[0].uses()
+            for value in dq.outputs
+            for user, _ in value.uses()
+        ]
         for member in producer.inputs:
             if member is not None and member.name and constant_array(member) is None:
                 members[member.name] = (tensor.name or "", readers)
@@ -181,7 +197,12 @@ def _warn_drowned_members(
                 "Concat output %r is quantized with one scale (amax %.4g) but its input %r reaches only %.4g "
                 "(%.3g times less): INT8 keeps about %d level(s) of that input; keep %s float (--exclude) "
                 "if it matters",
-                output, amax[output], member, reach, ratio, int(127 / ratio) if math.isfinite(ratio) else 0,
+                output,
+                amax[output],
+                member,
+                reach,
+                ratio,
+                int(127 / ratio) if math.isfinite(ratio) else 0,
                 ", ".join(repr(name) for name in readers) or "its readers",
             )
 

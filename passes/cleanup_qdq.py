@@ -49,8 +49,10 @@ def _same_quantizer(a: ir.Node, b: ir.Node) -> bool:
     for left, right in pairs:
         if (left is None) != (right is None):
             return False
-        if left is not None and right is not None and (
-            left.shape != right.shape or not np.array_equal(left, right)
+        if (
+            left is not None
+            and right is not None
+            and (left.shape != right.shape or not np.array_equal(left, right))
         ):
             return False
     return axis_of(a) == axis_of(b)

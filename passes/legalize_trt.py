@@ -236,8 +236,11 @@ def _cast_for_fp16_users(graph: ir.Graph, value: ir.Value, names: NameScope) -> 
     """Feed the FP16 users of the float32 graph input `value` through one Cast to FP16; 1 if one was added.
 
     Uses that ONNX requires in float32 (Resize scales) and Casts to FP16 keep reading `value`."""
-    users = [(user, index) for user, index in value.uses()
-             if not _float32_only(user, index) and not _casts_to_fp16(user)]
+    users = [
+        (user, index)
+        for user, index in value.uses()
+        if not _float32_only(user, index) and not _casts_to_fp16(user)
+    ]
     if value.dtype != ir.DataType.FLOAT or not users:
         return 0
     cast = _cast(

@@ -55,11 +55,30 @@ from .calibrate import AMAX_STATE  # relative: mypy checks passes/ as the packag
 # Ops whose output is >= 0 whatever their input, and ops that keep every value of their data inputs'
 # range (so the output is >= 0 when those inputs are).
 NONNEGATIVE_OPS = frozenset({"Relu", "Sigmoid", "Softmax", "HardSigmoid", "Abs", "Exp", "Softplus"})
-RANGE_KEEPING_OPS = frozenset({
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat", "Reshape", "Transpose",
-    "Flatten", "Squeeze", "Unsqueeze", "Identity", "Resize", "Upsample", "Slice", "Split", "Gather",
-    "Add", "Mul", "Max", "Min",
-})
+RANGE_KEEPING_OPS = frozenset(
+    {
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "Concat",
+        "Reshape",
+        "Transpose",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Resize",
+        "Upsample",
+        "Slice",
+        "Split",
+        "Gather",
+        "Add",
+        "Mul",
+        "Max",
+        "Min",
+    }
+)
 
 
 @register_pass
@@ -151,8 +170,10 @@ def _constant_parameters(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None]:
     has_zero = len(node.inputs) > 2 and node.inputs[2] is not None
     zero = zero_point_of(node)
     if scale is None or (has_zero and zero is None):
-        raise QdqcError(f"strip-qdq: {node.op_type} {node_label(node)!r} has a scale or zero-point that is "
-                        "not a constant: not supported")
+        raise QdqcError(
+            f"strip-qdq: {node.op_type} {node_label(node)!r} has a scale or zero-point that is "
+            "not a constant: not supported"
+        )
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise QdqcError(f"strip-qdq: {node.op_type} {node_label(node)!r} has a scale that is not positive")
     return scale, zero
@@ -187,8 +208,10 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
             zero is not None and dq_zero is not None and np.array_equal(zero, dq_zero)
         )
         if not (np.array_equal(scale, dq_scale) and same_zero):
-            raise QdqcError(f"strip-qdq: QuantizeLinear {node_label(q)!r} and DequantizeLinear "
-                            f"{node_label(dq)!r} use different scales or zero-points: not a plain pair")
+            raise QdqcError(
+                f"strip-qdq: QuantizeLinear {node_label(q)!r} and DequantizeLinear "
+                f"{node_label(dq)!r} use different scales or zero-points: not a plain pair"
+            )
     try:
         amax = covering_amax(scale, zero, _quantized_dtype(q))
     except ValueError as exc:
@@ -201,8 +224,9 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
         output = dq.outputs[0]
         if output.is_graph_output() and (source.is_graph_output() or source.is_graph_input()):
             # two graph boundary values cannot merge: an Identity keeps both names
-            identity = ir.Node("", "Identity", [source], outputs=[ir.Value(name=None)],
-                               name=f"{q.name}_identity")
+            identity = ir.Node(
+                "", "Identity", [source], outputs=[ir.Value(name=None)], name=f"{q.name}_identity"
+            )
             graph.insert_before(dq, identity)
             replace_value(output, identity.outputs[0], graph)
         elif output.is_graph_output():
@@ -253,8 +277,11 @@ def _nonnegative(value: ir.Value, depth: int = 0) -> bool:
         low = constant_array(producer.inputs[1]) if len(producer.inputs) > 1 else None
         return (low is not None and bool(np.all(low >= 0))) or _nonnegative(input_of(producer, 0), depth + 1)
     if op in RANGE_KEEPING_OPS:
-        data = producer.inputs[:1] if op in ("Reshape", "Slice", "Gather", "Resize", "Upsample") else (
-            producer.inputs)
+        data = (
+            producer.inputs[:1]
+            if op in ("Reshape", "Slice", "Gather", "Resize", "Upsample")
+            else (producer.inputs)
+        )
         return all(v is not None and (_nonnegative(v, depth + 1) or _nonnegative_constant(v)) for v in data)
     return False
 
@@ -290,8 +317,10 @@ def _insert_clamp(
         attributes = [ir.AttrFloat32("min", bounds[0]), ir.AttrFloat32("max", bounds[1])]
         node = ir.Node("", "Clip", [source], attributes=attributes, outputs=[clamped], name=node_name)
     else:
-        low, high = (add_constant(graph, np.array(bound, dtype=dtype), names.value(f"{base}_clip_{side}"))
-                     for bound, side in zip(bounds, ("min", "max"), strict=True))
+        low, high = (
+            add_constant(graph, np.array(bound, dtype=dtype), names.value(f"{base}_clip_{side}"))
+            for bound, side in zip(bounds, ("min", "max"), strict=True)
+        )
         node = ir.Node("", "Clip", [source, low, high], outputs=[clamped], name=node_name)
     graph.insert_before(q, node)
     q.replace_input_with(0, clamped)

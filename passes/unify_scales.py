@@ -90,5 +90,8 @@ def _warn_untied(ctx: PassContext, tensor: ir.Value, widest: ir.Value, ratio: fl
         "unify-scales: %r is not tied to the scale of its group: its range is %.3g times smaller than that "
         "of %r, so on the shared scale it would keep %.3g INT8 levels; it keeps its own scale, and TensorRT "
         "requantizes where it joins the group",
-        tensor.name, ratio, widest.name, INT8_LEVELS / ratio,
+        tensor.name,
+        ratio,
+        widest.name,
+        INT8_LEVELS / ratio,
     )

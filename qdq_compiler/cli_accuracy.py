@@ -21,14 +21,20 @@ from qdq_compiler.pm import load_passes
 @click.command()
 @click.argument("model", type=str)
 @click.option(
-    "--eval", "eval_data", default=None, metavar="DATA",
+    "--eval",
+    "eval_data",
+    default=None,
+    metavar="DATA",
     help="Inputs to measure on (default: the --calib data). Held-out data gives the honest figure.",
 )
 @click.option(
     "--eval-limit", type=click.IntRange(min=1), default=8, show_default=True, help="Samples to measure on."
 )
 @click.option(
-    "--top", type=click.IntRange(min=0), default=5, show_default=True,
+    "--top",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
     help="Keep the 1..TOP most sensitive layers float together and measure each step.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -36,8 +42,9 @@ from qdq_compiler.pm import load_passes
 @placement_options
 @target_option
 @click.pass_context
-def sensitivity(ctx: click.Context, model: str, eval_data: str | None, eval_limit: int, top: int,
-                as_json: bool, **opts) -> None:
+def sensitivity(
+    ctx: click.Context, model: str, eval_data: str | None, eval_limit: int, top: int, as_json: bool, **opts
+) -> None:
     """Rank MODEL's INT8 layers by the accuracy they cost.
 
     Each layer's score is the SQNR gained when it alone stays float; compile's options apply.

@@ -33,25 +33,35 @@ def selfcheck_options(fn):
     options = [
         click.option("--no-check", is_flag=True, help="Skip the numerical self-check after compiling."),
         click.option(
-            "--check-samples", type=click.IntRange(min=1), default=None,
+            "--check-samples",
+            type=click.IntRange(min=1),
+            default=None,
             help=f"Self-check on the first N samples (default {DEFAULT_SAMPLES}).",
         ),
         click.option(
-            "--check-sqnr-min", type=float, default=None, metavar="DB",
+            "--check-sqnr-min",
+            type=float,
+            default=None,
+            metavar="DB",
             help=f"Warn when an output's SQNR against the float model is below DB (default "
             f"{DEFAULT_SQNR_MIN_DB:g}).",
         ),
         click.option(
-            "--check-data", default=None, metavar="DATA",
+            "--check-data",
+            default=None,
+            metavar="DATA",
             help="Inputs for the self-check (default: the --calib data); any pipeline.",
         ),
         click.option(
-            "--check-strict", is_flag=True,
+            "--check-strict",
+            is_flag=True,
             help="A self-check warning, or a skipped self-check, fails the command (exit 1; the model is "
             "still written).",
         ),
         click.option(
-            "--summary-json", default=None, metavar="FILE",
+            "--summary-json",
+            default=None,
+            metavar="FILE",
             help="Also write the compile summary (Q/DQ counts, layer decisions, self-check) as JSON.",
         ),
     ]

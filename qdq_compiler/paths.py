@@ -79,8 +79,10 @@ def check_output_file(path: str, option: str = "-o") -> Path:
     if _is_dir(target):
         raise OutputPathError(f"{option} {path} is a directory: give the path of the file to write")
     if _exists(target) and not target.is_file():  # the rename would replace a device, pipe or socket
-        raise OutputPathError(f"{option} {path} is not a regular file (a device, pipe or socket): give the "
-                              "path of the file to write")
+        raise OutputPathError(
+            f"{option} {path} is not a regular file (a device, pipe or socket): give the "
+            "path of the file to write"
+        )
     _check_writable_folder(target.parent, f"{option} {path}")
     return target
 
@@ -134,8 +136,9 @@ def _check_writable_folder(folder: Path, what: str) -> None:
         os.unlink(probe)
 
 
-def refuse_overwriting_inputs(outputs: Mapping[str, str | os.PathLike[str]],
-                              inputs: Iterable[tuple[str, str | os.PathLike[str]]]) -> None:
+def refuse_overwriting_inputs(
+    outputs: Mapping[str, str | os.PathLike[str]], inputs: Iterable[tuple[str, str | os.PathLike[str]]]
+) -> None:
     """Refuse any output (option -> path) that is the same file as an input (label, path).
 
     Same file means same device and inode: the path itself, a symlink or a hard link to it. An input that
@@ -183,8 +186,14 @@ def model_files(model_path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # unreadable: the model loader reports it later
         return files
-    locations = sorted({entry.value for tensor in all_tensors(proto.graph) for entry in tensor.external_data
-                        if entry.key == "location"})
+    locations = sorted(
+        {
+            entry.value
+            for tensor in all_tensors(proto.graph)
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+    )
     files += [("external data of the input model", path.parent / location) for location in locations]
     return files
 
@@ -193,8 +202,12 @@ def command_inputs(model: str | None, opts: Mapping[str, object]) -> list[tuple[
     """Every file a pipeline command reads: the model (and external data), --calib, --calib-cache, --eval
     and plugin files, as (label, path)."""
     inputs = model_files(model) if model else []
-    labelled = (("calib", "calibration data"), ("calib_cache", "calibration cache"),
-                ("eval_data", "evaluation data"), ("check_data", "self-check data"))
+    labelled = (
+        ("calib", "calibration data"),
+        ("calib_cache", "calibration cache"),
+        ("eval_data", "evaluation data"),
+        ("check_data", "self-check data"),
+    )
     for key, label in labelled:
         value = opts.get(key)
         if value:
@@ -206,8 +219,12 @@ def command_inputs(model: str | None, opts: Mapping[str, object]) -> list[tuple[
     return inputs
 
 
-def preflight(model: str | None, opts: Mapping[str, object], files: Mapping[str, str | None],
-              folders: Mapping[str, str | None] | None = None) -> None:
+def preflight(
+    model: str | None,
+    opts: Mapping[str, object],
+    files: Mapping[str, str | None],
+    folders: Mapping[str, str | None] | None = None,
+) -> None:
     """Check a command's outputs before it does any work: each output file (option -> path; None: not
     given, '-': stdout) and folder is writable, and no output file is one of the command's inputs."""
     written = {option: path for option, path in files.items() if path is not None and path != "-"}

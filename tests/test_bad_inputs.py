@@ -51,8 +51,11 @@ def tiny_model(seed: int = 0, width: int = 4) -> onnx.ModelProto:
             nodes.append(helper.make_node("Relu", [x], [f"r{i}"], name=f"relu{i}"))
             x = f"r{i}"
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 2, 8, 8])], inits,
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 2, 8, 8])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
@@ -61,12 +64,32 @@ def make_workspace(root: Path) -> dict[str, str]:
     """The input files the cases use; returns the names the case arguments refer to."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    files = {name: root / name for name in (
-        "model.onnx", "big.onnx", "chain.onnx", "other.onnx", "calib.npy", "calib.npz", "badkeys.npz",
-        "int.npy", "empty.onnx",
-        "random.onnx", "truncated.onnx", "text.onnx", "corrupt.stats", "stats.qdqc", "ext.onnx",
-        "syntax_error.py", "raises.py", "imports_missing.py", "dir", "empty_images", "images",
-    )}
+    files = {
+        name: root / name
+        for name in (
+            "model.onnx",
+            "big.onnx",
+            "chain.onnx",
+            "other.onnx",
+            "calib.npy",
+            "calib.npz",
+            "badkeys.npz",
+            "int.npy",
+            "empty.onnx",
+            "random.onnx",
+            "truncated.onnx",
+            "text.onnx",
+            "corrupt.stats",
+            "stats.qdqc",
+            "ext.onnx",
+            "syntax_error.py",
+            "raises.py",
+            "imports_missing.py",
+            "dir",
+            "empty_images",
+            "images",
+        )
+    }
     onnx.save_model(tiny_model(), files["model.onnx"])
     onnx.save_model(tiny_model(width=48), files["big.onnx"])
     onnx.save_model(TEST_MODELS["chain_500"](), files["chain.onnx"])  # its IR dump takes several pages
@@ -81,8 +104,13 @@ def make_workspace(root: Path) -> dict[str, str]:
     files["truncated.onnx"].write_bytes(files["model.onnx"].read_bytes()[:300])
     files["text.onnx"].write_text("this is a text file, not a model\n")
     files["corrupt.stats"].write_bytes(b"PK\x03\x04 not really a zip")
-    onnx.save_model(tiny_model(), files["ext.onnx"], save_as_external_data=True, location="ext.onnx.data",
-                    size_threshold=0)
+    onnx.save_model(
+        tiny_model(),
+        files["ext.onnx"],
+        save_as_external_data=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
     files["syntax_error.py"].write_text("def broken(:\n")
     files["raises.py"].write_text("raise RuntimeError('plugin exploded at import')\n")
     files["imports_missing.py"].write_text("import qdqc_no_such_module_xyz\n")
@@ -101,8 +129,9 @@ def make_workspace(root: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- special places
 def _mount_tmpfs(where: Path, options: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                          capture_output=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, check=False
+    )
     return done.returncode == 0
 
 
@@ -185,11 +214,13 @@ def locked_folder(root: Path) -> Iterator[str | None]:
 
 def _link(kind: str, target: str, name: str) -> Callable[[dict[str, str]], dict[str, str]]:
     """A setup making `name` a hard link or a symlink to the workspace file `target`."""
+
     def setup(names: dict[str, str]) -> dict[str, str]:
         link = Path(names["root"]) / name
         if not link.exists():
             (os.link if kind == "hard" else os.symlink)(names[target], link)
         return {name.replace(".", "_"): str(link)}
+
     return setup
 
 
@@ -228,62 +259,151 @@ CASES = [
     C("-o a named pipe", COMPILE + " -o {fifo}", 2, "is not a regular file", _fifo),
     C("-o '' (empty)", COMPILE + " -o ''", 2, "-o is empty"),
     C("-o under a file (model.onnx/out.onnx)", COMPILE + " -o {model_onnx}/out.onnx", 2, "is not a folder"),
-    C("calibrate -o in a read-only folder", "calibrate {model_onnx} --calib {calib_npy} -o {ro}/s.qdqc", 2,
-      "Read-only file system"),
+    C(
+        "calibrate -o in a read-only folder",
+        "calibrate {model_onnx} --calib {calib_npy} -o {ro}/s.qdqc",
+        2,
+        "Read-only file system",
+    ),
     C("calibrate -o DIR", "calibrate {model_onnx} --calib {calib_npy} -o {dir}", 2, "is a directory"),
-    C("opt -o on a full disk", "opt {model_onnx} --pipeline canonicalize -o {full}/out.onnx", 2,
-      "No space left on device"),
-    C("--ir-dump-dir fills up during the run", "opt {chain_onnx} --pipeline canonicalize,fold-bn "
-      "-o {root}/o.onnx --ir-dump-dir {nearly_full}/dumps", 2, "No space left on device",
-      may_write="{nearly_full}/dumps"),
-    C("disk fills up while the model is written", "opt {big_onnx} --pipeline canonicalize "
-      "-o {nearly_full}/out.onnx", 2, "cannot write {nearly_full}/out.onnx: No space left on device"),
-    C("--ir-dump-dir in a read-only folder", "opt {model_onnx} --pipeline canonicalize -o {root}/o.onnx "
-      "--ir-dump-dir {ro}/dumps", 2, "Read-only file system"),
-    C("--ir-dump-dir where nothing can be written", "opt {model_onnx} --pipeline canonicalize "
-      "-o {root}/o.onnx --ir-dump-dir /proc/qdqc-dumps", 2, "cannot write"),
-    C("--reproducer-dir without write permission", COMPILE + " -o {root}/o.onnx --reproducer-dir {locked}/r",
-      2, "cannot write"),
-    C("--ir-dump-dir is a file", "opt {model_onnx} --pipeline canonicalize -o {root}/o.onnx "
-      "--ir-dump-dir {calib_npy}", 2, "is a file"),
+    C(
+        "opt -o on a full disk",
+        "opt {model_onnx} --pipeline canonicalize -o {full}/out.onnx",
+        2,
+        "No space left on device",
+    ),
+    C(
+        "--ir-dump-dir fills up during the run",
+        "opt {chain_onnx} --pipeline canonicalize,fold-bn -o {root}/o.onnx --ir-dump-dir {nearly_full}/dumps",
+        2,
+        "No space left on device",
+        may_write="{nearly_full}/dumps",
+    ),
+    C(
+        "disk fills up while the model is written",
+        "opt {big_onnx} --pipeline canonicalize -o {nearly_full}/out.onnx",
+        2,
+        "cannot write {nearly_full}/out.onnx: No space left on device",
+    ),
+    C(
+        "--ir-dump-dir in a read-only folder",
+        "opt {model_onnx} --pipeline canonicalize -o {root}/o.onnx --ir-dump-dir {ro}/dumps",
+        2,
+        "Read-only file system",
+    ),
+    C(
+        "--ir-dump-dir where nothing can be written",
+        "opt {model_onnx} --pipeline canonicalize -o {root}/o.onnx --ir-dump-dir /proc/qdqc-dumps",
+        2,
+        "cannot write",
+    ),
+    C(
+        "--reproducer-dir without write permission",
+        COMPILE + " -o {root}/o.onnx --reproducer-dir {locked}/r",
+        2,
+        "cannot write",
+    ),
+    C(
+        "--ir-dump-dir is a file",
+        "opt {model_onnx} --pipeline canonicalize -o {root}/o.onnx --ir-dump-dir {calib_npy}",
+        2,
+        "is a file",
+    ),
     C("demo --out-dir where nothing can be written", "demo --out-dir /proc/qdqc-demo", 2, "cannot write"),
     # item 3: a command never overwrites its input
-    C("calibrate -o the model", "calibrate {model_onnx} --calib {calib_npy} -o {model_onnx}", 2,
-      "is the input model"),
+    C(
+        "calibrate -o the model",
+        "calibrate {model_onnx} --calib {calib_npy} -o {model_onnx}",
+        2,
+        "is the input model",
+    ),
     C("compile -o the model", COMPILE + " -o {model_onnx}", 2, "is the input model"),
     C("compile -o the calibration .npy", COMPILE + " -o {calib_npy}", 2, "is the calibration data"),
-    C("compile -o the calibration cache it reads", "compile {model_onnx} --calib-cache {stats_qdqc} "
-      "-o {stats_qdqc}", 2, "is the calibration cache"),
-    C("compile -o a hard link to the model", COMPILE + " -o {hardlink_onnx}", 2, "is the input model",
-      _link("hard", "model_onnx", "hardlink.onnx")),
-    C("compile -o a symlink to the .npz", "compile {model_onnx} --calib {calib_npz} -o {symlink_npz}", 2,
-      "is the calibration data", _link("sym", "calib_npz", "symlink.npz")),
-    C("compile -o an image in the calibration folder", "compile {model_onnx} --calib {images} "
-      "-o {images}/cat.png", 2, "is the calibration data"),
-    C("opt -o the model's external data file",
-      "opt {ext_onnx} --pipeline canonicalize -o {root}/ext.onnx.data", 2,
-      "external data of the input model"),
+    C(
+        "compile -o the calibration cache it reads",
+        "compile {model_onnx} --calib-cache {stats_qdqc} -o {stats_qdqc}",
+        2,
+        "is the calibration cache",
+    ),
+    C(
+        "compile -o a hard link to the model",
+        COMPILE + " -o {hardlink_onnx}",
+        2,
+        "is the input model",
+        _link("hard", "model_onnx", "hardlink.onnx"),
+    ),
+    C(
+        "compile -o a symlink to the .npz",
+        "compile {model_onnx} --calib {calib_npz} -o {symlink_npz}",
+        2,
+        "is the calibration data",
+        _link("sym", "calib_npz", "symlink.npz"),
+    ),
+    C(
+        "compile -o an image in the calibration folder",
+        "compile {model_onnx} --calib {images} -o {images}/cat.png",
+        2,
+        "is the calibration data",
+    ),
+    C(
+        "opt -o the model's external data file",
+        "opt {ext_onnx} --pipeline canonicalize -o {root}/ext.onnx.data",
+        2,
+        "external data of the input model",
+    ),
     C("build -o the model", "build {model_onnx} --print-trtexec -o {model_onnx}", 2, "is the input model"),
     # item 3: plugins that fail to import
-    C("plugin file missing", COMPILE + " -o {root}/o.onnx --load-pass-plugin {root}/nope.py", 2,
-      "pass plugin file not found"),
-    C("plugin with a syntax error", COMPILE + " -o {root}/o.onnx --load-pass-plugin {syntax_error_py}", 2,
-      "syntax_error.py"),
-    C("plugin raising at import", "opt {model_onnx} --pipeline canonicalize -o {root}/o.onnx "
-      "--load-pass-plugin {raises_py}", 2, "raises.py"),
-    C("plugin importing a missing module", "passes --load-pass-plugin {imports_missing_py}", 2,
-      "imports_missing.py"),
-    C("plugin module not installed", "passes --load-pass-plugin qdqc_no_such_plugin_xyz", 2,
-      "cannot import pass plugin module 'qdqc_no_such_plugin_xyz'"),
+    C(
+        "plugin file missing",
+        COMPILE + " -o {root}/o.onnx --load-pass-plugin {root}/nope.py",
+        2,
+        "pass plugin file not found",
+    ),
+    C(
+        "plugin with a syntax error",
+        COMPILE + " -o {root}/o.onnx --load-pass-plugin {syntax_error_py}",
+        2,
+        "syntax_error.py",
+    ),
+    C(
+        "plugin raising at import",
+        "opt {model_onnx} --pipeline canonicalize -o {root}/o.onnx --load-pass-plugin {raises_py}",
+        2,
+        "raises.py",
+    ),
+    C(
+        "plugin importing a missing module",
+        "passes --load-pass-plugin {imports_missing_py}",
+        2,
+        "imports_missing.py",
+    ),
+    C(
+        "plugin module not installed",
+        "passes --load-pass-plugin qdqc_no_such_plugin_xyz",
+        2,
+        "cannot import pass plugin module 'qdqc_no_such_plugin_xyz'",
+    ),
     # models
-    C("missing model", "compile {root}/missing.onnx --calib {calib_npy} -o {root}/o.onnx", 2,
-      "model file not found"),
+    C(
+        "missing model",
+        "compile {root}/missing.onnx --calib {calib_npy} -o {root}/o.onnx",
+        2,
+        "model file not found",
+    ),
     C("a folder as model", "inspect {dir}", 2, "got a directory"),
     C("empty model file", "inspect {empty_onnx}", 2, "holds no ONNX graph"),
-    C("random bytes as model", "opt {random_onnx} --pipeline canonicalize -o {root}/o.onnx", 2,
-      "cannot read"),
-    C("truncated model", COMPILE.replace("{model_onnx}", "{truncated_onnx}") + " -o {root}/o.onnx", 2,
-      "cannot read"),
+    C(
+        "random bytes as model",
+        "opt {random_onnx} --pipeline canonicalize -o {root}/o.onnx",
+        2,
+        "cannot read",
+    ),
+    C(
+        "truncated model",
+        COMPILE.replace("{model_onnx}", "{truncated_onnx}") + " -o {root}/o.onnx",
+        2,
+        "cannot read",
+    ),
     C("a text file as model", "inspect {text_onnx}", 2, "cannot read"),
     C("lint of a missing file", "lint {root}/missing.onnx", 2, "model file not found"),
     C("explain of a corrupt file", "explain {random_onnx}", 2, "cannot read"),
@@ -293,27 +413,58 @@ CASES = [
     C("bad --method", COMPILE + " -o {root}/o.onnx --method kl", 2, "unknown calibration"),
     C("missing -o", COMPILE, 2, "Missing option"),
     C("unknown command", "frobnicate", 2, "No such command"),
-    C("bad --shapes for build", "build {model_onnx} --print-trtexec --shapes garbage", 2,
-      "needs 'name:dims'"),
+    C(
+        "bad --shapes for build",
+        "build {model_onnx} --print-trtexec --shapes garbage",
+        2,
+        "needs 'name:dims'",
+    ),
     # calibration data and cache
-    C("no calibration data", "compile {model_onnx} -o {root}/o.onnx", 2,
-      "calibration data is required"),
-    C("missing calibration data path", "compile {model_onnx} --calib {root}/nope.npy -o {root}/o.onnx", 2,
-      "nope.npy"),
-    C("empty calibration folder", "compile {model_onnx} --calib {empty_images} -o {root}/o.onnx", 2,
-      "no images"),
+    C("no calibration data", "compile {model_onnx} -o {root}/o.onnx", 2, "calibration data is required"),
+    C(
+        "missing calibration data path",
+        "compile {model_onnx} --calib {root}/nope.npy -o {root}/o.onnx",
+        2,
+        "nope.npy",
+    ),
+    C(
+        "empty calibration folder",
+        "compile {model_onnx} --calib {empty_images} -o {root}/o.onnx",
+        2,
+        "no images",
+    ),
     C(".npz with wrong keys", "compile {model_onnx} --calib {badkeys_npz} -o {root}/o.onnx", 2, "'x'"),
-    C("calibration data of the wrong dtype", "compile {model_onnx} --calib {int_npy} -o {root}/o.onnx", 2,
-      "expects dtype float32"),
-    C("a model as calibration data", "compile {model_onnx} --calib {model_onnx} -o {root}/o.onnx", 2,
-      "unsupported calibration data"),
-    C("calibration cache of another model",
-      "compile {other_onnx} --calib-cache {stats_qdqc} -o {root}/o.onnx", 2, "stale calibration cache"),
-    C("corrupt calibration cache", "compile {model_onnx} --calib-cache {corrupt_stats} -o {root}/o.onnx", 2,
-      "is not a calibration cache"),
+    C(
+        "calibration data of the wrong dtype",
+        "compile {model_onnx} --calib {int_npy} -o {root}/o.onnx",
+        2,
+        "expects dtype float32",
+    ),
+    C(
+        "a model as calibration data",
+        "compile {model_onnx} --calib {model_onnx} -o {root}/o.onnx",
+        2,
+        "unsupported calibration data",
+    ),
+    C(
+        "calibration cache of another model",
+        "compile {other_onnx} --calib-cache {stats_qdqc} -o {root}/o.onnx",
+        2,
+        "stale calibration cache",
+    ),
+    C(
+        "corrupt calibration cache",
+        "compile {model_onnx} --calib-cache {corrupt_stats} -o {root}/o.onnx",
+        2,
+        "is not a calibration cache",
+    ),
     C("calibrate without --calib", "calibrate {model_onnx} -o {root}/s.qdqc", 2, "calibrate needs --calib"),
-    C("sensitivity with a missing --eval path", "sensitivity {model_onnx} --calib {calib_npy} "
-      "--eval {root}/nope.npz", 2, "nope.npz"),
+    C(
+        "sensitivity with a missing --eval path",
+        "sensitivity {model_onnx} --calib {calib_npy} --eval {root}/nope.npz",
+        2,
+        "nope.npz",
+    ),
     C("report-engine of a missing file", "report-engine {root}/nope.json", 2, "layer report not found"),
 ]
 
@@ -322,10 +473,12 @@ CASES = [
 @contextlib.contextmanager
 def special_places(root: Path) -> Iterator[dict[str, str | None]]:
     with contextlib.ExitStack() as stack:
-        yield {"ro": stack.enter_context(read_only_folder(root)),
-               "full": stack.enter_context(full_folder(root)),
-               "nearly_full": stack.enter_context(nearly_full_folder(root)),
-               "locked": stack.enter_context(locked_folder(root))}
+        yield {
+            "ro": stack.enter_context(read_only_folder(root)),
+            "full": stack.enter_context(full_folder(root)),
+            "nearly_full": stack.enter_context(nearly_full_folder(root)),
+            "locked": stack.enter_context(locked_folder(root)),
+        }
 
 
 def fill(case: Case, names: dict[str, str | None]) -> list[str] | None:
@@ -370,8 +523,11 @@ def run_case(case: Case, args: list[str], names: dict[str, str | None]) -> tuple
     finally:
         restore(root, before, contents)
     allowed = case.may_write.format(**names) if case.may_write else None
-    changed = sorted(path for path in set(before) | set(after)
-                     if before.get(path) != after.get(path) and not (allowed and path.startswith(allowed)))
+    changed = sorted(
+        path
+        for path in set(before) | set(after)
+        if before.get(path) != after.get(path) and not (allowed and path.startswith(allowed))
+    )
     return code, err.getvalue(), changed
 
 

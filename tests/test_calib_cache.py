@@ -26,8 +26,9 @@ from qdq_compiler.calib.errors import CalibrationCacheError
 from qdq_compiler.calib.histogram import TensorStats, collect_exact
 from qdq_compiler.calib.methods import compute_amax
 
-KEY = CacheKey(model_sha256="a" * 64, data_sha256="b" * 64, preprocess_sha256="c" * 64, num_bins=2048,
-               batch_size=8)
+KEY = CacheKey(
+    model_sha256="a" * 64, data_sha256="b" * 64, preprocess_sha256="c" * 64, num_bins=2048, batch_size=8
+)
 
 
 def _stats() -> dict[str, TensorStats]:
@@ -61,7 +62,9 @@ def _stats() -> dict[str, TensorStats]:
 def _model(bias: float = 0.0) -> onnx.ModelProto:
     node = helper.make_node("Add", ["x", "b"], ["y"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
         [onnx.numpy_helper.from_array(np.array([bias], np.float32), "b")],
     )
@@ -78,8 +81,17 @@ def test_round_trip(tmp_path):
         again = loaded[name]
         np.testing.assert_array_equal(again.hist, original.hist)
         assert again.hist.dtype == np.int64 and again.name == name
-        for attr in ("range", "base", "hist_width", "count", "nan_count", "inf_count", "num_bins", "binning",
-                     "max_bins"):
+        for attr in (
+            "range",
+            "base",
+            "hist_width",
+            "count",
+            "nan_count",
+            "inf_count",
+            "num_bins",
+            "binning",
+            "max_bins",
+        ):
             assert getattr(again, attr) == getattr(original, attr), (name, attr)
         if original.count:
             assert (again.min, again.max) == (original.min, original.max)
@@ -109,7 +121,11 @@ def test_meta_entries(tmp_path):
     for name, item in stats.items():
         entry = entries[name]
         assert (entry["binning"], entry["base"], entry["range"], entry["hist_bins"]) == (
-            item.binning, item.base, item.range, item.hist.size)
+            item.binning,
+            item.base,
+            item.range,
+            item.hist.size,
+        )
         assert "oversample" not in entry
     assert entries["coarse"]["base"] == 512 and entries["one pass"]["base"] == 2048
     assert entries["huge growth"]["base"] == 0.5 and isinstance(entries["coarse"]["base"], int)
@@ -132,16 +148,20 @@ def test_bytes_are_deterministic(tmp_path):
 @pytest.mark.parametrize(
     ("change", "label"),
     [
-        ({"model_sha256": "d" * 64},
-         "model hash differs (model hash: cache aaaaaaaaaaaa..., expected dddddddddddd...)"),
+        (
+            {"model_sha256": "d" * 64},
+            "model hash differs (model hash: cache aaaaaaaaaaaa..., expected dddddddddddd...)",
+        ),
         ({"data_sha256": "e" * 64}, "data hash differs"),
         ({"preprocess_sha256": "f" * 64}, "preprocessing hash differs"),
         ({"num_bins": 1024}, "num_bins differs (num_bins: cache 2048, expected 1024)"),
         ({"batch_size": 16}, "batch size differs (batch size: cache 8, expected 16)"),
         ({"model_sha256": "d" * 64, "data_sha256": "e" * 64}, "model hash, data hash differ"),
-        ({"num_bins": 1024, "batch_size": 1},
-         "num_bins, batch size differ (num_bins: cache 2048, expected 1024; "
-         "batch size: cache 8, expected 1)"),
+        (
+            {"num_bins": 1024, "batch_size": 1},
+            "num_bins, batch size differ (num_bins: cache 2048, expected 1024; "
+            "batch size: cache 8, expected 1)",
+        ),
     ],
 )
 def test_stale_key_refused(tmp_path, change, label):
@@ -167,8 +187,17 @@ def _rewrite_meta(path, old: bytes, new: bytes) -> None:
 def _old_cache(path, version: int) -> None:
     """A cache as qdqc wrote it before version 3."""
     values = np.abs(np.linspace(-3, 2, 1000, dtype=np.float32))
-    entry = {"name": "t", "histogram": "hist/000000.npy", "num_bins": 2048, "range": 4.0, "count": 1000,
-             "nan_count": 0, "inf_count": 0, "min": -3.0, "max": 2.0}
+    entry = {
+        "name": "t",
+        "histogram": "hist/000000.npy",
+        "num_bins": 2048,
+        "range": 4.0,
+        "count": 1000,
+        "nan_count": 0,
+        "inf_count": 0,
+        "min": -3.0,
+        "max": 2.0,
+    }
     key = {k: v for k, v in KEY.__dict__.items() if k != "batch_size"}  # the old keys had no batch size
     if version == 1:  # 2048 bins over a power-of-two range
         counts, _ = np.histogram(values, bins=2048, range=(0.0, 4.0))
@@ -189,8 +218,10 @@ def test_old_caches_refused(tmp_path, version, why):
         with pytest.raises(CalibrationCacheError) as info:
             read()
         text = str(info.value)
-        assert text.startswith(f"{path} has cache format version {version}; this qdqc reads version 3: "
-                               f"recalibrate (version {version} ")
+        assert text.startswith(
+            f"{path} has cache format version {version}; this qdqc reads version 3: "
+            f"recalibrate (version {version} "
+        )
         assert text.endswith(")") and why in text and "\n" not in text
 
 
@@ -204,13 +235,15 @@ def test_unreadable_caches(tmp_path):
     _rewrite_meta(path, b'"version": 3', b'"version": 99')
     with pytest.raises(CalibrationCacheError, match="version 99; this qdqc reads version 3: recalibrate$"):
         load_cache(path, KEY)
-    _rewrite_meta(path, b'"batch_size": 8,', b'')  # a version 3 key must have every field
+    _rewrite_meta(path, b'"batch_size": 8,', b"")  # a version 3 key must have every field
     with pytest.raises(CalibrationCacheError, match="has a malformed key"):
         read_cache_key(path)
     _rewrite_meta(path, b'"binning": "grow"', b'"binning": "pow2"')
-    with pytest.raises(CalibrationCacheError,
-                       match=r"corrupt entry for tensor '.*' \(binning must be 'fixed' or 'grow', "
-                             r"got 'pow2'\)"):
+    with pytest.raises(
+        CalibrationCacheError,
+        match=r"corrupt entry for tensor '.*' \(binning must be 'fixed' or 'grow', "
+        r"got 'pow2'\)",
+    ):
         load_cache(path, KEY)
     _rewrite_meta(path, b'"base": 512', b'"base": 3')
     with pytest.raises(CalibrationCacheError, match="corrupt entry for tensor 'coarse' .*cannot have base 3"):

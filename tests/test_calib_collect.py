@@ -25,7 +25,8 @@ def _model() -> onnx.ModelProto:
     conv = helper.make_node("Conv", ["x", "w", "b"], ["conv_out"], pads=[1, 1, 1, 1], name="conv")
     relu = helper.make_node("Relu", ["conv_out"], ["y"], name="relu")
     graph = helper.make_graph(
-        [conv, relu], "tiny",
+        [conv, relu],
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 5])],
         [onnx.numpy_helper.from_array(WEIGHT, "w"), onnx.numpy_helper.from_array(BIAS, "b")],
@@ -133,11 +134,16 @@ def _deeper_model() -> onnx.ModelProto:
         helper.make_node("Mul", ["s", "k"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "deeper",
+        nodes,
+        "deeper",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 5])],
-        [onnx.numpy_helper.from_array(WEIGHT, "w"), onnx.numpy_helper.from_array(BIAS, "b"),
-         onnx.numpy_helper.from_array(w2, "w2"), onnx.numpy_helper.from_array(np.float32(0.5), "k")],
+        [
+            onnx.numpy_helper.from_array(WEIGHT, "w"),
+            onnx.numpy_helper.from_array(BIAS, "b"),
+            onnx.numpy_helper.from_array(w2, "w2"),
+            onnx.numpy_helper.from_array(np.float32(0.5), "k"),
+        ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

@@ -91,8 +91,10 @@ def test_static_batch_drops_partial_batch(tmp_path, caplog):
     ("array", "message"),
     [
         (np.zeros((0, 3, 8, 8), np.float32), "no calibration samples (count 0)"),
-        (np.zeros((2, 3, 8, 9), np.float32),
-         "input 'images' expects shape [1,3,8,8] but samples stack to [1,3,8,9]"),
+        (
+            np.zeros((2, 3, 8, 9), np.float32),
+            "input 'images' expects shape [1,3,8,8] but samples stack to [1,3,8,9]",
+        ),
         (np.zeros((2, 3, 8), np.float32), "expects shape [1,3,8,8]"),
         (np.zeros((2, 3, 8, 8), np.float64), "expects dtype float32 but the data holds float64"),
     ],
@@ -132,10 +134,14 @@ def test_npz(tmp_path):
     ("arrays", "message"),
     [
         ({"a": np.ones((3, 4), np.float32)}, "missing input(s) 'b'"),
-        ({"a": np.ones((3, 4), np.float32), "b": np.ones((3, 2), np.float32), "c": np.ones(3, np.float32)},
-         "unknown input name(s) 'c'; model inputs are 'a', 'b'"),
-        ({"a": np.ones((3, 4), np.float32), "b": np.ones((2, 2), np.float32)},
-         "different sample counts (a=3, b=2)"),
+        (
+            {"a": np.ones((3, 4), np.float32), "b": np.ones((3, 2), np.float32), "c": np.ones(3, np.float32)},
+            "unknown input name(s) 'c'; model inputs are 'a', 'b'",
+        ),
+        (
+            {"a": np.ones((3, 4), np.float32), "b": np.ones((2, 2), np.float32)},
+            "different sample counts (a=3, b=2)",
+        ),
         ({"a": np.ones((3, 4), np.float32), "b": np.ones((3, 2), np.int64)}, "'b' expects dtype float32"),
     ],
 )
@@ -181,12 +187,18 @@ def test_in_memory_arrays():
     ("batch", "message"),
     [
         ({"a": np.ones((2, 4), np.float32)}, "missing input(s) 'b'"),
-        ({"a": np.ones((2, 4), np.float32), "b": np.ones((2, 2), np.float32), "z": 1},
-         "unknown input name(s) 'z'"),
-        ({"a": np.ones((2, 5), np.float32), "b": np.ones((2, 2), np.float32)},
-         "'a' expects shape [?,4] but got [2,5]"),
-        ({"a": np.ones((2, 4), np.float16), "b": np.ones((2, 2), np.float32)},
-         "expects dtype float32 but got float16"),
+        (
+            {"a": np.ones((2, 4), np.float32), "b": np.ones((2, 2), np.float32), "z": 1},
+            "unknown input name(s) 'z'",
+        ),
+        (
+            {"a": np.ones((2, 5), np.float32), "b": np.ones((2, 2), np.float32)},
+            "'a' expects shape [?,4] but got [2,5]",
+        ),
+        (
+            {"a": np.ones((2, 4), np.float16), "b": np.ones((2, 2), np.float32)},
+            "expects dtype float32 but got float16",
+        ),
         (np.ones((2, 4), np.float32), "a bare array fits single-input models only"),
     ],
 )
@@ -220,8 +232,12 @@ def test_preprocess_hash_and_validation():
     assert base.sha256() != Preprocess(resize="resize").sha256()
     assert base.sha256() != Preprocess(pad_value=0).sha256()
     assert base.describe()["mean"] == [0.0]
-    for bad, message in (({"resize": "crop"}, "resize must be one of"), ({"std": (1, 0, 1)}, "std must not"),
-                         ({"mean": (1, 2)}, "1 or 3 values"), ({"size": (0, 4)}, "size must be")):
+    for bad, message in (
+        ({"resize": "crop"}, "resize must be one of"),
+        ({"std": (1, 0, 1)}, "std must not"),
+        ({"mean": (1, 2)}, "1 or 3 values"),
+        ({"size": (0, 4)}, "size must be"),
+    ):
         with pytest.raises(CalibrationDataError, match=message):
             Preprocess(**bad)
 

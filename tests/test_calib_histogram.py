@@ -41,8 +41,10 @@ def _reference(first: np.ndarray, data: np.ndarray, base: float) -> np.ndarray:
 def _exact_bins(values: np.ndarray, r: float, base: float, size: int) -> np.ndarray:
     """Counts of ``floor(|v| * base / r)`` in exact rational arithmetic (``r`` itself: bin ceil(base) - 1)."""
     scale = Fraction(base) / Fraction(r)
-    index = [math.ceil(base) - 1 if v == r else math.floor(Fraction(v) * scale)
-             for v in np.abs(values.astype(np.float64)).tolist()]
+    index = [
+        math.ceil(base) - 1 if v == r else math.floor(Fraction(v) * scale)
+        for v in np.abs(values.astype(np.float64)).tolist()
+    ]
     return np.bincount(np.array(index, dtype=np.int64), minlength=size)
 
 
@@ -198,8 +200,14 @@ def test_max_bins_merges_pairs_by_hand():
 
 @pytest.mark.parametrize(
     ("num_bins", "max_bins", "growth"),
-    [(64, 1024, 100.0), (2048, 2048 * 4, 30.0), (1000, 4000, 9.0), (1000, 1000, 30.0), (8, 8, 3.0),
-     (4, 4, 1e4)],
+    [
+        (64, 1024, 100.0),
+        (2048, 2048 * 4, 30.0),
+        (1000, 4000, 9.0),
+        (1000, 1000, 30.0),
+        (8, 8, 3.0),
+        (4, 4, 1e4),
+    ],
 )
 def test_max_bins_equals_reference_at_doubled_width(num_bins, max_bins, growth):
     rng = np.random.default_rng(num_bins)
@@ -237,8 +245,9 @@ def test_one_large_batch_binned_block_by_block_equals_reference():
     np.testing.assert_array_equal(stats.hist, _reference(first, finite, stats.base))
     assert (stats.nan_count, stats.inf_count, stats.count) == (1, 2, finite.size)
     assert (stats.min, stats.max) == (float(finite.min()), float(finite.max()))
-    pieces = _grown(first, np.array_split(np.delete(later, [7, _CHUNK + 3, _CHUNK + 4]), 97), 256,
-                    max_bins=1024)
+    pieces = _grown(
+        first, np.array_split(np.delete(later, [7, _CHUNK + 3, _CHUNK + 4]), 97), 256, max_bins=1024
+    )
     np.testing.assert_array_equal(stats.hist, pieces.hist)
     assert stats.base == pieces.base
 
@@ -352,8 +361,11 @@ def test_merge_rules():
     assert a.hist.tolist() == [1, 0, 0, 0, 0, 0, 0, 2] and a.count == 3
     c = TensorStats(8, fixed_range=4.0)
     c.update(np.array([3.0]))
-    with pytest.raises(ValueError, match=r"cannot merge fixed statistics over \[0, 4\.0\] in 8 bins into "
-                                         r"fixed statistics over \[0, 2\.0\] in 8 bins"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot merge fixed statistics over \[0, 4\.0\] in 8 bins into "
+        r"fixed statistics over \[0, 2\.0\] in 8 bins",
+    ):
         a.merge(c)
     with pytest.raises(ValueError, match="cannot merge grow statistics"):
         a.merge(TensorStats(8))
@@ -368,8 +380,11 @@ def test_merge_rules():
     merged.update(np.array([1.0]))
     merged.update(np.array([1.5]))  # 13 bins > 8: base 4
     assert merged.base == 4
-    with pytest.raises(ValueError, match=r"over \[0, 1\.0\] in 4(\.0)? bins into grow statistics over "
-                                         r"\[0, 1\.0\] in 8 bins"):
+    with pytest.raises(
+        ValueError,
+        match=r"over \[0, 1\.0\] in 4(\.0)? bins into grow statistics over "
+        r"\[0, 1\.0\] in 8 bins",
+    ):
         grow1.merge(merged)
     # refused merges change nothing
     assert grow1.count == 2 and grow1.hist.tolist() == [0, 0, 0, 0, 1, 0, 0, 1]
@@ -407,8 +422,9 @@ def test_extreme_magnitudes():
         values = np.array([value, value / 2, value / 3, 0.0], np.float32)
         stats = TensorStats()
         stats.update(values)
-        expected, _ = np.histogram(np.abs(values.astype(np.float64)), bins=2048,
-                                   range=(0.0, float(values[0])))
+        expected, _ = np.histogram(
+            np.abs(values.astype(np.float64)), bins=2048, range=(0.0, float(values[0]))
+        )
         np.testing.assert_array_equal(stats.hist, expected)
         assert stats.range == stats.absmax == float(values[0])
         if value < 1e38:  # and growing by 40 %
@@ -451,11 +467,13 @@ def test_from_histogram_validation():
     with pytest.raises(ValueError, match="non-negative"):
         TensorStats.from_histogram(np.array([1, -1]), 1.0, min_value=0.0, max_value=1.0)
     with pytest.raises(ValueError, match="binning must be"):
-        TensorStats.from_histogram(np.ones(4, dtype=np.int64), 1.0, min_value=0.0, max_value=1.0,
-                                   binning="pow2")
+        TensorStats.from_histogram(
+            np.ones(4, dtype=np.int64), 1.0, min_value=0.0, max_value=1.0, binning="pow2"
+        )
     with pytest.raises(ValueError, match="cannot have base 3"):
-        TensorStats.from_histogram(np.ones(8, dtype=np.int64), 1.0, min_value=0.0, max_value=1.0, num_bins=4,
-                                   binning="grow", base=3)
+        TensorStats.from_histogram(
+            np.ones(8, dtype=np.int64), 1.0, min_value=0.0, max_value=1.0, num_bins=4, binning="grow", base=3
+        )
     with pytest.raises(ValueError, match="num_bins"):
         TensorStats(num_bins=7)
     with pytest.raises(ValueError, match="below num_bins"):
@@ -464,25 +482,46 @@ def test_from_histogram_validation():
     stats = TensorStats(8)  # max_bins 256
     stats.update(np.array([1.0, -0.2], dtype=np.float32))
     stats.update(np.array([40.0], dtype=np.float32))  # 321 bins of 1/8 > 256: base 4
-    again = TensorStats.from_histogram(stats.hist, stats.range, min_value=stats.min, max_value=stats.max,
-                                       num_bins=8, binning="grow", base=stats.base)
+    again = TensorStats.from_histogram(
+        stats.hist,
+        stats.range,
+        min_value=stats.min,
+        max_value=stats.max,
+        num_bins=8,
+        binning="grow",
+        base=stats.base,
+    )
     np.testing.assert_array_equal(again.hist, stats.hist)
     assert (again.binning, again.range, again.base, again.count, again.hist_width, again.max_bins) == (
-        "grow", 1.0, 4, 3, 0.25, 256)
+        "grow",
+        1.0,
+        4,
+        3,
+        0.25,
+        256,
+    )
     for batch in ([1.0, 50.6], [80.0, -0.5]):  # 203 bins; then 321 > 256: base 2
         again.update(np.array(batch, dtype=np.float32))
         stats.update(np.array(batch, dtype=np.float32))
         np.testing.assert_array_equal(again.hist, stats.hist)
     assert again.base == 2
     with pytest.raises(ValueError, match="outside"):  # absmax beyond the last grown bin
-        TensorStats.from_histogram(stats.hist, 1.0, min_value=0.0, max_value=float(stats.edges[-1]) + 0.1,
-                                   num_bins=8, binning="grow", base=2)
+        TensorStats.from_histogram(
+            stats.hist,
+            1.0,
+            min_value=0.0,
+            max_value=float(stats.edges[-1]) + 0.1,
+            num_bins=8,
+            binning="grow",
+            base=2,
+        )
 
 
 def test_from_histogram_refuses_grow_histogram_shorter_than_base():
     with pytest.raises(ValueError, match="cannot have base"):
-        TensorStats.from_histogram(np.ones(4, dtype=np.int64), 1.0, min_value=0.0, max_value=0.4, num_bins=8,
-                                   binning="grow", base=8)
+        TensorStats.from_histogram(
+            np.ones(4, dtype=np.int64), 1.0, min_value=0.0, max_value=0.4, num_bins=8, binning="grow", base=8
+        )
 
 
 # --------------------------------------------------------------------------- fixed binning

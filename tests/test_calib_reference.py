@@ -102,8 +102,11 @@ def reference_amax(values: np.ndarray, hist: np.ndarray | None = None, width: fl
     if hist is None:
         hist, width = reference_histogram(absx, absmax), absmax / BINS
     ordered = np.sort(absx)
-    out = {"max": absmax, "entropy": min(reference_entropy(hist, width), absmax),
-           "mse": min(reference_mse(hist, width), absmax)}
+    out = {
+        "max": absmax,
+        "entropy": min(reference_entropy(hist, width), absmax),
+        "mse": min(reference_mse(hist, width), absmax),
+    }
     for p in PERCENTILES:
         rank = math.ceil(Fraction(str(p)) * ordered.size / 100)  # nearest rank, exact arithmetic
         out[f"percentile{{p={p}}}"] = float(ordered[rank - 1])
@@ -123,15 +126,19 @@ def _with_last(batches: list[np.ndarray], extra: list[float]) -> list[np.ndarray
 DISTRIBUTIONS = {
     "normal": lambda rng: _growing(rng, rng.standard_normal),
     "laplace-outliers": lambda rng: _with_last(
-        _growing(rng, lambda size: rng.laplace(size=size)), [31.0, -44.5, 25.0, 38.2, -29.0]),
+        _growing(rng, lambda size: rng.laplace(size=size)), [31.0, -44.5, 25.0, 38.2, -29.0]
+    ),
     "student-t3-outliers": lambda rng: _with_last(
-        _growing(rng, lambda size: rng.standard_t(3, size)), [-60.0, 75.5]),
+        _growing(rng, lambda size: rng.standard_t(3, size)), [-60.0, 75.5]
+    ),
     "uniform": lambda rng: _growing(rng, lambda size: rng.uniform(-2.0, 5.0, size)),
     "relu-sparse": lambda rng: _growing(
-        rng, lambda size: np.where(rng.random(size) < 0.8, 0.0, np.maximum(rng.standard_normal(size), 0.0))),
+        rng, lambda size: np.where(rng.random(size) < 0.8, 0.0, np.maximum(rng.standard_normal(size), 0.0))
+    ),
     # absmax 9.75 just above 8: a power-of-two range would be 16, wasting 40% of its bins
     "absmax-9.75": lambda rng: _with_last(
-        _growing(rng, lambda size: np.clip(rng.standard_normal(size) * 2.5, -9.7, 9.7)), [9.75]),
+        _growing(rng, lambda size: np.clip(rng.standard_normal(size) * 2.5, -9.7, 9.7)), [9.75]
+    ),
 }
 
 
@@ -143,8 +150,12 @@ def _batches(name: str) -> list[np.ndarray]:
 def _identity_model() -> onnx.ModelProto:
     """A model whose input is the observed tensor (collection needs no inference then)."""
     node = helper.make_node("Identity", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

@@ -12,9 +12,11 @@ from qdq_compiler.calib.weights import per_channel_amax
 
 def test_per_channel_max_by_hand():
     weight = np.array(
-        [[[[1.0, -4.0]], [[0.5, 2.0]]],  # channel 0: |w| max 4
-         [[[0.0, 0.0]], [[0.0, 0.0]]],  # channel 1: all zero -> median of the others
-         [[[-0.25, 0.1]], [[0.2, 0.0]]]],  # channel 2: 0.25
+        [
+            [[[1.0, -4.0]], [[0.5, 2.0]]],  # channel 0: |w| max 4
+            [[[0.0, 0.0]], [[0.0, 0.0]]],  # channel 1: all zero -> median of the others
+            [[[-0.25, 0.1]], [[0.2, 0.0]]],
+        ],  # channel 2: 0.25
         dtype=np.float32,
     )  # Conv weight [3, 2, 1, 2]
     np.testing.assert_array_equal(per_channel_amax(weight, 0), [4.0, (4.0 + 0.25) / 2, 0.25])
@@ -36,8 +38,9 @@ def test_per_channel_histogram_methods(method):
         peak = values.max()
         # one-shot histogram over [0, channel absmax], as pytorch-quantization builds for weights
         counts, _ = np.histogram(values, bins=2048, range=(0, peak))
-        stats = TensorStats.from_histogram(counts, peak, min_value=float(weight[channel].min()),
-                                           max_value=float(weight[channel].max()))
+        stats = TensorStats.from_histogram(
+            counts, peak, min_value=float(weight[channel].min()), max_value=float(weight[channel].max())
+        )
         assert amax[channel] == compute_amax(stats, method)
         assert 0 < amax[channel] <= peak
 

@@ -48,8 +48,10 @@ def _model() -> onnx.ModelProto:
     """x [N,2,5,5] -> Conv 3x3 (3 channels) -> conv_out -> Relu -> y."""
     weight = np.random.default_rng(1).standard_normal((3, 2, 3, 3)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["conv_out"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["conv_out"], ["y"])],
+        [
+            helper.make_node("Conv", ["x", "w"], ["conv_out"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv_out"], ["y"]),
+        ],
         "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 5, 5])],

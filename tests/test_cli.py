@@ -71,8 +71,10 @@ def test_two_pass_flag_reads_the_data_twice(yolo_path, calib_path, tmp_path) -> 
     args = ["-q", "compile", str(yolo_path), "--calib", str(calib_path), "--method", "entropy"]
     assert main([*args, "-o", str(one)]) == 0
     assert main([*args, "-o", str(two), "--two-pass"]) == 0
-    pipelines = [{p.key: p.value for p in onnx.load(str(path)).metadata_props}["qdq_compiler.pipeline"]
-                 for path in (one, two)]
+    pipelines = [
+        {p.key: p.value for p in onnx.load(str(path)).metadata_props}["qdq_compiler.pipeline"]
+        for path in (one, two)
+    ]
     assert "exact=true" not in pipelines[0] and "calibrate{method=entropy,exact=true}" in pipelines[1]
     assert one.read_bytes() != two.read_bytes()  # other histograms: the first sample is not the whole range
 
@@ -83,8 +85,12 @@ def test_two_pass_needs_a_two_pass_cache(yolo_path, calib_path, tmp_path, capsys
     args = ["-q", "compile", str(yolo_path), "-o", str(tmp_path / "o.onnx"), "--two-pass", "--calib-cache"]
     assert main([*args, str(one_pass)]) != 0
     assert "holds one-pass statistics" in capsys.readouterr().err
-    assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(two_pass),
-                 "--two-pass"]) == 0
+    assert (
+        main(
+            ["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(two_pass), "--two-pass"]
+        )
+        == 0
+    )
     assert main([*args, str(two_pass)]) == 0
 
 
@@ -199,10 +205,24 @@ def test_inspect(yolo_path, capsys) -> None:
             ["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--check-data", "{model}"],
             "self-check data (--check-data): ",
         ),
-        (["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--no-check", "--check-samples", "2"],
-         "--check-samples configure the self-check"),
-        (["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--check-sqnr-min", "nan"],
-         "--check-sqnr-min must be a finite number"),
+        (
+            [
+                "compile",
+                "{model}",
+                "-o",
+                "x.onnx",
+                "--calib",
+                "{calib}",
+                "--no-check",
+                "--check-samples",
+                "2",
+            ],
+            "--check-samples configure the self-check",
+        ),
+        (
+            ["compile", "{model}", "-o", "x.onnx", "--calib", "{calib}", "--check-sqnr-min", "nan"],
+            "--check-sqnr-min must be a finite number",
+        ),
         (["frobnicate"], "No such command"),
         (["opt", "{corrupt}", "-o", "x.onnx", "--pipeline", "canonicalize"], "cannot read"),
     ],
@@ -260,11 +280,14 @@ def test_runs_as_a_module(module):
     assert done.returncode == 0 and "qdqc, version" in done.stdout, done.stderr
 
 
-@pytest.mark.parametrize("pipeline, flags, message", [
-    ("trt-int8-from-qdq", ["--calib-cache", "x.stats"], "--calib-cache configures calibrate"),
-    ("trt-int8", ["--missing-scales", "float"], "--missing-scales configures import-scales"),
-    ("prepare", ["--exclude", "conv*"], "--exclude configures place-qdq"),
-])
+@pytest.mark.parametrize(
+    "pipeline, flags, message",
+    [
+        ("trt-int8-from-qdq", ["--calib-cache", "x.stats"], "--calib-cache configures calibrate"),
+        ("trt-int8", ["--missing-scales", "float"], "--missing-scales configures import-scales"),
+        ("prepare", ["--exclude", "conv*"], "--exclude configures place-qdq"),
+    ],
+)
 def test_a_flag_whose_pass_is_not_in_the_pipeline_is_refused(tmp_path, capsys, pipeline, flags, message):
     from qdq_compiler.detect import bundled
 
@@ -386,8 +409,13 @@ def test_ctrl_c_while_importing_the_cli_prints_aborted(entry) -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _INTERRUPT_IMPORT + _ENTRIES[entry]], capture_output=True,
-                          text=True, check=False, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_IMPORT + _ENTRIES[entry]],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 130 and done.stderr.strip() == "qdqc: aborted", done.stderr
 
@@ -400,8 +428,17 @@ def test_sigint_soon_after_start_prints_aborted(delay, yolo_path, calib_path, tm
     import sys
     import time
 
-    args = [sys.executable, "-m", "qdq_compiler", "compile", str(yolo_path), "--calib", str(calib_path),
-            "-o", str(tmp_path / "out.onnx")]
+    args = [
+        sys.executable,
+        "-m",
+        "qdq_compiler",
+        "compile",
+        str(yolo_path),
+        "--calib",
+        str(calib_path),
+        "-o",
+        str(tmp_path / "out.onnx"),
+    ]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
@@ -411,8 +448,9 @@ def test_sigint_soon_after_start_prints_aborted(delay, yolo_path, calib_path, tm
     assert not (tmp_path / "out.onnx").exists()
 
 
-def test_build_checks_its_outputs_and_reports_write_errors_in_one_line(yolo_path, tmp_path, capsys,
-                                                                        monkeypatch):
+def test_build_checks_its_outputs_and_reports_write_errors_in_one_line(
+    yolo_path, tmp_path, capsys, monkeypatch
+):
     """build: the engine and --timing-cache paths are checked before TensorRT runs; an OSError while it
     writes the engine files (disk full) is one line, not an internal error."""
     import errno
@@ -457,5 +495,7 @@ def test_an_installed_plugin_that_fails_to_load_is_one_line(monkeypatch, capsys)
     code = main(["passes"])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.strip() == ("qdqc: error: installed pass plugin 'broken-passes' (broken_passes.module) "
-                           "failed to load: ImportError: No module named 'numpy_v0'")
+    assert err.strip() == (
+        "qdqc: error: installed pass plugin 'broken-passes' (broken_passes.module) "
+        "failed to load: ImportError: No module named 'numpy_v0'"
+    )

@@ -39,10 +39,13 @@ def test_batched_nms_is_per_class() -> None:
 
 
 def test_candidates_score_is_obj_times_cls() -> None:
-    pred = np.array([
-        _row(50, 50, 20, 10, 0.9, [0.1, 0.8, 0.5]),
-        _row(10, 10, 4, 4, 0.01, [0.9, 0.9, 0.9]),  # objectness below threshold
-    ], np.float32)
+    pred = np.array(
+        [
+            _row(50, 50, 20, 10, 0.9, [0.1, 0.8, 0.5]),
+            _row(10, 10, 4, 4, 0.01, [0.9, 0.9, 0.9]),  # objectness below threshold
+        ],
+        np.float32,
+    )
     multi = candidates(pred, conf_thres=0.3)
     assert multi.classes.tolist() == [1, 2]
     np.testing.assert_allclose(multi.scores, [0.72, 0.45], rtol=1e-6)
@@ -52,17 +55,23 @@ def test_candidates_score_is_obj_times_cls() -> None:
 
 
 def test_decode_batch() -> None:
-    out = np.array([[
-        _row(50, 50, 20, 20, 0.9, [0.9, 0.0]),
-        _row(51, 50, 20, 20, 0.8, [0.9, 0.0]),  # duplicate of row 0: suppressed
-        _row(51, 50, 20, 20, 0.8, [0.0, 0.9]),  # same place, other class: kept
-        _row(120, 120, 10, 10, 0.2, [0.5, 0.0]),  # score 0.1 < 0.25
-    ], [
-        _row(30, 30, 8, 8, 0.6, [0.0, 0.7]),
-        _row(0, 0, 0, 0, 0.0, [0.0, 0.0]),
-        _row(0, 0, 0, 0, 0.0, [0.0, 0.0]),
-        _row(0, 0, 0, 0, 0.0, [0.0, 0.0]),
-    ]], np.float32)
+    out = np.array(
+        [
+            [
+                _row(50, 50, 20, 20, 0.9, [0.9, 0.0]),
+                _row(51, 50, 20, 20, 0.8, [0.9, 0.0]),  # duplicate of row 0: suppressed
+                _row(51, 50, 20, 20, 0.8, [0.0, 0.9]),  # same place, other class: kept
+                _row(120, 120, 10, 10, 0.2, [0.5, 0.0]),  # score 0.1 < 0.25
+            ],
+            [
+                _row(30, 30, 8, 8, 0.6, [0.0, 0.7]),
+                _row(0, 0, 0, 0, 0.0, [0.0, 0.0]),
+                _row(0, 0, 0, 0, 0.0, [0.0, 0.0]),
+                _row(0, 0, 0, 0, 0.0, [0.0, 0.0]),
+            ],
+        ],
+        np.float32,
+    )
     dets = decode(out, conf_thres=0.25, iou_thres=0.5)
     assert [len(d) for d in dets] == [2, 1]
     assert dets[0].classes.tolist() == [0, 1]

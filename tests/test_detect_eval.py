@@ -46,8 +46,10 @@ def test_bundled_model_interface() -> None:
 
 def test_coco_map_of_ground_truth_is_perfect() -> None:
     gt = _val_json()
-    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-               for a in gt["annotations"]]
+    results = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+        for a in gt["annotations"]
+    ]
     m = coco_map(gt, results)
     assert m["map50"] == pytest.approx(1.0) and m["map50_95"] == pytest.approx(1.0)
     assert coco_map(gt, []) == {"map50": 0.0, "map50_95": 0.0}

@@ -64,8 +64,14 @@ def _quiet_warnings():
     logger.setLevel(level)
 
 
-@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(st.data())
 def test_random_cnns_compile_to_valid_accurate_models(data):
     cnn = random_cnn(HypothesisChooser(data.draw), CI_FEATURES)
@@ -96,12 +102,39 @@ def test_the_generator_covers_every_construct():
         ops.update(node.op_type for node in cnn.model.graph.node)
         lines.update(cnn.description)
         opsets.add(cnn.opset)
-    assert {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid",
-            "Mul", "HardSwish", "Clip", "Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool",
-            "Resize", "Pad", "Split", "Reshape", "Transpose"} <= ops
+    assert {
+        "Conv",
+        "ConvTranspose",
+        "Gemm",
+        "MatMul",
+        "BatchNormalization",
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Mul",
+        "HardSwish",
+        "Clip",
+        "Add",
+        "Concat",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Resize",
+        "Pad",
+        "Split",
+        "Reshape",
+        "Transpose",
+    } <= ops
     text = "\n".join(lines)
-    for construct in ("shares weights", "float16", "range ratio 1e4", "all-zero output channel",
-                      "input [1, 1,", "input [1, 3,", "MatMul weight [1, 1,"):
+    for construct in (
+        "shares weights",
+        "float16",
+        "range ratio 1e4",
+        "all-zero output channel",
+        "input [1, 1,",
+        "input [1, 3,",
+        "MatMul weight [1, 1,",
+    ):
         assert construct in text, construct
     assert re.search(r"Conv k\d s\d g(\d+) \((\1),", text), "a depthwise conv"
     assert re.search(r"Conv k\d s\d g([2-9]) \((?!\1,)", text), "a grouped, not depthwise, conv"
@@ -128,8 +161,11 @@ def test_the_floor_passes_a_correct_model_and_fails_a_miscompiled_one():
     from qdq_compiler.models.fuzz_check import run_session
     from qdq_compiler.pm import PassContext, PassManager
 
-    seed = next(s for s in range(100) if sum(n.op_type == "Conv" for n in
-                                             random_cnn(RandomChooser(s), CI_FEATURES).model.graph.node) >= 3)
+    seed = next(
+        s
+        for s in range(100)
+        if sum(n.op_type == "Conv" for n in random_cnn(RandomChooser(s), CI_FEATURES).model.graph.node) >= 3
+    )
     cnn = random_cnn(RandomChooser(seed), CI_FEATURES)
     batches = cnn.calibration_batches(8)
     model = load_model(cnn.model)
@@ -167,8 +203,10 @@ def test_noise_gain_measures_cancellation():
         nodes = [helper.make_node("MatMul", ["x", "w"], ["y" if not cancel else "a"])]
         inits = [numpy_helper.from_array(weight, "w")]
         if cancel:
-            nodes += [helper.make_node("MatMul", ["x", "w2"], ["b"]),
-                      helper.make_node("Sub", ["a", "b"], ["y"])]
+            nodes += [
+                helper.make_node("MatMul", ["x", "w2"], ["b"]),
+                helper.make_node("Sub", ["a", "b"], ["y"]),
+            ]
             inits.append(numpy_helper.from_array(0.9 * weight, "w2"))
         inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 8])]
         outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 4])]

@@ -41,11 +41,15 @@ def _hand_quantized() -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
     b_q = np.array([100, -50, 7, 0], np.int32)
     b_scale = np.float32(0.0005)
     inits = [
-        numpy_helper.from_array(np.float32(0.05), "x_scale"), numpy_helper.from_array(np.int8(0), "x_zp"),
-        numpy_helper.from_array(w_q, "w_q"), numpy_helper.from_array(w_scale, "w_scale"),
+        numpy_helper.from_array(np.float32(0.05), "x_scale"),
+        numpy_helper.from_array(np.int8(0), "x_zp"),
+        numpy_helper.from_array(w_q, "w_q"),
+        numpy_helper.from_array(w_scale, "w_scale"),
         numpy_helper.from_array(np.zeros(4, np.int8), "w_zp"),
-        numpy_helper.from_array(b_q, "b_q"), numpy_helper.from_array(b_scale, "b_scale"),
-        numpy_helper.from_array(np.float32(0.02), "y_scale"), numpy_helper.from_array(np.uint8(10), "y_zp"),
+        numpy_helper.from_array(b_q, "b_q"),
+        numpy_helper.from_array(b_scale, "b_scale"),
+        numpy_helper.from_array(np.float32(0.02), "y_scale"),
+        numpy_helper.from_array(np.uint8(10), "y_zp"),
     ]
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"], name="x_Q"),
@@ -57,8 +61,11 @@ def _hand_quantized() -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
         helper.make_node("DequantizeLinear", ["y_q", "y_scale", "y_zp"], ["y"], name="y_DQ"),
     ]
     graph = helper.make_graph(
-        nodes, "hand", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])], inits,
+        nodes,
+        "hand",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     weight = w_q.astype(np.float32) * w_scale[:, None, None, None]
@@ -79,12 +86,16 @@ def test_strip_qdq_restores_float_constants_and_keeps_activation_ranges():
     assert imported_amax(model) == pytest.approx({"x": 0.05 * 127, "y": 0.02 * 245})
     # the stripped model computes the float conv
     x = np.random.default_rng(1).standard_normal((1, 4, 5, 5)).astype(np.float32)
-    expected = helper.make_model(helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "float",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
-    ), opset_imports=[helper.make_opsetid("", 13)])
+    expected = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
+            "float",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])],
+            [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+        ),
+        opset_imports=[helper.make_opsetid("", 13)],
+    )
     got = run_outputs(to_proto(model), [{"x": x}])["y"]
     np.testing.assert_allclose(got, run_outputs(expected, [{"x": x}])["y"], rtol=1e-6, atol=1e-6)
 
@@ -115,8 +126,14 @@ def _ort_quantized(tmp_path, op_types=None) -> tuple[onnx.ModelProto, onnx.Model
             return None if batch is None else {name: batch}
 
     quantize_static(
-        str(float_path), str(qdq_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+        str(float_path),
+        str(qdq_path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=op_types,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
     )
     return float_model, onnx.load(qdq_path)
@@ -192,8 +209,10 @@ def test_cli_refuses_a_quantized_model_in_the_float_pipeline_with_a_hint(tmp_pat
     err = capsys.readouterr().err
     assert "already quantized" in err and "trt-int8-from-qdq" in err and err.count("\n") == 1
     data = str(tmp_path / "x.npy")
-    for args in (["calibrate", str(path), "--calib", data, "-o", str(tmp_path / "s")],
-                 ["sensitivity", str(path), "--calib", data]):
+    for args in (
+        ["calibrate", str(path), "--calib", data, "-o", str(tmp_path / "s")],
+        ["sensitivity", str(path), "--calib", data],
+    ):
         assert main(args) == 2
         assert "already quantized" in capsys.readouterr().err
     out = tmp_path / "re.onnx"
@@ -275,13 +294,16 @@ def test_imported_scales_survive_an_identity_before_the_pair():
     assert [q.inputs[0].name for q in quantizers] == ["a"] and scale_of(quantizers[0]) == np.float32(0.02)
 
 
-@pytest.mark.parametrize("body, message", [
-    ("xq = QuantizeLinear(x, t)\n y = DequantizeLinear(xq, t)", "not a constant"),
-    ("xq = QuantizeLinear(x, s)\n y = DequantizeLinear(xq, s2)", "different scales"),
-    ("xq = QuantizeLinear(x, zero)\n y = DequantizeLinear(xq, zero)", "not positive"),
-    ("xq = QuantizeLinear <block_size = 2> (x, s)\n y = DequantizeLinear(xq, s)", "blocked"),
-    ("xq = com.microsoft.QuantizeLinear(x, s)\n y = com.microsoft.DequantizeLinear(xq, s)", "contrib"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("xq = QuantizeLinear(x, t)\n y = DequantizeLinear(xq, t)", "not a constant"),
+        ("xq = QuantizeLinear(x, s)\n y = DequantizeLinear(xq, s2)", "different scales"),
+        ("xq = QuantizeLinear(x, zero)\n y = DequantizeLinear(xq, zero)", "not positive"),
+        ("xq = QuantizeLinear <block_size = 2> (x, s)\n y = DequantizeLinear(xq, s)", "blocked"),
+        ("xq = com.microsoft.QuantizeLinear(x, s)\n y = com.microsoft.DequantizeLinear(xq, s)", "contrib"),
+    ],
+)
 def test_strip_refuses_what_it_cannot_take_over(body, message):
     text = f"""
         <ir_version: 8, opset_import: ["" : 13, "com.microsoft" : 1]>

@@ -27,8 +27,18 @@ def test_compile_with_io_fp16_writes_a_valid_model_that_runs_on_float16_inputs(t
     onnx.save(_two_branches(), model)
     samples = np.random.default_rng(4).standard_normal((8, 4, 8, 8)).astype(np.float32)
     np.save(data, samples)
-    args = ["compile", str(model), "-o", str(out), "--calib", str(data), "--quantize-head",
-            "--target", "trt11", "--io-fp16"]
+    args = [
+        "compile",
+        str(model),
+        "-o",
+        str(out),
+        "--calib",
+        str(data),
+        "--quantize-head",
+        "--target",
+        "trt11",
+        "--io-fp16",
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
     compiled = onnx.load(str(out))
@@ -55,8 +65,9 @@ def _mixed_io_model() -> onnx.ModelProto:
     weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3
     w_scale = np.abs(weight).reshape(4, -1).max(axis=1) / 127
     inits = [
-        numpy_helper.from_array(np.clip(np.round(weight / w_scale[:, None, None, None]), -127, 127)
-                                .astype(np.int8), "w_q"),
+        numpy_helper.from_array(
+            np.clip(np.round(weight / w_scale[:, None, None, None]), -127, 127).astype(np.int8), "w_q"
+        ),
         numpy_helper.from_array(w_scale.astype(np.float32), "w_scale"),
         numpy_helper.from_array(np.zeros(4, np.int8), "w_zp"),
         numpy_helper.from_array(np.float32(3.0 / 127), "x_scale"),
@@ -76,11 +87,15 @@ def _mixed_io_model() -> onnx.ModelProto:
     ]
     inits.append(numpy_helper.from_array(np.array([0, 2, 3], np.int64), "axes"))
     graph = helper.make_graph(
-        nodes, "mixed",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
-         helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4]),
-         helper.make_tensor_value_info("pick", TensorProto.INT64, [4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "w"])], inits,
+        nodes,
+        "mixed",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+            helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("pick", TensorProto.INT64, [4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "w"])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
 
@@ -93,8 +108,11 @@ def test_io_fp16_retypes_float_inputs_only(io_fp16):
     legal = to_proto(model)
     onnx.checker.check_model(legal, full_check=True)
     float_io = TensorProto.FLOAT16 if io_fp16 else TensorProto.FLOAT
-    assert _elem_types(legal.graph.input) == {"x": float_io, "scales": TensorProto.FLOAT,
-                                              "pick": TensorProto.INT64}
+    assert _elem_types(legal.graph.input) == {
+        "x": float_io,
+        "scales": TensorProto.FLOAT,
+        "pick": TensorProto.INT64,
+    }
     assert _elem_types(legal.graph.output) == {"y": float_io}
     rng = np.random.default_rng(6)
     x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)

@@ -42,8 +42,11 @@ def _small_cnn() -> onnx.ModelProto:
     for index, (cin, cout, stride) in enumerate([(3, 8, 1), (8, 16, 2), (16, 16, 2)]):
         w = weight(f"conv{index}.w", (cout, cin, 3, 3), 0.4)
         b = weight(f"conv{index}.b", (cout,), 0.1)
-        nodes.append(helper.make_node("Conv", [x, w, b], [f"c{index}"], f"conv{index}", pads=[1, 1, 1, 1],
-                                      strides=[stride, stride]))
+        nodes.append(
+            helper.make_node(
+                "Conv", [x, w, b], [f"c{index}"], f"conv{index}", pads=[1, 1, 1, 1], strides=[stride, stride]
+            )
+        )
         nodes.append(helper.make_node("Relu", [f"c{index}"], [f"r{index}"], f"relu{index}"))
         x = f"r{index}"
     nodes.append(helper.make_node("Flatten", [x], ["flat"], "flatten"))
@@ -55,8 +58,11 @@ def _small_cnn() -> onnx.ModelProto:
         helper.make_node("Add", ["m1", weight("fc1.b", (10,), 0.1)], ["y"], "fc1_bias"),
     ]
     graph = helper.make_graph(
-        nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits,
+        nodes,
+        "small_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
     model.ir_version = 7
@@ -84,8 +90,14 @@ def tiny_limits(monkeypatch):
 
 
 def _save_external(model: onnx.ModelProto, path: Path) -> Path:
-    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=0)
+    onnx.save_model(
+        model,
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=0,
+    )
     return path
 
 
@@ -126,8 +138,12 @@ def test_compile_large_model_end_to_end(tiny_limits, large_input, tmp_path) -> N
     skeleton = onnx.load(str(out), load_external_data=False)
     external_tensors = [t.name for t in skeleton.graph.initializer if t.data_location == TensorProto.EXTERNAL]
     assert "fc0.w_quantized" in external_tensors or len(external_tensors) >= 4
-    assert all(entry.value == "compiled.onnx.data" for t in skeleton.graph.initializer
-               for entry in t.external_data if entry.key == "location")
+    assert all(
+        entry.value == "compiled.onnx.data"
+        for t in skeleton.graph.initializer
+        for entry in t.external_data
+        if entry.key == "location"
+    )
     onnx.checker.check_model(str(out), full_check=True)
     assert sum(node.op_type == "QuantizeLinear" for node in skeleton.graph.node) >= 4
 
@@ -189,8 +205,16 @@ def test_output_may_not_overwrite_the_inputs_external_data(tiny_limits, tmp_path
     (tmp_path / "b.onnx").rename(tmp_path / "a.onnx")
     before = (tmp_path / "b.onnx.data").read_bytes()
     np.save(tmp_path / "calib.npy", np.zeros((2, 3, 16, 16), np.float32) + 0.5)
-    code = main(["compile", str(tmp_path / "a.onnx"), "-o", str(tmp_path / "b.onnx"),
-                 "--calib", str(tmp_path / "calib.npy")])
+    code = main(
+        [
+            "compile",
+            str(tmp_path / "a.onnx"),
+            "-o",
+            str(tmp_path / "b.onnx"),
+            "--calib",
+            str(tmp_path / "calib.npy"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code not in (0, 3)
     assert "b.onnx.data" in err and "Traceback" not in err
@@ -229,8 +253,11 @@ def test_run_outputs_from_a_file_matches_bytes(large_input, monkeypatch) -> None
     ordinary = _outputs(model, calib)["y"]
     written = []
     original = external.write_with_external_data
-    monkeypatch.setattr(external, "write_with_external_data",
-                        lambda *args, **kwargs: written.append(args[1]) or original(*args, **kwargs))
+    monkeypatch.setattr(
+        external,
+        "write_with_external_data",
+        lambda *args, **kwargs: written.append(args[1]) or original(*args, **kwargs),
+    )
     monkeypatch.setattr(external, "LARGE_MODEL_BYTES", LIMIT)
     np.testing.assert_array_equal(_outputs(model, calib)["y"], ordinary)
     assert written and not Path(written[0]).exists()  # the temporary files are gone

@@ -79,9 +79,7 @@ def test_a_flag_that_contradicts_the_text_is_one_line(yolo_path, calib_path, tmp
     args = ["compile", str(yolo_path), "-o", str(tmp_path / "o.onnx"), "--calib", str(calib_path)]
     assert main([*args, "--pipeline", pipeline, "--target", "trt10"]) != 0
     err = capsys.readouterr().err.strip()
-    assert err == (
-        "qdqc: error: --target trt10 contradicts legalize-trt{target=trt11} in the pipeline"
-    )
+    assert err == ("qdqc: error: --target trt10 contradicts legalize-trt{target=trt11} in the pipeline")
     assert not (tmp_path / "o.onnx").exists()
 
 
@@ -191,10 +189,15 @@ def _copied_pipelines(text: str, names: set[str]) -> list[str]:
 def test_no_command_doc_or_bench_copies_pipeline_text() -> None:
     names = set(all_passes())
     named = {get_pipeline(name) for name in ("prepare", "trt-int8", "trt-int8-from-qdq")}
-    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "bench").glob("*.py"),
-             *(ROOT / "bench").glob("*.md"),
-             *(ROOT / "tools").glob("*.py"), *(ROOT / "qdq_compiler").glob("cli*.py"),
-             *(ROOT / "qdq_compiler").glob("demo.py")]
+    files = [
+        ROOT / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        *(ROOT / "bench").glob("*.py"),
+        *(ROOT / "bench").glob("*.md"),
+        *(ROOT / "tools").glob("*.py"),
+        *(ROOT / "qdq_compiler").glob("cli*.py"),
+        *(ROOT / "qdq_compiler").glob("demo.py"),
+    ]
     copies = {}
     for path in files:
         for text in _copied_pipelines(path.read_text(), names):
@@ -224,8 +227,15 @@ def test_calibrate_offers_only_options_that_change_the_statistics(capsys) -> Non
     offered = _offered("calibrate", capsys)
     for inert in ("--method", "--calib-override", "--weights", "--target", "--io-fp16", "--calib-cache"):
         assert inert not in offered, inert
-    for acting in ("--calib", "--batch-size", "--calib-limit", "--two-pass", "--exclude", "--exclude-op",
-                   "--quantize-head"):
+    for acting in (
+        "--calib",
+        "--batch-size",
+        "--calib-limit",
+        "--two-pass",
+        "--exclude",
+        "--exclude-op",
+        "--quantize-head",
+    ):
         assert acting in offered, acting
 
 
@@ -250,9 +260,17 @@ def test_sensitivity_offers_only_options_that_act(capsys) -> None:
 
 
 SAMPLE_VALUES = {
-    "target": "trt11", "io-fp16": "true", "opset": "17", "method": "percentile{p=99.9}",
-    "overrides": "[head.*=max,op:Concat=percentile{p=99.9}]", "two-pass": "true", "exclude": "[a.*,b]",
-    "exclude-ops": "[Concat]", "quantize-head": "true", "weights": "qdq", "missing-scales": "float",
+    "target": "trt11",
+    "io-fp16": "true",
+    "opset": "17",
+    "method": "percentile{p=99.9}",
+    "overrides": "[head.*=max,op:Concat=percentile{p=99.9}]",
+    "two-pass": "true",
+    "exclude": "[a.*,b]",
+    "exclude-ops": "[Concat]",
+    "quantize-head": "true",
+    "weights": "qdq",
+    "missing-scales": "float",
 }
 
 

@@ -37,16 +37,29 @@ def _with_nms(plugin: bool) -> onnx.ModelProto:
         helper.make_node("Slice", ["flat", "s0", "s4", "ax"], ["boxes"], name="boxes"),
         helper.make_node("Slice", ["flat", "s4", "s5", "ax"], ["scores"], name="scores"),
     ]
-    outputs = [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 64, 4]),
-               helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 64, 1])]
+    outputs = [
+        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 64, 4]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 64, 1]),
+    ]
     opsets = [helper.make_opsetid("", 17)]
     if plugin:
-        nodes.append(helper.make_node(
-            "EfficientNMS_TRT", ["boxes", "scores"], ["num_dets", "det_boxes"], domain="TRT", name="nms",
-            plugin_version="1", score_threshold=0.25, iou_threshold=0.45, max_output_boxes=10,
-        ))
-        outputs = [helper.make_tensor_value_info("num_dets", TensorProto.INT32, [1, 1]),
-                   helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [1, 10, 4])]
+        nodes.append(
+            helper.make_node(
+                "EfficientNMS_TRT",
+                ["boxes", "scores"],
+                ["num_dets", "det_boxes"],
+                domain="TRT",
+                name="nms",
+                plugin_version="1",
+                score_threshold=0.25,
+                iou_threshold=0.45,
+                max_output_boxes=10,
+            )
+        )
+        outputs = [
+            helper.make_tensor_value_info("num_dets", TensorProto.INT32, [1, 1]),
+            helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [1, 10, 4]),
+        ]
         opsets.append(helper.make_opsetid("TRT", 1))
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])]
     graph = helper.make_graph(nodes, "nms", inputs, outputs, inits)
@@ -87,10 +100,14 @@ def test_a_dropped_consumer_does_not_change_the_observed_values():
         helper.make_node("Sigmoid", ["t"], ["side"], name="side"),
     ]
     graph = helper.make_graph(
-        nodes, "fuse", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        nodes,
+        "fuse",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
         [helper.make_tensor_value_info("side", TensorProto.FLOAT, [1, 8, 16, 16])],
-        [numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w"),
-         numpy_helper.from_array(np.float32(1.7), "k")],
+        [
+            numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(np.float32(1.7), "k"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32) * 10

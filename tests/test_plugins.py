@@ -13,7 +13,7 @@ from qdq_compiler.pm.graphsurgeon import graphsurgeon_pass
 TINY = """<ir_version: 8, opset_import: ["" : 17]>
 g (float[1, 4] x) => (float[1, 4] y) { a = Neg(x)  y = Neg(a) }"""
 
-PLUGIN = '''
+PLUGIN = """
 from dataclasses import dataclass
 from qdq_compiler.pm import Pass, PassResult, register_pass
 
@@ -31,7 +31,7 @@ class CountNegs(Pass):
         result = PassResult(modified=False)
         result.statistics[self.options.label] = sum(1 for n in model.graph if n.op_type == "Neg")
         return result
-'''
+"""
 
 
 def test_plugin_file_registers_a_pass(tmp_path) -> None:
@@ -66,7 +66,7 @@ def test_graphsurgeon_script_runs_as_a_pass() -> None:
     assert drop_double_neg().run(model, PassContext()).modified is False
 
 
-CLI_PLUGIN = '''
+CLI_PLUGIN = """
 from qdq_compiler.pm import PassResult
 from qdq_compiler.pm.base import function_pass
 from qdq_compiler.pm.registry import register_pass
@@ -79,7 +79,7 @@ def mark_model(model, ctx):
         return PassResult(modified=False)
     model.metadata_props["plugin.ran"] = "yes"
     return PassResult(modified=True)
-'''
+"""
 
 
 def test_compile_loads_a_plugin_before_parsing_the_pipeline(tmp_path, capsys) -> None:
@@ -126,8 +126,22 @@ def test_opt_accepts_the_same_plugin_twice(tmp_path) -> None:
     model = tmp_path / "tiny.onnx"
     onnx.save_model(onnx.parser.parse_model(TINY), model)
     plugin = ["--load-pass-plugin", str(path)]
-    assert main(["-q", "opt", str(model), "-o", str(tmp_path / "o.onnx"), *plugin, *plugin,
-                 "--pipeline", "count-negs-opt-twice"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "opt",
+                str(model),
+                "-o",
+                str(tmp_path / "o.onnx"),
+                *plugin,
+                *plugin,
+                "--pipeline",
+                "count-negs-opt-twice",
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_plugin_reusing_a_builtin_name_is_named_as_the_newcomer(tmp_path) -> None:
@@ -139,7 +153,9 @@ def test_a_plugin_reusing_a_builtin_name_is_named_as_the_newcomer(tmp_path) -> N
     path.write_text(PLUGIN.replace("count-negs-plugin", "canonicalize"))
     done = subprocess.run(
         [sys.executable, "-m", "qdq_compiler", "passes", "--load-pass-plugin", str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == (

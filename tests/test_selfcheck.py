@@ -45,8 +45,10 @@ def _two_branches() -> onnx.ModelProto:
     """x -> conv0 -> relu0, then two branches conv_a -> relu_a -> out_a and conv_b -> relu_b -> out_b."""
     rng = np.random.default_rng(3)
     weights = {"w0": (8, 4), "wa": (8, 8), "wb": (8, 8)}
-    inits = [numpy_helper.from_array((rng.standard_normal((*shape, 3, 3)) * 0.25).astype(np.float32), name)
-             for name, shape in weights.items()]
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((*shape, 3, 3)) * 0.25).astype(np.float32), name)
+        for name, shape in weights.items()
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
@@ -55,8 +57,9 @@ def _two_branches() -> onnx.ModelProto:
         helper.make_node("Conv", ["r0", "wb"], ["cb"], name="conv_b", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["cb"], ["out_b"], name="relu_b"),
     ]
-    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", 8, 8, 8])
-               for name in ("out_a", "out_b")]
+    outputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", 8, 8, 8]) for name in ("out_a", "out_b")
+    ]
     graph = helper.make_graph(
         nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])], outputs, inits
     )
@@ -75,8 +78,18 @@ def two(tmp_path):
 def _compile(two, tmp_path, *extra: str, pipeline: str = "trt-int8") -> tuple[int, Path]:
     model, data = two
     out = tmp_path / "two.int8.onnx"
-    args = ["compile", str(model), "-o", str(out), "--calib", str(data), "--quantize-head",
-            "--pipeline", pipeline, *extra]
+    args = [
+        "compile",
+        str(model),
+        "-o",
+        str(out),
+        "--calib",
+        str(data),
+        "--quantize-head",
+        "--pipeline",
+        pipeline,
+        *extra,
+    ]
     return main(args), out
 
 
@@ -107,11 +120,14 @@ def test_summary_line_holds_the_sqnr_of_every_output(two, tmp_path, capsys):
         assert float(value) > 25.0  # INT8 with calibrated scales on both branches
 
 
-@pytest.mark.parametrize("factor, problem", [
-    ("0", "is all zero while the float model's is not"),
-    ("nan", "holds NaN or Inf"),
-    ("1.5", "below the 10 dB threshold"),  # outputs 1.5x too large: SQNR 20*log10(2) = 6 dB
-])
+@pytest.mark.parametrize(
+    "factor, problem",
+    [
+        ("0", "is all zero while the float model's is not"),
+        ("nan", "holds NaN or Inf"),
+        ("1.5", "below the 10 dB threshold"),  # outputs 1.5x too large: SQNR 20*log10(2) = 6 dB
+    ],
+)
 def test_a_broken_output_is_named_in_one_warning(two, tmp_path, capsys, factor, problem):
     code, _ = _compile(two, tmp_path, pipeline=f"trt-int8,test-scale-conv-b-weights{{factor={factor}}}")
     captured = capsys.readouterr()
@@ -265,8 +281,10 @@ BATCHES = [{"x": np.array([[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]], np.float32)}]
 def test_a_constant_output_is_flagged_with_its_value():
     compiled = _model("y = Constant<value = float[2, 3] {3, 3, 3, 3, 3, 3}>()")
     check = run_selfcheck(REFERENCE, compiled, BATCHES)
-    assert check.warnings == ["self-check: output 'y' is constant (3) while the float model's is not "
-                              f"(SQNR {check.outputs[0].sqnr_db:.2f} dB)"]
+    assert check.warnings == [
+        "self-check: output 'y' is constant (3) while the float model's is not "
+        f"(SQNR {check.outputs[0].sqnr_db:.2f} dB)"
+    ]
     assert "y " in format_selfcheck(check) and "[constant]" in format_selfcheck(check)
 
 

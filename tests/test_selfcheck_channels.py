@@ -65,8 +65,10 @@ def _concat_of_distant_ranges(ratio: float = 1e4) -> onnx.ModelProto:
         helper.make_node("MaxPool", ["cat"], ["y"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Conv", ["y", "w_tail"], ["z"], name="conv_tail"),
     ]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 4, 4]),
-               helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 4, 4])]
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 4, 4]),
+        helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 4, 4]),
+    ]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])]
     graph = helper.make_graph(nodes, "concat_of_distant_ranges", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -76,8 +78,10 @@ def _wide_conv() -> onnx.ModelProto:
     """x -> conv (4 -> 64 channels) -> relu -> y: one broken channel of 64 leaves the output above 10 dB."""
     rng = np.random.default_rng(9)
     weight = numpy_helper.from_array((rng.standard_normal((64, 4, 3, 3)) * 0.3).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64, 8, 8])]
     graph = helper.make_graph(nodes, "wide", inputs, outputs, [weight])
@@ -88,8 +92,9 @@ def _compile(tmp_path, model: onnx.ModelProto, samples: np.ndarray, *extra: str)
     source, data, out, summary = (tmp_path / name for name in ("m.onnx", "m.npy", "m.int8.onnx", "s.json"))
     onnx.save(model, source)
     np.save(data, samples)
-    code = main(["compile", str(source), "-o", str(out), "--calib", str(data), "--summary-json", str(summary),
-                 *extra])
+    code = main(
+        ["compile", str(source), "-o", str(out), "--calib", str(data), "--summary-json", str(summary), *extra]
+    )
     return code, json.loads(summary.read_text())["self_check"] if summary.exists() else {}
 
 
@@ -131,8 +136,16 @@ def test_a_small_concat_branch_zeroed_by_the_shared_scale_is_named(tmp_path, cap
 def test_branches_of_alike_ranges_give_no_channel_warning(tmp_path, capsys):
     """The same model with both branches in one range: nothing is rounded away, and nothing warns."""
     samples = np.random.default_rng(8).uniform(0, 1, (8, 4, 8, 8)).astype(np.float32)
-    code, check = _compile(tmp_path, _concat_of_distant_ranges(ratio=1.0), samples, "--pipeline", TIE_ALWAYS,
-                           "--quantize-head", "--exclude", "conv_big")
+    code, check = _compile(
+        tmp_path,
+        _concat_of_distant_ranges(ratio=1.0),
+        samples,
+        "--pipeline",
+        TIE_ALWAYS,
+        "--quantize-head",
+        "--exclude",
+        "conv_big",
+    )
     assert code == 0 and not _warnings(capsys.readouterr().err) and check["status"] == "ok"
     assert all(channel["dead"]["count"] == 0 for out in check["outputs"] for channel in out["channels"])
 
@@ -164,8 +177,16 @@ def test_the_bundled_detector_gives_no_channel_warning(tmp_path, capsys):
     from qdq_compiler.detect import bundled
 
     summary = tmp_path / "s.json"
-    args = ["compile", str(bundled.model_path()), "--calib", str(bundled.calib_dir()), "-o",
-            str(tmp_path / "d.onnx"), "--summary-json", str(summary)]
+    args = [
+        "compile",
+        str(bundled.model_path()),
+        "--calib",
+        str(bundled.calib_dir()),
+        "-o",
+        str(tmp_path / "d.onnx"),
+        "--summary-json",
+        str(summary),
+    ]
     assert main(args) == 0
     assert not _warnings(capsys.readouterr().err)
     (output,) = json.loads(summary.read_text())["self_check"]["outputs"]

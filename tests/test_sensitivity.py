@@ -105,8 +105,11 @@ def test_nan_outputs_rank_last_and_equal_infinities_gain_nothing():
     with pytest.raises(QdqcError, match="NaN or Inf"):
         compare_outputs({"y": np.array([np.inf, 2.0])}, {"y": np.array([1.0, 2.0])})
     assert _gain(math.inf, math.inf) == 0.0 and math.isnan(_gain(math.nan, 3.0))
-    layers = [LayerSensitivity("n", "Conv", None, math.nan, math.nan),
-              LayerSensitivity("b", "Conv", None, 5.0, -1.0), LayerSensitivity("a", "Conv", None, 9.0, 3.0)]
+    layers = [
+        LayerSensitivity("n", "Conv", None, math.nan, math.nan),
+        LayerSensitivity("b", "Conv", None, 5.0, -1.0),
+        LayerSensitivity("a", "Conv", None, 9.0, 3.0),
+    ]
     assert [item.name for item in sorted(layers, key=_rank_key)] == ["a", "b", "n"]
 
 
@@ -127,8 +130,10 @@ def _planted_model(planted: str = PLANTED) -> onnx.ModelProto:
     w_b = weight(8, 8, 3)
     w_b[:, 0] *= 1e-3
     inits = [
-        numpy_helper.from_array(w_a, "w_a"), numpy_helper.from_array(b_a, "b_a"),
-        numpy_helper.from_array(w_b, "w_b"), numpy_helper.from_array(weight(8, 8, 1), "w_c"),
+        numpy_helper.from_array(w_a, "w_a"),
+        numpy_helper.from_array(b_a, "b_a"),
+        numpy_helper.from_array(w_b, "w_b"),
+        numpy_helper.from_array(weight(8, 8, 1), "w_c"),
         numpy_helper.from_array(weight(4, 8, 1), "w_d"),
     ]
     nodes = [
@@ -141,7 +146,8 @@ def _planted_model(planted: str = PLANTED) -> onnx.ModelProto:
         helper.make_node("Conv", ["c_act", "w_d"], ["y"], name="conv_d"),
     ]
     graph = helper.make_graph(
-        nodes, "planted",
+        nodes,
+        "planted",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
         inits,
@@ -169,6 +175,7 @@ def test_the_planted_layer_ranks_first_and_keeping_it_float_pays(monkeypatch):
 
     collected = []
     real_collect = calibrate.collect_statistics
+
     def counting(*args, **kwargs):
         collected.append(1)
         return real_collect(*args, **kwargs)
@@ -189,8 +196,9 @@ def test_the_planted_layer_ranks_first_and_keeping_it_float_pays(monkeypatch):
     apply_compile_flags(manager, {"method": "max"})
     manager.run(plain, PassContext(calibration_data=_samples(16, 1)))
     batches = _batches()
-    assert report.baseline == compare_outputs(run_outputs(_planted_model(), batches),
-                                              run_outputs(to_proto(plain), batches))
+    assert report.baseline == compare_outputs(
+        run_outputs(_planted_model(), batches), run_outputs(to_proto(plain), batches)
+    )
     assert [step.float_layers for step in report.cumulative] == [(PLANTED,), (PLANTED, others[0].name)]
     assert report.cumulative[0].sqnr_db == pytest.approx(first.sqnr_db)
     assert report.cumulative[0].int8_mac_share < report.baseline_int8_mac_share
@@ -233,8 +241,20 @@ def test_cli_sensitivity_text_json_and_errors(tmp_path, capsys):
 
     stats_path = tmp_path / "planted.stats"
     assert main(["-q", "calibrate", str(model_path), "--calib", str(data_path), "-o", str(stats_path)]) == 0
-    cached = ["-q", "sensitivity", str(model_path), "--calib-cache", str(stats_path),
-              "--eval", str(data_path), "--method", "max", "--top", "1", "--json"]
+    cached = [
+        "-q",
+        "sensitivity",
+        str(model_path),
+        "--calib-cache",
+        str(stats_path),
+        "--eval",
+        str(data_path),
+        "--method",
+        "max",
+        "--top",
+        "1",
+        "--json",
+    ]
     assert main(cached) == 0
     assert capsys.readouterr().out == first  # the cache gives the same statistics, so the same report
 
@@ -252,7 +272,13 @@ def test_progress_counts_every_variant_once():
     manager = PassManager("trt-int8")
     apply_compile_flags(manager, {"method": "max"})
     ctx = PassContext(calibration_data=_samples(16, 1))
-    analyze_sensitivity(_planted_model(), manager, ctx, _batches(), top=2,
-                        progress=lambda done, total, what: calls.append((done, total)))
+    analyze_sensitivity(
+        _planted_model(),
+        manager,
+        ctx,
+        _batches(),
+        top=2,
+        progress=lambda done, total, what: calls.append((done, total)),
+    )
     assert [done for done, _ in calls] == [1, 2, 3, 4, 5]  # 3 layers, then 2 cumulative steps
     assert all(total == 5 for _, total in calls)

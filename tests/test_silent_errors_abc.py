@@ -28,7 +28,9 @@ SIDE = 6
 
 def _model(nodes, initializers, outputs, input_shape=(1, CHANNELS, SIDE, SIDE)) -> onnx.ModelProto:
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(d)) for name, d in outputs.items()],
         [numpy_helper.from_array(array, name) for name, array in initializers.items()],
     )
@@ -142,16 +144,21 @@ def _conv_activation_conv(activation: str) -> onnx.ModelProto:
     """x -> conv1 (bias) -> Relu, Clip(0, 6) or Clip(-1, 1) -> conv2 -> conv3 -> y (conv3 the float head)."""
     rng = np.random.default_rng(0)
     initializers = {
-        "w1": rng.normal(0.0, 0.5, (CHANNELS, CHANNELS, 3, 3)), "b1": rng.normal(0.0, 0.5, CHANNELS),
+        "w1": rng.normal(0.0, 0.5, (CHANNELS, CHANNELS, 3, 3)),
+        "b1": rng.normal(0.0, 0.5, CHANNELS),
         "w2": rng.normal(0.0, 0.2, (CHANNELS, CHANNELS, 3, 3)),
         "w3": rng.normal(0.0, 0.5, (2, CHANNELS, 1, 1)),
         "low": np.array(CLIP_BOUNDS.get(activation, (0.0, 0.0))[0]),
         "high": np.array(CLIP_BOUNDS.get(activation, (0.0, 0.0))[1]),
     }
-    act = (helper.make_node("Relu", ["t"], ["r"], name="act") if activation == "relu"
-           else helper.make_node("Clip", ["t", "low", "high"], ["r"], name="act"))
+    act = (
+        helper.make_node("Relu", ["t"], ["r"], name="act")
+        if activation == "relu"
+        else helper.make_node("Clip", ["t", "low", "high"], ["r"], name="act")
+    )
     nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["t"], name="conv1", pads=[1, 1, 1, 1]), act,
+        helper.make_node("Conv", ["x", "w1", "b1"], ["t"], name="conv1", pads=[1, 1, 1, 1]),
+        act,
         helper.make_node("Conv", ["r", "w2"], ["u"], name="conv2", pads=[1, 1, 1, 1]),
         helper.make_node("Conv", ["u", "w3"], ["y"], name="conv3"),
     ]
@@ -182,8 +189,9 @@ def _ort_quantized_defaults(float_model: onnx.ModelProto, tmp_path, uint8: bool 
             return None if sample is None else {"x": sample[None]}
 
     types = {"activation_type": QuantType.QUInt8} if uint8 else {}
-    quantize_static(str(float_path), str(qdq_path), Reader(), extra_options={"ActivationSymmetric": False},
-                    **types)
+    quantize_static(
+        str(float_path), str(qdq_path), Reader(), extra_options={"ActivationSymmetric": False}, **types
+    )
     return onnx.load(qdq_path)
 
 
@@ -241,10 +249,13 @@ def test_2b_no_clamp_where_the_tensor_cannot_be_negative() -> None:
 
     def graph(pair) -> list[onnx.NodeProto]:
         return [
-            *pair("x"), helper.make_node("Conv", [f"x{pair.suffix}", "w1"], ["t"], name="conv1"),
-            helper.make_node("Relu", ["t"], ["r"], name="relu"), *pair("r"),
+            *pair("x"),
+            helper.make_node("Conv", [f"x{pair.suffix}", "w1"], ["t"], name="conv1"),
+            helper.make_node("Relu", ["t"], ["r"], name="relu"),
+            *pair("r"),
             helper.make_node("Conv", [f"r{pair.suffix}", "w2"], ["u"], name="conv2"),
-            helper.make_node("Sigmoid", ["u"], ["g"], name="sigmoid"), *pair("g"),
+            helper.make_node("Sigmoid", ["u"], ["g"], name="sigmoid"),
+            *pair("g"),
             helper.make_node("Conv", [f"g{pair.suffix}", "w3"], ["y"], name="conv3"),
         ]
 
@@ -328,8 +339,13 @@ def _quantized_concat_of_distant_ranges() -> onnx.ModelProto:
     weights = {
         "w1": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)) * 1e-4,
         "w2": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
-        "w3": np.concatenate([rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)) * 1e4,
-                              rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1))], axis=1),
+        "w3": np.concatenate(
+            [
+                rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)) * 1e4,
+                rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
+            ],
+            axis=1,
+        ),
         "w4": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
     }
     nodes = [

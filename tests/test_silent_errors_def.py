@@ -65,8 +65,11 @@ def fp16_conv_model(opset: int = 13) -> onnx.ModelProto:
         helper.make_node("Conv", ["r2", "w3", "b"], ["y"], name="conv3", pads=[1] * 4),
     ]
     graph = helper.make_graph(
-        nodes, "fp16", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 8, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 16, 16, 16])], inits,
+        nodes,
+        "fp16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 16, 16, 16])],
+        inits,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(proto, full_check=True)
@@ -110,10 +113,16 @@ def test_fp16_calibration_statistics_are_float():
     data16 = fp16_data(8, seed=0)
     data32 = [{"x": d["x"].astype(np.float32)} for d in data16]
     pipeline = "upgrade-opset,prepare,place-qdq,calibrate"
-    scales16 = {k: v for k, v in initializers(compile_with(proto16, data16, pipeline)).items()
-                if k.endswith("_scale") and v.ndim == 0}
-    scales32 = {k: v for k, v in initializers(compile_with(proto32, data32, pipeline)).items()
-                if k.endswith("_scale") and v.ndim == 0}
+    scales16 = {
+        k: v
+        for k, v in initializers(compile_with(proto16, data16, pipeline)).items()
+        if k.endswith("_scale") and v.ndim == 0
+    }
+    scales32 = {
+        k: v
+        for k, v in initializers(compile_with(proto32, data32, pipeline)).items()
+        if k.endswith("_scale") and v.ndim == 0
+    }
     assert scales16 and scales16.keys() == scales32.keys()
     for name, scale in scales16.items():
         assert scale.dtype == np.float16
@@ -122,13 +131,22 @@ def test_fp16_calibration_statistics_are_float():
 
 def hand_made_fp16_qdq(opset: int, scale_dtype=np.float16) -> onnx.ModelProto:
     """x(float16) -> Q -> DQ -> y at `opset`: invalid ONNX below opset 19, or with a float32 scale."""
-    inits = [numpy_helper.from_array(np.array(0.05, scale_dtype), "s"),
-             numpy_helper.from_array(np.array(0, np.int8), "z")]
+    inits = [
+        numpy_helper.from_array(np.array(0.05, scale_dtype), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+    ]
     out_type = helper.np_dtype_to_tensor_dtype(np.dtype(scale_dtype))
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="x_Q"),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="x_DQ")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4])],
-                              [helper.make_tensor_value_info("y", out_type, [4])], inits)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="x_Q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="x_DQ"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4])],
+        [helper.make_tensor_value_info("y", out_type, [4])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -160,8 +178,11 @@ def conv_with_zero_channel() -> onnx.ModelProto:
     b1 = (rng.standard_normal(16) * 0.1).astype(np.float32)
     b1[3] = 0.75
     w2 = (rng.standard_normal((4, 16, 1, 1)) * 0.2).astype(np.float32)
-    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
-             numpy_helper.from_array(w2, "w2")]
+    inits = [
+        numpy_helper.from_array(w1, "w1"),
+        numpy_helper.from_array(b1, "b1"),
+        numpy_helper.from_array(w2, "w2"),
+    ]
     nodes = [
         helper.make_node("Relu", ["x"], ["r0"], name="relu0"),
         helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], name="conv1", pads=[1] * 4),
@@ -169,9 +190,14 @@ def conv_with_zero_channel() -> onnx.ModelProto:
         helper.make_node("Conv", ["y", "w2"], ["head"], name="head"),
     ]
     graph = helper.make_graph(
-        nodes, "zero", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 12]),
-         helper.make_tensor_value_info("head", TensorProto.FLOAT, [1, 4, 12, 12])], inits,
+        nodes,
+        "zero",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 12]),
+            helper.make_tensor_value_info("head", TensorProto.FLOAT, [1, 4, 12, 12]),
+        ],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 

@@ -20,16 +20,20 @@ def matmul_of_two_inputs() -> onnx.ModelProto:
     b = helper.make_tensor_value_info("B", TensorProto.FLOAT, [64, 64])
     y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [32, 16])
     weight = np.random.default_rng(3).standard_normal((64, 16)).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["A", "B"], ["AB"], name="ab"),
-             helper.make_node("MatMul", ["AB", "W"], ["Y"], name="abw")]
+    nodes = [
+        helper.make_node("MatMul", ["A", "B"], ["AB"], name="ab"),
+        helper.make_node("MatMul", ["AB", "W"], ["Y"], name="abw"),
+    ]
     graph = helper.make_graph(nodes, "ab", [a, b], [y], [numpy_helper.from_array(weight, "W")])
     return helper.make_model(graph, opset_imports=OPSET)
 
 
 def stacked_ab_samples(count: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"A": rng.standard_normal((count, 32, 64)).astype(np.float32),
-            "B": rng.standard_normal((count, 64, 64)).astype(np.float32)}
+    return {
+        "A": rng.standard_normal((count, 32, 64)).astype(np.float32),
+        "B": rng.standard_normal((count, 64, 64)).astype(np.float32),
+    }
 
 
 # --------------------------------------------------------------------------- 2i: multi-input calibration
@@ -48,8 +52,9 @@ def test_stacked_samples_feed_each_input_whole() -> None:
 def test_stacked_samples_of_a_single_input_from_npy(tmp_path) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [32, 64])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [32, 64])
-    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
-                              opset_imports=OPSET)
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]), opset_imports=OPSET
+    )
     path = tmp_path / "x.npy"
     np.save(path, np.arange(5 * 32 * 64, dtype=np.float32).reshape(5, 32, 64))
     batches = list(open_calibration_data(path, model))
@@ -65,8 +70,10 @@ def test_stacked_and_batch_layouts_mix_when_batch_is_one() -> None:
     graph = helper.make_graph([helper.make_node("Relu", ["image"], ["out"])], "g", [image, scale], [out])
     model = helper.make_model(graph, opset_imports=OPSET)
     rng = np.random.default_rng(0)
-    arrays = {"image": rng.standard_normal((4, 3, 8, 8)).astype(np.float32),
-              "scale": rng.standard_normal((4, 2)).astype(np.float32)}
+    arrays = {
+        "image": rng.standard_normal((4, 3, 8, 8)).astype(np.float32),
+        "scale": rng.standard_normal((4, 2)).astype(np.float32),
+    }
     batches = list(open_calibration_data(arrays, model))
     assert [(b["image"].shape, b["scale"].shape) for b in batches] == [((1, 3, 8, 8), (2,))] * 4
     with pytest.raises(CalibrationDataError, match="one sample per run"):
@@ -77,8 +84,10 @@ def test_compile_two_input_matmul_from_stacked_npz(tmp_path, capsys) -> None:
     model_path, data_path, out_path = tmp_path / "ab.onnx", tmp_path / "ab.npz", tmp_path / "ab.int8.onnx"
     onnx.save_model(matmul_of_two_inputs(), model_path)
     np.savez(data_path, **stacked_ab_samples(8))
-    assert main(["compile", str(model_path), "-o", str(out_path), "--calib", str(data_path),
-                 "--quantize-head"]) == 0
+    assert (
+        main(["compile", str(model_path), "-o", str(out_path), "--calib", str(data_path), "--quantize-head"])
+        == 0
+    )
     compiled = onnx.load(out_path)
     assert sum(n.op_type == "QuantizeLinear" for n in compiled.graph.node) >= 1
     feeds = stacked_ab_samples(2, seed=7)
@@ -107,21 +116,36 @@ def conv_relu_model(x_shape=(1, 8, 8, 8), w_shape=(8, 8, 3, 3)) -> onnx.ModelPro
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     weight = numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
     return helper.make_model(helper.make_graph(nodes, "g", [x], [y], [weight]), opset_imports=OPSET)
 
 
-def compile_error(tmp_path, capsys, model: onnx.ModelProto, data: np.ndarray | None = None,
-                  extra: tuple[str, ...] = ()) -> str:
+def compile_error(
+    tmp_path, capsys, model: onnx.ModelProto, data: np.ndarray | None = None, extra: tuple[str, ...] = ()
+) -> str:
     """Compile ``model`` through the CLI, expect exit 2 and return the one stderr line."""
     model_path, data_path = tmp_path / "m.onnx", tmp_path / "calib.npy"
     onnx.save_model(model, model_path)
-    np.save(data_path, np.random.default_rng(1).standard_normal((4, 8, 8, 8)).astype(np.float32)
-            if data is None else data)
+    np.save(
+        data_path,
+        np.random.default_rng(1).standard_normal((4, 8, 8, 8)).astype(np.float32) if data is None else data,
+    )
     capsys.readouterr()
-    status = main(["compile", str(model_path), "-o", str(tmp_path / "out.onnx"), "--calib", str(data_path),
-                   "--quantize-head", *extra])
+    status = main(
+        [
+            "compile",
+            str(model_path),
+            "-o",
+            str(tmp_path / "out.onnx"),
+            "--calib",
+            str(data_path),
+            "--quantize-head",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -194,18 +218,34 @@ def test_valid_conv_model_still_compiles(tmp_path, capsys) -> None:
     model_path, data_path = tmp_path / "m.onnx", tmp_path / "calib.npy"
     onnx.save_model(conv_relu_model(), model_path)
     np.save(data_path, np.random.default_rng(1).standard_normal((4, 8, 8, 8)).astype(np.float32))
-    assert main(["compile", str(model_path), "-o", str(tmp_path / "out.onnx"), "--calib", str(data_path),
-                 "--quantize-head"]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                str(model_path),
+                "-o",
+                str(tmp_path / "out.onnx"),
+                "--calib",
+                str(data_path),
+                "--quantize-head",
+            ]
+        )
+        == 0
+    )
     onnx.checker.check_model(onnx.load(tmp_path / "out.onnx"), full_check=True)
 
 
-@pytest.mark.parametrize(("weight_shape", "attrs", "bias", "expected"), [
-    ((8, 4, 3, 3), {}, None, "8 channels"),
-    ((9, 4, 3, 3), {"group": 3}, None, "8 channels"),
-    ((8, 8, 3, 3), {}, 5, "bias has shape [5]"),
-])
-def test_conv_whose_weight_does_not_fit_its_input_is_refused(tmp_path, capsys, weight_shape, attrs, bias,
-                                                             expected) -> None:
+@pytest.mark.parametrize(
+    ("weight_shape", "attrs", "bias", "expected"),
+    [
+        ((8, 4, 3, 3), {}, None, "8 channels"),
+        ((9, 4, 3, 3), {"group": 3}, None, "8 channels"),
+        ((8, 8, 3, 3), {}, 5, "bias has shape [5]"),
+    ],
+)
+def test_conv_whose_weight_does_not_fit_its_input_is_refused(
+    tmp_path, capsys, weight_shape, attrs, bias, expected
+) -> None:
     """Shapes a Conv cannot run with (onnxruntime fails only at run time) are refused at load."""
     model = conv_relu_model(w_shape=weight_shape)
     conv = model.graph.node[0]
@@ -228,8 +268,9 @@ def test_gemm_inner_dimension_mismatch_is_refused(tmp_path, capsys) -> None:
 
 
 # --------------------------------------------------------------------------- 2g: degenerate cases warn
-def compile_ok(tmp_path, capsys, model: onnx.ModelProto, data: np.ndarray,
-               *extra: str) -> tuple[onnx.ModelProto, str]:
+def compile_ok(
+    tmp_path, capsys, model: onnx.ModelProto, data: np.ndarray, *extra: str
+) -> tuple[onnx.ModelProto, str]:
     """Compile through the CLI, expect success; return the output model and stderr."""
     model_path, data_path, out_path = tmp_path / "m.onnx", tmp_path / "calib.npy", tmp_path / "out.onnx"
     onnx.save_model(model, model_path)
@@ -248,8 +289,11 @@ def warnings_of(err: str) -> list[str]:
 def activation_scales(model: onnx.ModelProto) -> dict[str, float]:
     """Scale of every QuantizeLinear, by the tensor it quantizes."""
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    return {node.input[0]: float(constants[node.input[1]]) for node in model.graph.node
-            if node.op_type == "QuantizeLinear"}
+    return {
+        node.input[0]: float(constants[node.input[1]])
+        for node in model.graph.node
+        if node.op_type == "QuantizeLinear"
+    }
 
 
 def conv_bias_model() -> onnx.ModelProto:
@@ -294,10 +338,27 @@ def test_all_layers_excluded_warns_nothing_quantized_with_the_reason(tmp_path, c
 
 def test_patterns_that_match_nothing_are_named(tmp_path, capsys) -> None:
     data = np.random.default_rng(1).standard_normal((2, 8, 8, 8)).astype(np.float32)
-    _, err = compile_ok(tmp_path, capsys, conv_relu_model(), data, "--quantize-head", "--exclude", "nope*",
-                        "--exclude-op", "Gemm", "--exclude-op", "conv", "--exclude-op", "Relu",
-                        "--calib-override", "zzz=max", "--calib-override", "op:Sigmoid=max",
-                        "--calib-override", "x=max")
+    _, err = compile_ok(
+        tmp_path,
+        capsys,
+        conv_relu_model(),
+        data,
+        "--quantize-head",
+        "--exclude",
+        "nope*",
+        "--exclude-op",
+        "Gemm",
+        "--exclude-op",
+        "conv",
+        "--exclude-op",
+        "Relu",
+        "--calib-override",
+        "zzz=max",
+        "--calib-override",
+        "op:Sigmoid=max",
+        "--calib-override",
+        "x=max",
+    )
     warnings = warnings_of(err)
     text = "\n".join(warnings)
     assert any("'nope*'" in w and "matches no" in w for w in warnings), text
@@ -311,8 +372,17 @@ def test_patterns_that_match_nothing_are_named(tmp_path, capsys) -> None:
 
 def test_patterns_that_match_say_nothing(tmp_path, capsys) -> None:
     data = np.random.default_rng(1).standard_normal((2, 8, 8, 8)).astype(np.float32)
-    _, err = compile_ok(tmp_path, capsys, conv_relu_model(), data, "--quantize-head",
-                        "--calib-override", "op:Conv=max", "--exclude-op", "MatMul")
+    _, err = compile_ok(
+        tmp_path,
+        capsys,
+        conv_relu_model(),
+        data,
+        "--quantize-head",
+        "--calib-override",
+        "op:Conv=max",
+        "--exclude-op",
+        "MatMul",
+    )
     assert [w for w in warnings_of(err) if "Conv" in w] == []
 
 
@@ -333,8 +403,10 @@ def test_constant_calibration_input_is_warned(tmp_path, capsys) -> None:
 
 
 def test_an_array_fitting_neither_layout_names_both() -> None:
-    expected = (r"expects shape \[1,8,8,8\]: give its samples on the batch axis \[N,8,8,8\] "
-                r"or stacked \[N,1,8,8,8\]")
+    expected = (
+        r"expects shape \[1,8,8,8\]: give its samples on the batch axis \[N,8,8,8\] "
+        r"or stacked \[N,1,8,8,8\]"
+    )
     with pytest.raises(CalibrationDataError, match=expected):
         open_calibration_data(np.zeros((2, 2, 1, 8, 8, 8), np.float32), conv_relu_model())
 
@@ -356,8 +428,9 @@ def test_a_warning_is_given_once_per_context(caplog) -> None:
 def test_model_without_its_external_data_file_is_one_line_error(tmp_path, capsys) -> None:
     """Guard (one line already before issue 12): the external data file was not copied with the model."""
     model_path = tmp_path / "m.onnx"
-    onnx.save_model(conv_relu_model(), model_path, save_as_external_data=True, location="m.onnx.data",
-                    size_threshold=0)
+    onnx.save_model(
+        conv_relu_model(), model_path, save_as_external_data=True, location="m.onnx.data", size_threshold=0
+    )
     (tmp_path / "m.onnx.data").unlink()
     capsys.readouterr()
     assert main(["inspect", str(model_path)]) == 2
@@ -381,18 +454,23 @@ def _negative_dim(model: onnx.ModelProto) -> None:
 def _conv_attribute(name: str, value: list[int]):
     def edit(model: onnx.ModelProto) -> None:
         model.graph.node[0].attribute.append(helper.make_attribute(name, value))
+
     return edit
 
 
-@pytest.mark.parametrize(("edit", "expected"), [
-    (_undefined_input, "'undefined'"),
-    (_produced_twice, "'c'"),
-    (_negative_dim, "negative"),
-    (_conv_attribute("pads", [1, 1]), "pads"),
-    (_conv_attribute("strides", [0, 0]), "strides"),
-    (_conv_attribute("dilations", [1, 1, 1]), "dilations"),
-    (_conv_attribute("kernel_shape", [5, 5]), "kernel_shape"),
-], ids=["undefined-input", "produced-twice", "negative-dim", "pads", "strides", "dilations", "kernel-shape"])
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (_undefined_input, "'undefined'"),
+        (_produced_twice, "'c'"),
+        (_negative_dim, "negative"),
+        (_conv_attribute("pads", [1, 1]), "pads"),
+        (_conv_attribute("strides", [0, 0]), "strides"),
+        (_conv_attribute("dilations", [1, 1, 1]), "dilations"),
+        (_conv_attribute("kernel_shape", [5, 5]), "kernel_shape"),
+    ],
+    ids=["undefined-input", "produced-twice", "negative-dim", "pads", "strides", "dilations", "kernel-shape"],
+)
 def test_malformed_graph_is_named_in_one_line(tmp_path, capsys, edit, expected) -> None:
     """Malformed models that were compiled into invalid output (or failed with an onnx_ir message)."""
     model = conv_relu_model()

@@ -20,7 +20,6 @@ def test_ruff_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skip(reason="enabled after the lead's format commit (`ruff format .`)")
 def test_ruff_format_clean() -> None:
     ruff = shutil.which("ruff")
     assert ruff is not None, "ruff is missing: install with pip install -e '.[dev]'"
@@ -44,7 +43,6 @@ def test_every_package_is_listed_for_installation() -> None:
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {
-        ".".join(init.parent.relative_to(ROOT).parts)
-        for init in (ROOT / "qdq_compiler").rglob("__init__.py")
+        ".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "qdq_compiler").rglob("__init__.py")
     } | {"qdq_compiler.passes"}
     assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"

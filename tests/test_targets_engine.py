@@ -169,8 +169,9 @@ def _build(monkeypatch, tmp_path, version="10.3.0", dynamic=False, parse_ok=True
 
 def test_trt10_weakly_typed_settings(monkeypatch, tmp_path):
     (tmp_path / "cache.bin").write_bytes(b"cache-in")
-    calls, result = _build(monkeypatch, tmp_path, target="orin", workspace_mib=512,
-                           timing_cache=tmp_path / "cache.bin")
+    calls, result = _build(
+        monkeypatch, tmp_path, target="orin", workspace_mib=512, timing_cache=tmp_path / "cache.bin"
+    )
     assert calls["network_flags"] == 0 and calls["flags"] == ["INT8", "FP16"]
     assert calls["workspace"] == ("WORKSPACE", 512 << 20)
     assert calls["config"].profiling_verbosity == "DETAILED"
@@ -219,8 +220,10 @@ def test_cli_build_success_path_with_the_recording_stand_in(monkeypatch, tmp_pat
     out = capsys.readouterr().out.strip()
     layers = tmp_path / "out.layers.json"
     assert engine.read_bytes() == b"engine-bytes" and json.loads(layers.read_text()) == {"Layers": ["conv"]}
-    assert out == (f"wrote {engine} and layer report {layers} (TensorRT 10.3.0); "
-                   f"next: qdqc report-engine {layers} --model {tmp_path / 'm.onnx'}")
+    assert out == (
+        f"wrote {engine} and layer report {layers} (TensorRT 10.3.0); "
+        f"next: qdqc report-engine {layers} --model {tmp_path / 'm.onnx'}"
+    )
     assert recorder.calls["flags"] == ["INT8", "FP16"]  # an unrecorded model: TensorRT 10 weakly typed
 
 

@@ -212,8 +212,9 @@ def test_qdq_between_conv_and_bn_is_a_split_fusion():
     net = Net()
     x = net.qdq(net.input("x", [1, 4, 8, 8]), 0.05, "x")
     c = net.qdq(net.conv(x, 4, 4, "conv"), 0.1, "c")
-    params = [net.const(f"bn_{p}", np.full(4, v, np.float32))
-              for p, v in (("g", 1), ("b", 0), ("m", 0), ("v", 1))]
+    params = [
+        net.const(f"bn_{p}", np.full(4, v, np.float32)) for p, v in (("g", 1), ("b", 0), ("m", 0), ("v", 1))
+    ]
     bn = net.qdq(net.op("BatchNormalization", [c, *params], "bn"), 0.1, "bn")
     net.conv(bn, 4, 4, "conv2")
     net.output("conv2")
@@ -273,9 +274,13 @@ def _float_model(path) -> None:
         helper.make_node("MaxPool", ["cat"], ["pool"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Conv", ["pool", "wc", "bc"], ["y"], name="conv_c", pads=[1] * 4),
     ]
-    graph = helper.make_graph(nodes, "branches", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "branches",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -295,8 +300,13 @@ def test_onnxruntime_qdq_output_reports_concat_requantization(tmp_path):
     fp32, qdq = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
     _float_model(fp32)
     quantization.quantize_static(
-        str(fp32), str(qdq), Reader(), quant_format=quantization.QuantFormat.QDQ, per_channel=True,
-        activation_type=quantization.QuantType.QInt8, weight_type=quantization.QuantType.QInt8,
+        str(fp32),
+        str(qdq),
+        Reader(),
+        quant_format=quantization.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=quantization.QuantType.QInt8,
+        weight_type=quantization.QuantType.QInt8,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
     )
     report = predict_fusions(load_model(qdq))
@@ -305,7 +315,9 @@ def test_onnxruntime_qdq_output_reports_concat_requantization(tmp_path):
     assert report.requantizations, format_report(report)
     assert any("Concat" in rq.at for rq in report.requantizations)
     assert {layer.name: layer.precision for layer in report.layers} == {
-        "conv_a": "int8", "conv_b": "int8", "conv_c": "int8"
+        "conv_a": "int8",
+        "conv_b": "int8",
+        "conv_c": "int8",
     }
     assert report.int8_mac_share == 1.0
     assert any(r.kind == "DQ" for r in report.reformats)  # the final dequantize of y

@@ -22,10 +22,16 @@ TRT10_DETAILED = {
         {
             "Name": "Reformatting CopyNode for Input Tensor 0 to x_Q + conv1 + relu1",
             "LayerType": "Reformat",
-            "Inputs": [{"Name": "x", "Dimensions": [1, 3, 64, 64],
-                        "Format/Datatype": "Row major linear FP32 format"}],
-            "Outputs": [{"Name": "x_r", "Dimensions": [1, 3, 64, 64],
-                         "Format/Datatype": "Channel major FP32 format where channel % 4 == 0"}],
+            "Inputs": [
+                {"Name": "x", "Dimensions": [1, 3, 64, 64], "Format/Datatype": "Row major linear FP32 format"}
+            ],
+            "Outputs": [
+                {
+                    "Name": "x_r",
+                    "Dimensions": [1, 3, 64, 64],
+                    "Format/Datatype": "Channel major FP32 format where channel % 4 == 0",
+                }
+            ],
         },
         {
             "Name": "x_Q + conv1 + relu1",
@@ -58,13 +64,16 @@ TRT11_DETAILED = {
         {
             "Name": "conv1",
             "LayerType": "CaskConvolution",
-            "Inputs": [{"Name": "x", "DataType": "Int8",
-                        "Format": "Thirty-two wide channel vectorized row major"}],
+            "Inputs": [
+                {"Name": "x", "DataType": "Int8", "Format": "Thirty-two wide channel vectorized row major"}
+            ],
             "Outputs": [{"Name": "y", "DataType": "Half", "Format": "Channel major (k = 8)"}],
         },
     ],
-    "I/O Tensors": [{"Name": "x", "IOMode": "Input", "DataType": "Int8"},
-                    {"Name": "y", "IOMode": "Output", "DataType": "Half"}],
+    "I/O Tensors": [
+        {"Name": "x", "IOMode": "Input", "DataType": "Int8"},
+        {"Name": "y", "IOMode": "Output", "DataType": "Half"},
+    ],
 }
 
 
@@ -95,8 +104,11 @@ def test_read_trt10_detailed_report(tmp_path):
     reformat, conv1, conv2, pwn = report.layers
     assert reformat.is_reformat and reformat.fused == []
     assert [r.name for r in report.reformats] == [reformat.name]
-    assert (conv1.precision, conv1.fused, conv1.onnx_nodes) == ("INT8", ["x_Q", "conv1", "relu1"],
-                                                                ["conv1", "relu1"])
+    assert (conv1.precision, conv1.fused, conv1.onnx_nodes) == (
+        "INT8",
+        ["x_Q", "conv1", "relu1"],
+        ["conv1", "relu1"],
+    )
     assert conv1.tactic.startswith("sm87")
     assert conv2.precision == "FP16"
     assert (pwn.precision, pwn.fused, pwn.output_precisions) == ("FP16", ["sig", "mul"], ["FP32"])
@@ -113,8 +125,9 @@ def test_read_trt11_report_with_split_datatype_and_io_tensors():
 
 
 def test_names_only_report():
-    report = read_layer_report({"Layers": ["x_Q + conv1 + relu1", "Reformatting CopyNode for Output 0"],
-                                "Bindings": ["x", "y"]})
+    report = read_layer_report(
+        {"Layers": ["x_Q + conv1 + relu1", "Reformatting CopyNode for Output 0"], "Bindings": ["x", "y"]}
+    )
     assert not report.detailed
     assert [layer.precision for layer in report.layers] == ["unknown", "unknown"]
     assert report.layers[0].fused == ["x_Q", "conv1", "relu1"] and report.layers[1].is_reformat
@@ -146,8 +159,14 @@ def test_compare_with_prediction_side_by_side():
             LayerPrediction("conv2", "Conv", 100, "int8", "float"),  # the engine ran it in FP16: disagreement
             LayerPrediction("head", "Conv", 10, "float", "float", "excluded"),  # not in the engine report
         ],
-        requantizations=[], reformats=[Reformat("x_Q", "Q", "quantizes graph input")], int8_ops=[],
-        split_fusions=[], cancelled_pairs=0, moves=[], total_macs=210, int8_macs=200,
+        requantizations=[],
+        reformats=[Reformat("x_Q", "Q", "quantizes graph input")],
+        int8_ops=[],
+        split_fusions=[],
+        cancelled_pairs=0,
+        moves=[],
+        total_macs=210,
+        int8_macs=200,
     )
     comparison = compare_with_prediction(read_layer_report(TRT10_DETAILED), prediction)
     rows = {row.layer: row for row in comparison.rows}

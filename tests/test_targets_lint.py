@@ -83,8 +83,9 @@ def conv_model(
     elif q_output_to == "output":
         outputs.append(helper.make_tensor_value_info("xq", TensorProto.INT8, None))
     nodes += extra_nodes or []
-    graph = helper.make_graph(nodes, "lint", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                              outputs, inits)
+    graph = helper.make_graph(
+        nodes, "lint", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)], outputs, inits
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -174,17 +175,25 @@ def test_per_channel_scale_on_an_activation_is_an_error():
         helper.make_node("DequantizeLinear", ["yq", "cs", "cz"], ["yd"], name="y_DQ", axis=1),
     ]
     proto = conv_model(extra_nodes=extra)
-    proto.graph.initializer.extend([_tensor("cs", np.full(8, 0.1, np.float32)),
-                                    _tensor("cz", np.zeros(8, np.int8))])
+    proto.graph.initializer.extend(
+        [_tensor("cs", np.full(8, 0.1, np.float32)), _tensor("cz", np.zeros(8, np.int8))]
+    )
     found = lint(proto)
-    assert {(v.rule, v.node) for v in found} == {("per-channel-activation", "y_Q"),
-                                                 ("per-channel-activation", "y_DQ")}
+    assert {(v.rule, v.node) for v in found} == {
+        ("per-channel-activation", "y_Q"),
+        ("per-channel-activation", "y_DQ"),
+    }
 
 
 @pytest.mark.parametrize(
     ("op", "trans_b", "good", "bad"),
-    [("Conv", 1, 0, 1), ("ConvTranspose", 1, 1, 0), ("Gemm", 1, 0, 1), ("Gemm", 0, 1, 0),
-     ("MatMul", 0, 1, 0)],
+    [
+        ("Conv", 1, 0, 1),
+        ("ConvTranspose", 1, 1, 0),
+        ("Gemm", 1, 0, 1),
+        ("Gemm", 0, 1, 0),
+        ("MatMul", 0, 1, 0),
+    ],
 )
 def test_weight_axis_follows_the_consumer(op, trans_b, good, bad):
     assert lint(conv_model(op=op, trans_b=trans_b, weight_axis=good)) == []
@@ -218,9 +227,13 @@ def test_float_weight_behind_q_dq_is_checked_through_the_pair():
     proto = conv_model()
     graph = proto.graph
     dq = next(n for n in graph.node if n.name == "w_DQ")
-    graph.initializer.extend([_tensor("wf", np.ones((8, 4, 3, 3), np.float32)),
-                              _tensor("ws4", np.full(4, 0.01, np.float32)),
-                              _tensor("wz4", np.zeros(4, np.int8))])
+    graph.initializer.extend(
+        [
+            _tensor("wf", np.ones((8, 4, 3, 3), np.float32)),
+            _tensor("ws4", np.full(4, 0.01, np.float32)),
+            _tensor("wz4", np.zeros(4, np.int8)),
+        ]
+    )
     quantize = helper.make_node("QuantizeLinear", ["wf", "ws4", "wz4"], ["wq2"], name="w_Q", axis=1)
     graph.node.insert(0, quantize)
     dq.input[:] = ["wq2", "ws4", "wz4"]

@@ -12,8 +12,15 @@ PRECISION_FLAGS = {"--int8", "--fp16", "--best", "--bf16", "--fp8"}
 
 
 def cmd(**overrides) -> list[str]:
-    args = {"model_path": "m.onnx", "target": "orin", "trt_major": 10, "dla_core": None, "shapes": None,
-            "engine_path": "out/m.engine", "strongly_typed": None}
+    args = {
+        "model_path": "m.onnx",
+        "target": "orin",
+        "trt_major": 10,
+        "dla_core": None,
+        "shapes": None,
+        "engine_path": "out/m.engine",
+        "strongly_typed": None,
+    }
     args.update(overrides)
     return trtexec_command(**args)
 
@@ -22,8 +29,12 @@ def test_trt10_default_is_weakly_typed_int8_fp16_with_layer_report():
     argv = cmd()
     assert argv[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=out/m.engine"]
     assert "--int8" in argv and "--fp16" in argv and "--stronglyTyped" not in argv
-    assert argv[-4:] == ["--profilingVerbosity=detailed", "--exportLayerInfo=out/m.layers.json",
-                         "--exportProfile=out/m.profile.json", "--separateProfileRun"]
+    assert argv[-4:] == [
+        "--profilingVerbosity=detailed",
+        "--exportLayerInfo=out/m.layers.json",
+        "--exportProfile=out/m.profile.json",
+        "--separateProfileRun",
+    ]
 
 
 def test_trt10_strongly_typed_drops_precision_flags():
@@ -67,8 +78,13 @@ def test_dynamic_batch_uses_min_opt_max():
 
 
 def test_workspace_timing_cache_and_custom_paths():
-    argv = cmd(workspace_mib=2048, timing_cache="cache.bin", layer_info_path="l.json", profile_path="p.json",
-               trtexec="/usr/src/tensorrt/bin/trtexec")
+    argv = cmd(
+        workspace_mib=2048,
+        timing_cache="cache.bin",
+        layer_info_path="l.json",
+        profile_path="p.json",
+        trtexec="/usr/src/tensorrt/bin/trtexec",
+    )
     assert argv[0] == "/usr/src/tensorrt/bin/trtexec"
     assert "--memPoolSize=workspace:2048" in argv and "--timingCacheFile=cache.bin" in argv
     assert "--exportLayerInfo=l.json" in argv and "--exportProfile=p.json" in argv
@@ -87,8 +103,11 @@ def test_bad_target_and_version():
 def test_shape_spec_parser():
     assert parse_shape_spec("x:1x3x8x8") == [InputShape("x", (1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8))]
     (spec,) = parse_shape_spec("in.put:0:2..16x3")  # names may contain ':' ; the last one splits
-    assert spec.name == "in.put:0" and spec.is_dynamic and (spec.min, spec.opt, spec.max) == ((2, 3), (16, 3),
-                                                                                                (16, 3))
+    assert (
+        spec.name == "in.put:0"
+        and spec.is_dynamic
+        and (spec.min, spec.opt, spec.max) == ((2, 3), (16, 3), (16, 3))
+    )
     for bad in ("x", "x:1xAx3", "x:4..2x3", "x:0x3", ""):
         with pytest.raises(ShapeSpecError):
             parse_shape_spec(bad)

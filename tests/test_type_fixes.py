@@ -64,8 +64,11 @@ def test_layer_report_whose_layers_is_not_a_list_is_refused(tmp_path) -> None:
 
     from qdq_compiler.targets.layer_report import LayerReportError, read_layer_report
 
-    for bad, key in (('{"Layers": 5}', "Layers"), ('{"Layers": "abc"}', "Layers"),
-                     ('{"Layers": [], "I/O Tensors": 5}', "I/O Tensors")):
+    for bad, key in (
+        ('{"Layers": 5}', "Layers"),
+        ('{"Layers": "abc"}', "Layers"),
+        ('{"Layers": [], "I/O Tensors": 5}', "I/O Tensors"),
+    ):
         path = tmp_path / "layers.json"
         path.write_text(bad)
         with pytest.raises(LayerReportError, match=f"'{key}'"):

@@ -1,7 +1,7 @@
 """Write the bundled synthetic detection data (calibration and validation splits) or a YOLO data set.
 
-    python tools/make_detector_data.py                      # qdq_compiler/data/detector/{calib,val,val.json}
-    python tools/make_detector_data.py --yolo /tmp/shapes   # train/val images + YOLO txt + COCO json
+python tools/make_detector_data.py                      # qdq_compiler/data/detector/{calib,val,val.json}
+python tools/make_detector_data.py --yolo /tmp/shapes   # train/val images + YOLO txt + COCO json
 """
 
 from __future__ import annotations
@@ -28,8 +28,14 @@ def write_bundled(out: Path, calib: int, val: int, quality: int) -> None:
 def write_yolo(root: Path, train: int, val: int, quality: int) -> None:
     """A YOLO-layout data set: ``images/{train,val}`` with txt labels beside them, COCO json, data.yaml."""
     for split, count in (("train", train), ("val", val)):
-        write_split(root / "images" / split, split, count, quality=quality, yolo=True,
-                    coco_json=root / f"{split}.json")
+        write_split(
+            root / "images" / split,
+            split,
+            count,
+            quality=quality,
+            yolo=True,
+            coco_json=root / f"{split}.json",
+        )
     names = "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASS_NAMES))
     (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}")
 

@@ -280,8 +280,9 @@ def dihedral(img: np.ndarray, lab: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(img), lab
 
 
-def make_batch(images: np.ndarray, labels: list[np.ndarray], idx: np.ndarray,
-               rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    images: np.ndarray, labels: list[np.ndarray], idx: np.ndarray, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """An augmented batch: images [B,3,H,W] float in [0,1], targets [nt, 6] (img, cls, cx, cy, w, h)."""
     xs, ts = [], []
     for bi, n in enumerate(idx):
@@ -329,7 +330,7 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: list[np.ndarray]) -> 
     gt = coco_dict(samples, [f"{i:05d}.png" for i in range(len(samples))])
     results: list[dict] = []
     for s in range(0, len(images), 64):
-        x = torch.from_numpy(images[s:s + 64].astype(np.float32).transpose(0, 3, 1, 2) / 255.0)
+        x = torch.from_numpy(images[s : s + 64].astype(np.float32).transpose(0, 3, 1, 2) / 255.0)
         out = model(x).numpy()
         for j, det in enumerate(decode(out, conf_thres=0.001, iou_thres=0.65)):
             results.extend(to_coco_results(det, s + j + 1))
@@ -352,9 +353,17 @@ def export_onnx(model: nn.Module, path: Path, size: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and PRESERVE + constant-folding notes
-        torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(path), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["output"],
-                          training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=True)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, size, size),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["output"],
+            training=torch.onnx.TrainingMode.PRESERVE,
+            do_constant_folding=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,8 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop early after this wall time (0: off)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1 is faster than 2 when other jobs share the two cores)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 is faster than 2 when other jobs share the two cores)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -392,8 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"args: {vars(args)}")
     train_x, train_y = load_split("train", args.train_count, args.cache_dir)
     val_x, val_y = load_split("val", args.val_count, args.cache_dir)
-    log(f"data: train {len(train_x)} images / {sum(map(len, train_y))} boxes, val {len(val_x)} images "
-        f"/ {sum(map(len, val_y))} boxes ({time.time() - t0:.0f}s)")
+    log(
+        f"data: train {len(train_x)} images / {sum(map(len, train_y))} boxes, val {len(val_x)} images "
+        f"/ {sum(map(len, val_y))} boxes ({time.time() - t0:.0f}s)"
+    )
 
     model = TinyYolo(args.width)
     log(f"model: width {args.width}, {sum(p.numel() for p in model.parameters()) / 1e6:.3f} M parameters")
@@ -402,8 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or n.endswith(".bias") else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 5e-4 * args.batch},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.999))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 5e-4 * args.batch}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.999),
+    )
     steps_per_epoch = len(train_x) // args.batch
     total = steps_per_epoch * args.epochs
     warmup = min(300, total // 10)
@@ -421,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         tot = torch.zeros(3)
         te = time.time()
         for bi in range(steps_per_epoch):
-            x, t = make_batch(train_x, train_y, perm[bi * args.batch:(bi + 1) * args.batch], rng)
+            x, t = make_batch(train_x, train_y, perm[bi * args.batch : (bi + 1) * args.batch], rng)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             loss, parts = crit(model(x), t)
@@ -437,8 +455,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
         n = bi + 1
         box, obj, cls = (tot / n).tolist()
-        msg = (f"epoch {epoch + 1}/{args.epochs} box {box:.4f} obj {obj:.4f} cls {cls:.4f} "
-               f"lr {lr_at(step - 1):.2e} {time.time() - te:.0f}s total {(time.time() - t0) / 60:.1f}min")
+        msg = (
+            f"epoch {epoch + 1}/{args.epochs} box {box:.4f} obj {obj:.4f} cls {cls:.4f} "
+            f"lr {lr_at(step - 1):.2e} {time.time() - te:.0f}s total {(time.time() - t0) / 60:.1f}min"
+        )
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or stopped:
             m = evaluate(ema.ema, val_x, val_y)
             msg += f" | val mAP@0.5 {m['map50']:.4f} mAP@0.5:0.95 {m['map50_95']:.4f}"

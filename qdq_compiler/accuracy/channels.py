@@ -81,8 +81,15 @@ def _along(ref: np.ndarray, out: np.ndarray, squares: _Squares, axis: int, peak:
         return ChannelCheck(axis, size)
     worst = int(np.argmin(np.where(judged, sqnr, np.inf)))
     low_idx = np.flatnonzero(low)
-    return ChannelCheck(axis, size, tuple(np.flatnonzero(dead).tolist()), tuple(low_idx.tolist()),
-                        tuple(float(sqnr[i]) for i in low_idx), worst, float(sqnr[worst]))
+    return ChannelCheck(
+        axis,
+        size,
+        tuple(np.flatnonzero(dead).tolist()),
+        tuple(low_idx.tolist()),
+        tuple(float(sqnr[i]) for i in low_idx),
+        worst,
+        float(sqnr[worst]),
+    )
 
 
 def _sqnr(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -104,10 +111,12 @@ def channel_problems(check: ChannelCheck, label: str) -> list[str]:
     where = f"of {check.size} channels along axis {check.axis}"
     problems = []
     if check.dead:
-        problems.append(f"has {len(check.dead)} {where} constant or zero while the {label}'s vary: "
-                        f"{_indices(check.dead)}")
+        problems.append(
+            f"has {len(check.dead)} {where} constant or zero while the {label}'s vary: {_indices(check.dead)}"
+        )
     if check.low:
-        problems.append(f"has {len(check.low)} {where} with SQNR below {CHANNEL_SQNR_MIN_DB:g} dB: "
-                        f"{_indices(check.low, check.low_db)}")
+        problems.append(
+            f"has {len(check.low)} {where} with SQNR below {CHANNEL_SQNR_MIN_DB:g} dB: "
+            f"{_indices(check.low, check.low_db)}"
+        )
     return problems
-

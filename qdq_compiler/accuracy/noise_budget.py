@@ -32,8 +32,15 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["NoiseBudget", "noise_budget", "noise_gain", "sqnr_floor_db", "tensor_values", "weight_noise",
-           "with_weights_of"]
+__all__ = [
+    "NoiseBudget",
+    "noise_budget",
+    "noise_gain",
+    "sqnr_floor_db",
+    "tensor_values",
+    "weight_noise",
+    "with_weights_of",
+]
 
 _INTEGER_RANGE: dict[int, tuple[int, int]] = {
     onnx.TensorProto.INT8: (-128, 127),
@@ -86,8 +93,13 @@ def sqnr_floor_db(budget: NoiseBudget, noise_gain: float = 1.0) -> float:
     return budget.coherent_db() - 10.0 * math.log10(max(1.0, noise_gain))
 
 
-def noise_gain(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarray]],
-               relative_noise: float = 1e-6, draws: int = 3, seed: int = 0) -> float:
+def noise_gain(
+    model: onnx.ModelProto,
+    batches: Sequence[Mapping[str, np.ndarray]],
+    relative_noise: float = 1e-6,
+    draws: int = 3,
+    seed: int = 0,
+) -> float:
     """The largest relative-noise gain from one weighted layer of a float ``model`` to its first output.
 
     Each weight tensor (an initializer of rank >= 2) in turn gets Gaussian noise of relative power
@@ -120,8 +132,9 @@ def noise_gain(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarray
             noisy = onnx.ModelProto()
             noisy.CopyFrom(model)
             perturbed = weight + shift * scale
-            noisy.graph.initializer[index].CopyFrom(numpy_helper.from_array(perturbed.astype(weight.dtype),
-                                                                            init.name))
+            noisy.graph.initializer[index].CopyFrom(
+                numpy_helper.from_array(perturbed.astype(weight.dtype), init.name)
+            )
             out = run_outputs(noisy, batches)[output].astype(np.float64)
             worst = max(worst, float(np.mean((out - reference) ** 2)) / power / relative_noise)
     for name in {value.name for value in model.graph.input} & set(batches[0]):  # the input quantizer's path
@@ -129,8 +142,12 @@ def noise_gain(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarray
         scale = math.sqrt(relative_noise * float(np.mean(np.concatenate([d.ravel() for d in data]) ** 2)))
         for draw in range(draws + 1):
             noisy_batches = [
-                {**batch, name: (d + scale * (rng.standard_normal(d.shape) if draw < draws else 1.0)
-                                 ).astype(batch[name].dtype)}
+                {
+                    **batch,
+                    name: (d + scale * (rng.standard_normal(d.shape) if draw < draws else 1.0)).astype(
+                        batch[name].dtype
+                    ),
+                }
                 for batch, d in zip(batches, data)
             ]
             out = run_outputs(model, noisy_batches)[output].astype(np.float64)
@@ -142,8 +159,9 @@ def noise_budget(model: onnx.ModelProto, batches: Sequence[Mapping[str, np.ndarr
     """Every quantizer's relative noise in ``model`` (a Q/DQ model onnxruntime runs) on ``batches``."""
     graph = model.graph
     constants = {init.name: init for init in graph.initializer}
-    activation_qs = [node for node in graph.node
-                     if node.op_type == "QuantizeLinear" and node.input[0] not in constants]
+    activation_qs = [
+        node for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] not in constants
+    ]
     values = tensor_values(model, [q.input[0] for q in activation_qs], batches)
     activations: dict[str, float] = {}
     for q in activation_qs:
@@ -212,8 +230,9 @@ def _axis(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
 
-def _zero_point_and_range(node: onnx.NodeProto, constants: Mapping[str, onnx.TensorProto]
-                          ) -> tuple[np.ndarray, tuple[int, int]]:
+def _zero_point_and_range(
+    node: onnx.NodeProto, constants: Mapping[str, onnx.TensorProto]
+) -> tuple[np.ndarray, tuple[int, int]]:
     """The node's zero point as float64 and its integer range (an absent zero point means uint8, 0)."""
     if len(node.input) > 2 and node.input[2]:
         tensor = constants[node.input[2]]
@@ -221,8 +240,9 @@ def _zero_point_and_range(node: onnx.NodeProto, constants: Mapping[str, onnx.Ten
     return np.zeros(1), _INTEGER_RANGE[onnx.TensorProto.UINT8]
 
 
-def tensor_values(model: onnx.ModelProto, names: Sequence[str],
-                   batches: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def tensor_values(
+    model: onnx.ModelProto, names: Sequence[str], batches: Sequence[Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """The values of ``names`` (any tensors of ``model``) over ``batches``, concatenated on axis 0."""
     from qdq_compiler.accuracy.numerics import run_outputs
 

@@ -36,8 +36,12 @@ def onnxruntime_part(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]
             tainted.update(node.output)
     constants = {init.name for init in graph.initializer}
     wanted = [out.name for out in graph.output if out.name not in tainted]
-    wanted += [name for node in foreign for name in node.input
-               if name and name not in tainted and name not in constants]
+    wanted += [
+        name
+        for node in foreign
+        for name in node.input
+        if name and name not in tainted and name not in constants
+    ]
     cut = onnx.ModelProto()
     cut.CopyFrom(model)
     cut_to(cut.graph, wanted)

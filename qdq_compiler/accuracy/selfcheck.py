@@ -123,12 +123,14 @@ def _cast_to_inputs(batches: list[dict], model: onnx.ModelProto) -> list[dict]:
     ]
 
 
-def _check_output(name: str, reference: np.ndarray, compiled: np.ndarray, sqnr_min_db: float,
-                  label: str) -> OutputCheck:
+def _check_output(
+    name: str, reference: np.ndarray, compiled: np.ndarray, sqnr_min_db: float, label: str
+) -> OutputCheck:
     """One compiled output against the reference; the most specific problem wins."""
     if compiled.shape != reference.shape:
-        return OutputCheck(name, math.nan, f"has shape {compiled.shape}; the {label} gives {reference.shape}",
-                           "shape")
+        return OutputCheck(
+            name, math.nan, f"has shape {compiled.shape}; the {label} gives {reference.shape}", "shape"
+        )
     values = np.asarray(compiled, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
     sqnr = sqnr_db(ref, values)
@@ -138,8 +140,11 @@ def _check_output(name: str, reference: np.ndarray, compiled: np.ndarray, sqnr_m
     whole = _output_check(name, ref, values, sqnr, sqnr_min_db, label)
     if whole.problem:  # one warning per output: the channels add nothing to it
         return dataclasses.replace(whole, channels=channels)
-    problems = tuple(f"{problem} (the output's SQNR {_db(sqnr)} hides them)"
-                     for channel in channels for problem in channel_problems(channel, label))
+    problems = tuple(
+        f"{problem} (the output's SQNR {_db(sqnr)} hides them)"
+        for channel in channels
+        for problem in channel_problems(channel, label)
+    )
     flag = ", ".join(_channel_flag(channel) for channel in channels if channel.dead or channel.low)
     return OutputCheck(name, sqnr, flag=flag, channels=channels, channel_problems=problems)
 
@@ -151,8 +156,9 @@ def _channel_flag(channel: ChannelCheck) -> str:
     return f"{', '.join(counts)} on axis {channel.axis}"
 
 
-def _output_check(name: str, ref: np.ndarray, values: np.ndarray, sqnr: float, sqnr_min_db: float,
-                  label: str) -> OutputCheck:
+def _output_check(
+    name: str, ref: np.ndarray, values: np.ndarray, sqnr: float, sqnr_min_db: float, label: str
+) -> OutputCheck:
     """The output as a whole (finite, same shape as the reference)."""
     if values.size and np.ptp(values) == 0.0 and np.ptp(ref) > 0.0:
         what = "all zero" if not values.any() else "constant"
@@ -160,8 +166,10 @@ def _output_check(name: str, ref: np.ndarray, values: np.ndarray, sqnr: float, s
         problem = f"is {what}{value} while the {label}'s is not (SQNR {_db(sqnr)})"
         return OutputCheck(name, sqnr, problem, what)
     if sqnr < sqnr_min_db:
-        problem = (f"has SQNR {_db(sqnr)} against the {label}, below the {sqnr_min_db:g} dB threshold "
-                   "(--check-sqnr-min)")
+        problem = (
+            f"has SQNR {_db(sqnr)} against the {label}, below the {sqnr_min_db:g} dB threshold "
+            "(--check-sqnr-min)"
+        )
         return OutputCheck(name, sqnr, problem, f"< {sqnr_min_db:g} dB")
     return OutputCheck(name, sqnr)
 
@@ -201,10 +209,12 @@ def run_selfcheck(
         return _with(base, error=f"the compiled model: {_first_line(exc)}", start=start)
     missing = [name for name in expected if name not in actual]
     if missing:
-        return _with(base, error=f"the compiled model lacks output(s) {', '.join(map(repr, missing))}",
-                     start=start)
-    outputs = tuple(_check_output(name, ref, actual[name], sqnr_min_db, reference_label)
-                    for name, ref in expected.items())
+        return _with(
+            base, error=f"the compiled model lacks output(s) {', '.join(map(repr, missing))}", start=start
+        )
+    outputs = tuple(
+        _check_output(name, ref, actual[name], sqnr_min_db, reference_label) for name, ref in expected.items()
+    )
     return _with(base, outputs=outputs, start=start)
 
 
@@ -220,10 +230,15 @@ def format_selfcheck(check: SelfCheck) -> str:
     """The summary line: per-output SQNR (or why the check was skipped)."""
     if check.skipped:
         return f"self-check: skipped ({check.skipped})"
-    head = (f"self-check: SQNR against the {check.reference} on {check.samples} sample(s) "
-            f"(onnxruntime, {check.seconds:.2f} s):")
-    where = (f"; compared before {', '.join(check.cut_before)}, which onnxruntime cannot run"
-             if check.cut_before else "")
+    head = (
+        f"self-check: SQNR against the {check.reference} on {check.samples} sample(s) "
+        f"(onnxruntime, {check.seconds:.2f} s):"
+    )
+    where = (
+        f"; compared before {', '.join(check.cut_before)}, which onnxruntime cannot run"
+        if check.cut_before
+        else ""
+    )
     if check.error:
         return f"{head} FAILED, {check.error}"
     parts = [f"{out.name} {_db(out.sqnr_db)}{f' [{out.flag}]' if out.flag else ''}" for out in check.outputs]
@@ -263,8 +278,12 @@ def selfcheck_to_json(check: SelfCheck) -> dict:
         "compared_before": list(check.cut_before),
         "error": check.error or None,
         "outputs": [
-            {"name": out.name, "sqnr_db": _json_number(out.sqnr_db), "problem": out.problem or None,
-             "channels": [_channels_json(channel) for channel in out.channels]}
+            {
+                "name": out.name,
+                "sqnr_db": _json_number(out.sqnr_db),
+                "problem": out.problem or None,
+                "channels": [_channels_json(channel) for channel in out.channels],
+            }
             for out in check.outputs
         ],
         "warnings": check.warnings,

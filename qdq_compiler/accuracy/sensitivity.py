@@ -167,11 +167,15 @@ def _analyze(
             else:
                 result = measure(variant)
                 share = macs.get(decision.node_name)
-                layers.append(LayerSensitivity(
-                    decision.node_name, decision.op_type,
-                    share / fusion.total_macs if share is not None and fusion.total_macs else None,
-                    result.sqnr_db, _gain(result.sqnr_db, baseline.sqnr_db),
-                ))
+                layers.append(
+                    LayerSensitivity(
+                        decision.node_name,
+                        decision.op_type,
+                        share / fusion.total_macs if share is not None and fusion.total_macs else None,
+                        result.sqnr_db,
+                        _gain(result.sqnr_db, baseline.sqnr_db),
+                    )
+                )
         if progress is not None:
             progress(done, len(candidates) + min(top, len(candidates)), decision.node_name)
     layers.sort(key=_rank_key)
@@ -219,8 +223,11 @@ def format_sensitivity(report: SensitivityReport) -> str:
     outputs = ", ".join(f"{name} {value:.2f}" for name, value in report.baseline.per_output.items())
     lines = [
         f"sensitivity on {report.samples} samples; SQNR in dB against the float model in onnxruntime",
-        *([f"outputs compared before {', '.join(report.cut_before)} (onnxruntime cannot run it)"]
-          if report.cut_before else []),
+        *(
+            [f"outputs compared before {', '.join(report.cut_before)} (onnxruntime cannot run it)"]
+            if report.cut_before
+            else []
+        ),
         f"all INT8: SQNR {report.baseline.sqnr_db:.2f} dB ({outputs}), predicted INT8 MAC share "
         f"{100 * report.baseline_int8_mac_share:.1f}%",
     ]
@@ -271,13 +278,21 @@ def sensitivity_to_json(report: SensitivityReport) -> dict:
         },
         "already_float": [{"layer": name, "reason": reason} for name, reason in report.already_float],
         "layers": [
-            {"layer": item.name, "op": item.op, "mac_share": item.mac_share,
-             "sqnr_db": _number(item.sqnr_db), "gain_db": _number(item.gain_db)}
+            {
+                "layer": item.name,
+                "op": item.op,
+                "mac_share": item.mac_share,
+                "sqnr_db": _number(item.sqnr_db),
+                "gain_db": _number(item.gain_db),
+            }
             for item in report.layers
         ],
         "cumulative": [
-            {"float_layers": list(step.float_layers), "sqnr_db": _number(step.sqnr_db),
-             "int8_mac_share": step.int8_mac_share}
+            {
+                "float_layers": list(step.float_layers),
+                "sqnr_db": _number(step.sqnr_db),
+                "int8_mac_share": step.int8_mac_share,
+            }
             for step in report.cumulative
         ],
         "not_measured": [{"layer": name, "reason": reason} for name, reason in report.skipped],

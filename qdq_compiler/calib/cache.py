@@ -45,7 +45,7 @@ CACHE_VERSION = 3
 # Why a cache of an older version cannot be read (it is refused: recalibrate).
 _OLD_VERSIONS = {
     1: "version 1 stored power-of-two-range histograms, from which entropy and mse cannot give the reference "
-       "amax",
+    "amax",
     2: "version 2 stored re-binned one-pass histograms and its key lacks the batch size",
 }
 _META = "meta.json"
@@ -62,8 +62,13 @@ class CacheKey:
     num_bins: int
     batch_size: int  # the first batch fixes the bins of a growing histogram; 0 when the data do not say
 
-    _LABELS = {"model_sha256": "model hash", "data_sha256": "data hash",
-               "preprocess_sha256": "preprocessing hash", "num_bins": "num_bins", "batch_size": "batch size"}
+    _LABELS = {
+        "model_sha256": "model hash",
+        "data_sha256": "data hash",
+        "preprocess_sha256": "preprocessing hash",
+        "num_bins": "num_bins",
+        "batch_size": "batch size",
+    }
 
     def differences(self, other: CacheKey) -> list[str]:
         """Labels of the fields that differ from ``other``."""
@@ -118,20 +123,22 @@ def encode_cache(stats: Mapping[str, TensorStats], key: CacheKey) -> bytes:
             raise CalibrationCacheError(f"{name!r} has {item.num_bins} bins; the key says {key.num_bins}")
         if item.binning not in ("fixed", "grow"):
             raise CalibrationCacheError(f"{name!r} has no histogram (binning {item.binning!r})")
-        entries.append({
-            "name": name,
-            "histogram": f"hist/{index:06d}.npy",
-            "num_bins": item.num_bins,
-            "binning": item.binning,
-            "hist_bins": int(item.hist.size),
-            "range": float(item.range),
-            "base": item.base,
-            "count": int(item.count),
-            "nan_count": int(item.nan_count),
-            "inf_count": int(item.inf_count),
-            "min": _float_or_none(item.min, item.count > 0),
-            "max": _float_or_none(item.max, item.count > 0),
-        })
+        entries.append(
+            {
+                "name": name,
+                "histogram": f"hist/{index:06d}.npy",
+                "num_bins": item.num_bins,
+                "binning": item.binning,
+                "hist_bins": int(item.hist.size),
+                "range": float(item.range),
+                "base": item.base,
+                "count": int(item.count),
+                "nan_count": int(item.nan_count),
+                "inf_count": int(item.inf_count),
+                "min": _float_or_none(item.min, item.count > 0),
+                "max": _float_or_none(item.max, item.count > 0),
+            }
+        )
     meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": asdict(key), "tensors": entries}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -158,8 +165,10 @@ def _read_meta(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
     version = meta.get("version")
     if version != CACHE_VERSION:
         why = _OLD_VERSIONS.get(version) if isinstance(version, int) else None
-        raise CalibrationCacheError(f"{where} has cache format version {version!r}; this qdqc reads version "
-                                    f"{CACHE_VERSION}: recalibrate" + (f" ({why})" if why else ""))
+        raise CalibrationCacheError(
+            f"{where} has cache format version {version!r}; this qdqc reads version "
+            f"{CACHE_VERSION}: recalibrate" + (f" ({why})" if why else "")
+        )
     return meta
 
 
@@ -208,7 +217,8 @@ def load_cache(
         if differing:
             detail = "; ".join(
                 f"{label}: cache {_short(getattr(stored, f))}, expected {_short(getattr(expected_key, f))}"
-                for f, label in CacheKey._LABELS.items() if label in differing
+                for f, label in CacheKey._LABELS.items()
+                if label in differing
             )
             parts = ", ".join(differing) + (" differs" if len(differing) == 1 else " differ")
             raise CalibrationCacheError(f"stale calibration cache {where}: {parts} ({detail})")
@@ -221,11 +231,16 @@ def load_cache(
                     raise ValueError(f"histogram of dtype {counts.dtype} and shape {counts.shape}")
                 has_values = entry["count"] > 0
                 stats[entry["name"]] = TensorStats.from_histogram(
-                    counts, entry["range"],
+                    counts,
+                    entry["range"],
                     min_value=entry["min"] if has_values else 0.0,
                     max_value=entry["max"] if has_values else 0.0,
-                    count=entry["count"], nan_count=entry["nan_count"], inf_count=entry["inf_count"],
-                    name=entry["name"], num_bins=entry["num_bins"], binning=entry["binning"],
+                    count=entry["count"],
+                    nan_count=entry["nan_count"],
+                    inf_count=entry["inf_count"],
+                    name=entry["name"],
+                    num_bins=entry["num_bins"],
+                    binning=entry["binning"],
                     base=entry["base"],
                 )
             except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:

@@ -77,8 +77,10 @@ def model_input_specs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
                 "checked against it (TensorRT needs its rank too): export the model with input shapes; "
                 "dynamic dims may stay symbolic"
             )
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                     for d in tensor_type.shape.dim)
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in tensor_type.shape.dim
+        )
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
         specs.append(InputSpec(value.name, dims, dtype))
     return tuple(specs)
@@ -97,16 +99,20 @@ def validate_batch(batch: Mapping[str, Any] | np.ndarray, specs: Sequence[InputS
     if not isinstance(batch, Mapping):
         if len(specs) != 1:
             names = ", ".join(s.name for s in specs)
-            raise CalibrationDataError(f"{source}: a bare array fits single-input models only; "
-                                       f"this model has inputs {names}: give a dict keyed by input name")
+            raise CalibrationDataError(
+                f"{source}: a bare array fits single-input models only; "
+                f"this model has inputs {names}: give a dict keyed by input name"
+            )
         batch = {specs[0].name: batch}
     _check_names(list(batch), specs, source)
     out: Batch = {}
     for spec in specs:
         array = np.asarray(batch[spec.name])
         if array.dtype != spec.dtype:
-            raise CalibrationDataError(f"{source}: input {spec.name!r} expects dtype {spec.dtype} but got "
-                                       f"{array.dtype}; convert it with .astype(np.{spec.dtype})")
+            raise CalibrationDataError(
+                f"{source}: input {spec.name!r} expects dtype {spec.dtype} but got "
+                f"{array.dtype}; convert it with .astype(np.{spec.dtype})"
+            )
         _check_shape(spec, array.shape, source)
         out[spec.name] = array
     return out
@@ -116,8 +122,10 @@ def _check_names(names: Sequence[str], specs: Sequence[InputSpec], source: str) 
     expected = [s.name for s in specs]
     unknown = sorted(set(names) - set(expected))
     if unknown:
-        raise CalibrationDataError(f"{source}: unknown input name(s) {', '.join(map(repr, unknown))}; "
-                                   f"model inputs are {', '.join(map(repr, expected))}")
+        raise CalibrationDataError(
+            f"{source}: unknown input name(s) {', '.join(map(repr, unknown))}; "
+            f"model inputs are {', '.join(map(repr, expected))}"
+        )
     missing = [name for name in expected if name not in names]
     if missing:
         raise CalibrationDataError(f"{source}: missing input(s) {', '.join(map(repr, missing))}")
@@ -128,12 +136,14 @@ def _check_shape(spec: InputSpec, shape: tuple[int, ...], source: str, what: str
         d is not None and d != s for d, s in zip(spec.shape, shape, strict=True)
     ):
         got = "[" + ",".join(map(str, shape)) + "]"
-        raise CalibrationDataError(f"{source}: input {spec.name!r} expects shape {spec.shape_text()} "
-                                   f"but {what} {got}")
+        raise CalibrationDataError(
+            f"{source}: input {spec.name!r} expects shape {spec.shape_text()} but {what} {got}"
+        )
 
 
-def _resolve_batch_size(batch_size: int | None, specs: Sequence[InputSpec], source: str,
-                        check_fixed: bool = True) -> int:
+def _resolve_batch_size(
+    batch_size: int | None, specs: Sequence[InputSpec], source: str, check_fixed: bool = True
+) -> int:
     static = {s.shape[0] for s in specs if s.shape and s.shape[0] is not None}
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
         raise CalibrationDataError(f"{source}: batch size must be >= 1, got {batch_size!r}")
@@ -141,8 +151,9 @@ def _resolve_batch_size(batch_size: int | None, specs: Sequence[InputSpec], sour
         return 1 if batch_size is None else int(batch_size)
     fixed = min(static)
     if batch_size is not None and int(batch_size) != fixed:
-        raise CalibrationDataError(f"{source}: the model's batch dimension is fixed at {fixed}; "
-                                   f"use batch size {fixed}")
+        raise CalibrationDataError(
+            f"{source}: the model's batch dimension is fixed at {fixed}; use batch size {fixed}"
+        )
     return fixed
 
 
@@ -254,8 +265,9 @@ class _ArrayFileData(CalibrationData):
     run takes one sample of every input: batch size 1 (a batch-layout input then needs a batch of 1).
     """
 
-    def __init__(self, specs: Sequence[InputSpec], source: str, batch_size: int | None,
-                 limit: int | None) -> None:
+    def __init__(
+        self, specs: Sequence[InputSpec], source: str, batch_size: int | None, limit: int | None
+    ) -> None:
         super().__init__(specs, source)
         _check_limit(limit)
         self._requested_batch_size = batch_size
@@ -275,9 +287,11 @@ class _ArrayFileData(CalibrationData):
         for spec in self.specs:
             array = arrays[spec.name]
             if array.dtype != spec.dtype:
-                raise CalibrationDataError(f"{self.source}: input {spec.name!r} expects dtype {spec.dtype} "
-                                           f"but the data holds {array.dtype}; convert it with "
-                                           f".astype(np.{spec.dtype})")
+                raise CalibrationDataError(
+                    f"{self.source}: input {spec.name!r} expects dtype {spec.dtype} "
+                    f"but the data holds {array.dtype}; convert it with "
+                    f".astype(np.{spec.dtype})"
+                )
         self._stacked = frozenset(s.name for s in self.specs if _is_stacked(s, arrays[s.name].shape))
         batched = [spec for spec in self.specs if spec.name not in self._stacked]
         if self._stacked:
@@ -290,20 +304,27 @@ class _ArrayFileData(CalibrationData):
         self._count = min(total, self.limit) if self.limit else total
         if _has_static_batch(batched) and self._count % self.batch_size:
             dropped = self._count % self.batch_size
-            logger.warning("%s: dropping the last %d sample(s): the model's batch is fixed at %d",
-                           self.source, dropped, self.batch_size)
+            logger.warning(
+                "%s: dropping the last %d sample(s): the model's batch is fixed at %d",
+                self.source,
+                dropped,
+                self.batch_size,
+            )
             self._count -= dropped
             if self._count == 0:
-                raise CalibrationDataError(f"{self.source}: fewer samples than the fixed batch size "
-                                           f"{self.batch_size}")
+                raise CalibrationDataError(
+                    f"{self.source}: fewer samples than the fixed batch size {self.batch_size}"
+                )
 
     def _one_sample_per_run(self, batched: Sequence[InputSpec]) -> int:
         """Batch size 1 for data with a stacked input; refuse what asks for more samples per run."""
         stacked = sorted(self._stacked)[0]
         requested = self._requested_batch_size
         if requested is not None and int(requested) != 1:
-            raise CalibrationDataError(f"{self.source}: input {stacked!r} holds samples stacked on a new "
-                                       f"leading axis, fed one sample per run: use batch size 1")
+            raise CalibrationDataError(
+                f"{self.source}: input {stacked!r} holds samples stacked on a new "
+                f"leading axis, fed one sample per run: use batch size 1"
+            )
         for spec in batched:
             if spec.shape and spec.shape[0] is not None and spec.shape[0] != 1:
                 raise CalibrationDataError(
@@ -346,11 +367,14 @@ def _check_batch_layout(spec: InputSpec, shape: tuple[int, ...], batch_size: int
         return
     got = "[" + ",".join(map(str, shape)) + "]"
     if len(shape) == stacked_rank:
-        raise CalibrationDataError(f"{source}: input {spec.name!r} expects shape {spec.shape_text()} but the "
-                                   f"samples stacked in {got} have shape [{','.join(map(str, shape[1:]))}]")
+        raise CalibrationDataError(
+            f"{source}: input {spec.name!r} expects shape {spec.shape_text()} but the "
+            f"samples stacked in {got} have shape [{','.join(map(str, shape[1:]))}]"
+        )
     if not spec.shape:
-        raise CalibrationDataError(f"{source}: input {spec.name!r} is a scalar: give its samples as [N], "
-                                   f"got {got}")
+        raise CalibrationDataError(
+            f"{source}: input {spec.name!r} is a scalar: give its samples as [N], got {got}"
+        )
     if len(shape) != len(spec.shape):
         dims = [("?" if d is None else str(d)) for d in spec.shape]
         raise CalibrationDataError(
@@ -377,15 +401,22 @@ class NpyData(_ArrayFileData):
 
     kind = "npy"
 
-    def __init__(self, path: str | os.PathLike[str], model: onnx.ModelProto | Sequence[InputSpec],
-                 batch_size: int | None = None, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        model: onnx.ModelProto | Sequence[InputSpec],
+        batch_size: int | None = None,
+        limit: int | None = None,
+    ) -> None:
         self.path = _check_path(path)
         specs = _as_specs(model)
         super().__init__(specs, str(self.path), batch_size, limit)
         if len(self.specs) != 1:
             names = ", ".join(repr(s.name) for s in self.specs)
-            raise CalibrationDataError(f"{self.source}: a .npy feeds single-input models only; the model has "
-                                       f"inputs {names}: use an .npz keyed by input name")
+            raise CalibrationDataError(
+                f"{self.source}: a .npy feeds single-input models only; the model has "
+                f"inputs {names}: use an .npz keyed by input name"
+            )
         try:
             array = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -403,8 +434,13 @@ class NpzData(_ArrayFileData):
 
     kind = "npz"
 
-    def __init__(self, path: str | os.PathLike[str], model: onnx.ModelProto | Sequence[InputSpec],
-                 batch_size: int | None = None, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        model: onnx.ModelProto | Sequence[InputSpec],
+        batch_size: int | None = None,
+        limit: int | None = None,
+    ) -> None:
         self.path = _check_path(path)
         super().__init__(_as_specs(model), str(self.path), batch_size, limit)
         try:
@@ -427,15 +463,22 @@ class ArrayData(_ArrayFileData):
 
     kind = "arrays"
 
-    def __init__(self, arrays: np.ndarray | Mapping[str, np.ndarray],
-                 model: onnx.ModelProto | Sequence[InputSpec], batch_size: int | None = None,
-                 limit: int | None = None, source: str = "calibration arrays") -> None:
+    def __init__(
+        self,
+        arrays: np.ndarray | Mapping[str, np.ndarray],
+        model: onnx.ModelProto | Sequence[InputSpec],
+        batch_size: int | None = None,
+        limit: int | None = None,
+        source: str = "calibration arrays",
+    ) -> None:
         super().__init__(_as_specs(model), source, batch_size, limit)
         if not isinstance(arrays, Mapping):
             if len(self.specs) != 1:
                 names = ", ".join(repr(s.name) for s in self.specs)
-                raise CalibrationDataError(f"{source}: a bare array fits single-input models only; the model "
-                                           f"has inputs {names}: give a dict keyed by input name")
+                raise CalibrationDataError(
+                    f"{source}: a bare array fits single-input models only; the model "
+                    f"has inputs {names}: give a dict keyed by input name"
+                )
             arrays = {self.specs[0].name: arrays}
         _check_names(list(arrays), self.specs, source)
         self._set_arrays({name: np.asarray(value) for name, value in arrays.items()})
@@ -449,17 +492,25 @@ class ImageFolderData(CalibrationData):
 
     kind = "image-folder"
 
-    def __init__(self, path: str | os.PathLike[str], model: onnx.ModelProto | Sequence[InputSpec],
-                 preprocess: Preprocess | None = None, batch_size: int | None = None,
-                 limit: int | None = None, recursive: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        model: onnx.ModelProto | Sequence[InputSpec],
+        preprocess: Preprocess | None = None,
+        batch_size: int | None = None,
+        limit: int | None = None,
+        recursive: bool = False,
+    ) -> None:
         self.root = _check_path(path)
         super().__init__(_as_specs(model), str(self.root))
         if not self.root.is_dir():
             raise CalibrationDataError(f"{self.source}: expected a folder of images")
         _check_limit(limit)
         pattern = self.root.rglob("*") if recursive else self.root.iterdir()
-        files = sorted((p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                       key=lambda p: p.relative_to(self.root).as_posix())
+        files = sorted(
+            (p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+            key=lambda p: p.relative_to(self.root).as_posix(),
+        )
         if not files:
             suffixes = "/".join(IMAGE_SUFFIXES)
             raise CalibrationDataError(f"{self.source}: no images ({suffixes}) found (count 0)")
@@ -467,14 +518,20 @@ class ImageFolderData(CalibrationData):
         self.limit = limit
         if len(self.specs) != 1:
             names = ", ".join(repr(s.name) for s in self.specs)
-            raise CalibrationDataError(f"{self.source}: image folders feed single-input models only; the "
-                                       f"model has inputs {names}: use an .npz keyed by input name")
+            raise CalibrationDataError(
+                f"{self.source}: image folders feed single-input models only; the "
+                f"model has inputs {names}: use an .npz keyed by input name"
+            )
         self.batch_size = _resolve_batch_size(batch_size, self.specs, self.source)
         self._options, self._size, self._channels = self._resolve_options(preprocess or Preprocess())
         if _has_static_batch(self.specs) and len(self.files) % self.batch_size:
             dropped = len(self.files) % self.batch_size
-            logger.warning("%s: dropping the last %d image(s): the model's batch is fixed at %d",
-                           self.source, dropped, self.batch_size)
+            logger.warning(
+                "%s: dropping the last %d image(s): the model's batch is fixed at %d",
+                self.source,
+                dropped,
+                self.batch_size,
+            )
             self.files = self.files[: len(self.files) - dropped]
             if not self.files:
                 raise CalibrationDataError(f"{self.source}: fewer images than the fixed batch size")
@@ -484,30 +541,39 @@ class ImageFolderData(CalibrationData):
     def _resolve_options(self, options: Preprocess) -> tuple[Preprocess, tuple[int, int], int]:
         spec = self.specs[0]
         if len(spec.shape) != 4:
-            raise CalibrationDataError(f"{self.source}: input {spec.name!r} has shape {spec.shape_text()}; "
-                                       f"images need a 4-D input")
+            raise CalibrationDataError(
+                f"{self.source}: input {spec.name!r} has shape {spec.shape_text()}; images need a 4-D input"
+            )
         if options.layout == "NCHW":
             channels, height, width = spec.shape[1:]
         else:
             height, width, channels = spec.shape[1:]
         channels = channels or 3
         if channels not in (1, 3):
-            raise CalibrationDataError(f"{self.source}: input {spec.name!r} has {channels} channels in "
-                                       f"{options.layout} layout; images give 1 or 3")
+            raise CalibrationDataError(
+                f"{self.source}: input {spec.name!r} has {channels} channels in "
+                f"{options.layout} layout; images give 1 or 3"
+            )
         if channels == 1 and (len(options.mean) > 1 or len(options.std) > 1):
             raise CalibrationDataError(f"{self.source}: a 1-channel input needs a single mean and std value")
         size = options.size
         if size is None:
             if height is None or width is None:
-                raise CalibrationDataError(f"{self.source}: input {spec.name!r} has a dynamic height/width "
-                                           f"({spec.shape_text()}); set Preprocess(size=(H, W))")
+                raise CalibrationDataError(
+                    f"{self.source}: input {spec.name!r} has a dynamic height/width "
+                    f"({spec.shape_text()}); set Preprocess(size=(H, W))"
+                )
             size = (height, width)
         elif (height is not None and height != size[0]) or (width is not None and width != size[1]):
-            raise CalibrationDataError(f"{self.source}: preprocess size {list(size)} does not match input "
-                                       f"{spec.name!r} of shape {spec.shape_text()}")
+            raise CalibrationDataError(
+                f"{self.source}: preprocess size {list(size)} does not match input "
+                f"{spec.name!r} of shape {spec.shape_text()}"
+            )
         if np.dtype(options.dtype) != spec.dtype:
-            raise CalibrationDataError(f"{self.source}: preprocess dtype {options.dtype} does not match "
-                                       f"input {spec.name!r} of dtype {spec.dtype}")
+            raise CalibrationDataError(
+                f"{self.source}: preprocess dtype {options.dtype} does not match "
+                f"input {spec.name!r} of dtype {spec.dtype}"
+            )
         resolved = dataclasses.replace(options, size=size)
         return resolved, size, channels
 
@@ -553,8 +619,12 @@ class IterableData(CalibrationData):
 
     kind = "iterable"
 
-    def __init__(self, batches: Iterable[Mapping[str, np.ndarray] | np.ndarray],
-                 model: onnx.ModelProto | Sequence[InputSpec], source: str = "calibration batches") -> None:
+    def __init__(
+        self,
+        batches: Iterable[Mapping[str, np.ndarray] | np.ndarray],
+        model: onnx.ModelProto | Sequence[InputSpec],
+        source: str = "calibration batches",
+    ) -> None:
         super().__init__(_as_specs(model), source)
         self._batches = batches
         self._sequence = isinstance(batches, (list, tuple))
@@ -617,8 +687,9 @@ def open_calibration_data(
             return NpyData(path, model, batch_size, limit)
         if suffix == ".npz":
             return NpzData(path, model, batch_size, limit)
-        raise CalibrationDataError(f"{path}: unsupported calibration data; give a folder of images, "
-                                   f"a .npy or an .npz")
+        raise CalibrationDataError(
+            f"{path}: unsupported calibration data; give a folder of images, a .npy or an .npz"
+        )
     if isinstance(source, (np.ndarray, Mapping)):
         return ArrayData(source, model, batch_size, limit)
     if isinstance(source, Iterable):

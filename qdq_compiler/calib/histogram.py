@@ -100,8 +100,13 @@ class _Binner:
         scale = base / top
         self.pow2_scale = _is_pow2(scale) and 2.0**-100 <= scale <= 2.0**100
         self.pow2_base = _is_pow2(base)
-        self.rounded_up = (not self.pow2_scale and dtype == np.float32 and float(np.float32(top)) == top
-                           and base <= 2.0**20 and 2.0**-900 <= scale <= 2.0**900)
+        self.rounded_up = (
+            not self.pow2_scale
+            and dtype == np.float32
+            and float(np.float32(top)) == top
+            and base <= 2.0**20
+            and 2.0**-900 <= scale <= 2.0**900
+        )
         self.narrow_loop = self.pow2_scale and dtype == np.float32  # exact in float32: no widening
         if self.rounded_up:
             self.factor = np.nextafter(np.nextafter(np.float64(scale), np.inf), np.inf)
@@ -157,8 +162,19 @@ class TensorStats:
     """
 
     __slots__ = (
-        "name", "num_bins", "binning", "hist", "range", "base", "max_bins", "count", "nan_count", "inf_count",
-        "min", "max", "_warned",
+        "name",
+        "num_bins",
+        "binning",
+        "hist",
+        "range",
+        "base",
+        "max_bins",
+        "count",
+        "nan_count",
+        "inf_count",
+        "min",
+        "max",
+        "_warned",
     )
 
     def __init__(
@@ -262,8 +278,9 @@ class TensorStats:
         if binning == "fixed" and (counts.size != num_bins or base != num_bins):
             raise ValueError(f"a fixed histogram has num_bins bins: {counts.size} for num_bins {num_bins}")
         if binning == "grow" and not (base > 0 and _is_pow2(num_bins / base) and counts.size >= max(base, 1)):
-            raise ValueError(f"a grow histogram of {counts.size} bins cannot have base {base} (num_bins "
-                             f"{num_bins} halved)")
+            raise ValueError(
+                f"a grow histogram of {counts.size} bins cannot have base {base} (num_bins {num_bins} halved)"
+            )
         if np.any(counts < 0):
             raise ValueError("histogram counts must be non-negative")
         if not (hist_range >= 0 and math.isfinite(hist_range)):
@@ -346,7 +363,9 @@ class TensorStats:
         if not self._warned:
             logger.warning(
                 "tensor %r holds NaN/Inf values; calibration skips them (so far %d NaN, %d Inf)",
-                self.name, self.nan_count, self.inf_count,
+                self.name,
+                self.nan_count,
+                self.inf_count,
             )
             self._warned = True
         return data[finite]
@@ -355,8 +374,10 @@ class TensorStats:
         """Make room for ``peak``: fix the range on the first non-zero value, else append (and merge) bins."""
         if self.range == 0.0:
             if not peak / self.base >= _SMALLEST_WIDTH:
-                raise ValueError(f"tensor {self.name!r}: its first non-zero |x| ({peak!r}) is too small to "
-                                 f"split into {self.base} bins")
+                raise ValueError(
+                    f"tensor {self.name!r}: its first non-zero |x| ({peak!r}) is too small to "
+                    f"split into {self.base} bins"
+                )
             self.range = peak  # the first non-zero batch: base bins over [0, peak]
             return
         # peak / width may exceed any integer: first merge by the power of two that logs say (a floor of the
@@ -425,8 +446,13 @@ class TensorStats:
         if self.binning == "fixed":  # the range is set up front: it must agree whenever values come in
             clash = bool(other.count) and other.range != self.range
         else:  # a grow range is set by the first non-zero value
-            clash = bool(other.count and self.count and other.range > 0 and self.range > 0
-                         and (other.range, other.base) != (self.range, self.base))
+            clash = bool(
+                other.count
+                and self.count
+                and other.range > 0
+                and self.range > 0
+                and (other.range, other.base) != (self.range, self.base)
+            )
         if not same or clash:
             raise ValueError(
                 f"cannot merge {other.binning} statistics over [0, {other.range}] in {other.base} bins into "

@@ -89,8 +89,19 @@ def memoized_amax() -> Iterator[None]:
 def _content_key(stats: TensorStats, spec: MethodSpec) -> tuple:
     digest = hashlib.blake2b(np.ascontiguousarray(stats.hist).tobytes(), digest_size=16).hexdigest()
     params = tuple((key, type(value).__name__, value) for key, value in spec.params)  # True is not 1
-    return (spec.name, params, digest, stats.hist.size, stats.range, stats.base, stats.binning,
-            stats.num_bins, stats.count, stats.min, stats.max)
+    return (
+        spec.name,
+        params,
+        digest,
+        stats.hist.size,
+        stats.range,
+        stats.base,
+        stats.binning,
+        stats.num_bins,
+        stats.count,
+        stats.min,
+        stats.max,
+    )
 
 
 def _used_bins(counts: np.ndarray) -> int:
@@ -263,8 +274,12 @@ def _method_params(name: str) -> dict[str, inspect.Parameter]:
     return {p.name: p for p in params}
 
 
-for _name, _fn in (("max", amax_max), ("percentile", amax_percentile), ("entropy", amax_entropy),
-                   ("mse", amax_mse)):
+for _name, _fn in (
+    ("max", amax_max),
+    ("percentile", amax_percentile),
+    ("entropy", amax_entropy),
+    ("mse", amax_mse),
+):
     register_method(_name, _fn)
 
 

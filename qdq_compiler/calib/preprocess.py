@@ -51,12 +51,17 @@ class Preprocess:
             object.__setattr__(self, name, value)
         if any(v == 0 for v in self.std):
             raise CalibrationDataError("preprocess std must not contain 0")
-        choices = {"resize": ("letterbox", "resize"), "channel_order": ("RGB", "BGR"),
-                   "layout": ("NCHW", "NHWC"), "dtype": _FLOAT_DTYPES}
+        choices = {
+            "resize": ("letterbox", "resize"),
+            "channel_order": ("RGB", "BGR"),
+            "layout": ("NCHW", "NHWC"),
+            "dtype": _FLOAT_DTYPES,
+        }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
-                raise CalibrationDataError(f"preprocess {name} must be one of {', '.join(valid)}, "
-                                           f"got {getattr(self, name)!r}")
+                raise CalibrationDataError(
+                    f"preprocess {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}"
+                )
         object.__setattr__(self, "pad_value", float(self.pad_value))
         object.__setattr__(self, "scale", float(self.scale))
 

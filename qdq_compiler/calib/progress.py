@@ -22,9 +22,17 @@ class Progress:
     is false and the stream is a terminal (``force=True`` draws anyway, e.g. for tests).
     """
 
-    def __init__(self, total: int | None = None, *, desc: str = "calibrating", unit: str = "samples",
-                 stream: TextIO | None = None, quiet: bool = False, force: bool = False,
-                 min_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        total: int | None = None,
+        *,
+        desc: str = "calibrating",
+        unit: str = "samples",
+        stream: TextIO | None = None,
+        quiet: bool = False,
+        force: bool = False,
+        min_interval: float = 0.1,
+    ) -> None:
         self.total = total
         self.desc = desc
         self.unit = unit

@@ -9,8 +9,14 @@ import onnx
 __all__ = ["ONNXRUNTIME_DOMAINS", "cut_to", "names_read_by_subgraphs", "nodes_needed_for"]
 
 # operator domains onnxruntime's CPU provider implements
-ONNXRUNTIME_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
-                       "ai.onnx.preview.training")
+ONNXRUNTIME_DOMAINS = (
+    "",
+    "ai.onnx",
+    "ai.onnx.ml",
+    "com.microsoft",
+    "com.microsoft.nchwc",
+    "ai.onnx.preview.training",
+)
 
 
 def nodes_needed_for(graph: onnx.GraphProto, names: Sequence[str]) -> list[int]:

@@ -27,6 +27,7 @@ from .progress import Progress
 
 __all__ = ["run_pass"]
 
+
 class _End(enum.Enum):
     """The end of the batches (an enum member, so ``batch is _END`` narrows the type)."""
 
@@ -91,8 +92,9 @@ def _bin_batch(shared: _Shared, index: int, values: Mapping[str, np.ndarray]) ->
             shared.locks[name].release()
 
 
-def _work(shared: _Shared, session: Any, fetch: list[str], index: int, feed: Mapping[str, np.ndarray],
-          samples: int) -> None:
+def _work(
+    shared: _Shared, session: Any, fetch: list[str], index: int, feed: Mapping[str, np.ndarray], samples: int
+) -> None:
     """Run batch ``index`` and bin it when its turn comes (see :class:`_Shared`)."""
     try:
         outputs = session.run(fetch, feed) if fetch else []

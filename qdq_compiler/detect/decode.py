@@ -49,8 +49,14 @@ def candidates(pred: np.ndarray, conf_thres: float, multi_label: bool = True) ->
     return Detections(boxes[keep], best[keep], cls[keep].astype(np.int64))
 
 
-def decode(output: np.ndarray, conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300,
-           max_nms: int = 6000, multi_label: bool = True) -> list[Detections]:
+def decode(
+    output: np.ndarray,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int = 300,
+    max_nms: int = 6000,
+    multi_label: bool = True,
+) -> list[Detections]:
     """Threshold, per-class NMS and top-``max_det`` for every image of a ``[B, N, 5 + nc]`` output."""
     output = np.asarray(output)
     if output.ndim != 3 or output.shape[2] < 6:

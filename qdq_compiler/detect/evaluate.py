@@ -32,8 +32,14 @@ def to_coco_results(det: Detections, image_id: int) -> list[dict]:
     """COCO result records (``bbox`` as xywh, ``category_id`` = class + 1) for one image."""
     out = []
     for (x0, y0, x1, y1), s, c in zip(det.boxes.tolist(), det.scores.tolist(), det.classes.tolist()):
-        out.append({"image_id": image_id, "category_id": int(c) + 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(s)})
+        out.append(
+            {
+                "image_id": image_id,
+                "category_id": int(c) + 1,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "score": float(s),
+            }
+        )
     return out
 
 
@@ -67,9 +73,15 @@ def _session(model: str | Path | onnx.ModelProto, threads: int | None):
     return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
 
-def evaluate_onnx(model_path_or_proto: str | Path | onnx.ModelProto, images_dir: str | Path,
-                  coco_json: str | Path, conf_thres: float = 0.001, iou_thres: float = 0.65,
-                  limit: int | None = None, threads: int | None = None) -> dict:
+def evaluate_onnx(
+    model_path_or_proto: str | Path | onnx.ModelProto,
+    images_dir: str | Path,
+    coco_json: str | Path,
+    conf_thres: float = 0.001,
+    iou_thres: float = 0.65,
+    limit: int | None = None,
+    threads: int | None = None,
+) -> dict:
     """Run the detector over the images of ``coco_json`` (first ``limit``) and return COCO mAP.
 
     Returns ``{"map50", "map50_95", "images", "detections"}``.

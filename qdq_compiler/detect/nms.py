@@ -34,14 +34,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.ndarray:
         while rest.size:
             i = int(rest[0])
             keep.append(i)
-            rest = rest[1:][box_iou(boxes[i:i + 1], boxes[rest[1:]])[0] <= iou_thres]
+            rest = rest[1:][box_iou(boxes[i : i + 1], boxes[rest[1:]])[0] <= iou_thres]
     return order[np.asarray(keep, np.int64)]
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_thres: float) -> np.ndarray:
     """Per-class NMS: boxes of different classes never suppress each other. Returns kept indices by score."""
-    kept = [np.flatnonzero(classes == c)[nms(boxes[classes == c], scores[classes == c], iou_thres)]
-            for c in np.unique(classes)]
+    kept = [
+        np.flatnonzero(classes == c)[nms(boxes[classes == c], scores[classes == c], iou_thres)]
+        for c in np.unique(classes)
+    ]
     if not kept:
         return np.zeros(0, np.int64)
     idx = np.concatenate(kept)

@@ -101,8 +101,22 @@ def _shape_outline(rng: np.random.Generator, cls: int) -> tuple[str, np.ndarray]
     # cross: a plus sign (rotated up to 45 degrees, so also an "x"), arms of unequal length
     t = size * rng.uniform(0.12, 0.18)
     a, b = size / 2 * rng.uniform(0.8, 1.0), size / 2 * rng.uniform(0.6, 1.0)
-    pts = np.asarray([[-t, -b], [t, -b], [t, -t], [a, -t], [a, t], [t, t], [t, b], [-t, b], [-t, t],
-                      [-a, t], [-a, -t], [-t, -t]])
+    pts = np.asarray(
+        [
+            [-t, -b],
+            [t, -b],
+            [t, -t],
+            [a, -t],
+            [a, t],
+            [t, t],
+            [t, b],
+            [-t, b],
+            [-t, t],
+            [-a, t],
+            [-a, -t],
+            [-t, -t],
+        ]
+    )
     return "polygon", _rotate(pts, rng.uniform(-math.pi / 4, math.pi / 4))
 
 
@@ -168,7 +182,7 @@ def make_sample(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Sample:
             continue
         mask = _shape_mask(kind, pts, size)
         x0, y0, x1, y1 = (int(v) for v in np.clip(np.round(box), 0, size))
-        colour = _object_color(rng, img[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)])
+        colour = _object_color(rng, img[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)])
         # Mild shading across the object so fills are not perfectly flat.
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         a = rng.uniform(0, 2 * math.pi)
@@ -213,8 +227,16 @@ def coco_dict(samples: list[Sample], file_names: list[str]) -> dict:
         for box, cls in zip(s.boxes.tolist(), s.classes.tolist()):
             x0, y0, x1, y1 = (round(v, 2) for v in box)
             bw, bh = round(x1 - x0, 2), round(y1 - y0, 2)
-            annotations.append({"id": len(annotations) + 1, "image_id": img_id, "category_id": cls + 1,
-                                "bbox": [x0, y0, bw, bh], "area": round(bw * bh, 2), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": img_id,
+                    "category_id": cls + 1,
+                    "bbox": [x0, y0, bw, bh],
+                    "area": round(bw * bh, 2),
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASS_NAMES)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -224,13 +246,21 @@ def yolo_lines(sample: Sample) -> list[str]:
     h, w = sample.image.shape[:2]
     lines = []
     for (x0, y0, x1, y1), cls in zip(sample.boxes.tolist(), sample.classes.tolist()):
-        lines.append(f"{cls} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} "
-                     f"{(y1 - y0) / h:.6f}")
+        lines.append(
+            f"{cls} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}"
+        )
     return lines
 
 
-def write_split(out_dir: str | Path, split: str | int, count: int, fmt: str = "jpg", quality: int = 90,
-                coco_json: str | Path | None = None, yolo: bool = False) -> list[Path]:
+def write_split(
+    out_dir: str | Path,
+    split: str | int,
+    count: int,
+    fmt: str = "jpg",
+    quality: int = 90,
+    coco_json: str | Path | None = None,
+    yolo: bool = False,
+) -> list[Path]:
     """Write ``count`` images of ``split`` into ``out_dir`` (plus COCO json and/or YOLO txt labels)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -89,8 +89,12 @@ def _weights_left_out(model: ir.Model) -> Iterator[None]:
                 if tensor is None or tensor.nbytes <= INLINE_TENSOR_MAX_BYTES:
                     continue
                 placeholder = ir.ExternalTensor(
-                    _PLACEHOLDER_LOCATION, 0, tensor.nbytes, tensor.dtype,
-                    shape=ir.Shape(tensor.shape.numpy()), name=tensor.name or name,
+                    _PLACEHOLDER_LOCATION,
+                    0,
+                    tensor.nbytes,
+                    tensor.dtype,
+                    shape=ir.Shape(tensor.shape.numpy()),
+                    name=tensor.name or name,
                 )
                 swapped.append((value, tensor))
                 value.const_value = placeholder

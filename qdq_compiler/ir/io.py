@@ -74,7 +74,10 @@ def _read_external_weights(model: ir.Model, folder: Path) -> None:
             array = tensor.numpy().copy()  # numpy() maps the file; the copy lets it go
             tensor.release()
             value.const_value = ir.Tensor(
-                array, dtype=tensor.dtype, name=tensor.name, doc_string=tensor.doc_string,
+                array,
+                dtype=tensor.dtype,
+                name=tensor.name,
+                doc_string=tensor.doc_string,
                 metadata_props=dict(tensor.metadata_props),
             )
 

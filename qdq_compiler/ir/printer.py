@@ -50,7 +50,7 @@ def format_type(value: ir.Value) -> str:
 def _typed(value: ir.Value, namer: _ValueNamer) -> str:
     """`%name: type`, followed by the value's qdqc state: `%t: float[1,8] (amax 2.5)`."""
     state = [
-        f"{key[len(STATE_PREFIX):]} {value.metadata_props[key]}"
+        f"{key[len(STATE_PREFIX) :]} {value.metadata_props[key]}"
         for key in sorted(value.metadata_props)
         if key.startswith(STATE_PREFIX)
     ]

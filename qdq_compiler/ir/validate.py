@@ -57,20 +57,25 @@ def check_graph_wiring(proto: onnx.ModelProto, origin: str) -> None:
         label = f"{node.op_type} {node.name or (node.output[0] if node.output else '')!r}"
         for name in node.output:
             if name and name in defined:
-                raise ModelLoadError(f"{origin} is not a valid ONNX model: value {name!r} is defined twice "
-                                     f"(by {defined[name]} and by {label})")
+                raise ModelLoadError(
+                    f"{origin} is not a valid ONNX model: value {name!r} is defined twice "
+                    f"(by {defined[name]} and by {label})"
+                )
             if name:
                 defined[name] = label
     for node in graph.node:
         for name in node.input:
             if name and name not in defined:
                 label = f"{node.op_type} {node.name or (node.output[0] if node.output else '')!r}"
-                raise ModelLoadError(f"{origin} is not a valid ONNX model: {label} reads {name!r}, which no "
-                                     "node, graph input or initializer defines")
+                raise ModelLoadError(
+                    f"{origin} is not a valid ONNX model: {label} reads {name!r}, which no "
+                    "node, graph input or initializer defines"
+                )
     for value in graph.output:
         if value.name not in defined:
-            raise ModelLoadError(f"{origin} is not a valid ONNX model: graph output {value.name!r} is never "
-                                 "produced")
+            raise ModelLoadError(
+                f"{origin} is not a valid ONNX model: graph output {value.name!r} is never produced"
+            )
 
 
 def _constant_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, str]]:
@@ -119,8 +124,10 @@ def _data_problem(tensor: onnx.TensorProto) -> str:
     return ""
 
 
-_NO_DATA = ("holds no data: the model was saved without its weights (e.g. without its external data "
-            "file) or they were stripped")
+_NO_DATA = (
+    "holds no data: the model was saved without its weights (e.g. without its external data "
+    "file) or they were stripped"
+)
 
 
 def _raw_bytes(data_type: int, count: int) -> int | None:
@@ -187,8 +194,10 @@ def _conv_problem(node: ir.Node, data: tuple | None, weight: tuple | None, bias:
         per_group = weight[0] // group if weight[0] is not None and group > 0 else None
         outputs = weight[1] * group if weight[1] is not None else None
     if channels is not None and per_group is not None and op == "Conv" and channels != per_group * group:
-        return (f"its input has {channels} channels but its weight {list(weight)} with group={group} "
-                f"expects {per_group * group}")
+        return (
+            f"its input has {channels} channels but its weight {list(weight)} with group={group} "
+            f"expects {per_group * group}"
+        )
     if channels is not None and op == "ConvTranspose" and weight[0] is not None and channels != weight[0]:
         return f"its input has {channels} channels but its weight {list(weight)} expects {weight[0]}"
     if bias is not None and outputs is not None and bias != (outputs,):
@@ -199,8 +208,13 @@ def _conv_problem(node: ir.Node, data: tuple | None, weight: tuple | None, bias:
 def _conv_attribute_problem(node: ir.Node, weight: tuple) -> str:
     """Spatial attributes whose length or values do not fit the weight's spatial dims."""
     spatial = len(weight) - 2
-    expected = {"strides": spatial, "dilations": spatial, "kernel_shape": spatial, "pads": 2 * spatial,
-                "output_padding": spatial}
+    expected = {
+        "strides": spatial,
+        "dilations": spatial,
+        "kernel_shape": spatial,
+        "pads": 2 * spatial,
+        "output_padding": spatial,
+    }
     for name, length in expected.items():
         attribute = node.attributes.get(name)
         if attribute is None:

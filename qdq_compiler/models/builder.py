@@ -62,7 +62,7 @@ def _np_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, s: int, p: int,
     win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::s, ::s]
     cg, og = x.shape[1] // groups, w.shape[0] // groups
     parts = [
-        np.tensordot(win[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og], axes=([1, 4, 5], [1, 2, 3]))
+        np.tensordot(win[:, g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], axes=([1, 4, 5], [1, 2, 3]))
         for g in range(groups)
     ]
     y = np.concatenate(parts, axis=-1).transpose(0, 3, 1, 2)
@@ -202,8 +202,13 @@ class GraphBuilder:
             self.values[full] = array.astype(np.float64)
         return full
 
-    def const(self, array: np.ndarray | Sequence[float] | float, name: str, dtype=np.float32,
-              dedup: bool | None = None) -> str:
+    def const(
+        self,
+        array: np.ndarray | Sequence[float] | float,
+        name: str,
+        dtype=np.float32,
+        dedup: bool | None = None,
+    ) -> str:
         """Add a constant initializer; equal constants share one tensor unless deduplication is off."""
         arr = np.asarray(array, dtype=dtype)
         if dedup is None:
@@ -228,9 +233,11 @@ class GraphBuilder:
         """Append a node; output tensors are named after the node unless ``outputs`` gives names."""
         node_name = self.unique_name(name or op_type.lower())
         if outputs is None:
-            outputs = [node_name] if len(out_shapes) == 1 else [
-                self.unique_name(f"{name or op_type.lower()}.out{i}") for i in range(len(out_shapes))
-            ]
+            outputs = (
+                [node_name]
+                if len(out_shapes) == 1
+                else [self.unique_name(f"{name or op_type.lower()}.out{i}") for i in range(len(out_shapes))]
+            )
         else:
             for o in outputs:
                 self._used.add(o)
@@ -280,11 +287,19 @@ class GraphBuilder:
             inputs.append(self.initializer(b.astype(np.float32), f"{name}.bias"))
         out_shape = (n, out_ch, _conv_out(h, k, s, p, p), _conv_out(w, k, s, p, p))
         y = self.node(
-            "Conv", inputs, [out_shape], name=name,
-            kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p], dilations=[1, 1], group=groups,
+            "Conv",
+            inputs,
+            [out_shape],
+            name=name,
+            kernel_shape=[k, k],
+            strides=[s, s],
+            pads=[p, p, p, p],
+            dilations=[1, 1],
+            group=groups,
         )[0]
-        return self._probe_op(y, lambda xv, wv, *bv: _np_conv(xv, wv, bv[0] if bv else None, s, p, groups),
-                              *inputs)
+        return self._probe_op(
+            y, lambda xv, wv, *bv: _np_conv(xv, wv, bv[0] if bv else None, s, p, groups), *inputs
+        )
 
     def batchnorm(self, x: str, name: str = "bn", eps: float = 1e-3) -> str:
         """Inference BatchNormalization with non-trivial gamma/beta/mean/var whose net scale stays ~1.
@@ -309,8 +324,9 @@ class GraphBuilder:
             self.initializer(a.astype(np.float32), f"{name}.{suffix}")
             for a, suffix in ((gamma, "weight"), (beta, "bias"), (mean, "running_mean"), (var, "running_var"))
         ]
-        y = self.node("BatchNormalization", [x, *params], [self.shapes[x]], name=name,
-                      epsilon=eps, momentum=0.97)[0]
+        y = self.node(
+            "BatchNormalization", [x, *params], [self.shapes[x]], name=name, epsilon=eps, momentum=0.97
+        )[0]
 
         def bn(xv, g, b, m, v):
             sh = (1, -1) + (1,) * (xv.ndim - 2)
@@ -359,13 +375,15 @@ class GraphBuilder:
     def clip(self, x: str, lo: float, hi: float, name: str = "clip") -> str:
         """Clip with constant ``min``/``max`` inputs (``clip(x, 0, 6)`` is ReLU6)."""
         ins = [x, self.const(lo, "clip_min"), self.const(hi, "clip_max")]
-        return self._probe_op(self.node("Clip", ins, [self.shapes[x]], name=name)[0],
-                              lambda v: np.clip(v, lo, hi), x)
+        return self._probe_op(
+            self.node("Clip", ins, [self.shapes[x]], name=name)[0], lambda v: np.clip(v, lo, hi), x
+        )
 
     def relu(self, x: str, name: str = "relu") -> str:
         """Relu."""
-        return self._probe_op(self.node("Relu", [x], [self.shapes[x]], name=name)[0],
-                              lambda v: np.maximum(v, 0.0), x)
+        return self._probe_op(
+            self.node("Relu", [x], [self.shapes[x]], name=name)[0], lambda v: np.maximum(v, 0.0), x
+        )
 
     def sigmoid(self, x: str, name: str = "sigmoid") -> str:
         """Sigmoid."""
@@ -383,8 +401,9 @@ class GraphBuilder:
         """MaxPool with a square kernel and symmetric padding."""
         n, c, h, w = self.shapes[x]
         out = (n, c, _conv_out(h, k, s, p, p), _conv_out(w, k, s, p, p))
-        y = self.node("MaxPool", [x], [out], name=name, kernel_shape=[k, k], strides=[s, s],
-                      pads=[p, p, p, p])[0]
+        y = self.node(
+            "MaxPool", [x], [out], name=name, kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p]
+        )[0]
         return self._probe_op(y, lambda v: _np_maxpool(v, k, s, p), x)
 
     def global_avg_pool(self, x: str, name: str = "gap") -> str:
@@ -448,24 +467,35 @@ class GraphBuilder:
         n, c, h, w = self.shapes[x]
         scales = self.const([1.0, 1.0, float(scale), float(scale)], f"{name}.scales")
         y = self.node(
-            "Resize", [x, "", scales], [(n, c, h * scale, w * scale)], name=name,
-            mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+            "Resize",
+            [x, "", scales],
+            [(n, c, h * scale, w * scale)],
+            name=name,
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
         )[0]
         return self._probe_op(y, lambda v: v.repeat(scale, axis=2).repeat(scale, axis=3), x)
 
     def reshape(self, x: str, shape: Sequence[int], name: str = "reshape") -> str:
         """Reshape to a constant target ``shape`` (``-1`` and ``0`` handled as in ONNX)."""
         target = self.const(np.asarray(shape, dtype=np.int64), f"{name}.shape", dtype=np.int64)
-        return self.node("Reshape", [x, target], [resolve_reshape(self.shapes[x], shape)], name=name,
-                         out_dtype=self.dtypes[x])[0]
+        return self.node(
+            "Reshape",
+            [x, target],
+            [resolve_reshape(self.shapes[x], shape)],
+            name=name,
+            out_dtype=self.dtypes[x],
+        )[0]
 
     def transpose(self, x: str, perm: Sequence[int], name: str = "transpose") -> str:
         """Transpose by ``perm``."""
         s = self.shapes[x]
         return self.node("Transpose", [x], [tuple(s[i] for i in perm)], name=name, perm=list(perm))[0]
 
-    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
-              name: str = "slice") -> str:
+    def slice(
+        self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int], name: str = "slice"
+    ) -> str:
         """Slice with constant starts/ends/axes (step 1)."""
         out = list(self.shapes[x])
         for st, en, ax in zip(starts, ends, axes, strict=True):

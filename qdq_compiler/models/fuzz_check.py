@@ -28,8 +28,15 @@ from qdq_compiler.pipelines import TRT_INT8_FROM_QDQ
 from qdq_compiler.pm import PassContext, PassManager
 from qdq_compiler.targets.lint import lint_model
 
-__all__ = ["CALIBRATION_SAMPLES", "EVALUATION_SAMPLES", "FuzzFailure", "PathResult", "Rejected",
-           "check_random_cnn", "run_session"]
+__all__ = [
+    "CALIBRATION_SAMPLES",
+    "EVALUATION_SAMPLES",
+    "FuzzFailure",
+    "PathResult",
+    "Rejected",
+    "check_random_cnn",
+    "run_session",
+]
 
 CALIBRATION_SAMPLES = 8
 EVALUATION_SAMPLES = 4  # the first calibration samples, as the compile self-check uses
@@ -83,8 +90,9 @@ def run_session(model: onnx.ModelProto, batches: Batches, optimized: bool) -> np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
-                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     options.intra_op_num_threads = 1
     options.log_severity_level = 4
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -144,8 +152,15 @@ def _check_valid(path: str, model: onnx.ModelProto) -> None:
         raise FuzzFailure(path, "onnx.checker", str(exc)) from exc
 
 
-def _check_output(path: str, compiled: onnx.ModelProto, evaluation: Batches, reference: np.ndarray,
-                  note: str, source: onnx.ModelProto | None, gain: float) -> PathResult:
+def _check_output(
+    path: str,
+    compiled: onnx.ModelProto,
+    evaluation: Batches,
+    reference: np.ndarray,
+    note: str,
+    source: onnx.ModelProto | None,
+    gain: float,
+) -> PathResult:
     _check_valid(path, compiled)
     errors = [v for v in lint_model(load_model(compiled)) if v.severity == "error"]
     if errors:
@@ -173,13 +188,17 @@ def _check_output(path: str, compiled: onnx.ModelProto, evaluation: Batches, ref
             if sqnr_db(unoptimized, run_session(seven_bit, evaluation, optimized=True)) >= floor:
                 note = (f"{note}; " if note else "") + (
                     f"optimized onnxruntime {sqnr[True]:.1f} dB: its x86 u8s8 kernels saturate with 8-bit "
-                    f"weights; passes with 7-bit weights")
+                    f"weights; passes with 7-bit weights"
+                )
                 continue
         if not sqnr[optimized] >= floor:  # also catches NaN
-            raise FuzzFailure(path, f"sqnr-{stage}",
-                              f"SQNR {sqnr[optimized]:.1f} dB below the derived floor {floor:.1f} dB "
-                              f"({budget.count} quantized tensors, noise gain {gain:.1f}, "
-                              f"predicted {budget.incoherent_db():.1f} dB)")
+            raise FuzzFailure(
+                path,
+                f"sqnr-{stage}",
+                f"SQNR {sqnr[optimized]:.1f} dB below the derived floor {floor:.1f} dB "
+                f"({budget.count} quantized tensors, noise gain {gain:.1f}, "
+                f"predicted {budget.incoherent_db():.1f} dB)",
+            )
     return PathResult(path, sqnr[False], sqnr[True], floor, budget.incoherent_db(), budget.count, note)
 
 
@@ -207,8 +226,9 @@ def _seven_bit_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def _compile_trt_int8(model: onnx.ModelProto, calibration: Batches, folder: Path
-                      ) -> tuple[onnx.ModelProto, str, None]:
+def _compile_trt_int8(
+    model: onnx.ModelProto, calibration: Batches, folder: Path
+) -> tuple[onnx.ModelProto, str, None]:
     ir_model = load_model(model)
     try:
         PassManager("trt-int8").run(ir_model, PassContext(calibration_data=list(calibration)))
@@ -239,8 +259,9 @@ def _from_qdq(path: str, quantized: onnx.ModelProto) -> tuple[onnx.ModelProto, s
 
 
 # float model, calibration, scratch folder -> (output or None when skipped, note, imported Q/DQ model or None)
-Compiler = Callable[[onnx.ModelProto, Batches, Path],
-                    tuple[onnx.ModelProto | None, str, onnx.ModelProto | None]]
+Compiler = Callable[
+    [onnx.ModelProto, Batches, Path], tuple[onnx.ModelProto | None, str, onnx.ModelProto | None]
+]
 
 
 def _ort_path(symmetric: bool) -> Compiler:
@@ -260,8 +281,12 @@ def _ort_path(symmetric: bool) -> Compiler:
         onnx.save(model, float_path)
         options = {"quant_format": QuantFormat.QDQ}
         if symmetric:
-            options.update(per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                           extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+            options.update(
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            )
         try:
             quantize_static(str(float_path), str(qdq_path), Reader(), **options)
         except Exception as exc:  # onnxruntime's own limits are not ours to check
@@ -279,5 +304,7 @@ def _ort_path(symmetric: bool) -> Compiler:
 
 
 _COMPILERS: dict[str, Compiler] = {
-    "trt-int8": _compile_trt_int8, "ort-symmetric": _ort_path(True), "ort-defaults": _ort_path(False),
+    "trt-int8": _compile_trt_int8,
+    "ort-symmetric": _ort_path(True),
+    "ort-defaults": _ort_path(False),
 }

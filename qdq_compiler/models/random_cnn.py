@@ -22,8 +22,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["ALL_FEATURES", "Chooser", "Features", "HypothesisChooser", "RandomChooser", "RandomCnn",
-           "describe", "random_cnn"]
+__all__ = [
+    "ALL_FEATURES",
+    "Chooser",
+    "Features",
+    "HypothesisChooser",
+    "RandomChooser",
+    "RandomCnn",
+    "describe",
+    "random_cnn",
+]
 
 T = TypeVar("T")
 MIN_OPSET, MAX_OPSET = 11, 19
@@ -89,8 +97,9 @@ class RandomCnn:
         value = self.model.graph.input[0]
         dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
         dtype = np.float16 if self.float16 else np.float32
-        return [{value.name: rng.uniform(self.data_low, self.data_high, dims).astype(dtype)}
-                for _ in range(count)]
+        return [
+            {value.name: rng.uniform(self.data_low, self.data_high, dims).astype(dtype)} for _ in range(count)
+        ]
 
 
 @dataclass
@@ -170,8 +179,15 @@ class _Net:
         inputs = [x.name, weight_name]
         if self.choose.choice([True, False]):
             inputs.append(self.floats("b", self.rng.standard_normal(out_channels) * 0.1 * gain))
-        (y,) = self.node("Conv", inputs, "conv", kernel_shape=[k, k], strides=[stride, stride],
-                         pads=[pad] * 4, group=groups)
+        (y,) = self.node(
+            "Conv",
+            inputs,
+            "conv",
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+            group=groups,
+        )
         out = _Tensor(y, (out_channels, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1))
         self.description.append(f"Conv k{k} s{stride} g{groups} {x.shape} -> {out.shape}")
         if self.choose.choice([False, True]):
@@ -212,14 +228,16 @@ class _Net:
     def conv_transpose(self, x: _Tensor) -> _Tensor:
         c, h, w = x.shape
         out_channels = self.choose.integer(1, MAX_CHANNELS)
-        k, stride, pad = (2, 2, 0) if max(h, w) * 2 <= MAX_SIDE and self.choose.choice([True, False]) \
-            else (3, 1, 1)
+        k, stride, pad = (
+            (2, 2, 0) if max(h, w) * 2 <= MAX_SIDE and self.choose.choice([True, False]) else (3, 1, 1)
+        )
         weight = self.rng.standard_normal((c, out_channels, k, k)) * math.sqrt(2.0 / (c * k * k / stride**2))
         inputs = [x.name, self.floats("wt", weight)]
         if self.choose.choice([True, False]):
             inputs.append(self.floats("bt", self.rng.standard_normal(out_channels) * 0.1))
-        (y,) = self.node("ConvTranspose", inputs, "deconv", kernel_shape=[k, k], strides=[stride, stride],
-                         pads=[pad] * 4)
+        (y,) = self.node(
+            "ConvTranspose", inputs, "deconv", kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4
+        )
         out = _Tensor(y, (out_channels, (h - 1) * stride - 2 * pad + k, (w - 1) * stride - 2 * pad + k))
         self.description.append(f"ConvTranspose k{k} s{stride} {x.shape} -> {out.shape}")
         return out
@@ -282,13 +300,21 @@ class _Net:
         first = self.choose.integer(1, c - 1)
         sizes = [first, c - first]
         if self.opset >= 13:
-            parts = self.node("Split", [x.name, self.constant("split", np.array(sizes, np.int64))], "part",
-                              outputs=2, axis=1)
+            parts = self.node(
+                "Split",
+                [x.name, self.constant("split", np.array(sizes, np.int64))],
+                "part",
+                outputs=2,
+                axis=1,
+            )
         else:
             parts = self.node("Split", [x.name], "part", outputs=2, axis=1, split=sizes)
         a = self.activation(_Tensor(parts[0], (first, h, w)))
-        b = self.conv(_Tensor(parts[1], (c - first, h, w)), out_channels=c - first) \
-            if min(h, w) >= 4 else _Tensor(parts[1], (c - first, h, w))
+        b = (
+            self.conv(_Tensor(parts[1], (c - first, h, w)), out_channels=c - first)
+            if min(h, w) >= 4
+            else _Tensor(parts[1], (c - first, h, w))
+        )
         if b.shape[1:] != (h, w):
             b = _Tensor(parts[1], (c - first, h, w))
         (y,) = self.node("Concat", [a.name, b.name], "concat", axis=1)
@@ -362,8 +388,19 @@ class _Net:
         return y, [1, classes]
 
 
-BLOCKS = ("conv", "conv_transpose", "pool", "residual", "concat", "split", "resize", "pad",
-          "reshape_or_transpose", "matmul", "activation")
+BLOCKS = (
+    "conv",
+    "conv_transpose",
+    "pool",
+    "residual",
+    "concat",
+    "split",
+    "resize",
+    "pad",
+    "reshape_or_transpose",
+    "matmul",
+    "activation",
+)
 
 
 def random_cnn(choose: Chooser, features: Features = ALL_FEATURES) -> RandomCnn:
@@ -405,13 +442,15 @@ def random_cnn(choose: Chooser, features: Features = ALL_FEATURES) -> RandomCnn:
             x = net.activation(x)
     output, output_shape = net.head(x)
     graph = helper.make_graph(
-        net.nodes, "random_cnn",
+        net.nodes,
+        "random_cnn",
         [helper.make_tensor_value_info("input", net.elem_type, input_shape)],
         [helper.make_tensor_value_info(output, net.elem_type, output_shape)],
         net.initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="qdq_compiler.models.random_cnn")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="qdq_compiler.models.random_cnn"
+    )
     model.ir_version = 8 if opset <= 18 else 9
     low = choose.choice([0.0, -1.0, -4.0, 0.5])
     high = low + choose.choice([1.0, 2.0, 8.0, 0.01])
@@ -420,8 +459,11 @@ def random_cnn(choose: Chooser, features: Features = ALL_FEATURES) -> RandomCnn:
 
 def describe(cnn: RandomCnn) -> str:
     """The generator's choices, one per line, for failure reports."""
-    fields = {f.name: getattr(cnn, f.name) for f in dataclasses.fields(cnn) if f.name not in ("model",
-                                                                                             "description")}
+    fields = {
+        f.name: getattr(cnn, f.name)
+        for f in dataclasses.fields(cnn)
+        if f.name not in ("model", "description")
+    }
     return "\n".join([*cnn.description, f"data: {fields}"])
 
 

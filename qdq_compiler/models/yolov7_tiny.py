@@ -51,8 +51,9 @@ class _YoloBuilder:
     def conv(self, frm: int, c: int, k: int, s: int = 1, in_act: str | None = None) -> str:
         """Conv-BN-act layer reading layer ``frm`` (relative when negative)."""
         with self.b.scope(self._scope()):
-            y = self.b.conv_bn_act(self._src(frm), scale_channels(c, self.width), k, s, act=self.act,
-                                   in_act=in_act)
+            y = self.b.conv_bn_act(
+                self._src(frm), scale_channels(c, self.width), k, s, act=self.act, in_act=in_act
+            )
         self.layers.append(y)
         return y
 
@@ -159,21 +160,29 @@ def _gather_dims(b: GraphBuilder, x: str, axes: list[int]) -> list[str]:
     dims = []
     for ax in axes:
         idx = b.const(np.asarray(ax, np.int64), f"gather{ax}.index", dtype=np.int64)
-        g = b.node("Gather", [shp, idx], [()], name=f"gather{ax}", out_dtype=onnx.TensorProto.INT64,
-                   axis=0)[0]
-        dims.append(b.node("Unsqueeze", [g, unsq_axes], [(1,)], name=f"unsqueeze{ax}",
-                           out_dtype=onnx.TensorProto.INT64)[0])
+        g = b.node("Gather", [shp, idx], [()], name=f"gather{ax}", out_dtype=onnx.TensorProto.INT64, axis=0)[
+            0
+        ]
+        dims.append(
+            b.node(
+                "Unsqueeze", [g, unsq_axes], [(1,)], name=f"unsqueeze{ax}", out_dtype=onnx.TensorProto.INT64
+            )[0]
+        )
     return dims
 
 
-def _dynamic_reshape(b: GraphBuilder, x: str, parts: list[str | int], out_shape: tuple[int, ...],
-                     name: str) -> str:
+def _dynamic_reshape(
+    b: GraphBuilder, x: str, parts: list[str | int], out_shape: tuple[int, ...], name: str
+) -> str:
     """Reshape whose target is a ``Concat`` of gathered dims (tensor names) and int constants."""
     with b.scope(name):
-        ins = [p if isinstance(p, str) else b.const(np.asarray([p], np.int64), f"dim{i}", dtype=np.int64)
-               for i, p in enumerate(parts)]
-        target = b.node("Concat", ins, [(len(parts),)], name="concat", out_dtype=onnx.TensorProto.INT64,
-                        axis=0)[0]
+        ins = [
+            p if isinstance(p, str) else b.const(np.asarray([p], np.int64), f"dim{i}", dtype=np.int64)
+            for i, p in enumerate(parts)
+        ]
+        target = b.node(
+            "Concat", ins, [(len(parts),)], name="concat", out_dtype=onnx.TensorProto.INT64, axis=0
+        )[0]
     return b.node("Reshape", [x, target], [out_shape], name=name)[0]
 
 

@@ -167,7 +167,6 @@ class Reproducer(Instrument):
         output = folder / "replayed.onnx"
         command = ["qdqc", "opt", str(model_path), "--pipeline", remaining, "-o", str(output)]
         (folder / "README.txt").write_text(
-            f"pass '{pass_.name}' failed: {error}\n"
-            f"replay with:\n  {shlex.join(command + flags)}\n{note}"
+            f"pass '{pass_.name}' failed: {error}\nreplay with:\n  {shlex.join(command + flags)}\n{note}"
         )
         self.written = model_path

@@ -31,9 +31,7 @@ def parse_pipeline(text: str) -> list[Pass]:
             passes.extend(_expand_named(name, named, options))
             continue
         cls = get_pass(name)
-        explicit = {
-            key.replace("-", "_"): f"{name}{{{key}={value}}}" for key, value in options.items()
-        }
+        explicit = {key.replace("-", "_"): f"{name}{{{key}={value}}}" for key, value in options.items()}
         passes.append(cls(build_options(cls.Options, options, name), explicit))
     return settle_pipeline(passes)
 

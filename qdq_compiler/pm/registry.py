@@ -52,9 +52,7 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
     return cls
 
 
-def register_pipeline(
-    name: str, text: str, summary: str, options: Iterable[PipelineOption] = ()
-) -> None:
+def register_pipeline(name: str, text: str, summary: str, options: Iterable[PipelineOption] = ()) -> None:
     """Register a named pipeline; its text is what `qdqc passes` shows.
 
     `options` are the pipeline options it may take; those whose passes the pipeline does not run are

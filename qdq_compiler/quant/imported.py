@@ -138,4 +138,3 @@ def record_imported_amax(model: ir.Model, amax_by_name: dict[str, float]) -> Non
     for name, amax in amax_by_name.items():
         recorded[name] = max(float(amax), recorded.get(name, 0.0))
     set_model_state(model, IMPORTED_AMAX_STATE, recorded)
-

@@ -120,13 +120,18 @@ def _configure(trt, builder, network, config, plan: BuildPlan, workspace_mib: in
     if workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    dynamic = [network.get_input(i) for i in range(network.num_inputs)
-               if any(d < 0 for d in network.get_input(i).shape)]
+    dynamic = [
+        network.get_input(i)
+        for i in range(network.num_inputs)
+        if any(d < 0 for d in network.get_input(i).shape)
+    ]
     given = {s.name: s for s in plan.shapes}
     missing = [t.name for t in dynamic if t.name not in given]
     if missing:
-        raise EngineBuildError(f"inputs with dynamic dimensions need shapes: {', '.join(missing)} "
-                               "(e.g. shapes='images:1..8x3x640x640')")
+        raise EngineBuildError(
+            f"inputs with dynamic dimensions need shapes: {', '.join(missing)} "
+            "(e.g. shapes='images:1..8x3x640x640')"
+        )
     if plan.shapes:
         profile = builder.create_optimization_profile()
         for shape in plan.shapes:

@@ -149,8 +149,13 @@ class _Graph:
         return self._names.setdefault(id(value), f"<unnamed {len(self._names)}>")
 
     def _convert(self, node: ir.Node) -> _Node:
-        sim = _Node(node_label(node), node.op_type, [self._name(v) for v in node.inputs],
-                    [self._name(v) for v in node.outputs], node)
+        sim = _Node(
+            node_label(node),
+            node.op_type,
+            [self._name(v) for v in node.inputs],
+            [self._name(v) for v in node.outputs],
+            node,
+        )
         if is_quantize(node) or is_dequantize(node):
             const = is_weight_qdq(node)
             sim.kind = ("const-" if const else "act-") + ("q" if is_quantize(node) else "dq")
@@ -229,8 +234,16 @@ def _move_dq_forward(g: _Graph, moves: list[str]) -> bool:
                 continue
             quantized = g.fresh(out)
             node.outputs[j] = quantized
-            copy = _Node(g.fresh(first.name), "DequantizeLinear", [quantized] + first.inputs[1:], [out], None,
-                         "act-dq", first.scale, first.origin)
+            copy = _Node(
+                g.fresh(first.name),
+                "DequantizeLinear",
+                [quantized] + first.inputs[1:],
+                [out],
+                None,
+                "act-dq",
+                first.scale,
+                first.origin,
+            )
             g.nodes.insert(position, copy)
             position += 1
         moves.append(f"DQ {first.origin!r} moved after {node.label()}")
@@ -262,8 +275,16 @@ def _move_q_backward(g: _Graph, moves: list[str]) -> bool:
         position = g.nodes.index(op)
         for i in indices:
             quantized = g.fresh(op.inputs[i])
-            copy = _Node(g.fresh(q.name), "QuantizeLinear", [op.inputs[i]] + q.inputs[1:], [quantized], None,
-                         "act-q", q.scale, q.origin)
+            copy = _Node(
+                g.fresh(q.name),
+                "QuantizeLinear",
+                [op.inputs[i]] + q.inputs[1:],
+                [quantized],
+                None,
+                "act-q",
+                q.scale,
+                q.origin,
+            )
             op.inputs[i] = quantized
             g.nodes.insert(position, copy)
             position += 1
@@ -402,10 +423,15 @@ def _split_fusions(g: _Graph, layer: _Node, qs: list[_Node], absorbed: _Absorbed
                     continue
                 if (id(dq), id(user), index) in absorbed.dq_uses and user.op == "Add":
                     continue
-                rule = "recommendation 3: fold BN first" if user.op == "BatchNormalization" else (
-                    "recommendations 2 and 5")
-                found.append(f"Q/DQ '{q.origin}' between {layer.label()} and {user.label()} splits their "
-                             f"fusion: one more layer (placement {rule})")
+                rule = (
+                    "recommendation 3: fold BN first"
+                    if user.op == "BatchNormalization"
+                    else ("recommendations 2 and 5")
+                )
+                found.append(
+                    f"Q/DQ '{q.origin}' between {layer.label()} and {user.label()} splits their "
+                    f"fusion: one more layer (placement {rule})"
+                )
     return found
 
 
@@ -567,8 +593,15 @@ def predict_fusions(model: ir.Model, excluded: Iterable[str] = ()) -> FusionRepo
     return FusionReport(layers, requants, reformats, int8_ops, splits, cancelled, moves, total, int8)
 
 
-def _predict_layer(g: _Graph, node: _Node, rule: rules.WeightedOpRule, shapes: dict, absorbed: _Absorbed,
-                   excluded: set[str], outputs: list[tuple[_Node, list[_Node]]]) -> LayerPrediction:
+def _predict_layer(
+    g: _Graph,
+    node: _Node,
+    rule: rules.WeightedOpRule,
+    shapes: dict,
+    absorbed: _Absorbed,
+    excluded: set[str],
+    outputs: list[tuple[_Node, list[_Node]]],
+) -> LayerPrediction:
     assert node.ir_node is not None
     macs = layer_macs(node.ir_node, shapes)
     act_ok = rule.activation_input < len(node.inputs) and _from_dq(g, node.inputs[rule.activation_input])
@@ -597,9 +630,15 @@ def _output_requantizations(layer: _Node, qs: list[_Node]) -> list[Requantizatio
     """
     first = qs[0] if qs else None
     return [
-        Requantization(first.origin, q.origin, _scalar(first.scale), _scalar(q.scale),
-                       f"after {layer.label()}, whose output feeds Qs of different scales")
-        for q in qs[1:] if first is not None and not _same_scale(first.scale, q.scale)
+        Requantization(
+            first.origin,
+            q.origin,
+            _scalar(first.scale),
+            _scalar(q.scale),
+            f"after {layer.label()}, whose output feeds Qs of different scales",
+        )
+        for q in qs[1:]
+        if first is not None and not _same_scale(first.scale, q.scale)
     ]
 
 
@@ -620,8 +659,18 @@ def format_report(report: FusionReport) -> str:
     """A readable table of the prediction (layers, requantizations, reformats, INT8 MAC share)."""
     lines = ["TensorRT fusion prediction", f"  ({report.note})", ""]
     header = ("layer", "op", "MACs", "compute", "output", "fused epilogue", "why")
-    rows = [(lp.name, lp.op, _fmt_macs(lp.macs), lp.precision, lp.output, " + ".join(lp.fused) or "-",
-             lp.reason or "-") for lp in report.layers]
+    rows = [
+        (
+            lp.name,
+            lp.op,
+            _fmt_macs(lp.macs),
+            lp.precision,
+            lp.output,
+            " + ".join(lp.fused) or "-",
+            lp.reason or "-",
+        )
+        for lp in report.layers
+    ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)]

@@ -196,8 +196,9 @@ def format_layer_report(report: LayerReport) -> str:
         name = layer.name if len(layer.name) <= 70 else layer.name[:67] + "..."
         lines.append(f"  {layer.precision:<7} {kind:<18} {name}  {time}".rstrip())
     counts = ", ".join(f"{p} {report.count(p)}" for p in ("INT8", "FP16", "FP32") if report.count(p))
-    lines.append(f"Compute layers by precision: {counts or 'unknown'}; "
-                 f"reformat layers: {len(report.reformats)}")
+    lines.append(
+        f"Compute layers by precision: {counts or 'unknown'}; reformat layers: {len(report.reformats)}"
+    )
     return "\n".join(lines)
 
 
@@ -243,10 +244,12 @@ def compare_with_prediction(report: LayerReport, fusion_report: FusionReport) ->
         agree = None
         if engine.precision in _RANK:
             agree = (engine.precision == "INT8") == (layer.precision == "int8")
-        rows.append(ComparisonRow(layer.name, layer.op, layer.precision, engine.precision, engine.name,
-                                  agree))
-    return Comparison(rows, len(fusion_report.reformats), len(report.reformats),
-                      len(fusion_report.requantizations))
+        rows.append(
+            ComparisonRow(layer.name, layer.op, layer.precision, engine.precision, engine.name, agree)
+        )
+    return Comparison(
+        rows, len(fusion_report.reformats), len(report.reformats), len(fusion_report.requantizations)
+    )
 
 
 def _find(report: LayerReport, onnx_name: str) -> EngineLayer | None:
@@ -259,15 +262,26 @@ def _find(report: LayerReport, onnx_name: str) -> EngineLayer | None:
 def format_comparison(comparison: Comparison) -> str:
     """Predicted vs engine precision per weighted layer, then the reformat counts."""
     header = ("layer", "op", "predicted", "engine", "match", "engine layer")
-    rows = [(r.layer, r.op, r.predicted, r.engine_precision,
-             {True: "yes", False: "NO", None: "?"}[r.agree], r.engine_layer or "-") for r in comparison.rows]
+    rows = [
+        (
+            r.layer,
+            r.op,
+            r.predicted,
+            r.engine_precision,
+            {True: "yes", False: "NO", None: "?"}[r.agree],
+            r.engine_layer or "-",
+        )
+        for r in comparison.rows
+    ]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
     lines = ["Prediction vs engine"]
     for row in [header, *rows]:
         cells = "  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True))
         lines.append(f"  {cells}  {row[-1]}")
-    lines.append(f"Disagreements: {len(comparison.disagreements)}; reformat layers predicted "
-                 f"{comparison.predicted_reformats} "
-                 f"(+{comparison.predicted_requantizations} requantizations), "
-                 f"engine {comparison.engine_reformats}")
+    lines.append(
+        f"Disagreements: {len(comparison.disagreements)}; reformat layers predicted "
+        f"{comparison.predicted_reformats} "
+        f"(+{comparison.predicted_requantizations} requantizations), "
+        f"engine {comparison.engine_reformats}"
+    )
     return "\n".join(lines)

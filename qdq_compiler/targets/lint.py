@@ -31,7 +31,7 @@ RULES: dict[str, str] = {
     "scale-constant": "scales must be constants (initializers or Constant nodes)",
     "scale-value": "scales must be finite and strictly positive",
     "scale-dtype": "scales must be float32 (float16: a warning unless the model records target trt11, "
-                   "which TensorRT builds strongly typed only)",
+    "which TensorRT builds strongly typed only)",
     "axis": "the Q/DQ axis must be in range and match the scale length",
     "per-channel-activation": "per-channel scales only on constant weights, never on activations",
     "weight-axis": "per-channel weight axis must match the consumer (Conv 0, ConvTranspose 1, Gemm, MatMul)",
@@ -91,8 +91,13 @@ def lint_model(model: ir.Model) -> list[Violation]:
     for node in model.graph.all_nodes():
         label = node_label(node)
         if node.op_type in rules.QOPERATOR_OPS:
-            found.append(_error("qoperator-op", label,
-                                f"{node.op_type} is a QOperator-format op; TensorRT imports only Q/DQ"))
+            found.append(
+                _error(
+                    "qoperator-op",
+                    label,
+                    f"{node.op_type} is a QOperator-format op; TensorRT imports only Q/DQ",
+                )
+            )
         if node.op_type in (QUANTIZE, DEQUANTIZE) and node.domain not in ("", "ai.onnx"):
             message = f"{node.op_type} of domain '{node.domain}' is not the ONNX op TensorRT parses"
             found.append(_error("contrib-qdq", label, message))
@@ -106,8 +111,11 @@ def lint_model(model: ir.Model) -> list[Violation]:
             found.extend(_check_bias(node, rule))
             found.extend(_check_bias_overflow(node, rule))
     if has_qdq and opset < rules.PER_CHANNEL_MIN_OPSET and not per_channel_below_13:
-        found.append(_warning("opset", "<model>",
-                              f"opset {opset} < 13: re-export at opset 13 or later for TensorRT Q/DQ"))
+        found.append(
+            _warning(
+                "opset", "<model>", f"opset {opset} < 13: re-export at opset 13 or later for TensorRT Q/DQ"
+            )
+        )
     return sorted(found, key=lambda v: v.severity != "error")
 
 
@@ -117,8 +125,11 @@ def format_violations(violations: Iterable[Violation]) -> str:
     errors = sum(1 for v in items if v.severity == "error")
     warnings = len(items) - errors
     lines = [str(v) for v in items]
-    lines.append(f"TensorRT lint: {errors} error(s), {warnings} warning(s)" if items
-                 else "TensorRT lint: no violations")
+    lines.append(
+        f"TensorRT lint: {errors} error(s), {warnings} warning(s)"
+        if items
+        else "TensorRT lint: no violations"
+    )
     return "\n".join(lines)
 
 
@@ -148,8 +159,9 @@ def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool) -> list[Violatio
     scale = constant_array(scale_value)
     float_type = _float_side_type(node)
     if scale is None:
-        found.append(_error("scale-constant", label, "scale is not a constant; TensorRT needs "
-                            "build-time scales"))
+        found.append(
+            _error("scale-constant", label, "scale is not a constant; TensorRT needs build-time scales")
+        )
     else:
         found.extend(_check_scale(label, scale, value_dtype(scale_value), float_type, strongly_typed))
     found.extend(_check_float16_opset(node, label, opset, float_type, value_dtype(scale_value)))
@@ -177,17 +189,21 @@ def _check_scale(
     elif dtype == ir.DataType.FLOAT16 and strongly_typed:
         pass  # the model records target trt11: TensorRT 11 builds are always strongly typed
     elif dtype == ir.DataType.FLOAT16:
-        found.append(_warning("scale-dtype", label,
-                              "float16 scale: accepted only by strongly typed builds (the model records no "
-                              "trt11 target); use float32"))
+        found.append(
+            _warning(
+                "scale-dtype",
+                label,
+                "float16 scale: accepted only by strongly typed builds (the model records no "
+                "trt11 target); use float32",
+            )
+        )
     elif dtype is not None and dtype != ir.DataType.FLOAT:
         found.append(_error("scale-dtype", label, f"scale dtype {dtype.name}; TensorRT expects float32"))
     values = np.asarray(scale, dtype=np.float64)
     if not np.all(np.isfinite(values)):
         found.append(_error("scale-value", label, "scale holds NaN or infinity"))
     elif np.any(values <= 0):
-        found.append(_error("scale-value", label,
-                            f"scale must be > 0 (min {values.min():.6g})"))
+        found.append(_error("scale-value", label, f"scale must be > 0 (min {values.min():.6g})"))
     return found
 
 
@@ -209,12 +225,22 @@ def _check_float16_opset(
         if float_type is None or scale_type is None or float_type == scale_type:
             return []
         side = "input" if is_quantize(node) else "output"
-        return [_error("float16-qdq", label,
-                       f"{node.op_type} {side} is {float_type.name} but its scale is {scale_type.name}; "
-                       "from opset 19 ONNX wants both in one type")]
-    return [_error("float16-qdq", label,
-                   f"{node.op_type} on {'/'.join(found)} needs opset >= {rules.FLOAT16_QDQ_MIN_OPSET} "
-                   f"(model has {opset}; opsets 13-18 take float32 only): run upgrade-opset{{min=19}}")]
+        return [
+            _error(
+                "float16-qdq",
+                label,
+                f"{node.op_type} {side} is {float_type.name} but its scale is {scale_type.name}; "
+                "from opset 19 ONNX wants both in one type",
+            )
+        ]
+    return [
+        _error(
+            "float16-qdq",
+            label,
+            f"{node.op_type} on {'/'.join(found)} needs opset >= {rules.FLOAT16_QDQ_MIN_OPSET} "
+            f"(model has {opset}; opsets 13-18 take float32 only): run upgrade-opset{{min=19}}",
+        )
+    ]
 
 
 def _check_zero_point(node: ir.Node, label: str) -> list[Violation]:
@@ -226,8 +252,9 @@ def _check_zero_point(node: ir.Node, label: str) -> list[Violation]:
         return [_error("zero-point", label, "zero-point is not a constant")]
     nonzero = np.count_nonzero(np.asarray(zero_point, dtype=np.float64))
     if nonzero:
-        return [_error("zero-point", label,
-                       f"{nonzero} non-zero zero-point value(s); TensorRT is symmetric-only")]
+        return [
+            _error("zero-point", label, f"{nonzero} non-zero zero-point value(s); TensorRT is symmetric-only")
+        ]
     return []
 
 
@@ -245,22 +272,40 @@ def _check_type(node: ir.Node, label: str, opset: int) -> list[Violation]:
     if qtype == ir.DataType.INT32 and is_dequantize(node):
         if _feeds_bias_only(node):
             return []  # reported once, on the layer, by the bias-quantized rule
-        return [_error("quant-type", label,
-                       "INT32 dequantize (a quantized bias?): TensorRT dequantizes INT8/FP8; keep it float")]
-    return [_warning("quant-type", label,
-                     f"{qtype.name} quantization is not part of an INT8 CNN plan for TensorRT")]
+        return [
+            _error(
+                "quant-type",
+                label,
+                "INT32 dequantize (a quantized bias?): TensorRT dequantizes INT8/FP8; keep it float",
+            )
+        ]
+    return [
+        _warning(
+            "quant-type", label, f"{qtype.name} quantization is not part of an INT8 CNN plan for TensorRT"
+        )
+    ]
 
 
 def _check_q_feeds_dq(node: ir.Node, label: str) -> list[Violation]:
     output = node.outputs[0]
     found: list[Violation] = []
     if output.is_graph_output():
-        found.append(_error("q-without-dq", label,
-                            f"quantized tensor '{output.name}' is a graph output; add a DequantizeLinear"))
+        found.append(
+            _error(
+                "q-without-dq",
+                label,
+                f"quantized tensor '{output.name}' is a graph output; add a DequantizeLinear",
+            )
+        )
     others = sorted({node_label(user) for user, _ in output.uses() if not is_dequantize(user)})
     if others:
-        found.append(_error("q-without-dq", label,
-                            f"quantized tensor feeds {', '.join(others)} instead of a DequantizeLinear"))
+        found.append(
+            _error(
+                "q-without-dq",
+                label,
+                f"quantized tensor feeds {', '.join(others)} instead of a DequantizeLinear",
+            )
+        )
     return found
 
 
@@ -274,16 +319,22 @@ def _check_weight_range(node: ir.Node, label: str) -> list[Violation]:
     low = int(np.count_nonzero(array < rules.INT8_WEIGHT_RANGE[0]))
     if not low:
         return []
-    return [_error("weight-range", label,
-                   f"INT8 constant '{data.name}' holds {low} value(s) of -128; TensorRT weights are "
-                   "symmetric [-127, 127]")]
+    return [
+        _error(
+            "weight-range",
+            label,
+            f"INT8 constant '{data.name}' holds {low} value(s) of -128; TensorRT weights are "
+            "symmetric [-127, 127]",
+        )
+    ]
 
 
 def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int) -> list[Violation]:
     found: list[Violation] = []
     if opset < rules.PER_CHANNEL_MIN_OPSET:
-        found.append(_error("opset", label,
-                            f"per-channel scale needs opset >= 13 for `axis` (model has {opset})"))
+        found.append(
+            _error("opset", label, f"per-channel scale needs opset >= 13 for `axis` (model has {opset})")
+        )
     if node.attributes.get("block_size") is not None and node.attributes["block_size"].as_int() > 0:
         found.append(_warning("axis", label, "blocked quantization (block_size) is for INT4 weights"))
         return found
@@ -300,23 +351,39 @@ def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int)
         axis %= rank
         dim = shape[axis]
         if isinstance(dim, int) and dim != scale.size:
-            found.append(_error("axis", label,
-                                f"scale has {scale.size} values but axis {axis} has {dim} channels"))
+            found.append(
+                _error("axis", label, f"scale has {scale.size} values but axis {axis} has {dim} channels")
+            )
     if not _carries_constant(node):
-        found.append(_error("per-channel-activation", label,
-                            "per-channel scale on an activation; TensorRT wants per-tensor activations"))
+        found.append(
+            _error(
+                "per-channel-activation",
+                label,
+                "per-channel scale on an activation; TensorRT wants per-tensor activations",
+            )
+        )
         return found
     weight_rank = len(shape) if shape is not None else None
     consumers = _weighted_consumers(node)
     if not consumers and not _feeds_bias_only(node):
-        found.append(_warning("per-channel-activation", label,
-                              "per-channel scale on a constant that is no Conv/Gemm/MatMul weight"))
+        found.append(
+            _warning(
+                "per-channel-activation",
+                label,
+                "per-channel scale on a constant that is no Conv/Gemm/MatMul weight",
+            )
+        )
     for user, rule in consumers:
         expected = rule.weight_axis(user, weight_rank)
         if expected is not None and weight_rank is not None and axis % weight_rank != expected:
-            found.append(_error("weight-axis", label,
-                                f"weight of {user.op_type} '{node_label(user)}' is quantized on axis {axis}; "
-                                f"expected {rule.axis_rule}"))
+            found.append(
+                _error(
+                    "weight-axis",
+                    label,
+                    f"weight of {user.op_type} '{node_label(user)}' is quantized on axis {axis}; "
+                    f"expected {rule.axis_rule}",
+                )
+            )
     return found
 
 
@@ -327,9 +394,14 @@ def _check_bias(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
     producer = bias.producer() if bias is not None else None
     if bias is None or not is_dequantize(producer):
         return []
-    return [_error("bias-quantized", node_label(node),
-                   f"bias '{bias.name}' comes through DequantizeLinear '{node_label(producer)}'; "
-                   "TensorRT wants a float bias")]
+    return [
+        _error(
+            "bias-quantized",
+            node_label(node),
+            f"bias '{bias.name}' comes through DequantizeLinear '{node_label(producer)}'; "
+            "TensorRT wants a float bias",
+        )
+    ]
 
 
 def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
@@ -355,13 +427,16 @@ def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule) -> list[Viol
     worst = int(channels[np.argmax(folded[channels])])
     listed = ", ".join(str(c) for c in channels[:5]) + (", ..." if channels.size > 5 else "")
     plural = "s" if channels.size > 1 else ""
-    return [_error(
-        "bias-overflow", node_label(node),
-        f"bias / (activation scale x weight scale) exceeds INT32 in channel{plural} {listed} (channel "
-        f"{worst}: {bias[worst]:.3g} / ({activation_scale:.3g} x {s_w[worst]:.3g}) = {folded[worst]:.3g}); a "
-        "consumer that folds the bias into the INT32 accumulator overflows: check the scales (calibration "
-        "data of zeros?) or keep the layer float (--exclude)",
-    )]
+    return [
+        _error(
+            "bias-overflow",
+            node_label(node),
+            f"bias / (activation scale x weight scale) exceeds INT32 in channel{plural} {listed} "
+            f"(channel {worst}: {bias[worst]:.3g} / ({activation_scale:.3g} x {s_w[worst]:.3g}) = "
+            f"{folded[worst]:.3g}); a consumer that folds the bias into the INT32 accumulator overflows: "
+            "check the scales (calibration data of zeros?) or keep the layer float (--exclude)",
+        )
+    ]
 
 
 def _dequantize_scale(value: ir.Value | None) -> np.ndarray | None:

@@ -42,10 +42,25 @@ INT32_MAX = 2**31 - 1  # a bias folded into the INT32 accumulator, bias / (s_in 
 # QOperator-format and integer ops: TensorRT only imports the Q/DQ (QDQ) format.
 QOPERATOR_OPS = frozenset(
     {
-        "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd",
-        "QLinearMul", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool",
-        "QLinearGlobalAveragePool", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
-        "QLinearConvTranspose", "QAttention", "DynamicQuantizeLinear", "DynamicQuantizeMatMul",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearConcat",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "QLinearSoftmax",
+        "QLinearReduceMean",
+        "QLinearWhere",
+        "QLinearConvTranspose",
+        "QAttention",
+        "DynamicQuantizeLinear",
+        "DynamicQuantizeMatMul",
         "MatMulIntegerToFloat",
     }
 )
@@ -169,15 +184,32 @@ class CommutingOpRule:
 COMMUTING_OPS: dict[str, CommutingOpRule] = {
     rule.op_type: rule
     for rule in (
-        CommutingOpRule("MaxPool", (0,), False, SRC_PROCESSING, _maxpool_without_indices,
-                        "max is monotonic, so it commutes with a positive-scale Q"),
+        CommutingOpRule(
+            "MaxPool",
+            (0,),
+            False,
+            SRC_PROCESSING,
+            _maxpool_without_indices,
+            "max is monotonic, so it commutes with a positive-scale Q",
+        ),
         CommutingOpRule("Reshape", (0,), False, SRC_PROCESSING),
         CommutingOpRule("Transpose", (0,), False, SRC_PROCESSING),
         CommutingOpRule("Slice", (0,), False, SRC_PROCESSING),
-        CommutingOpRule("Concat", "all", True, SRC_PROCESSING + "; " + SRC_CONCAT_TIE,
-                        note="all inputs and the output must share one scale"),
-        CommutingOpRule("Resize", (0,), False, SRC_PROCESSING, _resize_is_nearest,
-                        "nearest only: linear/cubic interpolation creates new values"),
+        CommutingOpRule(
+            "Concat",
+            "all",
+            True,
+            SRC_PROCESSING + "; " + SRC_CONCAT_TIE,
+            note="all inputs and the output must share one scale",
+        ),
+        CommutingOpRule(
+            "Resize",
+            (0,),
+            False,
+            SRC_PROCESSING,
+            _resize_is_nearest,
+            "nearest only: linear/cubic interpolation creates new values",
+        ),
         CommutingOpRule("Flatten", (0,), False, SRC_MODELOPT_COPY),
         CommutingOpRule("Split", (0,), False, SRC_MODELOPT_COPY),
         CommutingOpRule("Squeeze", (0,), False, SRC_MODELOPT_COPY),
@@ -185,8 +217,14 @@ COMMUTING_OPS: dict[str, CommutingOpRule] = {
         CommutingOpRule("Identity", (0,), False, DERIVED),
         CommutingOpRule("Dropout", (0,), False, DERIVED, _dropout_is_identity, "identity at inference"),
         CommutingOpRule("Gather", (0,), False, SRC_MODELOPT_COPY, note="selects elements of input 0"),
-        CommutingOpRule("Pad", (0,), False, DERIVED, _pad_copies_or_zero,
-                        "constant 0 maps to q=0 (zero-point 0); reflect/edge copy existing values"),
+        CommutingOpRule(
+            "Pad",
+            (0,),
+            False,
+            DERIVED,
+            _pad_copies_or_zero,
+            "constant 0 maps to q=0 (zero-point 0); reflect/edge copy existing values",
+        ),
     )
 }
 

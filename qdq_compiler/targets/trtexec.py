@@ -37,8 +37,9 @@ class BuildPlan:
     shapes: list[InputShape]
 
 
-def resolve_build(target: str, trt_major: int, dla_core: int | None, shapes: str | None,
-                  strongly_typed: bool | None) -> BuildPlan:
+def resolve_build(
+    target: str, trt_major: int, dla_core: int | None, shapes: str | None, strongly_typed: bool | None
+) -> BuildPlan:
     """Check the combination and fill defaults (TRT 10: weakly typed; TRT 11: strongly typed)."""
     if target not in TARGETS:
         raise TargetError(f"unknown target '{target}' (choose one of {', '.join(TARGETS)})")
