@@ -11,7 +11,10 @@ EXIT_NO_TENSORRT = 4
 EXIT_ABORTED = 130
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_OK, "success"),
-    (EXIT_CHECKS_FAILED, "the command ran and found problems (lint violations, --check-strict)"),
+    (
+        EXIT_CHECKS_FAILED,
+        "the command ran and found problems (lint violations, --check-strict, explain of a float model)",
+    ),
     (EXIT_BAD_INPUT, "the command could not do its job: bad model, data, option or path"),
     (EXIT_INTERNAL_ERROR, "internal error, a bug in qdqc (-vv shows the traceback)"),
     (EXIT_NO_TENSORRT, "build: TensorRT is not installed (the trtexec line is printed)"),
