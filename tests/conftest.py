@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import pytest
+
+from qdq_compiler.examples import image_like_batch
+from qdq_compiler.models import TEST_MODELS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -17,3 +22,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def yolo_path(tmp_path):
+    """The YOLOv7-tiny test model (160 px) saved as ONNX."""
+    path = tmp_path / "yolo.onnx"
+    onnx.save_model(TEST_MODELS["yolov7_tiny"](), path)
+    return path
+
+
+@pytest.fixture
+def calib_path(tmp_path):
+    """Four image-like calibration samples for it, as a .npy."""
+    path = tmp_path / "calib.npy"
+    np.save(path, image_like_batch(4, 160))
+    return path

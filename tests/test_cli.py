@@ -9,23 +9,8 @@ import onnx
 import pytest
 
 from qdq_compiler.cli import main
-from qdq_compiler.examples import image_like_batch
 from qdq_compiler.ir import load_model, op_counts
 from qdq_compiler.models import TEST_MODELS
-
-
-@pytest.fixture
-def yolo_path(tmp_path):
-    path = tmp_path / "yolo.onnx"
-    onnx.save_model(TEST_MODELS["yolov7_tiny"](), path)
-    return path
-
-
-@pytest.fixture
-def calib_path(tmp_path):
-    path = tmp_path / "calib.npy"
-    np.save(path, image_like_batch(4, 160))
-    return path
 
 
 def test_version(capsys) -> None:

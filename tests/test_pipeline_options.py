@@ -14,9 +14,7 @@ from qdq_compiler.accuracy.numerics import run_outputs
 from qdq_compiler.calib import open_calibration_data
 from qdq_compiler.cli import main
 from qdq_compiler.errors import PipelineError
-from qdq_compiler.examples import image_like_batch
 from qdq_compiler.ir import load_model
-from qdq_compiler.models import TEST_MODELS
 from qdq_compiler.pm import all_passes, format_pipeline, get_pipeline, parse_pipeline
 from qdq_compiler.targets import lint_model
 
@@ -26,20 +24,6 @@ DETECTOR_CALIB = ROOT / "qdq_compiler" / "data" / "detector" / "calib"
 TRT_INT8_SPELLED_OUT = (
     "upgrade-opset,prepare,place-qdq,calibrate,unify-scales,fold-scales,cleanup-qdq,{legalize},verify-trt"
 )
-
-
-@pytest.fixture
-def yolo_path(tmp_path):
-    path = tmp_path / "yolo.onnx"
-    onnx.save_model(TEST_MODELS["yolov7_tiny"](), path)
-    return path
-
-
-@pytest.fixture
-def calib_path(tmp_path):
-    path = tmp_path / "calib.npy"
-    np.save(path, image_like_batch(4, 160))
-    return path
 
 
 def options_of(passes, name: str):
