@@ -42,15 +42,14 @@ from qdq_compiler.ir.editing import (
     eliminate_dead_code,
     replace_value,
 )
+from qdq_compiler.ir.op_facts import node_label, qdq_axis
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.ir.state import clear_value_state
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.activation_scales import AMAX_STATE
 from qdq_compiler.quant.decisions import forget_decisions
 from qdq_compiler.quant.float_view import dequantize
 from qdq_compiler.quant.imported import covering_amax, implied_clamp, record_imported_amax
-from qdq_compiler.targets.lint import node_label
-
-from .calibrate import AMAX_STATE  # relative: mypy checks passes/ as the package `passes`
 
 # Ops whose output is >= 0 whatever their input, and ops that keep every value of their data inputs'
 # range (so the output is >= 0 when those inputs are).
@@ -140,11 +139,6 @@ def _refuse_contrib_qdq(graph: ir.Graph) -> None:
             )
 
 
-def _axis(node: ir.Node) -> int:
-    attr = node.attributes.get("axis")
-    return attr.as_int() if attr is not None else 1
-
-
 def _check_not_blocked(node: ir.Node) -> None:
     block = node.attributes.get("block_size")
     if block is not None and block.as_int() > 0:
@@ -158,7 +152,7 @@ def _fold_dequantized_constant(graph: ir.Graph, dq: ir.Node, quantized: np.ndarr
     output name is kept)."""
     _check_not_blocked(dq)
     scale, zero = _constant_parameters(dq)
-    values = dequantize(quantized, scale, zero, _axis(dq))
+    values = dequantize(quantized, scale, zero, qdq_axis(dq))
     output = dq.outputs[0]
     constant = add_constant(graph, values, output.name or f"{input_of(dq, 0).name}_float")
     output.replace_all_uses_with(constant, replace_graph_outputs=True)

@@ -36,6 +36,8 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
+from qdq_compiler.quant.grid import INT8_MAX
+
 from .errors import CalibrationMethodError
 from .histogram import TensorStats
 
@@ -56,8 +58,8 @@ __all__ = [
 ]
 
 AMAX_FLOOR = 1e-8
-NUM_LEVELS = 128  # 8-bit signed: 127 positive levels + zero
-QMAX = 127
+NUM_LEVELS = INT8_MAX + 1  # 8-bit signed: 127 positive levels + zero
+QMAX = INT8_MAX
 # Divergences closer than this (in nats) to the minimum count as ties (the last one wins).
 ENTROPY_TIE_TOLERANCE = 1e-12
 
