@@ -31,7 +31,7 @@ import onnx_ir as ir
 from qdq_compiler.errors import PipelineError
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import NameScope, constant_array
-from qdq_compiler.ir.op_facts import qdq_axis
+from qdq_compiler.ir.op_facts import default_opset, qdq_axis
 from qdq_compiler.ir.qdq import broadcast_scale, cast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.grid import INT8_MAX
@@ -78,7 +78,7 @@ class LegalizeTRT(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         if self.options.target == "trt10":
             return PassResult(modified=record_target(model, "trt10", io_fp16=False))  # trt10 keeps the I/O
-        opset = model.opset_imports.get("", 0)
+        opset = default_opset(model.opset_imports)
         if opset < FP16_MIN_OPSET:
             raise ValueError(
                 f"trt11 needs opset >= {FP16_MIN_OPSET} for FP16 Q/DQ (model has {opset}); "

@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from qdq_compiler.calib.weights import per_channel_amax
 from qdq_compiler.ir.editing import NameScope, add_constant, constant_array
-from qdq_compiler.ir.op_facts import gemm_transposes_b, weighted_op
+from qdq_compiler.ir.op_facts import weight_channels, weighted_op
 from qdq_compiler.ir.qdq import insert_qdq_pair, is_dequantize
 from qdq_compiler.ir.validate import check_weighted_ranks
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -189,16 +189,7 @@ def _channels(node: ir.Node, weight: ir.Value) -> tuple[int, int]:
         dims = array.shape
     else:
         dims = tuple(shape)
-    if node.op_type == "Conv":
-        return int(dims[1]), int(dims[0])
-    if node.op_type == "ConvTranspose":
-        group = node.attributes.get("group")
-        return int(dims[0]), int(dims[1]) * (group.as_int() if group is not None else 1)
-    if node.op_type == "Gemm":
-        if gemm_transposes_b(node):
-            return int(dims[1]), int(dims[0])
-        return int(dims[0]), int(dims[1])
-    return (int(dims[-2]), int(dims[-1])) if len(dims) >= 2 else (int(dims[0]), 1)
+    return weight_channels(node, dims)
 
 
 def _head_layers(graph: ir.Graph) -> set[int]:

@@ -42,7 +42,7 @@ from qdq_compiler.ir.editing import (
     eliminate_dead_code,
     replace_value,
 )
-from qdq_compiler.ir.op_facts import node_label, qdq_axis
+from qdq_compiler.ir.op_facts import default_opset, node_label, qdq_axis
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.ir.state import clear_value_state
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -307,7 +307,7 @@ def _insert_clamp(
     node_name = names.node(f"{base}_{op.lower()}")
     if op == "Relu":
         node = ir.Node("", "Relu", [source], outputs=[clamped], name=node_name)
-    elif graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 1)) < 11:  # bounds as attributes
+    elif default_opset(graph.opset_imports, missing=1) < 11:  # bounds as attributes
         attributes = [ir.AttrFloat32("min", bounds[0]), ir.AttrFloat32("max", bounds[1])]
         node = ir.Node("", "Clip", [source], attributes=attributes, outputs=[clamped], name=node_name)
     else:

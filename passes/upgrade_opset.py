@@ -24,6 +24,7 @@ import onnx_ir as ir
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model
 from qdq_compiler.ir.external import proto_for_tools, put_weights_back
+from qdq_compiler.ir.op_facts import default_opset
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 FLOAT16_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
@@ -45,7 +46,7 @@ class UpgradeOpset(Pass):
         min_fp16: int = 19
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        current = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+        current = default_opset(model.opset_imports, missing=1)
         target = self.options.min
         if computes_in_float16(model.graph):
             target = max(target, self.options.min_fp16)

@@ -8,6 +8,7 @@ TensorRT policy (that is ``qdq_compiler.targets.trt_rules``) and nothing here ed
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -17,6 +18,7 @@ from qdq_compiler.ir.editing import constant_array
 
 __all__ = [
     "DEFAULT_QDQ_AXIS",
+    "default_opset",
     "DEQUANTIZE",
     "QUANTIZE",
     "WEIGHTED_OPS",
@@ -32,8 +34,15 @@ __all__ = [
     "qdq_axis",
     "quantized_type",
     "value_dtype",
+    "weight_channels",
     "weighted_op",
 ]
+
+
+def default_opset(opset_imports: Mapping[str, int], missing: int = 0) -> int:
+    """The ONNX (default-domain) opset: the entry for "" or its alias "ai.onnx"; `missing` when neither."""
+    return int(opset_imports.get("", opset_imports.get("ai.onnx", missing)))
+
 
 QUANTIZE = "QuantizeLinear"
 DEQUANTIZE = "DequantizeLinear"
@@ -111,6 +120,24 @@ WEIGHTED_OPS: dict[str, WeightedOp] = {
 def weighted_op(node: ir.Node) -> WeightedOp | None:
     """The weighted-op facts of an ONNX Conv/ConvTranspose/Gemm/MatMul node, else None."""
     return WEIGHTED_OPS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+
+
+def weight_channels(node: ir.Node, dims: tuple) -> tuple[int, int]:
+    """(input channels per group, output channels) of a weighted op, from its weight's dims.
+
+    Conv W[M, C/g, k...]; ConvTranspose W[C, M/g, k...]; Gemm B[K, N] (B[N, K] with transB);
+    MatMul B[..., K, N] (a vector B[K] gives one output channel).
+    """
+    if node.op_type == "Conv":
+        return int(dims[1]), int(dims[0])
+    if node.op_type == "ConvTranspose":
+        group = node.attributes.get("group")
+        return int(dims[0]), int(dims[1]) * (group.as_int() if group is not None else 1)
+    if node.op_type == "Gemm":
+        if gemm_transposes_b(node):
+            return int(dims[1]), int(dims[0])
+        return int(dims[0]), int(dims[1])
+    return (int(dims[-2]), int(dims[-1])) if len(dims) >= 2 else (int(dims[0]), 1)
 
 
 def node_label(node: ir.Node) -> str:

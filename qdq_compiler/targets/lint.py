@@ -15,7 +15,14 @@ import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.editing import constant_array
-from qdq_compiler.ir.op_facts import is_weight_qdq, node_label, qdq_axis, quantized_type, value_dtype
+from qdq_compiler.ir.op_facts import (
+    default_opset,
+    is_weight_qdq,
+    node_label,
+    qdq_axis,
+    quantized_type,
+    value_dtype,
+)
 from qdq_compiler.ir.qdq import DEQUANTIZE, QUANTIZE, is_dequantize, is_quantize
 from qdq_compiler.quant.grid import INT8_WEIGHT_RANGE
 from qdq_compiler.targets import trt_rules as rules
@@ -137,8 +144,7 @@ def format_violations(violations: Iterable[Violation]) -> str:
 
 def onnx_opset(model: ir.Model) -> int:
     """The default-domain opset of the model (0 when absent)."""
-    imports = model.opset_imports or model.graph.opset_imports
-    return int(imports.get("", imports.get("ai.onnx", 0)))
+    return default_opset(model.opset_imports or model.graph.opset_imports)
 
 
 # ----------------------------------------------------------------------------------------------------
