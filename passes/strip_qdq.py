@@ -42,7 +42,7 @@ from qdq_compiler.ir.editing import (
     eliminate_dead_code,
     replace_value,
 )
-from qdq_compiler.ir.op_facts import default_opset, node_label, qdq_axis
+from qdq_compiler.ir.op_facts import default_opset, is_weight_quantizer, node_label, qdq_axis
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.ir.state import clear_value_state
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -103,7 +103,7 @@ class StripQDQ(Pass):
         ranges: dict[int, tuple[ir.Value, float]] = {}  # by tensor: names may change while pairs go
         for node in list(graph):
             if is_quantize(node):
-                constant = constant_array(node.inputs[0]) is not None
+                constant = is_weight_quantizer(node)
                 source, amax, clamped = _remove_pair(graph, node)
                 stats["num-clamps-restored"] += clamped
                 if constant:
