@@ -21,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.calib.weights import per_channel_amax
+from qdq_compiler.ir.analysis import nodes_reaching
 from qdq_compiler.ir.editing import NameScope, add_constant, constant_array
 from qdq_compiler.ir.op_facts import weight_channels, weighted_op
 from qdq_compiler.ir.qdq import insert_qdq_pair, is_dequantize
@@ -194,27 +195,14 @@ def _channels(node: ir.Node, weight: ir.Value) -> tuple[int, int]:
 
 def _head_layers(graph: ir.Graph) -> set[int]:
     """Weighted layers from which no other weighted layer is reachable: the detection head outputs."""
-    reaches_weighted: dict[int, bool] = {}
-    for node in reversed(list(graph)):
-        downstream = False
-        for value in node.outputs:
-            for user, _ in value.uses():
-                if weighted_op(user) is not None or reaches_weighted.get(id(user), False):
-                    downstream = True
-        reaches_weighted[id(node)] = downstream
-    return {id(n) for n in graph if weighted_op(n) is not None and not reaches_weighted[id(n)]}
+    reaches_weighted = nodes_reaching(graph, lambda node: weighted_op(node) is not None)
+    return {id(n) for n in graph if weighted_op(n) is not None and id(n) not in reaches_weighted}
 
 
 def _quantized_region(graph: ir.Graph, weighted: list[ir.Node]) -> set[int]:
     """Nodes from which a quantized weighted layer is reachable (their INT8 output would be used)."""
     targets = {id(n) for n in weighted}
-    region: set[int] = set()
-    for node in reversed(list(graph)):
-        for value in node.outputs:
-            for user, _ in value.uses():
-                if id(user) in targets or id(user) in region:
-                    region.add(id(node))
-    return region
+    return nodes_reaching(graph, lambda node: id(node) in targets)
 
 
 def _residual_input(node: ir.Node, quantized: set[int]) -> ir.Value | None:
