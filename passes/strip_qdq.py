@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
@@ -42,7 +41,7 @@ from qdq_compiler.ir.editing import (
     eliminate_dead_code,
     replace_value,
 )
-from qdq_compiler.ir.op_facts import default_opset, is_weight_quantizer, node_label, qdq_axis
+from qdq_compiler.ir.op_facts import default_opset, is_weight_quantizer, node_label, qdq_axis, quantized_type
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.ir.state import clear_value_state
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -174,13 +173,10 @@ def _constant_parameters(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _quantized_dtype(q: ir.Node) -> np.dtype:
-    zero = zero_point_of(q)
-    if zero is not None:
-        return zero.dtype
-    attr = q.attributes.get("output_dtype")
-    if attr is not None and attr.as_int():
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(attr.as_int()))
-    return np.dtype(np.uint8)  # the ONNX default without a zero-point
+    """The integer type a Q produces: its zero-point's type, else `output_dtype`, else UINT8 (ONNX)."""
+    dtype = quantized_type(q)
+    assert dtype is not None, "a QuantizeLinear always has a quantized type"
+    return np.dtype(dtype.numpy())
 
 
 def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
