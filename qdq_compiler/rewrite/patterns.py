@@ -246,13 +246,18 @@ class Pattern(RewritePattern):
     ):
         if len(root.op_types) != 1:
             raise ValueError(f"pattern {name!r}: the root must have one op type (the driver's anchor)")
-        self.name = name
+        self._name = name
         self.root = root
         self.rewrite = rewrite
         self.check = check
         self.counter = counter or f"num-{name}"
         self.anchor_op = root.op_types[0]
         self.anchor_domain = root.domain
+
+    @property
+    def name(self) -> str:
+        """The pattern's name: its counter, and the start of its match-failure reasons."""
+        return self._name
 
     def __repr__(self) -> str:
         return f"Pattern({self.name!r}, anchor={self.anchor_op})"
