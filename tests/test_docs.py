@@ -12,6 +12,7 @@ import onnx
 
 import qdq_compiler.pm.registry as registry
 from qdq_compiler.accuracy.numerics import run_outputs
+from qdq_compiler.cli import main
 from qdq_compiler.docs_passes import COMMAND, render
 from qdq_compiler.ir import load_model, op_counts, to_proto
 from qdq_compiler.pm import PassManager, get_pass, load_passes
@@ -72,3 +73,32 @@ def test_passes_doc_lists_every_builtin_pass_and_no_plugin() -> None:
         assert f"\n## {name}\n" in page
     assert "\n## clip-to-relu\n" not in page  # the installed example plugin documents itself
     assert "| `method` | `str` | `mse` |" in page
+
+
+def test_the_tutorials_first_block_is_a_plugin_file_for_qdqc_opt(tmp_path, monkeypatch) -> None:
+    """Saved as my_passes.py, the pattern pass loads with --load-pass-plugin and runs in a pipeline."""
+    load_passes()
+    monkeypatch.setattr(registry, "_PASSES", dict(registry._PASSES))
+    monkeypatch.setattr(registry, "_PLUGIN_FILES", set(registry._PLUGIN_FILES))
+    plugin = tmp_path / "my_passes.py"
+    plugin.write_text(python_blocks((DOCS / "writing-passes.md").read_text())[0])
+    source = tmp_path / "model.onnx"
+    onnx.save_model(
+        onnx.parser.parse_model(
+            """<ir_version: 8, opset_import: ["" : 17]>
+            g (float[1, 8] x) => (float[1, 8] y) <float lo = {0.0}, float hi = {6.0}> {
+                a = Max(x, lo)
+                b = Min(a, hi)
+                y = Neg(b)
+            }"""
+        ),
+        source,
+    )
+    out = tmp_path / "out.onnx"
+    argv = ["opt", str(source), "--load-pass-plugin", str(plugin), "--pipeline", "max-min-to-clip"]
+    assert main([*argv, "-o", str(out)]) == 0
+    rewritten = onnx.load(out)
+    assert [node.op_type for node in rewritten.graph.node] == ["Clip", "Neg"]
+    batch = {"x": np.linspace(-8, 8, 8, dtype=np.float32).reshape(1, 8)}
+    expected = run_outputs(onnx.load(source), [batch])["y"]
+    np.testing.assert_array_equal(run_outputs(rewritten, [batch])["y"], expected)
