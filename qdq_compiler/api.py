@@ -21,8 +21,9 @@ Rewriting (``qdq_compiler.rewrite``)
     ``Rewriter`` (every edit of a pattern, counted), ``RewritePattern`` (anchor op type and
     ``match_and_rewrite``), ``apply_patterns_greedily`` (the driver).
 Declarative patterns (``qdq_compiler.rewrite.patterns``)
-    ``Pattern(name, root, rewrite, check)``, built from ``op``, ``var``, ``const`` and ``equals``; the
-    callbacks get a ``Match``; ``pattern_pass(name, summary, patterns)`` registers a pass running them.
+    ``Pattern`` (name, root, ``rewrite`` and ``check`` callbacks), its root built with ``op``, ``var``,
+    ``const`` and ``equals`` (they return ``OpPattern``, ``Var`` and ``Const``); the callbacks get a
+    ``Match``; ``pattern_pass`` (name, summary, patterns) registers a pass running them.
 Errors (``qdq_compiler.errors``)
     ``QdqcError``: a user error, printed as one line (``qdqc: error: ...``).
 Testing a pass (``qdq_compiler.accuracy.numerics``)
