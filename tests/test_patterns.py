@@ -113,6 +113,14 @@ def test_left_out_attribute_compares_with_the_schema_default() -> None:
     assert isinstance(first_match(default, model, "leaky"), Match)
 
 
+def test_match_reads_attributes_with_their_defaults() -> None:
+    pattern = Pattern("leaky-any", op("LeakyRelu", "x", name="act"), rewrite=relu_of_x)
+    found = first_match(pattern, model_of("[leaky] y = LeakyRelu(x)"), "leaky")
+    assert isinstance(found, Match)
+    assert found.attr("act", "alpha") == pytest.approx(0.01)  # the schema default
+    assert found.attr("act", "no_such", default="none") == "none"
+
+
 def test_attribute_predicate() -> None:
     pattern = Pattern("gemm-bt", op("Gemm", "a", "b", attrs={"transB": lambda t: t == 1}), rewrite=relu_of_x)
     transposed = model_of(

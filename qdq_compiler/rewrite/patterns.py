@@ -195,18 +195,10 @@ class Match:
         num_outputs: int = 1,
         **attributes: Any,
     ) -> ir.Value:
-        """Add `op_type(inputs, attributes)` just before the root; its first output (all via `.outputs`)."""
-        return self.op_node(op_type, *inputs, domain=domain, num_outputs=num_outputs, **attributes).outputs[0]
+        """Add `op_type(inputs, attributes)` just before the root and return its first output.
 
-    def op_node(
-        self,
-        op_type: str,
-        *inputs: ir.Value | None,
-        domain: str = "",
-        num_outputs: int = 1,
-        **attributes: Any,
-    ) -> ir.Node:
-        """Like `op`, returning the new node."""
+        The new node is `value.producer()` (its other outputs, with `num_outputs` > 1, are there).
+        """
         base = f"{self.root.name}_{op_type.lower()}" if self.root.name else op_type.lower()
         outputs = [ir.Value(name=self.rewriter.names.value(f"{base}_out")) for _ in range(num_outputs)]
         node = ir.Node(
@@ -218,7 +210,7 @@ class Match:
             name=self.rewriter.names.node(base),
         )
         self.rewriter.insert_before(self.root, node)
-        return node
+        return outputs[0]
 
     def constant(self, array: np.ndarray, name: str) -> ir.Value:
         """A new initializer holding `array`, named after `name` (made unique)."""
