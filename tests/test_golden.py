@@ -1,4 +1,5 @@
-"""Golden tests: run each golden/ case's pipeline and compare the dump with its .expected file."""
+"""Golden tests: run each golden/ case's pipeline; compare the dump with its .expected file, or run the case's
+CHECK lines on it (CHECK-style cases have no .expected file and --update-golden never writes one)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qdq_compiler.filecheck import CheckFailed
 from qdq_compiler.golden import discover, unified_diff
 
 GOLDEN_ROOT = Path(__file__).resolve().parent.parent / "golden"
@@ -19,6 +21,13 @@ def test_golden_cases_exist() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.case_id for c in CASES])
 def test_golden(case, update_golden: bool) -> None:
     actual = case.run()
+    if case.checks:
+        # A CHECK-style case has no snapshot: --update-golden runs its checks like any other run.
+        try:
+            case.check(actual)
+        except CheckFailed as failure:
+            pytest.fail(str(failure), pytrace=False)
+        return
     if update_golden:
         case.expected_path.write_text(actual)
         return
@@ -26,6 +35,12 @@ def test_golden(case, update_golden: bool) -> None:
     expected = case.expected_path.read_text()
     if actual != expected:
         pytest.fail("golden mismatch:\n" + unified_diff(expected, actual, case.case_id), pytrace=False)
+
+
+def test_check_cases_have_no_stale_snapshot() -> None:
+    """A file of CHECK-style cases has no .expected beside it (a leftover would look like a checked dump)."""
+    stale = sorted({str(c.expected_path) for c in CASES if c.checks and c.expected_path.exists()})
+    assert not stale, f"CHECK-style cases with a leftover .expected file: {stale}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.case_id for c in CASES])
