@@ -17,7 +17,6 @@ directive, its file:line, and the dump lines where it was looked for.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -171,9 +170,11 @@ def _label_blocks(
 def _check_block(
     checks: list[Directive], dump: _Dump, begin: int, end: int, variables: dict[str, str], name: str
 ) -> None:
-    """The non-label checks of one block, matched inside text[begin:end]."""
+    """The non-label checks of one block, matched inside text[begin:end]; a block that starts after a label
+    counts the label as its previous match (so CHECK-NEXT may follow a CHECK-LABEL)."""
     position = begin
-    previous_match: int | None = None  # line index of the previous positive match in this block
+    # The line index of the previous positive match in this block.
+    previous_match: int | None = dump.line_of(begin - 1) if begin > 0 else None
     pending_not: list[Directive] = []
     for directive in checks:
         if directive.kind == "CHECK-NOT":
@@ -252,13 +253,14 @@ def _not_next(directive: Directive, dump: _Dump, previous: int, matched: int, na
 
 
 def _nearest_line(pattern: str, dump: _Dump, first: int, last: int) -> int | None:
-    """The dump line in first..last holding most of the pattern's literal text (a hint for typos), if any
-    holds at least 60% of it."""
-    literal = _SPECIAL.sub("", pattern)
-    best, best_share = None, 0.6
+    """The first dump line in first..last holding the most of the pattern's literal words (a hint for typos
+    and near misses), if one holds at least half of them by length."""
+    words = _SPECIAL.sub(" ", pattern).split()
+    total = sum(len(word) for word in words)
+    best, best_share = None, 0.5
     for index in range(first, min(last, len(dump.lines) - 1) + 1):
-        matcher = difflib.SequenceMatcher(None, literal, dump.lines[index], autojunk=False)
-        share = sum(block.size for block in matcher.get_matching_blocks()) / max(len(literal), 1)
+        line = dump.lines[index]
+        share = sum(len(word) for word in words if word in line) / max(total, 1)
         if share > best_share:
             best, best_share = index, share
     return best

@@ -93,6 +93,14 @@ def test_check_label_splits_the_dump_into_blocks() -> None:
     assert "searched dump lines 3-5" in message
 
 
+def test_check_next_may_follow_a_label() -> None:
+    run("# CHECK-LABEL: # conv1", "# CHECK-NEXT: Relu(%a)")
+    assert "1 lines after the previous match" not in failure(
+        "# CHECK-LABEL: # conv1", "# CHECK-NEXT: Conv(%b"
+    )
+    assert "2 lines after the previous match" in failure("# CHECK-LABEL: # conv1", "# CHECK-NEXT: Conv(%b")
+
+
 def test_check_label_not_found() -> None:
     message = failure("# CHECK-LABEL: # conv3")
     assert "case.onnxtxt:1: error: CHECK-LABEL: expected pattern not found" in message

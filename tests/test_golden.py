@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qdq_compiler.filecheck import CheckFailed
+from qdq_compiler.filecheck import CheckFailed, CheckSyntaxError
 from qdq_compiler.golden import discover, unified_diff
 
 GOLDEN_ROOT = Path(__file__).resolve().parent.parent / "golden"
@@ -25,7 +25,7 @@ def test_golden(case, update_golden: bool) -> None:
         # A CHECK-style case has no snapshot: --update-golden runs its checks like any other run.
         try:
             case.check(actual)
-        except CheckFailed as failure:
+        except (CheckFailed, CheckSyntaxError) as failure:
             pytest.fail(str(failure), pytrace=False)
         return
     if update_golden:
