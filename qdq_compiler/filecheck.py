@@ -185,7 +185,7 @@ def _check_block(
         regex = _compile_with(directive, variables)
         found = regex.search(dump.text, position, end)
         if found is None:
-            raise CheckFailed(_not_found(directive, dump, position, end, name))
+            raise CheckFailed(_not_found(directive, dump, position, end, name, variables))
         if directive.kind == "CHECK-NEXT":
             assert previous_match is not None
             matched_line = dump.line_of(found.start())
@@ -219,26 +219,39 @@ def _check_nots(
             line = dump.line_of(found.start())
             raise CheckFailed(
                 f"{directive.location}: error: {directive.kind}: excluded pattern found in {name}\n"
-                f"    {directive}\n"
+                f"    {directive}\n{_uses(directive, variables)}"
                 f"  found at {name} line {line + 1} (searched lines "
                 f"{dump.line_of(begin) + 1}-{dump.line_of(max(end - 1, begin)) + 1}):\n"
                 + dump.excerpt(line - 2, line + 2, marked=line)
             )
 
 
-def _not_found(directive: Directive, dump: _Dump, begin: int, end: int, name: str) -> str:
+def _not_found(
+    directive: Directive,
+    dump: _Dump,
+    begin: int,
+    end: int,
+    name: str,
+    variables: dict[str, str] | None = None,
+) -> str:
     """'expected pattern not found' with the lines where the search started and the nearest line."""
     first = dump.line_of(begin)
     last = dump.line_of(max(end - 1, begin))
     message = (
         f"{directive.location}: error: {directive.kind}: expected pattern not found in {name}\n"
-        f"    {directive}\n"
+        f"    {directive}\n{_uses(directive, variables or {})}"
         f"  searched {name} lines {first + 1}-{last + 1}, starting at:\n" + dump.excerpt(first, first + 2)
     )
     nearest = _nearest_line(directive.pattern, dump, first, last)
     if nearest is not None:
         message += "\n  nearest line:\n" + dump.excerpt(nearest, nearest, marked=nearest)
     return message
+
+
+def _uses(directive: Directive, variables: dict[str, str]) -> str:
+    """'  with [[S]] = "0.5"' lines for the variables the pattern uses (empty when it uses none)."""
+    used = [m.group(2) for m in _SPECIAL.finditer(directive.pattern) if m.group(2) and m.group(3) is None]
+    return "".join(f"  with [[{n}]] = {variables[n]!r}\n" for n in dict.fromkeys(used) if n in variables)
 
 
 def _not_next(directive: Directive, dump: _Dump, previous: int, matched: int, name: str) -> str:

@@ -124,6 +124,7 @@ def test_variables_capture_and_compare() -> None:
         "# CHECK: %s1 = float<scalar> [[S:[0-9.]+]]", "# CHECK: %s2 = float<scalar> [[S]]", text=text
     )
     assert "# CHECK: %s2 = float<scalar> [[S]]" in message
+    assert "with [[S]] = '0.125'" in message
     assert "nearest line:" in message and "%s2 = float<scalar> 0.25" in message
 
 
