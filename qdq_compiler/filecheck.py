@@ -123,12 +123,20 @@ class _Dump:
                 high = middle - 1
         return low
 
-    def excerpt(self, first: int, last: int, marked: int | None = None) -> str:
-        """Lines first..last (0-based, inclusive) numbered from 1, `marked` flagged with `>`."""
+    def column_of(self, offset: int) -> int:
+        return offset - self._starts[self.line_of(offset)]
+
+    def excerpt(self, first: int, last: int, marked: int | None = None, column: int = 0) -> str:
+        """Lines first..last (0-based, inclusive) numbered from 1, `marked` flagged with `>`; a long marked
+        line is shown around `column` (where the match is)."""
         shown = []
         for index in range(max(first, 0), min(last, len(self.lines) - 1) + 1):
             text = self.lines[index]
-            if len(text) > _SHOWN_WIDTH:
+            if index == marked and column > _SHOWN_WIDTH - 40:
+                start = column - _SHOWN_WIDTH // 2
+                end = start + _SHOWN_WIDTH - 6
+                text = "..." + text[start:end] + ("..." if len(text) > end else "")
+            elif len(text) > _SHOWN_WIDTH:
                 text = text[: _SHOWN_WIDTH - 3] + "..."
             flag = ">" if index == marked else " "
             shown.append(f"  {flag}{index + 1:6} | {text}")
@@ -222,7 +230,7 @@ def _check_nots(
                 f"    {directive}\n{_uses(directive, variables)}"
                 f"  found at {name} line {line + 1} (searched lines "
                 f"{dump.line_of(begin) + 1}-{dump.line_of(max(end - 1, begin)) + 1}):\n"
-                + dump.excerpt(line - 2, line + 2, marked=line)
+                + dump.excerpt(line - 2, line + 2, marked=line, column=dump.column_of(found.start()))
             )
 
 

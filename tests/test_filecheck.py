@@ -164,3 +164,9 @@ def test_long_dump_lines_are_cut_in_messages() -> None:
     text = "x = Conv(" + "a" * 400 + ")\n"
     message = failure("# CHECK: Relu", text=text)
     assert "..." in message and "a" * 200 not in message
+
+
+def test_long_line_is_shown_around_the_excluded_match() -> None:
+    text = "x = Conv(" + "a" * 400 + ", %bad)\n"
+    message = failure("# CHECK-NOT: %bad", text=text)
+    assert ">     1 | ...aaa" in message and "%bad)" in message
