@@ -23,6 +23,10 @@ BUILD_PREFIX = "# BUILD:"
 CASE_SEPARATOR = re.compile(r"^#\s*-{5,}\s*$")
 
 
+# Dumps already computed, by GoldenCase.run_key (the passes and builders are deterministic).
+_DUMPS: dict[tuple[Path, str, str, str], str] = {}
+
+
 @dataclass(frozen=True)
 class GoldenCase:
     """One golden case on disk: a whole file, or one `# -----` section of a file.
@@ -66,11 +70,18 @@ class GoldenCase:
                 ctx.calibration_data = module.calibration_data()
         return ctx
 
+    @property
+    def run_key(self) -> tuple[Path, str, str, str]:
+        """What the dump depends on: sections of one file with equal keys share one run."""
+        return (self.source, self.builder, self.model_text, self.pipeline)
+
     def run(self) -> str:
-        """Run the case's pipeline on its input and return the dump."""
-        model = self.load_input()
-        PassManager(self.pipeline).run(model, self.context(), stamp=False)
-        return dump(model)
+        """Run the case's pipeline on its input and return the dump (computed once per `run_key`)."""
+        if self.run_key not in _DUMPS:
+            model = self.load_input()
+            PassManager(self.pipeline).run(model, self.context(), stamp=False)
+            _DUMPS[self.run_key] = dump(model)
+        return _DUMPS[self.run_key]
 
     def check(self, actual: str) -> None:
         """Run the case's CHECK lines on its dump; raises `CheckFailed` with a readable message."""
