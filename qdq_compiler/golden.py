@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from qdq_compiler.filecheck import Directive, check_text, parse_directives
+from qdq_compiler.filecheck import CheckFailed, CheckSyntaxError, Directive, check_text, parse_directives
 from qdq_compiler.ir import dump, load_model
 from qdq_compiler.pm import PassContext, PassManager
 
@@ -86,6 +86,28 @@ class GoldenCase:
     def check(self, actual: str) -> None:
         """Run the case's CHECK lines on its dump; raises `CheckFailed` with a readable message."""
         check_text(list(self.checks), actual, name=f"the dump of {self.case_id}")
+
+    def verify(self, actual: str, update: bool = False) -> str | None:
+        """Why `actual` fails the case, or None when it passes.
+
+        A CHECK-style case runs its checks, also with `update` (it has no snapshot to rewrite). A snapshot
+        case compares with its `.expected` file, or with `update` rewrites that file and passes.
+        """
+        if self.checks:
+            try:
+                self.check(actual)
+            except (CheckFailed, CheckSyntaxError) as failure:
+                return str(failure)
+            return None
+        if update:
+            self.expected_path.write_text(actual)
+            return None
+        if not self.expected_path.exists():
+            return f"{self.expected_path} missing: run pytest --update-golden"
+        expected = self.expected_path.read_text()
+        if actual != expected:
+            return "golden mismatch:\n" + unified_diff(expected, actual, self.case_id)
+        return None
 
 
 def discover(root: Path) -> list[GoldenCase]:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qdq_compiler.filecheck import CheckFailed, CheckSyntaxError
-from qdq_compiler.golden import discover, unified_diff
+from qdq_compiler.golden import discover
 
 GOLDEN_ROOT = Path(__file__).resolve().parent.parent / "golden"
 CASES = discover(GOLDEN_ROOT)
@@ -20,21 +19,9 @@ def test_golden_cases_exist() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.case_id for c in CASES])
 def test_golden(case, update_golden: bool) -> None:
-    actual = case.run()
-    if case.checks:
-        # A CHECK-style case has no snapshot: --update-golden runs its checks like any other run.
-        try:
-            case.check(actual)
-        except (CheckFailed, CheckSyntaxError) as failure:
-            pytest.fail(str(failure), pytrace=False)
-        return
-    if update_golden:
-        case.expected_path.write_text(actual)
-        return
-    assert case.expected_path.exists(), f"{case.expected_path} missing: run pytest --update-golden"
-    expected = case.expected_path.read_text()
-    if actual != expected:
-        pytest.fail("golden mismatch:\n" + unified_diff(expected, actual, case.case_id), pytrace=False)
+    failure = case.verify(case.run(), update=update_golden)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
 
 
 def test_check_cases_have_no_stale_snapshot() -> None:
