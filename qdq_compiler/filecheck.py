@@ -275,13 +275,25 @@ def _not_next(directive: Directive, dump: _Dump, previous: int, matched: int, na
 
 def _nearest_line(pattern: str, dump: _Dump, first: int, last: int) -> int | None:
     """The first dump line in first..last holding the most of the pattern's literal words (a hint for typos
-    and near misses), if one holds at least half of them by length."""
+    and near misses; a word counts by its longest prefix found in the line), if it holds at least half."""
     words = _SPECIAL.sub(" ", pattern).split()
     total = sum(len(word) for word in words)
     best, best_share = None, 0.5
     for index in range(first, min(last, len(dump.lines) - 1) + 1):
         line = dump.lines[index]
-        share = sum(len(word) for word in words if word in line) / max(total, 1)
+        share = sum(_found_prefix(word, line) for word in words) / max(total, 1)
         if share > best_share:
             best, best_share = index, share
     return best
+
+
+def _found_prefix(word: str, line: str) -> int:
+    """The length of the longest prefix of `word` that occurs in `line`."""
+    low, high = 0, len(word)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if word[:middle] in line:
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -170,3 +170,8 @@ def test_long_line_is_shown_around_the_excluded_match() -> None:
     text = "x = Conv(" + "a" * 400 + ", %bad)\n"
     message = failure("# CHECK-NOT: %bad", text=text)
     assert ">     1 | ...aaa" in message and "%bad)" in message
+
+
+def test_nearest_line_counts_partly_matching_words() -> None:
+    message = failure("# CHECK: %c: float[1] = Conv(%b_dequantized, %w,")
+    assert ">     5 | %c: float[1] = Conv(%b, %w)  # conv2" in message

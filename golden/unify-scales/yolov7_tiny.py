@@ -61,3 +61,12 @@ def build():
 # CHECK: const %head.69.act_scale = float<scalar> [[head_72:\S+]]
 # CHECK: const %head.70.act_scale = float<scalar> [[head_72]]
 # CHECK: const %head.72.concat_scale = float<scalar> [[head_72]]
+
+# -----
+# RUN: unify-scales
+# The shared scale is the group's largest. Before this pass the i-th activation Q has scale (i + 1) / 64, so
+# Concat backbone.6's group held backbone.3.act at 4/64, backbone.4.act at 5/64 and the Concat's own Q at
+# 6/64; all three end at 6/64 = 0.09375 (a smallest-scale rule would give 0.0625 and clip).
+# CHECK: const %backbone.3.act_scale = float<scalar> 0.09375
+# CHECK: const %backbone.4.act_scale = float<scalar> 0.09375
+# CHECK: const %backbone.6.concat_scale = float<scalar> 0.09375
