@@ -10,9 +10,10 @@ A check line is a comment ``# CHECK: <pattern>`` (also ``CHECK-NEXT``, ``CHECK-N
   two labels must match inside the block between them.
 
 Pattern text is literal except ``{{regex}}`` (a Python regular expression), ``[[NAME:regex]]`` (match the
-regex and remember the text as NAME) and ``[[NAME]]`` (the text NAME matched before, literally). Leading and
-trailing blanks of a pattern are ignored. A failed check raises `CheckFailed` whose message names the
-directive, its file:line, and the dump lines where it was looked for.
+regex and remember the text as NAME; the regex cannot contain ``]]``) and ``[[NAME]]`` (the text NAME matched
+before, literally). Leading and trailing blanks of a pattern are ignored; blanks inside match exactly.
+A failed check raises `CheckFailed` whose message names the directive, its file:line, and the dump lines
+where it was looked for.
 """
 
 from __future__ import annotations
