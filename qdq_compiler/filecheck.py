@@ -98,7 +98,7 @@ def _compile(directive: Directive, variables: dict[str, str]) -> re.Pattern[str]
         position = special.end()
     parts.append(re.escape(directive.pattern[position:]))
     try:
-        return re.compile("".join(parts))
+        return re.compile("".join(parts), re.MULTILINE)
     except re.error as error:
         raise CheckSyntaxError(f"{directive.location}: bad regex in {directive}: {error}") from None
 
@@ -112,6 +112,18 @@ class _Dump:
         self._starts = [0]
         for line in self.lines:
             self._starts.append(self._starts[-1] + len(line) + 1)
+
+    def search(self, regex: re.Pattern[str], begin: int, end: int) -> re.Match[str] | None:
+        """The first match of `regex` in text[begin:end] that lies within one line (as in FileCheck, a
+        pattern never spans lines, even when its regex could match a newline)."""
+        for index in range(self.line_of(begin), len(self.lines)):
+            low = max(begin, self._starts[index])
+            if low >= end:
+                break
+            found = regex.search(self.text, low, min(end, self._starts[index] + len(self.lines[index])))
+            if found is not None:
+                return found
+        return None
 
     def line_of(self, offset: int) -> int:
         """0-based line index holding `offset`."""
@@ -166,7 +178,7 @@ def _label_blocks(
         if directive.kind != "CHECK-LABEL":
             checks.append(directive)
             continue
-        found = _compile(directive, {}).search(dump.text, begin)
+        found = dump.search(_compile(directive, {}), begin, len(dump.text))
         if found is None:
             raise CheckFailed(_not_found(directive, dump, begin, len(dump.text), name))
         blocks.append((checks, begin, found.start()))
@@ -192,7 +204,7 @@ def _check_block(
         if directive.kind == "CHECK-NEXT" and previous_match is None:
             raise CheckSyntaxError(f"{directive.location}: CHECK-NEXT without a CHECK before it in its block")
         regex = _compile_with(directive, variables)
-        found = regex.search(dump.text, position, end)
+        found = dump.search(regex, position, end)
         if found is None:
             raise CheckFailed(_not_found(directive, dump, position, end, name, variables))
         if directive.kind == "CHECK-NEXT":
@@ -223,7 +235,7 @@ def _check_nots(
     nots: list[Directive], dump: _Dump, begin: int, end: int, variables: dict[str, str], name: str
 ) -> None:
     for directive in nots:
-        found = _compile_with(directive, variables).search(dump.text, begin, end)
+        found = dump.search(_compile_with(directive, variables), begin, end)
         if found is not None:
             line = dump.line_of(found.start())
             raise CheckFailed(

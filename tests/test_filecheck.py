@@ -175,3 +175,9 @@ def test_long_line_is_shown_around_the_excluded_match() -> None:
 def test_nearest_line_counts_partly_matching_words() -> None:
     message = failure("# CHECK: %c: float[1] = Conv(%b_dequantized, %w,")
     assert ">     5 | %c: float[1] = Conv(%b, %w)  # conv2" in message
+
+
+def test_a_pattern_never_spans_lines() -> None:
+    # [^,]+ could match across the newline after "conv1"; FileCheck patterns match within one line.
+    failure("# CHECK: # conv1{{[^,]+}}Relu(%a)")
+    run("# CHECK: Relu(%a){{.*$}}", "# CHECK-NEXT: {{^}}%c")
