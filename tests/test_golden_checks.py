@@ -78,7 +78,7 @@ def test_changing_a_concat_scale_fails_the_unify_scales_checks() -> None:
     assert re.search(r"nearest line:\n  >\s+\d+ \| const %head\.64\.concat_scale = float<scalar> ", message)
 
 
-def test_float_head_conv_getting_qdq_fails_the_check_not(tmp_path: Path) -> None:
+def test_float_head_conv_getting_qdq_fails_the_check_not() -> None:
     cases = golden_cases("place-qdq/yolov7_tiny.py")
     text = dump(compiled(cases[0]))
     changed = text.replace(
