@@ -1,4 +1,5 @@
-"""The example's golden cases: golden/<pass>/<case>.onnxtxt run through their `# RUN:` pipeline."""
+"""The example's golden cases: golden/<pass>/<case>.onnxtxt run through their `# RUN:` pipeline, compared
+with the `.expected` dump or checked by `# CHECK:` lines (qdq_compiler.golden, as the main suite does)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qdq_compiler.golden import discover, unified_diff
+from qdq_compiler.golden import discover
 from qdq_compiler.ir import dump
 from qdq_compiler.pm import PassManager
 
@@ -20,14 +21,9 @@ def test_the_example_has_golden_cases() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.case_id for c in CASES])
 def test_example_golden(case, update_golden: bool) -> None:
-    actual = case.run()
-    if update_golden:
-        case.expected_path.write_text(actual)
-        return
-    assert case.expected_path.exists(), f"{case.expected_path} missing: run pytest --update-golden"
-    expected = case.expected_path.read_text()
-    if actual != expected:
-        pytest.fail("golden mismatch:\n" + unified_diff(expected, actual, case.case_id), pytrace=False)
+    failure = case.verify(case.run(), update=update_golden)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.case_id for c in CASES])
