@@ -31,7 +31,7 @@ import onnx_ir as ir
 from qdq_compiler.errors import PipelineError
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import NameScope, constant_array
-from qdq_compiler.ir.op_facts import default_opset, qdq_axis
+from qdq_compiler.ir.op_facts import FLOAT16_QDQ_MIN_OPSET, default_opset, qdq_axis
 from qdq_compiler.ir.qdq import broadcast_scale, cast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.grid import INT8_MAX
@@ -39,7 +39,7 @@ from qdq_compiler.targets.recipe import record_target
 
 # (op_type, input index) pairs whose type ONNX fixes to float32 whatever the data type.
 FLOAT32_ONLY_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1)})
-FP16_MIN_OPSET = 19
+FP16_MIN_OPSET = FLOAT16_QDQ_MIN_OPSET  # float16 Q/DQ
 WEIGHT_MAX = INT8_MAX  # INT8 weights are symmetric, [-127, 127]
 
 

@@ -24,10 +24,13 @@ import onnx_ir as ir
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model
 from qdq_compiler.ir.external import proto_for_tools, put_weights_back
-from qdq_compiler.ir.op_facts import default_opset
+from qdq_compiler.ir.op_facts import (
+    FLOAT16_QDQ_MIN_OPSET,
+    FLOAT16_TYPES,
+    PER_CHANNEL_MIN_OPSET,
+    default_opset,
+)
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
-
-FLOAT16_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
 
 
 @register_pass
@@ -42,8 +45,8 @@ class UpgradeOpset(Pass):
 
     @dataclass(frozen=True)
     class Options:
-        min: int = 13
-        min_fp16: int = 19
+        min: int = PER_CHANNEL_MIN_OPSET
+        min_fp16: int = FLOAT16_QDQ_MIN_OPSET
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         current = default_opset(model.opset_imports, missing=1)

@@ -18,6 +18,12 @@ from qdq_compiler.ir.editing import constant_array
 
 __all__ = [
     "DEFAULT_QDQ_AXIS",
+    "FLOAT16_QDQ_MIN_OPSET",
+    "FLOAT16_TYPES",
+    "FP8_MIN_OPSET",
+    "FP8_TYPES",
+    "INT8_MIN_OPSET",
+    "PER_CHANNEL_MIN_OPSET",
     "default_opset",
     "DEQUANTIZE",
     "QUANTIZE",
@@ -57,6 +63,16 @@ def is_dequantize(node: ir.Node | None) -> TypeGuard[ir.Node]:
     """True for an ONNX DequantizeLinear node."""
     return node is not None and node.op_type == DEQUANTIZE and node.domain in ("", "ai.onnx")
 
+
+# The ONNX opset each Q/DQ feature needs, and the float types they concern.
+INT8_MIN_OPSET = 10  # per-tensor QuantizeLinear/DequantizeLinear exist from opset 10
+PER_CHANNEL_MIN_OPSET = 13  # the `axis` attribute arrives in opset 13
+FP8_MIN_OPSET = 19  # FLOAT8 types in Q/DQ arrive in opset 19
+FLOAT16_QDQ_MIN_OPSET = 19  # float16/bfloat16 Q input, scale, DQ output arrive in opset 19 (13-18: float32)
+FLOAT16_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
+FP8_TYPES = frozenset(
+    {ir.DataType.FLOAT8E4M3FN, ir.DataType.FLOAT8E4M3FNUZ, ir.DataType.FLOAT8E5M2, ir.DataType.FLOAT8E5M2FNUZ}
+)
 
 # QuantizeLinear/DequantizeLinear `axis` when the attribute is absent (ONNX opset 13+)
 DEFAULT_QDQ_AXIS = 1

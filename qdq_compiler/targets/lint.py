@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir import op_facts
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import (
     default_opset,
@@ -119,7 +120,7 @@ def lint_model(model: ir.Model) -> list[Violation]:
         if rule is not None:
             found.extend(_check_bias(node, rule))
             found.extend(_check_bias_overflow(node, rule))
-    if has_qdq and opset < rules.PER_CHANNEL_MIN_OPSET and not per_channel_below_13:
+    if has_qdq and opset < op_facts.PER_CHANNEL_MIN_OPSET and not per_channel_below_13:
         found.append(
             _warning(
                 "opset", "<model>", f"opset {opset} < 13: re-export at opset 13 or later for TensorRT Q/DQ"
@@ -218,10 +219,10 @@ def _check_float16_opset(
     node: ir.Node, label: str, opset: int, float_type: ir.DataType | None, scale_type: ir.DataType | None
 ) -> list[Violation]:
     """float16/bfloat16 Q/DQ below opset 19, or a scale of another type than the tensor: invalid ONNX."""
-    found = sorted({t.name for t in (float_type, scale_type) if t in rules.FLOAT16_TYPES})
+    found = sorted({t.name for t in (float_type, scale_type) if t in op_facts.FLOAT16_TYPES})
     if not found:
         return []
-    if opset >= rules.FLOAT16_QDQ_MIN_OPSET:
+    if opset >= op_facts.FLOAT16_QDQ_MIN_OPSET:
         if float_type is None or scale_type is None or float_type == scale_type:
             return []
         side = "input" if is_quantize(node) else "output"
@@ -237,7 +238,7 @@ def _check_float16_opset(
         _error(
             "float16-qdq",
             label,
-            f"{node.op_type} on {'/'.join(found)} needs opset >= {rules.FLOAT16_QDQ_MIN_OPSET} "
+            f"{node.op_type} on {'/'.join(found)} needs opset >= {op_facts.FLOAT16_QDQ_MIN_OPSET} "
             f"(model has {opset}; opsets 13-18 take float32 only): run upgrade-opset{{min=19}}",
         )
     ]
@@ -265,8 +266,8 @@ def _check_type(node: ir.Node, label: str, opset: int) -> list[Violation]:
     if qtype == ir.DataType.UINT8:
         why = " (no zero-point nor output_dtype: ONNX defaults to uint8)" if _defaults_to_uint8(node) else ""
         return [_error("quant-type", label, f"UINT8 quantization{why}; TensorRT needs INT8")]
-    if qtype in rules.FP8_TYPES:
-        if opset >= rules.FP8_MIN_OPSET:
+    if qtype in op_facts.FP8_TYPES:
+        if opset >= op_facts.FP8_MIN_OPSET:
             return []
         return [_error("quant-type", label, f"{qtype.name} needs opset >= 19 (model has {opset})")]
     if qtype == ir.DataType.INT32 and is_dequantize(node):
@@ -331,7 +332,7 @@ def _check_weight_range(node: ir.Node, label: str) -> list[Violation]:
 
 def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int) -> list[Violation]:
     found: list[Violation] = []
-    if opset < rules.PER_CHANNEL_MIN_OPSET:
+    if opset < op_facts.PER_CHANNEL_MIN_OPSET:
         found.append(
             _error("opset", label, f"per-channel scale needs opset >= 13 for `axis` (model has {opset})")
         )

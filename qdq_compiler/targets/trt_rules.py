@@ -28,15 +28,7 @@ SRC_ONNX_TRT = "onnx-tensorrt docs/operators.md (tensorrt-qdq.md s3)"
 SRC_MODELOPT_COPY = "Model Optimizer modelopt/onnx/op_types.py copy_ops()"
 DERIVED = "qdqc: derived from the math of symmetric quantization (no NVIDIA page lists it)"
 
-# Quantized element types TensorRT builds from ONNX Q/DQ, and the opset each needs.
-INT8_MIN_OPSET = 10  # per-tensor QuantizeLinear/DequantizeLinear exist from opset 10
-PER_CHANNEL_MIN_OPSET = 13  # the `axis` attribute arrives in opset 13
-FP8_MIN_OPSET = 19  # FLOAT8 types in Q/DQ arrive in opset 19
-FLOAT16_QDQ_MIN_OPSET = 19  # float16/bfloat16 Q input, scale, DQ output arrive in opset 19 (13-18: float32)
-FLOAT16_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
-FP8_TYPES = frozenset(
-    {ir.DataType.FLOAT8E4M3FN, ir.DataType.FLOAT8E4M3FNUZ, ir.DataType.FLOAT8E5M2, ir.DataType.FLOAT8E5M2FNUZ}
-)
+# The opsets Q/DQ features need and the float16/FP8 type sets are ONNX facts: qdq_compiler.ir.op_facts.
 INT32_MAX = 2**31 - 1  # a bias folded into the INT32 accumulator, bias / (s_in * s_w), must stay below this
 
 # QOperator-format and integer ops: TensorRT only imports the Q/DQ (QDQ) format.
