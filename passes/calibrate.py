@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.calib import DEFAULT_NUM_BINS, MethodPlan, collect_statistics, open_calibration_data
@@ -13,16 +12,15 @@ from qdq_compiler.calib.methods import AMAX_FLOOR, parse_method_spec
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import constant_array
-from qdq_compiler.ir.qdq import is_quantize, scale_of, set_scale
-from qdq_compiler.ir.state import set_value_state
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.activation_scales import activation_quantizers, apply_amax
+from qdq_compiler.quant.activation_scales import quantized_tensor_name as _tensor_name
 from qdq_compiler.quant.float_view import float_view
+from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.quant.notices import first_names, warn_once
 from qdq_compiler.targets.recipe import record_calibration
 
-INT8_MAX = 127.0
 DROWNED_RATIO = 16.0  # the ratio unify-scales unties members at (docs/placement.md)
-AMAX_STATE = "amax"  # state of each calibrated tensor: its amax (qdq_compiler.amax, shown in IR dumps)
 # amax of an activation that was zero on every calibration sample (scale 1/127; zero quantizes exactly)
 ZERO_TENSOR_AMAX = 1.0
 
@@ -202,34 +200,9 @@ def _warn_drowned_members(
                 member,
                 reach,
                 ratio,
-                int(127 / ratio) if math.isfinite(ratio) else 0,
+                int(INT8_MAX / ratio) if math.isfinite(ratio) else 0,
                 ", ".join(repr(name) for name in readers) or "its readers",
             )
-
-
-def apply_amax(quantize: ir.Node, amax: float) -> bool:
-    """Give an activation Q the scale ``amax / 127`` (amax kept on its tensor); False if it had it already."""
-    set_value_state(input_of(quantize, 0), AMAX_STATE, float(amax))
-    scale = np.float32(amax / INT8_MAX)
-    current = scale_of(quantize)
-    if current is not None and current.shape == () and np.float32(current) == scale:
-        return False
-    set_scale(quantize, scale)
-    return True
-
-
-def _tensor_name(quantize: ir.Node) -> str:
-    """The name of the tensor an activation Q reads ("" when unnamed)."""
-    return input_of(quantize, 0).name or ""
-
-
-def activation_quantizers(graph: ir.Graph) -> list[ir.Node]:
-    """QuantizeLinear nodes whose input is an activation (not a constant weight), in graph order."""
-    return [
-        node
-        for node in graph
-        if is_quantize(node) and node.inputs[0] is not None and constant_array(node.inputs[0]) is None
-    ]
 
 
 def _op_types(quantize: ir.Node) -> tuple[str, ...]:

@@ -8,10 +8,11 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.ir.access import input_of
-from qdq_compiler.ir.editing import constant_array, eliminate_dead_code
+from qdq_compiler.ir.editing import eliminate_dead_code
+from qdq_compiler.ir.op_facts import is_activation_quantizer, weighted_op
 from qdq_compiler.ir.qdq import axis_of, is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
-from qdq_compiler.targets.trt_rules import INT8_CAPABLE_OPS, commuting_rule, weighted_rule
+from qdq_compiler.targets.trt_rules import INT8_CAPABLE_OPS, commuting_rule
 
 
 @register_pass
@@ -94,7 +95,7 @@ def _feeds_quantizable(value: ir.Value, seen: set[int] | None = None) -> bool:
         if id(user) in seen:
             continue
         seen.add(id(user))
-        if weighted_rule(user) is not None or user.op_type in INT8_CAPABLE_OPS or is_quantize(user):
+        if weighted_op(user) is not None or user.op_type in INT8_CAPABLE_OPS or is_quantize(user):
             return True
         if commuting_rule(user) is not None and any(_feeds_quantizable(v, seen) for v in user.outputs):
             return True
@@ -108,7 +109,7 @@ def _drop_pairs_feeding_no_quantizable_op(graph: ir.Graph) -> int:
         if not is_dequantize(node) or node.graph is not graph:
             continue
         quantize = node.inputs[0].producer() if node.inputs[0] is not None else None
-        if not is_quantize(quantize) or constant_array(quantize.inputs[0]) is not None:
+        if not is_activation_quantizer(quantize):
             continue
         if node.outputs[0].is_graph_output() or _feeds_quantizable(node.outputs[0]):
             continue

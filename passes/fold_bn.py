@@ -8,10 +8,10 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.ir.editing import constant_array, remove_unused_initializers
+from qdq_compiler.ir.op_facts import weighted_op
 from qdq_compiler.ir.qdq import broadcast_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.rewrite import RewritePattern, Rewriter, apply_patterns_greedily, sole_user
-from qdq_compiler.targets.trt_rules import weighted_rule
 
 FOLDABLE_PRODUCERS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -110,8 +110,8 @@ def _fold_weights(
             return None
     if producer.op_type == "Gemm" and not _gemm_is_foldable(producer, rewriter):
         return None
-    rule = weighted_rule(producer)
-    axis = rule.weight_axis(producer, w.ndim) if rule is not None else None  # the output-channel axis
+    rule = weighted_op(producer)
+    axis = rule.output_channel_axis(producer, w.ndim) if rule is not None else None  # the output-channel axis
     if axis is None:
         rewriter.notify_match_failure(producer, "no output-channel axis")
         return None

@@ -16,10 +16,11 @@ import onnx_ir as ir
 
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import NameScope, add_constant, constant_array, remove_unused_initializers
+from qdq_compiler.ir.op_facts import qdq_axis
 from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.grid import quantize_symmetric
 
-WEIGHT_RANGE = (-127, 127)
 WEIGHT_FORMS = ("int8", "qdq")  # int8: INT8 initializers behind DQ; qdq: float weights behind Q -> DQ
 
 
@@ -51,8 +52,7 @@ class FoldScales(Pass):
             scale = constant_array(node.inputs[1])
             if weight is None or scale is None:
                 continue
-            axis_attr = node.attributes.get("axis")
-            stored = quantize_weight(weight, scale, axis_attr.as_int() if axis_attr is not None else 1)
+            stored = quantize_weight(weight, scale, qdq_axis(node))
             base = input_of(node, 0).name or "weight"
             int8_value = add_constant(graph, stored, names.value(f"{base}_int8"))
             for user, index in list(node.outputs[0].uses()):
@@ -71,6 +71,4 @@ class FoldScales(Pass):
 
 def quantize_weight(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
     """Symmetric INT8 codes of `weight`, per-channel along `axis` when `scale` is a vector."""
-    scale = broadcast_scale(scale, weight.ndim, axis)
-    codes = np.rint(weight.astype(np.float64) / scale.astype(np.float64))
-    return np.clip(codes, *WEIGHT_RANGE).astype(np.int8)
+    return quantize_symmetric(weight, broadcast_scale(scale, weight.ndim, axis))

@@ -14,15 +14,15 @@ import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.access import input_of
-from qdq_compiler.ir.editing import constant_array, eliminate_dead_code
-from qdq_compiler.ir.qdq import is_dequantize, is_quantize
+from qdq_compiler.ir.editing import eliminate_dead_code
+from qdq_compiler.ir.op_facts import is_weight_quantizer, weighted_op
+from qdq_compiler.ir.qdq import is_dequantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.activation_scales import activation_quantizers, apply_amax
+from qdq_compiler.quant.activation_scales import quantized_tensor_name as _tensor_name
 from qdq_compiler.quant.decisions import mark_float
 from qdq_compiler.quant.imported import imported_amax
 from qdq_compiler.targets.recipe import IMPORTED, record_calibration
-from qdq_compiler.targets.trt_rules import weighted_rule
-
-from .calibrate import activation_quantizers, apply_amax
 
 MISSING_CHOICES = ("error", "float")
 
@@ -78,17 +78,12 @@ class ImportScales(Pass):
         return result
 
 
-def _tensor_name(quantize: ir.Node) -> str:
-    """The name of the tensor an activation Q reads ("" when unnamed), as the imported ranges key it."""
-    return input_of(quantize, 0).name or ""
-
-
 def _unquantize(model: ir.Model, quantize: ir.Node) -> None:
     """Let the DQs after ``quantize`` read its float input instead; weighted readers become float layers."""
     source = input_of(quantize, 0)
     for dq, _ in list(quantize.outputs[0].uses()):
         for user, _ in list(dq.outputs[0].uses()):
-            if weighted_rule(user) is not None:
+            if weighted_op(user) is not None:
                 _read_float_weights(user)
                 mark_float(model, user, "no imported scale for its input (--missing-scales float)")
         dq.outputs[0].replace_all_uses_with(source)
@@ -99,5 +94,5 @@ def _read_float_weights(node: ir.Node) -> None:
     for index, value in enumerate(node.inputs):
         dq = value.producer() if value is not None else None
         q = dq.inputs[0].producer() if is_dequantize(dq) and dq.inputs[0] is not None else None
-        if is_quantize(q) and constant_array(q.inputs[0]) is not None:
+        if is_weight_quantizer(q):
             node.replace_input_with(index, q.inputs[0])

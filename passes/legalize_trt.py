@@ -31,14 +31,16 @@ import onnx_ir as ir
 from qdq_compiler.errors import PipelineError
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import NameScope, constant_array
+from qdq_compiler.ir.op_facts import FLOAT16_QDQ_MIN_OPSET, default_opset, qdq_axis
 from qdq_compiler.ir.qdq import broadcast_scale, cast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.targets.recipe import record_target
 
 # (op_type, input index) pairs whose type ONNX fixes to float32 whatever the data type.
 FLOAT32_ONLY_INPUTS = frozenset({("Resize", 1), ("Resize", 2), ("Upsample", 1)})
-FP16_MIN_OPSET = 19
-WEIGHT_MAX = 127  # INT8 weights are symmetric, [-127, 127]
+FP16_MIN_OPSET = FLOAT16_QDQ_MIN_OPSET  # float16 Q/DQ
+WEIGHT_MAX = INT8_MAX  # INT8 weights are symmetric, [-127, 127]
 
 
 @register_pass
@@ -76,7 +78,7 @@ class LegalizeTRT(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         if self.options.target == "trt10":
             return PassResult(modified=record_target(model, "trt10", io_fp16=False))  # trt10 keeps the I/O
-        opset = model.opset_imports.get("", 0)
+        opset = default_opset(model.opset_imports)
         if opset < FP16_MIN_OPSET:
             raise ValueError(
                 f"trt11 needs opset >= {FP16_MIN_OPSET} for FP16 Q/DQ (model has {opset}); "
@@ -124,8 +126,7 @@ def _requantize_for_fp16_scales(graph: ir.Graph) -> int:
         scale16 = _float16_weight_scale(scale)
         scale_value.const_value = ir.tensor(scale16, name=scale_value.name)
         scale_value.type = ir.TensorType(ir.DataType.FLOAT16)
-        axis_attr = node.attributes.get("axis")
-        axis = axis_attr.as_int() if axis_attr is not None else 1
+        axis = qdq_axis(node)
         old = broadcast_scale(scale.astype(np.float64), codes.ndim, axis)
         new = broadcast_scale(scale16.astype(np.float64), codes.ndim, axis)
         recoded = np.clip(np.rint(codes.astype(np.float64) * old / new), -WEIGHT_MAX, WEIGHT_MAX)

@@ -21,17 +21,18 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.calib.weights import per_channel_amax
+from qdq_compiler.ir.analysis import nodes_reaching
 from qdq_compiler.ir.editing import NameScope, add_constant, constant_array
+from qdq_compiler.ir.op_facts import weight_channels, weighted_op
 from qdq_compiler.ir.qdq import insert_qdq_pair, is_dequantize
 from qdq_compiler.ir.validate import check_weighted_ranks
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import LayerDecision, record_decisions
+from qdq_compiler.quant.grid import scale_from_amax
 from qdq_compiler.quant.placement_warnings import warn_placement
-from qdq_compiler.targets.trt_rules import weighted_rule
 
 POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 PLACEHOLDER_SCALE = np.float32(1.0)
-INT8_MAX = 127.0
 
 
 @register_pass
@@ -74,7 +75,7 @@ class PlaceQDQ(Pass):
             activation_uses.setdefault(id(value), (value, []))[1].append(consumer)
 
         for node in weighted:
-            rule = weighted_rule(node)
+            rule = weighted_op(node)
             assert rule is not None, "layers were decided by their weighted-op rule"
             want(node.inputs[rule.activation_input], node)
         region = _quantized_region(graph, weighted)
@@ -102,7 +103,7 @@ class PlaceQDQ(Pass):
         heads = _head_layers(graph) if not self.options.quantize_head else set()
         decisions = []
         for node in graph:
-            rule = weighted_rule(node)
+            rule = weighted_op(node)
             if rule is None:
                 continue
             reason = None
@@ -124,7 +125,7 @@ class PlaceQDQ(Pass):
     def _quantize_weight(self, node: ir.Node, int8_layers: set[int]) -> bool:
         """Per-channel Q/DQ on the constant float weight of `node`, shared by the INT8 layers reading it; a
         float layer sharing the weight keeps reading the float initializer."""
-        rule = weighted_rule(node)
+        rule = weighted_op(node)
         assert rule is not None, "layers were decided by their weighted-op rule"
         weight = node.inputs[rule.weight_input]
         array = constant_array(weight)
@@ -132,9 +133,9 @@ class PlaceQDQ(Pass):
             return False
         users = [user for user, _ in weight.uses() if id(user) in int8_layers]
         weight, array, per_channel = _matmul_weight_as_matrix(weight, array, users)
-        axis = rule.weight_axis(node, array.ndim) if per_channel else None
+        axis = rule.output_channel_axis(node, array.ndim) if per_channel else None
         amax = per_channel_amax(array, axis, self.options.weight_method)
-        scale = (np.asarray(amax, dtype=np.float64) / INT8_MAX).astype(np.float32)
+        scale = scale_from_amax(amax)
         insert_qdq_pair(weight, scale, consumers=users, axis=axis if scale.ndim else None)
         return True
 
@@ -189,42 +190,19 @@ def _channels(node: ir.Node, weight: ir.Value) -> tuple[int, int]:
         dims = array.shape
     else:
         dims = tuple(shape)
-    if node.op_type == "Conv":
-        return int(dims[1]), int(dims[0])
-    if node.op_type == "ConvTranspose":
-        group = node.attributes.get("group")
-        return int(dims[0]), int(dims[1]) * (group.as_int() if group is not None else 1)
-    if node.op_type == "Gemm":
-        trans_b = node.attributes.get("transB")
-        if trans_b is not None and trans_b.as_int():
-            return int(dims[1]), int(dims[0])
-        return int(dims[0]), int(dims[1])
-    return (int(dims[-2]), int(dims[-1])) if len(dims) >= 2 else (int(dims[0]), 1)
+    return weight_channels(node, dims)
 
 
 def _head_layers(graph: ir.Graph) -> set[int]:
     """Weighted layers from which no other weighted layer is reachable: the detection head outputs."""
-    reaches_weighted: dict[int, bool] = {}
-    for node in reversed(list(graph)):
-        downstream = False
-        for value in node.outputs:
-            for user, _ in value.uses():
-                if weighted_rule(user) is not None or reaches_weighted.get(id(user), False):
-                    downstream = True
-        reaches_weighted[id(node)] = downstream
-    return {id(n) for n in graph if weighted_rule(n) is not None and not reaches_weighted[id(n)]}
+    reaches_weighted = nodes_reaching(graph, lambda node: weighted_op(node) is not None)
+    return {id(n) for n in graph if weighted_op(n) is not None and id(n) not in reaches_weighted}
 
 
 def _quantized_region(graph: ir.Graph, weighted: list[ir.Node]) -> set[int]:
     """Nodes from which a quantized weighted layer is reachable (their INT8 output would be used)."""
     targets = {id(n) for n in weighted}
-    region: set[int] = set()
-    for node in reversed(list(graph)):
-        for value in node.outputs:
-            for user, _ in value.uses():
-                if id(user) in targets or id(user) in region:
-                    region.add(id(node))
-    return region
+    return nodes_reaching(graph, lambda node: id(node) in targets)
 
 
 def _residual_input(node: ir.Node, quantized: set[int]) -> ir.Value | None:
@@ -243,7 +221,7 @@ def _residual_input(node: ir.Node, quantized: set[int]) -> ir.Value | None:
         producer = value.producer()
         return (
             producer is not None
-            and weighted_rule(producer) is not None
+            and weighted_op(producer) is not None
             and id(producer) in quantized
             and len(value.uses()) == 1
         )

@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
@@ -42,15 +41,14 @@ from qdq_compiler.ir.editing import (
     eliminate_dead_code,
     replace_value,
 )
+from qdq_compiler.ir.op_facts import default_opset, is_weight_quantizer, node_label, qdq_axis, quantized_type
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.ir.state import clear_value_state
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.activation_scales import AMAX_STATE
 from qdq_compiler.quant.decisions import forget_decisions
 from qdq_compiler.quant.float_view import dequantize
 from qdq_compiler.quant.imported import covering_amax, implied_clamp, record_imported_amax
-from qdq_compiler.targets.lint import node_label
-
-from .calibrate import AMAX_STATE  # relative: mypy checks passes/ as the package `passes`
 
 # Ops whose output is >= 0 whatever their input, and ops that keep every value of their data inputs'
 # range (so the output is >= 0 when those inputs are).
@@ -104,7 +102,7 @@ class StripQDQ(Pass):
         ranges: dict[int, tuple[ir.Value, float]] = {}  # by tensor: names may change while pairs go
         for node in list(graph):
             if is_quantize(node):
-                constant = constant_array(node.inputs[0]) is not None
+                constant = is_weight_quantizer(node)
                 source, amax, clamped = _remove_pair(graph, node)
                 stats["num-clamps-restored"] += clamped
                 if constant:
@@ -140,11 +138,6 @@ def _refuse_contrib_qdq(graph: ir.Graph) -> None:
             )
 
 
-def _axis(node: ir.Node) -> int:
-    attr = node.attributes.get("axis")
-    return attr.as_int() if attr is not None else 1
-
-
 def _check_not_blocked(node: ir.Node) -> None:
     block = node.attributes.get("block_size")
     if block is not None and block.as_int() > 0:
@@ -158,7 +151,7 @@ def _fold_dequantized_constant(graph: ir.Graph, dq: ir.Node, quantized: np.ndarr
     output name is kept)."""
     _check_not_blocked(dq)
     scale, zero = _constant_parameters(dq)
-    values = dequantize(quantized, scale, zero, _axis(dq))
+    values = dequantize(quantized, scale, zero, qdq_axis(dq))
     output = dq.outputs[0]
     constant = add_constant(graph, values, output.name or f"{input_of(dq, 0).name}_float")
     output.replace_all_uses_with(constant, replace_graph_outputs=True)
@@ -180,13 +173,10 @@ def _constant_parameters(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _quantized_dtype(q: ir.Node) -> np.dtype:
-    zero = zero_point_of(q)
-    if zero is not None:
-        return zero.dtype
-    attr = q.attributes.get("output_dtype")
-    if attr is not None and attr.as_int():
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(attr.as_int()))
-    return np.dtype(np.uint8)  # the ONNX default without a zero-point
+    """The integer type a Q produces: its zero-point's type, else `output_dtype`, else UINT8 (ONNX)."""
+    dtype = quantized_type(q)
+    assert dtype is not None, "a QuantizeLinear always has a quantized type"
+    return np.dtype(dtype.numpy())
 
 
 def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
@@ -313,7 +303,7 @@ def _insert_clamp(
     node_name = names.node(f"{base}_{op.lower()}")
     if op == "Relu":
         node = ir.Node("", "Relu", [source], outputs=[clamped], name=node_name)
-    elif graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 1)) < 11:  # bounds as attributes
+    elif default_opset(graph.opset_imports, missing=1) < 11:  # bounds as attributes
         attributes = [ir.AttrFloat32("min", bounds[0]), ir.AttrFloat32("max", bounds[1])]
         node = ir.Node("", "Clip", [source], attributes=attributes, outputs=[clamped], name=node_name)
     else:

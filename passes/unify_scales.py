@@ -22,9 +22,10 @@ import onnx_ir as ir
 
 from qdq_compiler.ir.qdq import axis_of, scale_of, set_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.quant.scale_groups import quantizers_of, scale_groups
 
-INT8_LEVELS = 127
+INT8_LEVELS = INT8_MAX  # levels on one side of zero
 
 
 @register_pass

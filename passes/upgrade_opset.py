@@ -24,9 +24,13 @@ import onnx_ir as ir
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model
 from qdq_compiler.ir.external import proto_for_tools, put_weights_back
+from qdq_compiler.ir.op_facts import (
+    FLOAT16_QDQ_MIN_OPSET,
+    FLOAT16_TYPES,
+    PER_CHANNEL_MIN_OPSET,
+    default_opset,
+)
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
-
-FLOAT16_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
 
 
 @register_pass
@@ -41,11 +45,11 @@ class UpgradeOpset(Pass):
 
     @dataclass(frozen=True)
     class Options:
-        min: int = 13
-        min_fp16: int = 19
+        min: int = PER_CHANNEL_MIN_OPSET
+        min_fp16: int = FLOAT16_QDQ_MIN_OPSET
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        current = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+        current = default_opset(model.opset_imports, missing=1)
         target = self.options.min
         if computes_in_float16(model.graph):
             target = max(target, self.options.min_fp16)

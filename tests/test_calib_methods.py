@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -284,3 +285,19 @@ def test_method_plan():
         parse_override("entropy")
     with pytest.raises(CalibrationMethodError, match="unknown calibration method"):
         MethodPlan("median")
+
+
+def test_method_options_are_typed_dataclasses_read_with_the_pass_option_grammar():
+    options = methods.method_options("percentile")
+    assert dataclasses.is_dataclass(options) and options().p == 99.99
+    assert [(f.name, f.default) for f in dataclasses.fields(methods.method_options("mse"))] == [
+        ("start_bin", 128),
+        ("stride", 1),
+    ]
+    spec = parse_method_spec("percentile{p=99}")  # typed: p is a float, so the text 99 means 99.0
+    assert spec.kwargs == {"p": 99.0} and isinstance(spec.kwargs["p"], float)
+    assert str(spec) == "percentile{p=99.0}" and parse_method_spec(str(spec)) == spec
+    with pytest.raises(CalibrationMethodError, match=r"bad option value '1\.5'.*expected an integer"):
+        parse_method_spec("entropy{stride=1.5}")  # start_bin and stride are integers
+    with pytest.raises(CalibrationMethodError, match="has no option 'q'"):
+        parse_method_spec("percentile{q=abc}")  # an unknown option is named before its value is read

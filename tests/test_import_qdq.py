@@ -13,9 +13,9 @@ from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import count_qdq, load_model, to_proto
 from qdq_compiler.ir.qdq import scale_of
 from qdq_compiler.models.yolov7_tiny import build_yolov7_tiny
-from qdq_compiler.passes.calibrate import activation_quantizers
 from qdq_compiler.pipelines import TRT_INT8_FROM_QDQ
 from qdq_compiler.pm import PassContext, PassManager
+from qdq_compiler.quant.activation_scales import activation_quantizers
 from qdq_compiler.quant.imported import covering_amax, imported_amax
 from qdq_compiler.targets import lint_model, predict_fusions
 

@@ -22,6 +22,7 @@ from qdq_compiler.ir import (
     to_proto,
     verify,
 )
+from qdq_compiler.ir.analysis import nodes_reaching
 from qdq_compiler.models import TEST_MODELS
 
 MODEL_NAMES = sorted(TEST_MODELS)
@@ -147,6 +148,14 @@ def test_networkx_view() -> None:
     view = to_networkx(_chain().graph)
     relu = next(n for n in view.nodes if n.op_type == "Relu")
     assert sorted(s.op_type for s in view.successors(relu)) == ["Abs", "Neg"]
+
+
+def test_nodes_reaching_a_target() -> None:
+    graph = _chain().graph
+    graph.sort()
+    by_id = {id(n): n.op_type for n in graph}
+    assert {by_id[i] for i in nodes_reaching(graph, lambda n: n.op_type == "Neg")} == {"Relu"}
+    assert nodes_reaching(graph, lambda n: n.op_type == "Sigmoid") == set()  # reads only the graph input
 
 
 def test_add_constant_names_are_unique() -> None:

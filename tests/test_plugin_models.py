@@ -13,7 +13,7 @@ from qdq_compiler.calib.collect import collect_statistics
 from qdq_compiler.calib.errors import CalibrationError
 from qdq_compiler.cli import main
 from qdq_compiler.ir import load_model
-from qdq_compiler.passes.calibrate import activation_quantizers
+from qdq_compiler.quant.activation_scales import activation_quantizers
 from qdq_compiler.targets import lint_model
 
 

@@ -13,9 +13,9 @@ from qdq_compiler.examples import image_like_batch
 from qdq_compiler.ir import dump, load_model, to_proto
 from qdq_compiler.ir.qdq import scale_of
 from qdq_compiler.models.yolov7_tiny import build_yolov7_tiny
-from qdq_compiler.passes.calibrate import activation_quantizers
 from qdq_compiler.pipelines import PREPARE, TRT_INT8_FROM_QDQ
 from qdq_compiler.pm import PassContext, PassManager
+from qdq_compiler.quant.activation_scales import activation_quantizers
 from qdq_compiler.quant.decisions import layer_decisions
 from qdq_compiler.quant.imported import imported_amax
 

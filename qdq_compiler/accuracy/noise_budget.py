@@ -32,6 +32,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from qdq_compiler.ir.op_facts import DEFAULT_QDQ_AXIS
+from qdq_compiler.quant.grid import integer_range
+
 __all__ = [
     "NoiseBudget",
     "noise_budget",
@@ -43,11 +46,14 @@ __all__ = [
 ]
 
 _INTEGER_RANGE: dict[int, tuple[int, int]] = {
-    onnx.TensorProto.INT8: (-128, 127),
-    onnx.TensorProto.UINT8: (0, 255),
-    onnx.TensorProto.INT16: (-32768, 32767),
-    onnx.TensorProto.UINT16: (0, 65535),
-    onnx.TensorProto.INT32: (-(2**31), 2**31 - 1),
+    data_type: integer_range(onnx.helper.tensor_dtype_to_np_dtype(data_type))
+    for data_type in (
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        onnx.TensorProto.INT16,
+        onnx.TensorProto.UINT16,
+        onnx.TensorProto.INT32,
+    )
 }
 
 
@@ -227,7 +233,7 @@ def _ratio(noise: float, signal: float) -> float:
 
 
 def _axis(node: onnx.NodeProto) -> int:
-    return next((a.i for a in node.attribute if a.name == "axis"), 1)
+    return next((a.i for a in node.attribute if a.name == "axis"), DEFAULT_QDQ_AXIS)
 
 
 def _zero_point_and_range(

@@ -26,15 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import hashlib
 import inspect
 import math
 import re
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 import numpy as np
+
+from qdq_compiler.errors import PipelineError
+from qdq_compiler.pm.options import format_value, kebab, parse_value, split_top_level
+from qdq_compiler.quant.grid import INT8_MAX
 
 from .errors import CalibrationMethodError
 from .histogram import TensorStats
@@ -56,8 +62,8 @@ __all__ = [
 ]
 
 AMAX_FLOOR = 1e-8
-NUM_LEVELS = 128  # 8-bit signed: 127 positive levels + zero
-QMAX = 127
+NUM_LEVELS = INT8_MAX + 1  # 8-bit signed: 127 positive levels + zero
+QMAX = INT8_MAX
 # Divergences closer than this (in nats) to the minimum count as ties (the last one wins).
 ENTROPY_TIE_TOLERANCE = 1e-12
 
@@ -255,12 +261,20 @@ def _check_positive_int(name: str, value: object) -> None:
 _METHODS: dict[str, MethodFn] = {}
 
 
+_OPTIONS: dict[str, type] = {}  # method name -> its options dataclass (typed fields, defaults)
+
+
 def register_method(name: str, fn: MethodFn) -> None:
-    """Register ``fn(stats, **params) -> float`` under ``name``; a name clash is an error."""
+    """Register ``fn(stats, **params) -> float`` under ``name``; a name clash is an error.
+
+    The keyword parameters after ``stats`` are the method's options: :func:`method_options` turns them into a
+    dataclass, and spec text is read with the pass-option grammar (``qdq_compiler.pm.options``).
+    """
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
         raise CalibrationMethodError(f"invalid calibration method name {name!r}")
     if name in _METHODS:
         raise CalibrationMethodError(f"calibration method {name!r} is already registered")
+    _OPTIONS[name] = _options_dataclass(name, fn)
     _METHODS[name] = fn
 
 
@@ -269,9 +283,37 @@ def available_methods() -> list[str]:
     return sorted(_METHODS)
 
 
-def _method_params(name: str) -> dict[str, inspect.Parameter]:
-    params = list(inspect.signature(_METHODS[name]).parameters.values())[1:]
-    return {p.name: p for p in params}
+def method_options(name: str) -> type:
+    """The options dataclass of a registered method, e.g. ``percentile`` -> fields ``p: float = 99.99``."""
+    options = _OPTIONS.get(name)
+    if options is None:
+        options = _OPTIONS[name] = _options_dataclass(name, _METHODS[name])
+    return options
+
+
+def _options_dataclass(name: str, fn: MethodFn) -> type:
+    """A frozen dataclass of ``fn``'s options: annotated types, else the type of the default.
+
+    An option with neither (``lambda stats, k: ...``) takes its type from the text (bool, int or float).
+    """
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):
+        hints = {}
+    fields = []
+    for param in list(inspect.signature(fn).parameters.values())[1:]:
+        default = param.default
+        annotation = hints.get(param.name)
+        if annotation is None and isinstance(default, bool | int | float):
+            annotation = type(default)
+        spec = field(default=default) if default is not inspect.Parameter.empty else field(default=None)
+        fields.append((param.name, annotation if annotation is not None else typing.Any, spec))
+    title = "".join(part.capitalize() for part in re.split(r"[-_]", name))
+    return dataclasses.make_dataclass(f"{title}Options", fields, frozen=True)
+
+
+def _method_params(name: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(method_options(name))}
 
 
 for _name, _fn in (
@@ -291,15 +333,7 @@ class MethodSpec:
     params: tuple[tuple[str, ParamValue], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.name not in _METHODS:
-            raise CalibrationMethodError(
-                f"unknown calibration method {self.name!r}; valid: {', '.join(available_methods())}"
-            )
-        accepted = _method_params(self.name)
-        for key, _ in self.params:
-            if key not in accepted:
-                valid = ", ".join(accepted) or "none"
-                raise CalibrationMethodError(f"method {self.name!r} has no option {key!r}; valid: {valid}")
+        _check_known(self.name, [key for key, _ in self.params])
         object.__setattr__(self, "params", tuple(sorted(dict(self.params).items())))
 
     @property
@@ -309,17 +343,38 @@ class MethodSpec:
     def __str__(self) -> str:
         if not self.params:
             return self.name
-        inner = ",".join(f"{key.replace('_', '-')}={_format_value(value)}" for key, value in self.params)
+        inner = ",".join(f"{kebab(key)}={format_value(value)}" for key, value in self.params)
         return f"{self.name}{{{inner}}}"
 
 
-def _format_value(value: ParamValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
+def _check_known(name: str, keys: Iterable[str]) -> None:
+    """CalibrationMethodError for an unknown method, or an option its dataclass does not have."""
+    if name not in _METHODS:
+        raise CalibrationMethodError(
+            f"unknown calibration method {name!r}; valid: {', '.join(available_methods())}"
+        )
+    accepted = _method_params(name)
+    for key in keys:
+        if key not in accepted:
+            valid = ", ".join(accepted) or "none"
+            raise CalibrationMethodError(f"method {name!r} has no option {key!r}; valid: {valid}")
 
 
-def _parse_value(text: str, spec: str) -> ParamValue:
+def _parse_option(name: str, key: str, text: str, spec: str) -> ParamValue:
+    """One option's text as the type its method declares (the pass-option value grammar)."""
+    annotation = typing.get_type_hints(method_options(name)).get(key, typing.Any)
+    if annotation is typing.Any:
+        return _infer_value(text, spec)
+    try:
+        return parse_value(text.strip(), annotation, f"{name}{{{kebab(key)}}}")
+    except PipelineError as exc:
+        raise CalibrationMethodError(
+            f"bad option value {text.strip()!r} in method spec {spec!r}: {exc}"
+        ) from None
+
+
+def _infer_value(text: str, spec: str) -> ParamValue:
+    """An untyped option's value: true/false, an integer or a number."""
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -344,17 +399,18 @@ def parse_method_spec(spec: str | MethodSpec) -> MethodSpec:
     if not match:
         raise CalibrationMethodError(f"malformed method spec {spec!r}; expected NAME or NAME{{KEY=VALUE}}")
     name, body = match.group(1).lower(), match.group(2)
-    params: dict[str, ParamValue] = {}
+    texts: dict[str, str] = {}
     if body is not None and body.strip():
-        for item in body.split(","):
+        for item in split_top_level(body, ","):
             key, sep, value = item.partition("=")
             key = key.strip().replace("-", "_")
             if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key):
                 raise CalibrationMethodError(f"malformed option {item.strip()!r} in method spec {spec!r}")
-            if key in params:
+            if key in texts:
                 raise CalibrationMethodError(f"option {key!r} given twice in method spec {spec!r}")
-            params[key] = _parse_value(value, spec)
-    return MethodSpec(name, tuple(params.items()))
+            texts[key] = value
+    _check_known(name, texts)  # an unknown method or option is reported before a bad value
+    return MethodSpec(name, tuple((key, _parse_option(name, key, text, spec)) for key, text in texts.items()))
 
 
 def compute_amax(stats: TensorStats, method: str | MethodSpec = "max", **params: ParamValue) -> float:

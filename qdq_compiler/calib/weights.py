@@ -10,7 +10,7 @@ from .errors import CalibrationMethodError
 from .histogram import DEFAULT_NUM_BINS, TensorStats
 from .methods import AMAX_FLOOR, MethodSpec, compute_amax, parse_method_spec
 
-# the output-channel axis itself: qdq_compiler.targets.trt_rules.WEIGHTED_OPS
+# the output-channel axis itself: qdq_compiler.ir.op_facts.WEIGHTED_OPS
 __all__ = ["ZERO_LAYER_AMAX", "per_channel_amax"]
 
 # amax of an all-zero channel when the whole weight is zero (no other channel to take a scale from)

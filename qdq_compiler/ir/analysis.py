@@ -1,8 +1,9 @@
-"""Read-only views of the IR for analyses: a networkx graph of nodes, op counts."""
+"""Read-only views of the IR for analyses: a networkx graph of nodes, reachability, op counts."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import networkx as nx
 import onnx_ir as ir
@@ -19,6 +20,19 @@ def to_networkx(graph: ir.Graph) -> nx.DiGraph:
                 if user.graph is graph:
                     view.add_edge(node, user, value=value.name)
     return view
+
+
+def nodes_reaching(graph: ir.Graph, is_target: Callable[[ir.Node], bool]) -> set[int]:
+    """ids of the nodes from which a target node is reachable along one or more edges (`graph` sorted).
+
+    One backward sweep: a node reaches a target when one of its users is a target or reaches one.
+    """
+    reaching: set[int] = set()
+    for node in reversed(list(graph)):
+        users = (user for value in node.outputs for user, _ in value.uses())
+        if any(is_target(user) or id(user) in reaching for user in users):
+            reaching.add(id(node))
+    return reaching
 
 
 def op_counts(graph: ir.Graph) -> Counter[str]:

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypeGuard
 
 import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.ir.editing import NameScope, add_constant, constant_array, insert_on_edge
+from qdq_compiler.ir.op_facts import DEQUANTIZE, QUANTIZE, is_dequantize, is_quantize, qdq_axis
 
-QUANTIZE = "QuantizeLinear"
-DEQUANTIZE = "DequantizeLinear"
-
-
-def is_quantize(node: ir.Node | None) -> TypeGuard[ir.Node]:
-    """True for an ONNX QuantizeLinear node."""
-    return node is not None and node.op_type == QUANTIZE and node.domain in ("", "ai.onnx")
-
-
-def is_dequantize(node: ir.Node | None) -> TypeGuard[ir.Node]:
-    """True for an ONNX DequantizeLinear node."""
-    return node is not None and node.op_type == DEQUANTIZE and node.domain in ("", "ai.onnx")
+__all__ = [
+    "DEQUANTIZE",
+    "QUANTIZE",
+    "axis_of",
+    "broadcast_scale",
+    "cast_scale",
+    "count_qdq",
+    "insert_qdq_pair",
+    "is_dequantize",
+    "is_quantize",
+    "scale_of",
+    "set_scale",
+    "zero_point_of",
+]
 
 
 def scale_of(node: ir.Node) -> np.ndarray | None:
@@ -39,8 +41,7 @@ def axis_of(node: ir.Node) -> int | None:
     scale = scale_of(node)
     if scale is None or scale.ndim == 0 or scale.size == 1:
         return None
-    attr = node.attributes.get("axis")
-    return attr.as_int() if attr is not None else 1
+    return qdq_axis(node)
 
 
 def count_qdq(graph: ir.Graph) -> tuple[int, int]:

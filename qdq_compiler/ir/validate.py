@@ -19,6 +19,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import ModelLoadError
+from qdq_compiler.ir.op_facts import gemm_transposes_a, gemm_transposes_b
 
 __all__ = ["check_graph_wiring", "check_tensor_data", "check_weighted_ranks", "rank_problem"]
 
@@ -237,10 +238,8 @@ def _gemm_problem(node: ir.Node, data: tuple | None, weight: tuple | None) -> st
             return f"input {which} has rank {len(shape)}; Gemm needs rank 2 (use MatMul for batched)"
     if data is None or weight is None:
         return ""
-    trans_a = node.attributes.get("transA")
-    trans_b = node.attributes.get("transB")
-    k_a = data[0] if trans_a is not None and trans_a.as_int() else data[1]
-    k_b = weight[1] if trans_b is not None and trans_b.as_int() else weight[0]
+    k_a = data[0] if gemm_transposes_a(node) else data[1]
+    k_b = weight[1] if gemm_transposes_b(node) else weight[0]
     if k_a is not None and k_b is not None and k_a != k_b:
         return f"A {list(data)} and B {list(weight)} disagree on the inner dimension ({k_a} vs {k_b})"
     return ""

@@ -9,6 +9,7 @@ import onnx_ir as ir
 from qdq_compiler.ir import eliminate_dead_code, to_proto
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import add_constant, constant_array
+from qdq_compiler.ir.op_facts import qdq_axis
 from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize
 
 
@@ -32,8 +33,7 @@ def float_view(model: ir.Model) -> onnx.ModelProto:
         if stored is None or scale is None:  # a computed scale: the DQ stays and runs
             continue
         zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-        axis_attr = node.attributes.get("axis")
-        weights = dequantize(stored, scale, zero, axis_attr.as_int() if axis_attr is not None else 1)
+        weights = dequantize(stored, scale, zero, qdq_axis(node))
         replacement = add_constant(graph, weights, f"{node.outputs[0].name}_float")
         node.outputs[0].replace_all_uses_with(replacement, replace_graph_outputs=True)
     eliminate_dead_code(graph)

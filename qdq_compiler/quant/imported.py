@@ -17,6 +17,7 @@ import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.state import model_state, set_model_state
+from qdq_compiler.quant.grid import integer_range
 
 IMPORTED_AMAX_STATE = "imported_amax"
 
@@ -25,12 +26,7 @@ IMPORTED_AMAX_STATE = "imported_amax"
 WHOLE_NUMBER_TOLERANCE = 1e-6  # relative, for float32 scales; a float16 scale carries ~1e-3 (see _tolerance)
 
 # (lowest, highest) integer a quantizer of this type represents
-_LEVELS = {
-    np.dtype(np.int8): (-128, 127),
-    np.dtype(np.uint8): (0, 255),
-    np.dtype(np.int16): (-32768, 32767),
-    np.dtype(np.uint16): (0, 65535),
-}
+_LEVELS = {np.dtype(dtype): integer_range(dtype) for dtype in (np.int8, np.uint8, np.int16, np.uint16)}
 
 
 def covering_amax(scale: np.ndarray, zero_point: np.ndarray | None, dtype: np.dtype) -> float:

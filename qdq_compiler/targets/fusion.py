@@ -27,9 +27,9 @@ import onnx_ir as ir
 
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.external import proto_for_tools
+from qdq_compiler.ir.op_facts import gemm_transposes_b, is_weight_qdq, node_label
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of
 from qdq_compiler.targets import trt_rules as rules
-from qdq_compiler.targets.lint import is_weight_qdq, node_label
 
 PREDICTION_NOTE = (
     "Prediction from an offline simulation of TensorRT's Q/DQ processing (no TensorRT build); "
@@ -551,8 +551,7 @@ def layer_macs(node: ir.Node, shapes: dict[str, tuple]) -> int | None:
         data = shapes.get(node.inputs[0].name or "") if node.inputs[0] is not None else None
         return None if data is None else _volume(data) * math.prod(weight[1:])
     if node.op_type == "Gemm" and out is not None and len(weight) == 2:
-        trans_b = node.attributes.get("transB")
-        k = weight[1] if trans_b is not None and trans_b.as_int() else weight[0]
+        k = weight[1] if gemm_transposes_b(node) else weight[0]
         return _volume(out) * k
     if node.op_type == "MatMul" and out is not None and len(weight) >= 2:
         return _volume(out) * weight[-2]

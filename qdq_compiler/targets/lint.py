@@ -14,8 +14,18 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
+from qdq_compiler.ir import op_facts
 from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.op_facts import (
+    default_opset,
+    is_weight_qdq,
+    node_label,
+    qdq_axis,
+    quantized_type,
+    value_dtype,
+)
 from qdq_compiler.ir.qdq import DEQUANTIZE, QUANTIZE, is_dequantize, is_quantize
+from qdq_compiler.quant.grid import INT8_WEIGHT_RANGE
 from qdq_compiler.targets import trt_rules as rules
 from qdq_compiler.targets.recipe import read_recipe
 
@@ -110,7 +120,7 @@ def lint_model(model: ir.Model) -> list[Violation]:
         if rule is not None:
             found.extend(_check_bias(node, rule))
             found.extend(_check_bias_overflow(node, rule))
-    if has_qdq and opset < rules.PER_CHANNEL_MIN_OPSET and not per_channel_below_13:
+    if has_qdq and opset < op_facts.PER_CHANNEL_MIN_OPSET and not per_channel_below_13:
         found.append(
             _warning(
                 "opset", "<model>", f"opset {opset} < 13: re-export at opset 13 or later for TensorRT Q/DQ"
@@ -135,16 +145,7 @@ def format_violations(violations: Iterable[Violation]) -> str:
 
 def onnx_opset(model: ir.Model) -> int:
     """The default-domain opset of the model (0 when absent)."""
-    imports = model.opset_imports or model.graph.opset_imports
-    return int(imports.get("", imports.get("ai.onnx", 0)))
-
-
-def node_label(node: ir.Node) -> str:
-    """The node's name, or `OpType(first output)` for unnamed nodes."""
-    if node.name:
-        return node.name
-    output = node.outputs[0].name if node.outputs else None
-    return f"{node.op_type}({output or '?'})"
+    return default_opset(model.opset_imports or model.graph.opset_imports)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -218,10 +219,10 @@ def _check_float16_opset(
     node: ir.Node, label: str, opset: int, float_type: ir.DataType | None, scale_type: ir.DataType | None
 ) -> list[Violation]:
     """float16/bfloat16 Q/DQ below opset 19, or a scale of another type than the tensor: invalid ONNX."""
-    found = sorted({t.name for t in (float_type, scale_type) if t in rules.FLOAT16_TYPES})
+    found = sorted({t.name for t in (float_type, scale_type) if t in op_facts.FLOAT16_TYPES})
     if not found:
         return []
-    if opset >= rules.FLOAT16_QDQ_MIN_OPSET:
+    if opset >= op_facts.FLOAT16_QDQ_MIN_OPSET:
         if float_type is None or scale_type is None or float_type == scale_type:
             return []
         side = "input" if is_quantize(node) else "output"
@@ -237,7 +238,7 @@ def _check_float16_opset(
         _error(
             "float16-qdq",
             label,
-            f"{node.op_type} on {'/'.join(found)} needs opset >= {rules.FLOAT16_QDQ_MIN_OPSET} "
+            f"{node.op_type} on {'/'.join(found)} needs opset >= {op_facts.FLOAT16_QDQ_MIN_OPSET} "
             f"(model has {opset}; opsets 13-18 take float32 only): run upgrade-opset{{min=19}}",
         )
     ]
@@ -265,8 +266,8 @@ def _check_type(node: ir.Node, label: str, opset: int) -> list[Violation]:
     if qtype == ir.DataType.UINT8:
         why = " (no zero-point nor output_dtype: ONNX defaults to uint8)" if _defaults_to_uint8(node) else ""
         return [_error("quant-type", label, f"UINT8 quantization{why}; TensorRT needs INT8")]
-    if qtype in rules.FP8_TYPES:
-        if opset >= rules.FP8_MIN_OPSET:
+    if qtype in op_facts.FP8_TYPES:
+        if opset >= op_facts.FP8_MIN_OPSET:
             return []
         return [_error("quant-type", label, f"{qtype.name} needs opset >= 19 (model has {opset})")]
     if qtype == ir.DataType.INT32 and is_dequantize(node):
@@ -316,7 +317,7 @@ def _check_weight_range(node: ir.Node, label: str) -> list[Violation]:
     array = constant_array(data)
     if array is None:
         return []
-    low = int(np.count_nonzero(array < rules.INT8_WEIGHT_RANGE[0]))
+    low = int(np.count_nonzero(array < INT8_WEIGHT_RANGE[0]))
     if not low:
         return []
     return [
@@ -331,15 +332,14 @@ def _check_weight_range(node: ir.Node, label: str) -> list[Violation]:
 
 def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int) -> list[Violation]:
     found: list[Violation] = []
-    if opset < rules.PER_CHANNEL_MIN_OPSET:
+    if opset < op_facts.PER_CHANNEL_MIN_OPSET:
         found.append(
             _error("opset", label, f"per-channel scale needs opset >= 13 for `axis` (model has {opset})")
         )
     if node.attributes.get("block_size") is not None and node.attributes["block_size"].as_int() > 0:
         found.append(_warning("axis", label, "blocked quantization (block_size) is for INT4 weights"))
         return found
-    axis_attr = node.attributes.get("axis")
-    axis = axis_attr.as_int() if axis_attr is not None else 1
+    axis = qdq_axis(node)
     shape = _data_shape(node)
     if scale.ndim != 1:
         found.append(_error("axis", label, f"per-channel scale must be 1-D, got shape {scale.shape}"))
@@ -354,7 +354,7 @@ def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int)
             found.append(
                 _error("axis", label, f"scale has {scale.size} values but axis {axis} has {dim} channels")
             )
-    if not _carries_constant(node):
+    if not is_weight_qdq(node):
         found.append(
             _error(
                 "per-channel-activation",
@@ -448,65 +448,13 @@ def _dequantize_scale(value: ir.Value | None) -> np.ndarray | None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Helpers shared with the fusion predictor
+# Helpers of the checks above (ONNX facts such as node_label and value_dtype: qdq_compiler.ir.op_facts)
 # ----------------------------------------------------------------------------------------------------
-
-
-def value_dtype(value: ir.Value | None) -> ir.DataType | None:
-    """Element type of a value: constant tensor dtype, declared type, or the producing Q's quantized type."""
-    if value is None:
-        return None
-    if value.const_value is not None and not value.is_graph_input():
-        return value.const_value.dtype
-    producer = value.producer()
-    if producer is not None and producer.op_type == "Constant":
-        attr = producer.attributes.get("value")
-        if attr is not None and attr.type == ir.AttributeType.TENSOR:
-            return attr.as_tensor().dtype
-    if value.dtype is not None:
-        return value.dtype
-    if is_quantize(producer):
-        return quantized_type(producer)
-    return None
-
-
-def quantized_type(node: ir.Node) -> ir.DataType | None:
-    """The integer/FP8 type a Q produces or a DQ consumes (None when it cannot be told)."""
-    zp_value = node.inputs[2] if len(node.inputs) > 2 else None
-    if zp_value is not None:
-        dtype = value_dtype(zp_value)
-        if dtype is not None:
-            return dtype
-    if is_quantize(node):
-        attr = node.attributes.get("output_dtype")
-        if attr is not None and attr.as_int():
-            return ir.DataType(attr.as_int())
-        return ir.DataType.UINT8
-    return value_dtype(node.inputs[0])
-
-
-def is_weight_qdq(node: ir.Node) -> bool:
-    """True for a Q/DQ of a constant: INT8 initializer -> DQ, or float constant -> Q -> DQ."""
-    return _carries_constant(node)
 
 
 def _defaults_to_uint8(node: ir.Node) -> bool:
     no_zp = len(node.inputs) <= 2 or node.inputs[2] is None
     return is_quantize(node) and no_zp and node.attributes.get("output_dtype") is None
-
-
-def _carries_constant(node: ir.Node) -> bool:
-    data = node.inputs[0]
-    if data is None:
-        return False
-    if data.const_value is not None and not data.is_graph_input():
-        return True
-    producer = data.producer()
-    if producer is None:
-        return False
-    if producer.op_type == "Constant":
-        return True
-    return is_dequantize(node) and is_quantize(producer) and _carries_constant(producer)
 
 
 def _data_shape(node: ir.Node) -> tuple | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
+from qdq_compiler.ir import op_facts
 from qdq_compiler.ir.editing import constant_array
 
 # Sources (section numbers refer to /work/shared/docs/tensorrt-qdq.md).
@@ -27,16 +28,7 @@ SRC_ONNX_TRT = "onnx-tensorrt docs/operators.md (tensorrt-qdq.md s3)"
 SRC_MODELOPT_COPY = "Model Optimizer modelopt/onnx/op_types.py copy_ops()"
 DERIVED = "qdqc: derived from the math of symmetric quantization (no NVIDIA page lists it)"
 
-# Quantized element types TensorRT builds from ONNX Q/DQ, and the opset each needs.
-INT8_MIN_OPSET = 10  # per-tensor QuantizeLinear/DequantizeLinear exist from opset 10
-PER_CHANNEL_MIN_OPSET = 13  # the `axis` attribute arrives in opset 13
-FP8_MIN_OPSET = 19  # FLOAT8 types in Q/DQ arrive in opset 19
-FLOAT16_QDQ_MIN_OPSET = 19  # float16/bfloat16 Q input, scale, DQ output arrive in opset 19 (13-18: float32)
-FLOAT16_TYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
-FP8_TYPES = frozenset(
-    {ir.DataType.FLOAT8E4M3FN, ir.DataType.FLOAT8E4M3FNUZ, ir.DataType.FLOAT8E5M2, ir.DataType.FLOAT8E5M2FNUZ}
-)
-INT8_WEIGHT_RANGE = (-127, 127)  # weights are symmetric; activations use [-128, 127]
+# The opsets Q/DQ features need and the float16/FP8 type sets are ONNX facts: qdq_compiler.ir.op_facts.
 INT32_MAX = 2**31 - 1  # a bias folded into the INT32 accumulator, bias / (s_in * s_w), must stay below this
 
 # QOperator-format and integer ops: TensorRT only imports the Q/DQ (QDQ) format.
@@ -73,37 +65,43 @@ QOPERATOR_OPS = frozenset(
 
 @dataclass(frozen=True)
 class WeightedOpRule:
-    """A linear op TensorRT runs in INT8 when its activation and weight inputs are dequantized INT8."""
+    """A linear op TensorRT runs in INT8 when its activation and weight inputs are dequantized INT8.
 
-    op_type: str
-    activation_input: int
-    weight_input: int
-    bias_input: int | None
-    axis_rule: str  # human-readable per-channel axis rule
+    Which input is the weight and which axis holds its output channels are ONNX facts
+    (``qdq_compiler.ir.op_facts.WeightedOp``); this rule adds that TensorRT quantizes it, and the source.
+    """
+
+    op: op_facts.WeightedOp
     source: str
+
+    @property
+    def op_type(self) -> str:
+        return self.op.op_type
+
+    @property
+    def activation_input(self) -> int:
+        return self.op.activation_input
+
+    @property
+    def weight_input(self) -> int:
+        return self.op.weight_input
+
+    @property
+    def bias_input(self) -> int | None:
+        return self.op.bias_input
+
+    @property
+    def axis_rule(self) -> str:
+        """The per-channel weight axis TensorRT wants (the output channels), in words."""
+        return self.op.axis_text
 
     def weight_axis(self, node: ir.Node, weight_rank: int | None) -> int | None:
         """The output-channel axis a per-channel weight scale must use for `node` (None when unknown)."""
-        if self.op_type == "Conv":
-            return 0
-        if self.op_type == "ConvTranspose":
-            return 1
-        if self.op_type == "Gemm":
-            trans_b = node.attributes.get("transB")
-            return 0 if trans_b is not None and trans_b.as_int() else 1
-        if self.op_type == "MatMul":
-            return None if weight_rank is None else weight_rank - 1
-        return None
+        return self.op.output_channel_axis(node, weight_rank)
 
 
 WEIGHTED_OPS: dict[str, WeightedOpRule] = {
-    rule.op_type: rule
-    for rule in (
-        WeightedOpRule("Conv", 0, 1, 2, "axis 0 (output channels of W[M, C/g, k...])", SRC_EXPLICIT),
-        WeightedOpRule("ConvTranspose", 0, 1, 2, "axis 1 (output channels of W[C, M/g, k...])", SRC_EXPLICIT),
-        WeightedOpRule("Gemm", 0, 1, 2, "axis 0 if transB=1 (B[N, K]), else axis 1 (B[K, N])", SRC_EXPLICIT),
-        WeightedOpRule("MatMul", 0, 1, None, "last axis of a constant B[..., K, N]", SRC_EXPLICIT),
-    )
+    op_type: WeightedOpRule(op, SRC_EXPLICIT) for op_type, op in op_facts.WEIGHTED_OPS.items()
 }
 MAC_OPS = frozenset(WEIGHTED_OPS)
 
