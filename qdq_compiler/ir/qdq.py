@@ -56,16 +56,18 @@ def insert_qdq_pair(
     consumers: Iterable[ir.Node] | None = None,
     axis: int | None = None,
     quant_dtype: type[np.integer] = np.int8,
+    names: NameScope | None = None,
 ) -> tuple[ir.Node, ir.Node]:
     """Insert QuantizeLinear -> DequantizeLinear on `value` for the chosen consumers (all if None).
 
     Zero-points are 0 (symmetric, as TensorRT requires). The scale takes the tensor's float type when that is
     float16/bfloat16 (ONNX opset 19 wants scale, input and DQ output in one type), else the dtype of `scale`.
-    Names derive from the tensor name: `<name>_quantized`, `<name>_dequantized`.
+    Names derive from the tensor name: `<name>_quantized`, `<name>_dequantized`. Pass the graph's `names`
+    scope when inserting many pairs (the Rewriter does): without it each call scans every name in the graph.
     """
     graph = value.graph
     assert graph is not None, "value is not in a graph"
-    names = NameScope(graph)
+    names = names if names is not None else NameScope(graph)
     base = value.name or "tensor"
     scale = _in_float_type_of(value, np.asarray(scale))
     scale_value = add_constant(graph, np.asarray(scale), names.value(f"{base}_scale"))
