@@ -225,3 +225,35 @@ def test_canonicalize_names_nodes_through_one_scope(monkeypatch: pytest.MonkeyPa
     assert result.statistics["num-nodes-named"] == 50
     assert [node.name for node in model.graph] == [f"Relu_{i}" for i in range(50)]
     assert scans[0] == 1
+
+
+THREE_TWINS = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 1, 2, 2] x) => (float[1, 1, 2, 2] y, float[1, 1, 2, 2] z, float[1, 1, 2, 2] v)
+  <float s = {0.1}, int8 zp = {0}, float[1, 1, 1, 1] w = {0.5}> {
+   q1 = QuantizeLinear(x, s, zp)
+   d1 = DequantizeLinear(q1, s, zp)
+   q2 = QuantizeLinear(x, s, zp)
+   d2 = DequantizeLinear(q2, s, zp)
+   q3 = QuantizeLinear(x, s, zp)
+   d3 = DequantizeLinear(q3, s, zp)
+   y = Conv(d1, w)
+   z = Conv(d2, w)
+   v = Conv(d3, w)
+}"""
+
+
+def test_cleanup_qdq_counts_each_merged_twin_once_and_keeps_the_numbers() -> None:
+    # Three equal Q->DQ pairs on x become one: 2 Qs and 2 DQs merged (the old hand loop counted each twin
+    # once from either side and redirected uses back and forth).
+    model = load_model(onnx.parser.parse_model(THREE_TWINS))
+    feeds = {"x": np.linspace(-1, 1, 4, dtype=np.float32).reshape(1, 1, 2, 2)}
+    before = run_outputs(to_proto(model), [feeds])
+    (cleanup,) = parse_pipeline("cleanup-qdq")
+    result = cleanup.run(model, PassContext())
+    assert result.statistics["num-duplicates-merged"] == 4
+    assert [node.op_type for node in model.graph] == ["QuantizeLinear", "DequantizeLinear"] + ["Conv"] * 3
+    after = run_outputs(to_proto(model), [feeds])
+    for name, expected in before.items():
+        np.testing.assert_array_equal(after[name], expected)
+    float_y = feeds["x"] * 0.5  # the float model: Conv by a 1x1 weight of 0.5
+    np.testing.assert_allclose(after["y"], float_y, atol=0.1 * 0.5 / 2 + 1e-7)
