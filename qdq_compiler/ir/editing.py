@@ -71,7 +71,8 @@ class NameScope:
 def add_constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
     """Register `array` as an initializer named `name` (made unique) and return its value."""
     unique = name if name not in graph.initializers else NameScope(graph).value(name)
-    tensor = ir.tensor(np.asarray(array, order="C"), name=unique)
+    # ir.Tensor directly: what ir.tensor() makes of an ndarray, without its slow protocol isinstance checks
+    tensor = ir.Tensor(np.asarray(array, order="C"), name=unique)
     value = ir.Value(name=unique, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype))
     value.const_value = tensor
     graph.register_initializer(value)
