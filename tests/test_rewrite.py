@@ -257,3 +257,22 @@ def test_cleanup_qdq_counts_each_merged_twin_once_and_keeps_the_numbers() -> Non
         np.testing.assert_array_equal(after[name], expected)
     float_y = feeds["x"] * 0.5  # the float model: Conv by a 1x1 weight of 0.5
     np.testing.assert_allclose(after["y"], float_y, atol=0.1 * 0.5 / 2 + 1e-7)
+
+
+def test_rewriter_set_scale_names_a_shared_scale_from_its_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three Q/DQ groups read one scale constant: the first two get new constants, named without a rescan;
+    # the last is then the only reader and is updated in place.
+    model = load_model(onnx.parser.parse_model(THREE_TWINS))
+    rewriter = Rewriter(model.graph)
+    scans = _count_name_scans(monkeypatch)
+    recorder = _Recorder()
+    rewriter.listeners.append(recorder)
+    quantizers = [node for node in model.graph if node.op_type == "QuantizeLinear"]
+    for index, quantize in enumerate(quantizers):
+        rewriter.set_scale(quantize, np.float32(0.25 * (index + 1)))
+    assert scans[0] == 0
+    assert [q.inputs[1].name for q in quantizers] == ["x_scale", "x_scale_1", "s"]
+    assert len([e for e in recorder.events if e[0] == "changed"]) == 6  # each Q and its DQ
+    feeds = {"x": np.linspace(-1, 1, 4, dtype=np.float32).reshape(1, 1, 2, 2)}
+    outputs = run_outputs(to_proto(model), [feeds])
+    np.testing.assert_allclose(outputs["v"], feeds["x"] * 0.5, atol=0.75 * 0.5 / 2 + 1e-7)

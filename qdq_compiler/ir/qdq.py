@@ -93,10 +93,11 @@ def insert_qdq_pair(
     return quantize, dequantize
 
 
-def set_scale(quantize: ir.Node, scale: np.ndarray) -> None:
+def set_scale(quantize: ir.Node, scale: np.ndarray, names: NameScope | None = None) -> None:
     """Give a Q node and every DQ reading it a new scale (dtype of the old scale kept).
 
-    The scale constant is updated in place when only this Q/DQ group reads it, else a new one is made.
+    The scale constant is updated in place when only this Q/DQ group reads it, else a new one is made
+    (named from `names`, the graph's scope, when given; else from a scan of the graph's names).
     """
     graph = quantize.graph
     assert graph is not None, "node is not in a graph"
@@ -110,7 +111,8 @@ def set_scale(quantize: ir.Node, scale: np.ndarray) -> None:
         old.const_value = ir.tensor(array, name=old.name)
         return
     base = quantize.inputs[0].name if quantize.inputs[0] is not None and quantize.inputs[0].name else "tensor"
-    new = add_constant(graph, array, NameScope(graph).value(f"{base}_scale"))
+    names = names if names is not None else NameScope(graph)
+    new = add_constant(graph, array, names.value(f"{base}_scale"))
     quantize.replace_input_with(1, new)
     for user in dequantizers:
         user.replace_input_with(1, new)

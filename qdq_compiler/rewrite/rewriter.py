@@ -17,7 +17,7 @@ import onnx_ir as ir
 from onnx_ir.convenience import convert_attributes
 
 from qdq_compiler.ir.editing import NameScope, add_constant, dead_nodes, replace_value, unused_initializers
-from qdq_compiler.ir.qdq import insert_qdq_pair
+from qdq_compiler.ir.qdq import insert_qdq_pair, set_scale
 
 logger = logging.getLogger("qdqc")
 
@@ -90,6 +90,13 @@ class Rewriter:
             if id(user) in before:
                 self._changed(user)
         return quantize, dequantize
+
+    def set_scale(self, quantize: ir.Node, scale: np.ndarray) -> None:
+        """A new scale for a Q node and the DQs reading it; see `qdq_compiler.ir.qdq.set_scale`."""
+        set_scale(quantize, scale, names=self.names)
+        self.modified = True
+        self._changed(quantize)
+        self._changed_all(user for user, _ in quantize.outputs[0].uses())
 
     # -- replacing ---------------------------------------------------------------------------------------
 
