@@ -15,7 +15,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--update-golden",
         action="store_true",
         default=False,
-        help="Rewrite golden/*.expected files from the current output instead of comparing.",
+        help="Rewrite golden/*.expected files from the current output instead of comparing "
+        "(CHECK-style cases have no .expected: their checks run as usual and nothing is written).",
     )
 
 

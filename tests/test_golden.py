@@ -1,4 +1,5 @@
-"""Golden tests: run each golden/ case's pipeline and compare the dump with its .expected file."""
+"""Golden tests: run each golden/ case's pipeline; compare the dump with its .expected file, or run the case's
+CHECK lines on it (CHECK-style cases have no .expected file and --update-golden never writes one)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qdq_compiler.golden import discover, unified_diff
+from qdq_compiler.golden import discover
 
 GOLDEN_ROOT = Path(__file__).resolve().parent.parent / "golden"
 CASES = discover(GOLDEN_ROOT)
@@ -18,17 +19,22 @@ def test_golden_cases_exist() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.case_id for c in CASES])
 def test_golden(case, update_golden: bool) -> None:
-    actual = case.run()
-    if update_golden:
-        case.expected_path.write_text(actual)
-        return
-    assert case.expected_path.exists(), f"{case.expected_path} missing: run pytest --update-golden"
-    expected = case.expected_path.read_text()
-    if actual != expected:
-        pytest.fail("golden mismatch:\n" + unified_diff(expected, actual, case.case_id), pytrace=False)
+    failure = case.verify(case.run(), update=update_golden)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.case_id for c in CASES])
+def test_check_cases_have_no_stale_snapshot() -> None:
+    """A file of CHECK-style cases has no .expected beside it (a leftover would look like a checked dump)."""
+    stale = sorted({str(c.expected_path) for c in CASES if c.checks and c.expected_path.exists()})
+    assert not stale, f"CHECK-style cases with a leftover .expected file: {stale}"
+
+
+# One idempotency run per distinct input and pipeline (the sections of a CHECK file share theirs).
+RUNS = list({c.run_key: c for c in CASES}.values())
+
+
+@pytest.mark.parametrize("case", RUNS, ids=[c.case_id for c in RUNS])
 def test_golden_is_idempotent(case) -> None:
     """Running the case's last pass again on its own output changes nothing."""
     from qdq_compiler.ir import dump
