@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from qdq_compiler.ir import bypass_node, eliminate_dead_code
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.rewrite import RewritePattern, Rewriter, apply_patterns_greedily
 
 
 @register_pass
@@ -31,34 +31,77 @@ class Canonicalize(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
-        result = PassResult(modified=False)
-        stats = result.statistics
-        for node in list(graph):
-            if self.options.remove_identity and _is_op(node, "Identity") and _bypass(node):
-                stats["num-identity-removed"] += 1
-            elif self.options.remove_dropout and _is_inference_dropout(node) and _bypass(node):
-                stats["num-dropout-removed"] += 1
-            elif self.options.hoist_constants and _is_op(node, "Constant") and _hoist_constant(graph, node):
-                stats["num-constants-hoisted"] += 1
+        patterns: list[RewritePattern] = []
+        if self.options.remove_identity:
+            patterns.append(RemoveIdentity())
+        if self.options.remove_dropout:
+            patterns.append(RemoveInferenceDropout())
+        if self.options.hoist_constants:
+            patterns.append(HoistConstant())
+        rewriter = Rewriter(graph)
+        if patterns:
+            apply_patterns_greedily(graph, patterns, rewriter=rewriter)
+        stats = rewriter.statistics
         if self.options.merge_duplicate_constants:
-            stats["num-duplicate-constants-merged"] += merge_duplicate_initializers(graph)
+            stats["num-duplicate-constants-merged"] += merge_duplicate_initializers(rewriter)
         if self.options.remove_dead_code:
-            stats["num-dead-removed"] += eliminate_dead_code(graph)
+            stats["num-dead-removed"] += rewriter.eliminate_dead_code()
         if self.options.name_nodes:
-            stats["num-nodes-named"] += name_unnamed_nodes(graph)
-        result.modified = any(stats.values())
-        return result
+            stats["num-nodes-named"] += name_unnamed_nodes(rewriter)
+        return PassResult(modified=any(stats.values()), statistics=stats)
 
 
 def _is_op(node: ir.Node, op_type: str) -> bool:
     return node.op_type == op_type and node.domain in ("", "ai.onnx")
 
 
-def _bypass(node: ir.Node) -> bool:
-    """Remove a pass-through node if it can go; say whether it went."""
-    graph = node.graph
-    bypass_node(node)
-    return node.graph is not graph
+def _bypass(node: ir.Node, rewriter: Rewriter) -> bool:
+    """Remove a pass-through node (its first output equals its first input) if it can go."""
+    source = node.inputs[0]
+    if source is None:
+        return rewriter.notify_match_failure(node, "no input")
+    output = node.outputs[0]
+    if output.is_graph_output() and (source.is_graph_input() or source.is_graph_output()):
+        # Two graph boundary values cannot be merged; an explicit Identity has to stay.
+        if node.op_type == "Identity":
+            return rewriter.notify_match_failure(node, "joins a graph input or output to a graph output")
+        rewriter.replace_op(node, "Identity", [source], num_outputs=1)
+        return True
+    if output.is_graph_output() and source.is_initializer():
+        return rewriter.notify_match_failure(node, "copies an initializer to a graph output")
+    if output.is_graph_output():
+        # The graph output name is the model's interface: give it to the surviving value.
+        rewriter.replace_value(output, source)
+    else:
+        rewriter.replace_all_uses(output, source)
+    rewriter.erase(node)
+    return True
+
+
+class RemoveIdentity(RewritePattern):
+    """Identity(x) -> x."""
+
+    anchor_op = "Identity"
+
+    def match_and_rewrite(self, node: ir.Node, rewriter: Rewriter) -> bool:
+        if not _bypass(node, rewriter):
+            return False
+        rewriter.count("num-identity-removed")
+        return True
+
+
+class RemoveInferenceDropout(RewritePattern):
+    """Dropout(x) -> x when it is the identity at inference."""
+
+    anchor_op = "Dropout"
+
+    def match_and_rewrite(self, node: ir.Node, rewriter: Rewriter) -> bool:
+        if not _is_inference_dropout(node):
+            return rewriter.notify_match_failure(node, "mask used or training mode on")
+        if not _bypass(node, rewriter):
+            return False
+        rewriter.count("num-dropout-removed")
+        return True
 
 
 def _is_inference_dropout(node: ir.Node) -> bool:
@@ -74,28 +117,36 @@ def _is_inference_dropout(node: ir.Node) -> bool:
     return flag is not None and not bool(flag)
 
 
-def _hoist_constant(graph: ir.Graph, node: ir.Node) -> bool:
-    """Turn a Constant node holding a tensor into an initializer of the same name."""
-    output = node.outputs[0]
-    if output.is_graph_output() or not output.name or output.name in graph.initializers:
-        return False
-    attr = node.attributes.get("value")
-    if attr is None or attr.type != ir.AttributeType.TENSOR:
-        return False
-    tensor = attr.as_tensor()
-    replacement = ir.Value(name=None, shape=ir.Shape(tensor.shape.numpy()), type=ir.TensorType(tensor.dtype))
-    replacement.const_value = tensor
-    output.replace_all_uses_with(replacement)
-    name = output.name
-    graph.remove(node, safe=True)
-    replacement.name = name
-    tensor.name = name
-    graph.register_initializer(replacement)
-    return True
+class HoistConstant(RewritePattern):
+    """A Constant node holding a tensor becomes an initializer of the same name."""
+
+    anchor_op = "Constant"
+
+    def match_and_rewrite(self, node: ir.Node, rewriter: Rewriter) -> bool:
+        output = node.outputs[0]
+        if output.is_graph_output() or not output.name or output.name in rewriter.graph.initializers:
+            return rewriter.notify_match_failure(node, "graph output, unnamed, or its name is an initializer")
+        attr = node.attributes.get("value")
+        if attr is None or attr.type != ir.AttributeType.TENSOR:
+            return rewriter.notify_match_failure(node, "holds no tensor value")
+        tensor = attr.as_tensor()
+        replacement = ir.Value(
+            name=None, shape=ir.Shape(tensor.shape.numpy()), type=ir.TensorType(tensor.dtype)
+        )
+        replacement.const_value = tensor
+        rewriter.replace_all_uses(output, replacement)
+        name = output.name
+        rewriter.erase(node)
+        replacement.name = name
+        tensor.name = name
+        rewriter.add_initializer(replacement)
+        rewriter.count("num-constants-hoisted")
+        return True
 
 
-def merge_duplicate_initializers(graph: ir.Graph) -> int:
+def merge_duplicate_initializers(rewriter: Rewriter) -> int:
     """Point every use of an initializer at the first one with equal dtype, shape and bytes."""
+    graph = rewriter.graph
     first_by_content: dict[tuple, ir.Value] = {}
     merged = 0
     for name in list(graph.initializers):
@@ -108,23 +159,17 @@ def merge_duplicate_initializers(graph: ir.Graph) -> int:
         kept = first_by_content.setdefault(key, value)
         if kept is value:
             continue
-        value.replace_all_uses_with(kept)
-        graph.initializers.pop(name)
+        rewriter.replace_all_uses(value, kept)
+        rewriter.remove_initializer(value)
         merged += 1
     return merged
 
 
-def name_unnamed_nodes(graph: ir.Graph) -> int:
+def name_unnamed_nodes(rewriter: Rewriter) -> int:
     """Give nodes without a name a stable one (`<op_type>_<n>`): reports and exclusions refer to names."""
-    taken = {node.name for node in graph if node.name}
     named = 0
-    for node in graph:
-        if node.name:
-            continue
-        index = 0
-        while f"{node.op_type}_{index}" in taken:
-            index += 1
-        node.name = f"{node.op_type}_{index}"
-        taken.add(node.name)
-        named += 1
+    for node in rewriter.graph:
+        if not node.name:
+            rewriter.set_name(node, rewriter.names.numbered_node(node.op_type))
+            named += 1
     return named

@@ -8,10 +8,18 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.ir.access import input_of
-from qdq_compiler.ir.editing import eliminate_dead_code
 from qdq_compiler.ir.op_facts import is_activation_quantizer, weighted_op
-from qdq_compiler.ir.qdq import axis_of, is_dequantize, is_quantize, scale_of, zero_point_of
+from qdq_compiler.ir.qdq import (
+    DEQUANTIZE,
+    QUANTIZE,
+    axis_of,
+    is_dequantize,
+    is_quantize,
+    scale_of,
+    zero_point_of,
+)
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.rewrite import RewritePattern, Rewriter, apply_patterns_greedily
 from qdq_compiler.targets.trt_rules import INT8_CAPABLE_OPS, commuting_rule
 
 
@@ -30,16 +38,24 @@ class CleanupQDQ(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
-        result = PassResult(modified=False)
-        stats = result.statistics
-        if self.options.merge_duplicates:
-            stats["num-duplicates-merged"] += _merge_duplicates(graph)
-        if self.options.cancel_requantize:
-            stats["num-requantize-cancelled"] += _cancel_equal_dq_q(graph)
-        if self.options.drop_unused:
-            stats["num-unused-pairs-dropped"] += _drop_pairs_feeding_no_quantizable_op(graph)
-        if any(stats.values()):
-            eliminate_dead_code(graph)
+        rewriter = Rewriter(graph)
+        # One phase after the other, each to its fixpoint: merging first gives cancelling one pair to look at.
+        phases: list[tuple[bool, str, list[RewritePattern]]] = [
+            (
+                self.options.merge_duplicates,
+                "num-duplicates-merged",
+                [MergeDuplicate(QUANTIZE), MergeDuplicate(DEQUANTIZE)],
+            ),
+            (self.options.cancel_requantize, "num-requantize-cancelled", [CancelRequantize()]),
+            (self.options.drop_unused, "num-unused-pairs-dropped", [DropPairFeedingNoQuantizableOp()]),
+        ]
+        for enabled, counter, patterns in phases:
+            if enabled:
+                rewriter.count(counter, 0)
+                apply_patterns_greedily(graph, patterns, rewriter=rewriter)
+        result = PassResult(modified=False, statistics=rewriter.statistics)
+        if any(rewriter.statistics.values()):
+            rewriter.eliminate_dead_code()
             result.modified = True
         return result
 
@@ -59,33 +75,45 @@ def _same_quantizer(a: ir.Node, b: ir.Node) -> bool:
     return axis_of(a) == axis_of(b)
 
 
-def _merge_duplicates(graph: ir.Graph) -> int:
-    """Two Qs (or two DQs) reading one value with equal parameters become one."""
-    merged = 0
-    for node in list(graph):
-        if node.graph is not graph or not (is_quantize(node) or is_dequantize(node)):
-            continue
-        source = input_of(node, 0)
-        for user, index in list(source.uses()):
-            if user is node or index != 0 or user.op_type != node.op_type or user.graph is not graph:
+def _is_live(value: ir.Value) -> bool:
+    return bool(value.uses()) or value.is_graph_output()
+
+
+class MergeDuplicate(RewritePattern):
+    """Two Qs (or two DQs) reading one value with equal parameters become one: the one visited first
+    hands its uses to a live twin, so the last of a group survives and dead twins go with dead code."""
+
+    def __init__(self, op_type: str) -> None:
+        self.anchor_op = op_type
+
+    def match_and_rewrite(self, node: ir.Node, rewriter: Rewriter) -> bool:
+        output = node.outputs[0]
+        if output.is_graph_output() or not output.uses():
+            return rewriter.notify_match_failure(node, "output is a graph output or unused")
+        for user, index in input_of(node, 0).uses():
+            if user is node or index != 0 or user.op_type != node.op_type or user.graph is not node.graph:
                 continue
-            if _same_quantizer(node, user) and not user.outputs[0].is_graph_output():
-                user.outputs[0].replace_all_uses_with(node.outputs[0])
-                merged += 1
-    return merged
+            if _is_live(user.outputs[0]) and _same_quantizer(node, user):
+                rewriter.replace_all_uses(output, user.outputs[0])
+                rewriter.count("num-duplicates-merged")
+                return True
+        return rewriter.notify_match_failure(node, "no live twin with equal parameters")
 
 
-def _cancel_equal_dq_q(graph: ir.Graph) -> int:
+class CancelRequantize(RewritePattern):
     """Q(DQ(x)) with equal per-tensor parameters is x."""
-    cancelled = 0
-    for node in list(graph):
-        if not is_quantize(node) or node.outputs[0].is_graph_output():
-            continue
+
+    anchor_op = QUANTIZE
+
+    def match_and_rewrite(self, node: ir.Node, rewriter: Rewriter) -> bool:
+        if node.outputs[0].is_graph_output():
+            return rewriter.notify_match_failure(node, "output is a graph output")
         producer = node.inputs[0].producer() if node.inputs[0] is not None else None
-        if is_dequantize(producer) and axis_of(node) is None and _same_quantizer(producer, node):
-            node.outputs[0].replace_all_uses_with(input_of(producer, 0))
-            cancelled += 1
-    return cancelled
+        if not is_dequantize(producer) or axis_of(node) is not None or not _same_quantizer(producer, node):
+            return rewriter.notify_match_failure(node, "not a per-tensor DQ->Q with equal parameters")
+        rewriter.replace_all_uses(node.outputs[0], input_of(producer, 0))
+        rewriter.count("num-requantize-cancelled")
+        return True
 
 
 def _feeds_quantizable(value: ir.Value, seen: set[int] | None = None) -> bool:
@@ -102,17 +130,17 @@ def _feeds_quantizable(value: ir.Value, seen: set[int] | None = None) -> bool:
     return False
 
 
-def _drop_pairs_feeding_no_quantizable_op(graph: ir.Graph) -> int:
-    """Bypass activation Q->DQ pairs whose DQ output reaches no op that could use INT8."""
-    dropped = 0
-    for node in list(graph):
-        if not is_dequantize(node) or node.graph is not graph:
-            continue
+class DropPairFeedingNoQuantizableOp(RewritePattern):
+    """Bypass an activation Q->DQ pair whose DQ output reaches no op that could use INT8."""
+
+    anchor_op = DEQUANTIZE
+
+    def match_and_rewrite(self, node: ir.Node, rewriter: Rewriter) -> bool:
         quantize = node.inputs[0].producer() if node.inputs[0] is not None else None
         if not is_activation_quantizer(quantize):
-            continue
+            return rewriter.notify_match_failure(node, "not the DQ of an activation Q->DQ pair")
         if node.outputs[0].is_graph_output() or _feeds_quantizable(node.outputs[0]):
-            continue
-        node.outputs[0].replace_all_uses_with(input_of(quantize, 0))
-        dropped += 1
-    return dropped
+            return rewriter.notify_match_failure(node, "feeds a graph output or a quantizable op")
+        rewriter.replace_all_uses(node.outputs[0], input_of(quantize, 0))
+        rewriter.count("num-unused-pairs-dropped")
+        return True

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from qdq_compiler.ir.editing import constant_array, remove_unused_initializers
+from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import weighted_op
 from qdq_compiler.ir.qdq import broadcast_scale
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -29,10 +29,8 @@ class FoldBatchNorm(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         rewriter = apply_patterns_greedily(model.graph, [FoldBatchNormPattern()])
-        for where, reason in rewriter.match_failures:
-            ctx.logger.debug("fold-bn: not folded at %s: %s", where, reason)
         if rewriter.modified:
-            rewriter.count("num-initializers-removed", remove_unused_initializers(model.graph))
+            rewriter.count("num-initializers-removed", rewriter.remove_unused_initializers())
         return PassResult(modified=rewriter.modified, statistics=rewriter.statistics)
 
 

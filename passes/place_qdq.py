@@ -22,14 +22,15 @@ import onnx_ir as ir
 
 from qdq_compiler.calib.weights import per_channel_amax
 from qdq_compiler.ir.analysis import nodes_reaching
-from qdq_compiler.ir.editing import NameScope, add_constant, constant_array
+from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import weight_channels, weighted_op
-from qdq_compiler.ir.qdq import insert_qdq_pair, is_dequantize
+from qdq_compiler.ir.qdq import is_dequantize
 from qdq_compiler.ir.validate import check_weighted_ranks
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.decisions import LayerDecision, record_decisions
 from qdq_compiler.quant.grid import scale_from_amax
 from qdq_compiler.quant.placement_warnings import warn_placement
+from qdq_compiler.rewrite import Rewriter
 
 POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 PLACEHOLDER_SCALE = np.float32(1.0)
@@ -62,6 +63,7 @@ class PlaceQDQ(Pass):
         graph.sort()
         check_weighted_ranks(graph, "the model")  # ranks known only after shape inference
         result = PassResult(modified=False)
+        rewriter = Rewriter(graph)  # one naming scope for every pair inserted below
         decided = self._decide(graph)
         warn_placement(decided, self.options.exclude, self.options.exclude_ops, ctx)
         record_decisions(model, [decision for _, decision in decided])
@@ -86,10 +88,10 @@ class PlaceQDQ(Pass):
             if residual is not None:
                 want(residual, node)
         for value, consumers in activation_uses.values():
-            insert_qdq_pair(value, PLACEHOLDER_SCALE, consumers=consumers)
+            rewriter.insert_qdq_pair(value, PLACEHOLDER_SCALE, consumers=consumers)
             result.statistics["num-activation-qdq-inserted"] += 1
         for node in weighted:
-            if self._quantize_weight(node, quantized):
+            if self._quantize_weight(node, quantized, rewriter):
                 result.statistics["num-weight-qdq-inserted"] += 1
         result.statistics["num-layers-int8"] = len(quantized)
         result.statistics["num-layers-float"] = len(decided) - len(quantized)
@@ -122,7 +124,7 @@ class PlaceQDQ(Pass):
             decisions.append((node, decision))
         return decisions
 
-    def _quantize_weight(self, node: ir.Node, int8_layers: set[int]) -> bool:
+    def _quantize_weight(self, node: ir.Node, int8_layers: set[int], rewriter: Rewriter) -> bool:
         """Per-channel Q/DQ on the constant float weight of `node`, shared by the INT8 layers reading it; a
         float layer sharing the weight keeps reading the float initializer."""
         rule = weighted_op(node)
@@ -132,16 +134,16 @@ class PlaceQDQ(Pass):
         if weight is None or array is None or _already_dequantized(weight):
             return False
         users = [user for user, _ in weight.uses() if id(user) in int8_layers]
-        weight, array, per_channel = _matmul_weight_as_matrix(weight, array, users)
+        weight, array, per_channel = _matmul_weight_as_matrix(weight, array, users, rewriter)
         axis = rule.output_channel_axis(node, array.ndim) if per_channel else None
         amax = per_channel_amax(array, axis, self.options.weight_method)
         scale = scale_from_amax(amax)
-        insert_qdq_pair(weight, scale, consumers=users, axis=axis if scale.ndim else None)
+        rewriter.insert_qdq_pair(weight, scale, consumers=users, axis=axis if scale.ndim else None)
         return True
 
 
 def _matmul_weight_as_matrix(
-    weight: ir.Value, array: np.ndarray, users: list[ir.Node]
+    weight: ir.Value, array: np.ndarray, users: list[ir.Node], rewriter: Rewriter
 ) -> tuple[ir.Value, np.ndarray, bool]:
     """The weight to quantize for `users`, its array, and whether it can be per-channel.
 
@@ -159,15 +161,12 @@ def _matmul_weight_as_matrix(
     squeezable = array.ndim > 2 and all(dim == 1 for dim in array.shape[:-2])
     if not squeezable or not all(_rank(user.inputs[0]) >= array.ndim for user in users):
         return weight, array, False
-    graph = weight.graph
-    assert graph is not None, "a weight read by graph nodes belongs to their graph"
     matrix = array.reshape(array.shape[-2:])
-    matrix_value = add_constant(graph, matrix, NameScope(graph).value(f"{weight.name or 'weight'}_matrix"))
+    matrix_value = rewriter.add_constant(matrix, f"{weight.name or 'weight'}_matrix")
     for user in users:
-        user.replace_input_with(1, matrix_value)
-    name = weight.name
-    if not weight.uses() and not weight.is_graph_output() and name is not None and name in graph.initializers:
-        graph.initializers.pop(name)
+        rewriter.set_input(user, 1, matrix_value)
+    if not weight.uses() and not weight.is_graph_output() and weight.is_initializer():
+        rewriter.remove_initializer(weight)
     return matrix_value, matrix, True
 
 

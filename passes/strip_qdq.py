@@ -100,10 +100,11 @@ class StripQDQ(Pass):
                 _fold_dequantized_constant(graph, node, quantized)
                 stats["num-constants-dequantized"] += 1
         ranges: dict[int, tuple[ir.Value, float]] = {}  # by tensor: names may change while pairs go
+        names = NameScope(graph)  # one scan for every clamp inserted below
         for node in list(graph):
             if is_quantize(node):
                 constant = is_weight_quantizer(node)
-                source, amax, clamped = _remove_pair(graph, node)
+                source, amax, clamped = _remove_pair(graph, node, names)
                 stats["num-clamps-restored"] += clamped
                 if constant:
                     stats["num-fake-quantized-constants"] += 1
@@ -179,7 +180,7 @@ def _quantized_dtype(q: ir.Node) -> np.dtype:
     return np.dtype(dtype.numpy())
 
 
-def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
+def _remove_pair(graph: ir.Graph, q: ir.Node, names: NameScope) -> tuple[ir.Value, float, bool]:
     """Make the DQs after ``q`` disappear; return the float tensor their users now read, the pair's covering
     amax, and whether a Relu or Clip re-creates the clamp the pair applied."""
     _check_not_blocked(q)
@@ -209,7 +210,7 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
     clamp = implied_clamp(scale, zero, _quantized_dtype(q))
     clamped = clamp is not None and constant_array(source) is None and not _already_clamped(source, clamp)
     if clamp is not None and clamped:
-        source = _insert_clamp(graph, q, clamp, scale.dtype)
+        source = _insert_clamp(graph, q, clamp, scale.dtype, names)
     for dq in users:
         output = dq.outputs[0]
         if output.is_graph_output() and (source.is_graph_output() or source.is_graph_input()):
@@ -218,6 +219,7 @@ def _remove_pair(graph: ir.Graph, q: ir.Node) -> tuple[ir.Value, float, bool]:
                 "", "Identity", [source], outputs=[ir.Value(name=None)], name=f"{q.name}_identity"
             )
             graph.insert_before(dq, identity)
+            names.reserve_node(identity.name)
             replace_value(output, identity.outputs[0], graph)
         elif output.is_graph_output():
             replace_value(output, source, graph)  # the graph output keeps its name
@@ -282,7 +284,11 @@ def _nonnegative_constant(value: ir.Value) -> bool:
 
 
 def _insert_clamp(
-    graph: ir.Graph, q: ir.Node, clamp: tuple[float | None, float | None], dtype: np.dtype
+    graph: ir.Graph,
+    q: ir.Node,
+    clamp: tuple[float | None, float | None],
+    dtype: np.dtype,
+    names: NameScope,
 ) -> ir.Value:
     """A Relu (no top) or ``Clip(bottom, top)`` on the input of ``q``, read by ``q`` instead; returns its
     output.
@@ -291,7 +297,6 @@ def _insert_clamp(
     name of the Relu/Clip it deleted, so the float model's names come back.
     """
     source = input_of(q, 0)
-    names = NameScope(graph)
     base = source.name or q.name or "clamped"
     op = "Relu" if clamp == (0.0, None) else "Clip"
     limits = np.finfo(dtype)  # a missing bound: the type's own end

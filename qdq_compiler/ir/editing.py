@@ -18,26 +18,52 @@ def all_value_names(graph: ir.Graph) -> set[str]:
 
 
 class NameScope:
-    """Hands out value and node names that are unique in one graph and deterministic."""
+    """Hands out value and node names that are unique in one graph and deterministic.
+
+    Built once per graph (one scan of its names) and then kept up to date by whoever edits the graph:
+    every name it hands out is taken, and `reserve_*` records names made elsewhere. A name is never
+    handed out twice while the scope lives, even if its node is erased meanwhile. Each base name
+    remembers where its suffix search stopped, so asking for `Relu_<n>` a thousand times stays linear.
+    """
 
     def __init__(self, graph: ir.Graph):
         self._values = all_value_names(graph)
         self._nodes = {node.name for node in graph if node.name}
+        self._next_suffix: dict[tuple[str, bool, bool], int] = {}
 
     def value(self, base: str) -> str:
-        """A fresh value name starting with `base`."""
-        return self._fresh(base, self._values)
+        """A fresh value name: `base`, else `base_1`, `base_2`, ..."""
+        return self._fresh(base, self._values, is_node=False, numbered=False)
 
     def node(self, base: str) -> str:
-        """A fresh node name starting with `base`."""
-        return self._fresh(base, self._nodes)
+        """A fresh node name: `base`, else `base_1`, `base_2`, ..."""
+        return self._fresh(base, self._nodes, is_node=True, numbered=False)
 
-    @staticmethod
-    def _fresh(base: str, taken: set[str]) -> str:
-        name, suffix = base, 1
-        while name in taken:
-            name = f"{base}_{suffix}"
+    def numbered_node(self, prefix: str) -> str:
+        """A fresh node name `prefix_<n>` with the smallest free n >= 0 (`Relu_0`, `Relu_1`, ...)."""
+        return self._fresh(prefix, self._nodes, is_node=True, numbered=True)
+
+    def reserve_value(self, name: str | None) -> None:
+        """Record a value name made outside this scope so it is never handed out."""
+        if name:
+            self._values.add(name)
+
+    def reserve_node(self, name: str | None) -> None:
+        """Record a node name made outside this scope so it is never handed out."""
+        if name:
+            self._nodes.add(name)
+
+    def _fresh(self, base: str, taken: set[str], *, is_node: bool, numbered: bool) -> str:
+        # Names are only ever added while the scope lives, so every suffix below the remembered one
+        # is still taken and the search can resume there: the first free name, as a scan from 0 finds.
+        key = (base, is_node, numbered)
+        suffix = self._next_suffix.get(key, 0)
+        while True:
+            name = f"{base}_{suffix}" if numbered or suffix else base
+            if name not in taken:
+                break
             suffix += 1
+        self._next_suffix[key] = suffix + 1
         taken.add(name)
         return name
 
@@ -45,7 +71,8 @@ class NameScope:
 def add_constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
     """Register `array` as an initializer named `name` (made unique) and return its value."""
     unique = name if name not in graph.initializers else NameScope(graph).value(name)
-    tensor = ir.tensor(np.asarray(array, order="C"), name=unique)
+    # ir.Tensor directly: what ir.tensor() makes of an ndarray, without its slow protocol isinstance checks
+    tensor = ir.Tensor(np.asarray(array, order="C"), name=unique)
     value = ir.Value(name=unique, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype))
     value.const_value = tensor
     graph.register_initializer(value)
@@ -149,6 +176,14 @@ def bypass_node(node: ir.Node, input_index: int = 0) -> None:
 
 def eliminate_dead_code(graph: ir.Graph) -> int:
     """Remove nodes that contribute to no graph output, and unused initializers. Returns removed count."""
+    dead = dead_nodes(graph)
+    if dead:
+        _remove_nodes(graph, dead)
+    return len(dead) + remove_unused_initializers(graph)
+
+
+def dead_nodes(graph: ir.Graph) -> list[ir.Node]:
+    """Nodes that contribute to no graph output, in graph order."""
     live: set[int] = set()
     stack = [v for v in graph.outputs]
     seen_values: set[int] = set()
@@ -165,22 +200,24 @@ def eliminate_dead_code(graph: ir.Graph) -> int:
         for attr in producer.attributes.values():
             if attr.type == ir.AttributeType.GRAPH:
                 stack.extend(_outer_values_used_by(attr.as_graph()))
-    dead = [node for node in graph if id(node) not in live]
-    if dead:
-        _remove_nodes(graph, dead)
-    return len(dead) + remove_unused_initializers(graph)
+    return [node for node in graph if id(node) not in live]
 
 
 def remove_unused_initializers(graph: ir.Graph) -> int:
     """Drop initializers nothing reads (graph inputs and outputs are kept). Returns how many went."""
-    unused = [
+    unused = unused_initializers(graph)
+    for name in unused:
+        graph.initializers.pop(name)
+    return len(unused)
+
+
+def unused_initializers(graph: ir.Graph) -> list[str]:
+    """Names of initializers nothing reads that are neither graph inputs nor outputs."""
+    return [
         name
         for name, value in graph.initializers.items()
         if not value.uses() and not value.is_graph_output() and not value.is_graph_input()
     ]
-    for name in unused:
-        graph.initializers.pop(name)
-    return len(unused)
 
 
 def _remove_nodes(graph: ir.Graph, nodes: list[ir.Node]) -> None:

@@ -57,16 +57,18 @@ def insert_qdq_pair(
     consumers: Iterable[ir.Node] | None = None,
     axis: int | None = None,
     quant_dtype: type[np.integer] = np.int8,
+    names: NameScope | None = None,
 ) -> tuple[ir.Node, ir.Node]:
     """Insert QuantizeLinear -> DequantizeLinear on `value` for the chosen consumers (all if None).
 
     Zero-points are 0 (symmetric, as TensorRT requires). The scale takes the tensor's float type when that is
     float16/bfloat16 (ONNX opset 19 wants scale, input and DQ output in one type), else the dtype of `scale`.
-    Names derive from the tensor name: `<name>_quantized`, `<name>_dequantized`.
+    Names derive from the tensor name: `<name>_quantized`, `<name>_dequantized`. Pass the graph's `names`
+    scope when inserting many pairs (the Rewriter does): without it each call scans every name in the graph.
     """
     graph = value.graph
     assert graph is not None, "value is not in a graph"
-    names = NameScope(graph)
+    names = names if names is not None else NameScope(graph)
     base = value.name or "tensor"
     scale = _in_float_type_of(value, np.asarray(scale))
     scale_value = add_constant(graph, np.asarray(scale), names.value(f"{base}_scale"))
@@ -92,10 +94,11 @@ def insert_qdq_pair(
     return quantize, dequantize
 
 
-def set_scale(quantize: ir.Node, scale: np.ndarray) -> None:
+def set_scale(quantize: ir.Node, scale: np.ndarray, names: NameScope | None = None) -> None:
     """Give a Q node and every DQ reading it a new scale (dtype of the old scale kept).
 
-    The scale constant is updated in place when only this Q/DQ group reads it, else a new one is made.
+    The scale constant is updated in place when only this Q/DQ group reads it, else a new one is made
+    (named from `names`, the graph's scope, when given; else from a scan of the graph's names).
     """
     graph = quantize.graph
     assert graph is not None, "node is not in a graph"
@@ -109,7 +112,8 @@ def set_scale(quantize: ir.Node, scale: np.ndarray) -> None:
         old.const_value = ir.tensor(array, name=old.name)
         return
     base = quantize.inputs[0].name if quantize.inputs[0] is not None and quantize.inputs[0].name else "tensor"
-    new = add_constant(graph, array, NameScope(graph).value(f"{base}_scale"))
+    names = names if names is not None else NameScope(graph)
+    new = add_constant(graph, array, names.value(f"{base}_scale"))
     quantize.replace_input_with(1, new)
     for user in dequantizers:
         user.replace_input_with(1, new)

@@ -1,6 +1,6 @@
-"""Pattern rewriting: RewritePattern, Rewriter, and the greedy fixpoint driver."""
+"""Pattern rewriting: RewritePattern, Rewriter (the one way to edit a graph), the greedy worklist driver."""
 
 from qdq_compiler.rewrite.driver import apply_patterns_greedily
-from qdq_compiler.rewrite.rewriter import RewritePattern, Rewriter, sole_user
+from qdq_compiler.rewrite.rewriter import RewriteListener, RewritePattern, Rewriter, sole_user
 
-__all__ = ["RewritePattern", "Rewriter", "apply_patterns_greedily", "sole_user"]
+__all__ = ["RewriteListener", "RewritePattern", "Rewriter", "apply_patterns_greedily", "sole_user"]
