@@ -12,14 +12,19 @@ Passes (``qdq_compiler.pm``)
 IR (``onnx_ir`` as ``ir``, helpers in ``qdq_compiler.ir``)
     Queries: ``input_of``, ``producer_of``, ``constant_array``, ``attribute_value``, ``sole_user``,
     ``op_counts``, ``is_quantize``, ``is_dequantize``, ``scale_of``, ``zero_point_of``, ``axis_of``.
+    ONNX operator facts (``qdq_compiler.ir.op_facts``): ``weighted_op`` (weight input and output-channel
+    axis of Conv/ConvTranspose/Gemm/MatMul), ``is_weight_qdq``, ``is_activation_quantizer``, ``node_label``.
     Edits: ``add_constant``, ``replace_value``, ``bypass_node``, ``insert_on_edge``, ``insert_qdq_pair``,
     ``set_scale``, ``eliminate_dead_code``, ``remove_unused_initializers``, ``NameScope`` (fresh names).
     Model I/O and printing: ``load_model``, ``save_model``, ``to_proto``, ``dump``, ``verify``.
 State for a later pass (``qdq_compiler.ir.state``)
     ``model_state``, ``set_model_state``, ``value_state``, ``set_value_state``: JSON kept in the model.
+The INT8 grid (``qdq_compiler.quant.grid``)
+    ``INT8_MAX``, ``scale_from_amax`` (symmetric scale of a range, per tensor or per channel).
 Rewriting (``qdq_compiler.rewrite``)
-    ``Rewriter`` (every edit of a pattern, counted), ``RewritePattern`` (anchor op type and
-    ``match_and_rewrite``), ``apply_patterns_greedily`` (the driver).
+    ``Rewriter`` (every edit of a pattern, counted, named from one scope per graph), ``RewritePattern``
+    (anchor op type and ``match_and_rewrite``), ``apply_patterns_greedily`` (the worklist driver; its
+    Rewriter says whether it ``converged``), ``RewriteListener`` (told of every insert, erase and change).
 Declarative patterns (``qdq_compiler.rewrite.patterns``)
     ``Pattern`` (name, root, ``rewrite`` and ``check`` callbacks), its root built with ``op``, ``var``,
     ``const`` and ``equals`` (they return ``OpPattern``, ``Var`` and ``Const``); the callbacks get a
@@ -59,6 +64,7 @@ from qdq_compiler.ir import (
     verify,
 )
 from qdq_compiler.ir.editing import remove_unused_initializers
+from qdq_compiler.ir.op_facts import is_activation_quantizer, is_weight_qdq, node_label, weighted_op
 from qdq_compiler.ir.qdq import axis_of, scale_of, set_scale, zero_point_of
 from qdq_compiler.ir.state import model_state, set_model_state, set_value_state, value_state
 from qdq_compiler.pm import (
@@ -71,7 +77,8 @@ from qdq_compiler.pm import (
     register_pipeline,
 )
 from qdq_compiler.pm.base import function_pass
-from qdq_compiler.rewrite import RewritePattern, Rewriter, apply_patterns_greedily, sole_user
+from qdq_compiler.quant.grid import INT8_MAX, scale_from_amax
+from qdq_compiler.rewrite import RewriteListener, RewritePattern, Rewriter, apply_patterns_greedily, sole_user
 from qdq_compiler.rewrite.patterns import (
     Const,
     Match,
@@ -111,6 +118,12 @@ __all__ = [
     "insert_on_edge",
     "insert_qdq_pair",
     "ir",
+    "is_activation_quantizer",
+    "is_weight_qdq",
+    "node_label",
+    "weighted_op",
+    "INT8_MAX",
+    "scale_from_amax",
     "is_dequantize",
     "is_quantize",
     "load_model",
@@ -132,6 +145,7 @@ __all__ = [
     "value_state",
     # rewriting
     "RewritePattern",
+    "RewriteListener",
     "Rewriter",
     "apply_patterns_greedily",
     # declarative patterns

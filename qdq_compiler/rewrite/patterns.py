@@ -493,9 +493,7 @@ def pattern_pass(name: str, summary: str, patterns: Sequence[RewritePattern]) ->
     chosen = tuple(patterns)
 
     def run(self: Pass, model: ir.Model, ctx: PassContext) -> PassResult:
-        rewriter = apply_patterns_greedily(model.graph, chosen)
-        for where, reason in rewriter.match_failures:
-            ctx.logger.debug("%s: no rewrite at %s: %s", name, where, reason)
+        rewriter = apply_patterns_greedily(model.graph, chosen)  # logs each match failure at debug
         statistics: Counter[str] = Counter(rewriter.statistics)
         if rewriter.modified:
             removed = remove_unused_initializers(model.graph)
