@@ -14,22 +14,18 @@ The simulation (rules from targets/trt_rules.py):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
-from qdq_compiler.ir.editing import constant_array
-from qdq_compiler.ir.external import proto_for_tools
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of
 from qdq_compiler.targets import trt_rules as rules
 from qdq_compiler.targets.lint import is_weight_qdq, node_label
+from qdq_compiler.targets.macs import inferred_shapes, layer_macs
 
 PREDICTION_NOTE = (
     "Prediction from an offline simulation of TensorRT's Q/DQ processing (no TensorRT build); "
@@ -606,70 +602,6 @@ def _reformats(g: _Graph, absorbed: _Absorbed) -> list[Reformat]:
                 reason = f"{producer.label()} produces float here: a standalone quantize"
             found.setdefault((node.origin, "Q"), Reformat(node.origin, "Q", reason))
     return list(found.values())
-
-
-# ----------------------------------------------------------------------------------------------------
-# MACs from inferred shapes
-# ----------------------------------------------------------------------------------------------------
-
-
-def inferred_shapes(model: ir.Model) -> dict[str, tuple[int | None, ...]]:
-    """Shapes of every tensor ONNX shape inference derives (run on a proto copy; the model is untouched)."""
-    proto = proto_for_tools(model)
-    # Best effort: MACs become unknown where shapes are missing.
-    with contextlib.suppress(Exception):
-        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    shapes: dict[str, tuple[int | None, ...]] = {}
-    infos = list(proto.graph.input) + list(proto.graph.value_info) + list(proto.graph.output)
-    for info in infos:
-        tensor_type = info.type.tensor_type
-        if info.type.HasField("tensor_type") and tensor_type.HasField("shape"):
-            dims = tensor_type.shape.dim
-            shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    for init in proto.graph.initializer:
-        shapes[init.name] = tuple(init.dims)
-    return shapes
-
-
-def _weight_shape(node: ir.Node, index: int, shapes: dict[str, tuple]) -> tuple | None:
-    value = node.inputs[index] if index < len(node.inputs) else None
-    while value is not None:
-        if value.name in shapes:
-            return shapes[value.name]
-        array = constant_array(value)
-        if array is not None:
-            return array.shape
-        producer = value.producer()
-        if producer is None or not (is_dequantize(producer) or is_quantize(producer)):
-            return None
-        value = producer.inputs[0]
-    return None
-
-
-def _volume(shape: tuple | None) -> int | None:
-    if shape is None:
-        return None
-    return math.prod(d if isinstance(d, int) and d > 0 else 1 for d in shape)  # symbolic dims count as 1
-
-
-def layer_macs(node: ir.Node, shapes: dict[str, tuple]) -> int | None:
-    """Multiply-accumulates of one Conv/ConvTranspose/Gemm/MatMul (symbolic batch counted as 1)."""
-    weight = _weight_shape(node, 1, shapes)
-    out = shapes.get(node.outputs[0].name or "")
-    if weight is None:
-        return None
-    if node.op_type == "Conv" and out is not None:
-        return _volume(out) * math.prod(weight[1:])
-    if node.op_type == "ConvTranspose":
-        data = shapes.get(node.inputs[0].name or "") if node.inputs[0] is not None else None
-        return None if data is None else _volume(data) * math.prod(weight[1:])
-    if node.op_type == "Gemm" and out is not None and len(weight) == 2:
-        trans_b = node.attributes.get("transB")
-        k = weight[1] if trans_b is not None and trans_b.as_int() else weight[0]
-        return _volume(out) * k
-    if node.op_type == "MatMul" and out is not None and len(weight) >= 2:
-        return _volume(out) * weight[-2]
-    return None
 
 
 # ----------------------------------------------------------------------------------------------------
