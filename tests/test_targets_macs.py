@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -71,3 +72,20 @@ def test_missing_conv_output_is_derived_only_when_asked() -> None:
     shapes = {k: v for k, v in inferred_shapes(model).items() if k != "y"}
     assert layer_macs(node, shapes) is None
     assert layer_macs(node, shapes, derive_conv_output=True) == 2 * 6 * 6 * 4 * 3 * 3
+
+
+def test_model_shapes_reads_recorded_shapes_else_infers() -> None:
+    from qdq_compiler.pm import PassContext, PassManager
+    from qdq_compiler.targets.macs import model_shapes
+
+    proto = _model(
+        helper.make_node("Conv", ["x", "w"], ["y"]), [1, 4, 8, 8], np.zeros((2, 4, 3, 3), np.float32)
+    )
+    bare = load_model(proto)
+    assert next(iter(bare.graph)).outputs[0].shape is None  # nothing recorded: shape inference runs
+    assert model_shapes(bare)["y"] == (1, 2, 6, 6)
+    recorded = load_model(proto)
+    PassManager("infer-shapes").run(recorded, PassContext())
+    output = next(iter(recorded.graph)).outputs[0]
+    output.shape = ir.Shape([1, 2, 5, 5])  # a recorded shape wins (here deliberately not the inferred one)
+    assert model_shapes(recorded)["y"] == (1, 2, 5, 5)

@@ -25,7 +25,7 @@ import onnx_ir as ir
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of
 from qdq_compiler.targets import trt_rules as rules
 from qdq_compiler.targets.lint import is_weight_qdq, node_label
-from qdq_compiler.targets.macs import inferred_shapes, layer_macs
+from qdq_compiler.targets.macs import layer_macs, model_shapes
 
 PREDICTION_NOTE = (
     "Prediction from an offline simulation of TensorRT's Q/DQ processing (no TensorRT build); "
@@ -615,7 +615,7 @@ def predict_fusions(model: ir.Model, excluded: Iterable[str] = ()) -> FusionRepo
     `excluded` names layers the user kept in float on purpose; their reason reads "excluded".
     """
     excluded_names = set(excluded)
-    shapes = inferred_shapes(model)
+    shapes = model_shapes(model)
     g = _Graph(model)
     moves = _propagate(g)
     absorbed = _Absorbed()

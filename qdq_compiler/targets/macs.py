@@ -24,7 +24,44 @@ from qdq_compiler.ir.qdq import is_dequantize, is_quantize
 Shapes = dict[str, tuple[int | None, ...]]
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
-__all__ = ["WEIGHTED_OPS", "Shapes", "conv_output_shape", "inferred_shapes", "layer_macs", "weight_shape"]
+__all__ = [
+    "WEIGHTED_OPS",
+    "Shapes",
+    "conv_output_shape",
+    "inferred_shapes",
+    "layer_macs",
+    "model_shapes",
+    "weight_shape",
+]
+
+
+def _dims(shape: ir.Shape) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) else None for d in shape)
+
+
+def _recorded_shapes(model: ir.Model) -> Shapes | None:
+    """Shapes the IR already holds (from infer-shapes), or None when a weighted layer lacks one it needs."""
+    graph = model.graph
+    shapes: Shapes = {}
+    values = [*graph.inputs, *graph.initializers.values(), *(v for node in graph for v in node.outputs)]
+    for value in values:
+        if value.name and value.shape is not None:
+            shapes[value.name] = _dims(value.shape)
+    for node in graph:
+        if node.op_type not in WEIGHTED_OPS or not node.outputs:
+            continue
+        needed = node.inputs[0] if node.op_type == "ConvTranspose" else node.outputs[0]
+        if needed is None or (needed.name or "") not in shapes:
+            return None
+    return shapes
+
+
+def model_shapes(model: ir.Model) -> Shapes:
+    """Shapes for the MAC count: those recorded in the IR when they cover every weighted layer, else
+    :func:`inferred_shapes` (ONNX shape inference on a serialized copy: the slow path on big graphs).
+    """
+    recorded = _recorded_shapes(model)
+    return recorded if recorded is not None else inferred_shapes(model)
 
 
 def inferred_shapes(model: ir.Model) -> Shapes:
