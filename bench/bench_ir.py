@@ -91,10 +91,11 @@ def write_stats_cache(proto: onnx.ModelProto, path: Path) -> None:
     save_cache(path, table, key)
 
 
-def qdq_stand_in(proto: onnx.ModelProto) -> onnx.ModelProto:
+def qdq_stand_in(proto: onnx.ModelProto, record_shapes: bool = True) -> onnx.ModelProto:
     """What ``trt-int8`` makes of these graphs, built directly (linear time): the explain input when the
     pipeline ran past its cap. Each Conv reads its activation through one shared Q->DQ per tensor and its
-    weight as a per-channel INT8 initializer behind a DQ (axis 0); everything else stays float.
+    weight as a per-channel INT8 initializer behind a DQ (axis 0); everything else stays float. With
+    ``record_shapes`` the tensors' shapes are recorded (value_info), as in the pipeline's output.
     """
     from onnx import helper, numpy_helper
 
@@ -137,7 +138,9 @@ def qdq_stand_in(proto: onnx.ModelProto) -> onnx.ModelProto:
     used = {i for n in nodes for i in n.input}
     del graph.initializer[:]
     graph.initializer.extend(t for t in inits if t.name in used)
-    return helper.make_model(graph, opset_imports=list(proto.opset_import))
+    model = helper.make_model(graph, opset_imports=list(proto.opset_import))
+    # The pipeline's output records every tensor's shape (infer-shapes); so does its stand-in.
+    return onnx.shape_inference.infer_shapes(model) if record_shapes else model
 
 
 def worker_pipeline(source: Path, cache: Path, target: Path) -> dict[str, float]:
@@ -183,7 +186,9 @@ def _cell(result: dict[str, float] | None, cap: float) -> str:
     return f"> {cap:.0f}" if result is None else f"{result['seconds']:.2f}"
 
 
-def scale_table(sizes: list[int], shapes: list[str], cap: float, phases: set[str]) -> None:
+def scale_table(
+    sizes: list[int], shapes: list[str], cap: float, phases: set[str], bare: bool = False
+) -> None:
     """Print nodes x shape: pipeline s, explain s, ms per 1k nodes (each)."""
     print(
         f"\n{'shape':<7} {'nodes':>6} {'pipeline s':>11} {'explain s':>10} {'pipe ms/1k':>11} "
@@ -203,7 +208,7 @@ def scale_table(sizes: list[int], shapes: list[str], cap: float, phases: set[str
                 if "pipeline" in phases:
                     pipe = _child(["pipeline", str(source), str(cache), str(compiled)], cap)
                 if pipe is None:  # explain the stand-in for the pipeline's output instead (marked *)
-                    onnx.save_model(qdq_stand_in(proto), compiled)
+                    onnx.save_model(qdq_stand_in(proto, record_shapes=not bare), compiled)
                 expl = _child(["explain", str(compiled)], cap) if "explain" in phases else None
                 per_k = [
                     "-" if r is None else f"{1000 * r['seconds'] / (size / 1000):.1f}" for r in (pipe, expl)
@@ -227,6 +232,9 @@ def main() -> None:
     parser.add_argument("--shapes", default=",".join(SCALE_SHAPES))
     parser.add_argument("--max-seconds", type=float, default=120.0, help="time cap per phase and case")
     parser.add_argument("--phases", default="pipeline,explain", help="pipeline, explain or both")
+    parser.add_argument(
+        "--bare-stand-in", action="store_true", help="stand-in without recorded shapes (explain infers them)"
+    )
     parser.add_argument("--io-only", action="store_true", help="only the IR load/sort/dump/save table")
     parser.add_argument("--no-io", action="store_true", help="skip the IR load/sort/dump/save table")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -244,7 +252,7 @@ def main() -> None:
     if not args.no_io:
         io_table(sizes)
     if not args.io_only:
-        scale_table(sizes, shapes, args.max_seconds, set(args.phases.split(",")))
+        scale_table(sizes, shapes, args.max_seconds, set(args.phases.split(",")), args.bare_stand_in)
 
 
 if __name__ == "__main__":
