@@ -203,9 +203,9 @@ def scale_table(
                 compiled = folder / f"{shape}_{size}.int8.onnx"
                 proto = build_scale_model(shape, size)
                 onnx.save_model(proto, source)
-                write_stats_cache(proto, cache)
                 pipe = None
                 if "pipeline" in phases:
+                    write_stats_cache(proto, cache)
                     pipe = _child(["pipeline", str(source), str(cache), str(compiled)], cap)
                 if pipe is None:  # explain the stand-in for the pipeline's output instead (marked *)
                     onnx.save_model(qdq_stand_in(proto, record_shapes=not bare), compiled)
