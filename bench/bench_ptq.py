@@ -425,65 +425,26 @@ class GraphView:
         return p.op_type if p is not None else None
 
 
-def conv_out_shape(view: GraphView, conv: onnx.NodeProto, weight: tuple[int, ...]) -> tuple | None:
-    """Conv output shape from its input shape and attributes (when shape inference left it unknown)."""
-    x = view.shapes.get(conv.input[0])
-    if x is None or any(d is None for d in x):
-        return None
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in conv.attribute}
-    k = list(attrs.get("kernel_shape", weight[2:]))
-    nd = len(k)
-    strides = list(attrs.get("strides", [1] * nd))
-    dil = list(attrs.get("dilations", [1] * nd))
-    pads = list(attrs.get("pads", [0] * 2 * nd))
-    auto = attrs.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
-    spatial = []
-    for i in range(nd):
-        size = x[2 + i]
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
-            spatial.append(math.ceil(size / strides[i]))
-        else:
-            eff = dil[i] * (k[i] - 1) + 1
-            pad = 0 if auto == "VALID" else pads[i] + pads[i + nd]
-            spatial.append((size + pad - eff) // strides[i] + 1)
-    return (x[0], weight[0], *spatial)
+def conv_macs(view: GraphView, model: Any) -> dict[str, Any]:
+    """Conv MACs in total and in Convs reading both inputs through DQs (``qdq_compiler.targets.macs``).
 
+    ``model`` is the IR of ``view``'s proto; shapes are the view's inferred ones, a Conv output left unknown
+    is derived from its input shape and attributes.
+    """
+    from qdq_compiler.targets.macs import layer_macs
 
-def weight_shape(view: GraphView, tensor: str) -> tuple[int, ...] | None:
-    """Shape of a Conv weight, followed back through DQ / Q to the initializer."""
-    for _ in range(4):
-        if tensor in view.init_shapes:
-            return view.init_shapes[tensor]
-        c = view.constant(tensor)
-        if c is not None:
-            return c.shape
-        p = view.producer.get(tensor)
-        if p is None or p.op_type not in (QUANTIZE, DEQUANTIZE):
-            return None
-        tensor = p.input[0]
-    return None
-
-
-def conv_macs(view: GraphView) -> dict[str, Any]:
     total = int8 = 0
     convs = int8_convs = unknown = 0
-    for node in view.nodes:
+    for node in model.graph:
         if node.op_type != "Conv":
             continue
         convs += 1
-        w = weight_shape(view, node.input[1])
-        out = view.shapes.get(node.output[0])
-        if out is None or any(d is None for d in out):
-            out = conv_out_shape(view, node, w) if w is not None else None
-        if w is None or out is None:
+        macs = layer_macs(node, view.shapes, derive_conv_output=True)
+        if macs is None:
             unknown += 1
             continue
-        macs = int(np.prod(out, dtype=np.int64)) * int(
-            np.prod(w[1:], dtype=np.int64)
-        )  # N*Co*Ho*Wo*(Ci/g)*kh*kw
         total += macs
-        if view.op(node.input[0]) == DEQUANTIZE and view.op(node.input[1]) == DEQUANTIZE:
+        if view.op(node.inputs[0].name) == DEQUANTIZE and view.op(node.inputs[1].name) == DEQUANTIZE:
             int8 += macs
             int8_convs += 1
     return {
@@ -568,6 +529,8 @@ def predicted_int8_share(path: Path) -> dict[str, Any]:
 
 
 def analyse(path: Path) -> dict[str, Any]:
+    from qdq_compiler.ir import load_model
+
     proto = onnx.load(str(path))
     view = GraphView(proto)
     ops = [n.op_type for n in view.nodes]
@@ -577,7 +540,7 @@ def analyse(path: Path) -> dict[str, Any]:
         "num_nodes": len(ops),
         "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
     }
-    result.update(conv_macs(view))
+    result.update(conv_macs(view, load_model(proto)))
     result["concat"] = scale_mismatches(view, "Concat")
     result["maxpool"] = scale_mismatches(view, "MaxPool")
     result.update(predicted_int8_share(path))

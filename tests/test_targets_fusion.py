@@ -323,3 +323,32 @@ def test_onnxruntime_qdq_output_reports_concat_requantization(tmp_path):
     assert any(r.kind == "DQ" for r in report.reformats)  # the final dequantize of y
     # onnxruntime quantizes each Conv output before its Relu: the prediction flags the split fusions.
     assert len(report.split_fusions) == 2 and all("Relu" in text for text in report.split_fusions)
+
+
+def test_moves_follow_node_order_dq_first_then_q_copies_depth_first():
+    """The propagation's documented order: every DQ move first (first possible in node order), then Q
+    moves, the copies a Q move leaves moving on before any later Q."""
+    net = Net()
+    x = net.qdq(net.input("x", [1, 4, 8, 8]), 0.1, "a")
+    p = net.op("MaxPool", [net.op("MaxPool", [x], "p1", kernel_shape=[1, 1])], "p2", kernel_shape=[1, 1])
+    y = net.qdq(net.conv(p, 4, 8, "c1"), 0.2, "y")
+    m1 = net.op("MaxPool", [net.conv(y, 8, 4, "c2")], "m1", kernel_shape=[1, 1])
+    m2 = net.op("MaxPool", [net.conv(y, 8, 4, "c3")], "m2", kernel_shape=[1, 1])
+    b = net.qdq(net.op("Concat", [m1, m2], "cat", axis=1), 0.3, "b")
+    net.conv(b, 8, 8, "c4")
+    net.output("c4")
+    report = predict_fusions(net.model())
+    assert report.moves == [
+        "DQ 'a_DQ' moved after MaxPool 'p1'",
+        "DQ 'a_DQ' moved after MaxPool 'p2'",
+        "Q 'b_Q' moved before Concat 'cat'",
+        "Q 'b_Q' moved before MaxPool 'm1'",
+        "Q 'b_Q' moved before MaxPool 'm2'",
+    ]
+    assert [(lp.name, lp.precision, lp.output) for lp in report.layers] == [
+        ("c1", "int8", "int8"),
+        ("c2", "int8", "int8"),
+        ("c3", "int8", "int8"),
+        ("c4", "int8", "float"),
+    ]
+    assert not report.reformats[1:]  # at most the Q of the graph input stays standalone

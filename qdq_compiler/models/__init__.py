@@ -9,7 +9,7 @@ import onnx
 
 from qdq_compiler.models.builder import GraphBuilder
 from qdq_compiler.models.resnet import build_resnet_blocks
-from qdq_compiler.models.synthetic import build_chain_model
+from qdq_compiler.models.synthetic import SCALE_SHAPES, build_chain_model, build_scale_model
 from qdq_compiler.models.yolov7_tiny import build_yolov7_tiny
 
 TEST_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
@@ -21,9 +21,11 @@ TEST_MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
 }
 
 __all__ = [
+    "SCALE_SHAPES",
     "TEST_MODELS",
     "GraphBuilder",
     "build_chain_model",
     "build_resnet_blocks",
+    "build_scale_model",
     "build_yolov7_tiny",
 ]

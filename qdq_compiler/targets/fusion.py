@@ -14,22 +14,18 @@ The simulation (rules from targets/trt_rules.py):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
-from qdq_compiler.ir.editing import constant_array
-from qdq_compiler.ir.external import proto_for_tools
-from qdq_compiler.ir.op_facts import gemm_transposes_b, is_weight_qdq, node_label
+from qdq_compiler.ir.op_facts import is_weight_qdq, node_label
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of
 from qdq_compiler.targets import trt_rules as rules
+from qdq_compiler.targets.macs import layer_macs, model_shapes
 
 PREDICTION_NOTE = (
     "Prediction from an offline simulation of TensorRT's Q/DQ processing (no TensorRT build); "
@@ -124,7 +120,12 @@ class _Node:
 
 
 class _Graph:
-    """Nodes in order, with producer and consumer indexes rebuilt after each rewrite."""
+    """Nodes in order, with producer and consumer indexes, updated in place by each Q/DQ move.
+
+    During propagation (:func:`_propagate`) moved Q/DQ copies are kept beside the original node they were
+    inserted next to and removed nodes are only marked, so a move costs the size of the nodes it touches;
+    :meth:`settle` then writes the final node order and ordered consumer lists once.
+    """
 
     def __init__(self, model: ir.Model):
         self._names: dict[int, str] = {}
@@ -139,6 +140,10 @@ class _Graph:
             self.nodes.append(self._convert(node))
         self.graph_outputs = {self._name(v) for v in graph.outputs}
         self._fresh = 0
+        # Where propagation puts copies: just before / just after an original node (by id), in order.
+        self._before: dict[int, list[_Node]] = {}
+        self._after: dict[int, list[_Node]] = {}
+        self._removed: set[int] = set()
         self.reindex()
 
     def _name(self, value: ir.Value | None) -> str:
@@ -165,22 +170,83 @@ class _Graph:
         return sim
 
     def reindex(self) -> None:
+        """Rebuild both indexes from `nodes` (consumers in node order, then input order)."""
         self.producer: dict[str, _Node] = {}
-        self.users: dict[str, list[tuple[_Node, int]]] = {}
+        self.users: dict[str, dict[tuple[int, int], tuple[_Node, int]]] = {}
         for node in self.nodes:
             for out in node.outputs:
                 if out:
                     self.producer[out] = node
             for index, name in enumerate(node.inputs):
                 if name:
-                    self.users.setdefault(name, []).append((node, index))
+                    self.users.setdefault(name, {})[(id(node), index)] = (node, index)
 
+    # ------------------------------------------------------------------ edits (propagation)
+    def set_input(self, node: _Node, index: int, value: str) -> None:
+        """Point input `index` of `node` at `value`, keeping the consumer index current."""
+        old = node.inputs[index]
+        if old:
+            self.users.get(old, {}).pop((id(node), index), None)
+        node.inputs[index] = value
+        if value:
+            self.users.setdefault(value, {})[(id(node), index)] = (node, index)
+
+    def set_output(self, node: _Node, index: int, value: str) -> None:
+        """Make `node` produce `value` as output `index` (the old name loses its producer)."""
+        old = node.outputs[index]
+        if old and self.producer.get(old) is node:
+            del self.producer[old]
+        node.outputs[index] = value
+        if value:
+            self.producer[value] = node
+
+    def add_copy(self, copy: _Node, anchor: _Node, after: bool) -> None:
+        """Index a new Q/DQ copy; place it just before `anchor` (after earlier copies) or first after it."""
+        for out in copy.outputs:
+            if out:
+                self.producer[out] = copy
+        for index, name in enumerate(copy.inputs):
+            if name:
+                self.users.setdefault(name, {})[(id(copy), index)] = (copy, index)
+        if after:
+            self._after.setdefault(id(anchor), []).insert(0, copy)
+        else:
+            self._before.setdefault(id(anchor), []).append(copy)
+
+    def remove(self, node: _Node) -> None:
+        """Take `node` out of the graph and of both indexes."""
+        for index, name in enumerate(node.inputs):
+            if name:
+                self.users.get(name, {}).pop((id(node), index), None)
+        for out in node.outputs:
+            if out and self.producer.get(out) is node:
+                del self.producer[out]
+        self._removed.add(id(node))
+
+    def around(self, node: _Node) -> tuple[list[_Node], list[_Node]]:
+        """The copies placed just before and just after an original node (live lists)."""
+        return self._before.get(id(node), []), self._after.get(id(node), [])
+
+    def is_removed(self, node: _Node) -> bool:
+        return id(node) in self._removed
+
+    def settle(self) -> None:
+        """Write the final node order (copies in place, removed nodes dropped) and reindex once."""
+        ordered: list[_Node] = []
+        for node in self.nodes:
+            before, after = self.around(node)
+            ordered += [n for n in (*before, node, *after) if id(n) not in self._removed]
+        self.nodes = ordered
+        self._before, self._after, self._removed = {}, {}, set()
+        self.reindex()
+
+    # ------------------------------------------------------------------ queries
     def fresh(self, base: str) -> str:
         self._fresh += 1
         return f"{base}__sim{self._fresh}"
 
     def consumers(self, value: str) -> list[tuple[_Node, int]]:
-        return self.users.get(value, [])
+        return list(self.users.get(value, {}).values())
 
     def producer_of(self, value: str) -> _Node | None:
         return self.producer.get(value)
@@ -212,29 +278,29 @@ def _same_scale(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return bool(np.float32(a[0]) == np.float32(b[0]))
 
 
-def _move_dq_forward(g: _Graph, moves: list[str]) -> bool:
-    """Move the DQ(s) in front of one commuting op behind it. Returns whether anything moved."""
-    for node in g.nodes:
-        rule = _commuting(node)
-        if rule is None:
+def _move_dq_forward(g: _Graph, node: _Node, moves: list[str]) -> bool:
+    """Move the DQ(s) in front of commuting op `node` behind it. Returns whether anything moved."""
+    rule = _commuting(node)
+    if rule is None:
+        return False
+    indices = _data_inputs(node, rule)
+    producers = [g.producer_of(node.inputs[i]) for i in indices]
+    dqs = [dq for dq in producers if dq is not None and dq.kind == "act-dq" and dq.per_tensor]
+    if not dqs or len(dqs) != len(producers):
+        return False
+    first = dqs[0]
+    if len(dqs) > 1 and not all(_same_scale(first.scale, dq.scale) for dq in dqs):
+        return False  # Concat with unequal input scales: stays in float unless a Q moves back across it
+    for i, dq in zip(indices, dqs, strict=True):
+        g.set_input(node, i, dq.inputs[0])
+    copies = []
+    for j, out in enumerate(node.outputs):
+        if not out:
             continue
-        indices = _data_inputs(node, rule)
-        producers = [g.producer_of(node.inputs[i]) for i in indices]
-        dqs = [dq for dq in producers if dq is not None and dq.kind == "act-dq" and dq.per_tensor]
-        if not dqs or len(dqs) != len(producers):
-            continue
-        first = dqs[0]
-        if len(dqs) > 1 and not all(_same_scale(first.scale, dq.scale) for dq in dqs):
-            continue  # Concat with unequal input scales: stays in float unless a Q moves back across it
-        for i, dq in zip(indices, dqs, strict=True):
-            node.inputs[i] = dq.inputs[0]
-        position = g.nodes.index(node) + 1
-        for j, out in enumerate(node.outputs):
-            if not out:
-                continue
-            quantized = g.fresh(out)
-            node.outputs[j] = quantized
-            copy = _Node(
+        quantized = g.fresh(out)
+        g.set_output(node, j, quantized)
+        copies.append(
+            _Node(
                 g.fresh(first.name),
                 "DequantizeLinear",
                 [quantized] + first.inputs[1:],
@@ -244,63 +310,106 @@ def _move_dq_forward(g: _Graph, moves: list[str]) -> bool:
                 first.scale,
                 first.origin,
             )
-            g.nodes.insert(position, copy)
-            position += 1
-        moves.append(f"DQ {first.origin!r} moved after {node.label()}")
-        g.reindex()
-        for dq in {id(d): d for d in dqs}.values():
-            if not any(g.is_used(out) for out in dq.outputs):
-                g.nodes.remove(dq)
-        g.reindex()
-        return True
-    return False
+        )
+    for copy in reversed(copies):  # each goes first after `node`: reversed keeps them in output order
+        g.add_copy(copy, node, after=True)
+    moves.append(f"DQ {first.origin!r} moved after {node.label()}")
+    for dq in {id(d): d for d in dqs}.values():
+        if not any(g.is_used(out) for out in dq.outputs):
+            g.remove(dq)
+    return True
 
 
-def _move_q_backward(g: _Graph, moves: list[str]) -> bool:
-    """Move one Q in front of the commuting op that feeds it (one copy per data input)."""
-    for q in g.nodes:
-        if q.kind != "act-q" or not q.per_tensor:
-            continue
-        op = g.producer_of(q.inputs[0])
-        rule = _commuting(op) if op is not None else None
-        if op is None or rule is None or len([o for o in op.outputs if o]) != 1:
-            continue
-        out = q.inputs[0]
-        if out in g.graph_outputs or len(g.consumers(out)) != 1:
-            continue
-        indices = _data_inputs(op, rule)
-        feeding = [g.producer_of(op.inputs[i]) for i in indices]
-        if any(p is not None and p.is_q for p in feeding):
-            continue  # already quantized input: nothing to gain
-        position = g.nodes.index(op)
-        for i in indices:
-            quantized = g.fresh(op.inputs[i])
-            copy = _Node(
-                g.fresh(q.name),
-                "QuantizeLinear",
-                [op.inputs[i]] + q.inputs[1:],
-                [quantized],
-                None,
-                "act-q",
-                q.scale,
-                q.origin,
-            )
-            op.inputs[i] = quantized
-            g.nodes.insert(position, copy)
-            position += 1
-        op.outputs[0] = q.outputs[0]
-        g.nodes.remove(q)
-        moves.append(f"Q {q.origin!r} moved before {op.label()}")
-        g.reindex()
-        return True
-    return False
+def _move_q_backward(g: _Graph, q: _Node, moves: list[str]) -> list[_Node] | None:
+    """Move Q `q` in front of the commuting op feeding it (a copy per data input): the copies, or None."""
+    if q.kind != "act-q" or not q.per_tensor:
+        return None
+    op = g.producer_of(q.inputs[0])
+    rule = _commuting(op) if op is not None else None
+    if op is None or rule is None or len([o for o in op.outputs if o]) != 1:
+        return None
+    out = q.inputs[0]
+    if out in g.graph_outputs or len(g.consumers(out)) != 1:
+        return None
+    indices = _data_inputs(op, rule)
+    feeding = [g.producer_of(op.inputs[i]) for i in indices]
+    if any(p is not None and p.is_q for p in feeding):
+        return None  # already quantized input: nothing to gain
+    copies = []
+    for i in indices:
+        quantized = g.fresh(op.inputs[i])
+        copy = _Node(
+            g.fresh(q.name),
+            "QuantizeLinear",
+            [op.inputs[i]] + q.inputs[1:],
+            [quantized],
+            None,
+            "act-q",
+            q.scale,
+            q.origin,
+        )
+        g.add_copy(copy, op, after=False)
+        g.set_input(op, i, quantized)
+        copies.append(copy)
+    g.remove(q)
+    g.set_output(op, 0, q.outputs[0])
+    moves.append(f"Q {q.origin!r} moved before {op.label()}")
+    return copies
+
+
+class _Budget:
+    """At most `left` moves in all (a guard against a rule set that never settles)."""
+
+    def __init__(self, left: int):
+        self.left = left
+
+    def take(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+
+def _dq_sweep(g: _Graph, moves: list[str], budget: _Budget) -> bool:
+    """Move DQs forward across every op in node order (a move only enables ops further down)."""
+    moved = False
+    for node in g.nodes:
+        if node.kind == "op" and budget.left > 0 and _move_dq_forward(g, node, moves):
+            budget.take()
+            moved = True
+    return moved
+
+
+def _q_sweep(g: _Graph, moves: list[str], budget: _Budget) -> bool:
+    """Move Qs backward in node order; the copies a move leaves before the op move on next, depth first."""
+    moved = False
+    for node in g.nodes:
+        before, after = g.around(node)
+        for candidate in [*before, node, *after]:
+            stack = [candidate]
+            while stack and budget.left > 0:
+                q = stack.pop()
+                if g.is_removed(q):
+                    continue
+                copies = _move_q_backward(g, q, moves)
+                if copies is not None:
+                    budget.take()
+                    moved = True
+                    stack.extend(reversed(copies))
+    return moved
 
 
 def _propagate(g: _Graph) -> list[str]:
+    """Move DQs forward, then Qs backward, until nothing moves; return the moves in the order made.
+
+    The moves are those of the rule "always make the first possible move in node order, DQ moves before
+    Q moves": in a topologically sorted graph a DQ move only enables ops further down, a Q move only Qs
+    further down or the copies it leaves, and no Q move enables a DQ move, so two ordered sweeps make
+    them in that order (a second round only runs for a graph listed out of order).
+    """
     moves: list[str] = []
-    budget = 4 * len(g.nodes) + 16
-    while budget > 0 and (_move_dq_forward(g, moves) or _move_q_backward(g, moves)):
-        budget -= 1
+    budget = _Budget(4 * len(g.nodes) + 16)
+    while budget.left > 0 and (_dq_sweep(g, moves, budget) | _q_sweep(g, moves, budget)):
+        pass
+    g.settle()
     return moves
 
 
@@ -496,69 +605,6 @@ def _reformats(g: _Graph, absorbed: _Absorbed) -> list[Reformat]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# MACs from inferred shapes
-# ----------------------------------------------------------------------------------------------------
-
-
-def inferred_shapes(model: ir.Model) -> dict[str, tuple[int | None, ...]]:
-    """Shapes of every tensor ONNX shape inference derives (run on a proto copy; the model is untouched)."""
-    proto = proto_for_tools(model)
-    # Best effort: MACs become unknown where shapes are missing.
-    with contextlib.suppress(Exception):
-        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    shapes: dict[str, tuple[int | None, ...]] = {}
-    infos = list(proto.graph.input) + list(proto.graph.value_info) + list(proto.graph.output)
-    for info in infos:
-        tensor_type = info.type.tensor_type
-        if info.type.HasField("tensor_type") and tensor_type.HasField("shape"):
-            dims = tensor_type.shape.dim
-            shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    for init in proto.graph.initializer:
-        shapes[init.name] = tuple(init.dims)
-    return shapes
-
-
-def _weight_shape(node: ir.Node, index: int, shapes: dict[str, tuple]) -> tuple | None:
-    value = node.inputs[index] if index < len(node.inputs) else None
-    while value is not None:
-        if value.name in shapes:
-            return shapes[value.name]
-        array = constant_array(value)
-        if array is not None:
-            return array.shape
-        producer = value.producer()
-        if producer is None or not (is_dequantize(producer) or is_quantize(producer)):
-            return None
-        value = producer.inputs[0]
-    return None
-
-
-def _volume(shape: tuple | None) -> int | None:
-    if shape is None:
-        return None
-    return math.prod(d if isinstance(d, int) and d > 0 else 1 for d in shape)  # symbolic dims count as 1
-
-
-def layer_macs(node: ir.Node, shapes: dict[str, tuple]) -> int | None:
-    """Multiply-accumulates of one Conv/ConvTranspose/Gemm/MatMul (symbolic batch counted as 1)."""
-    weight = _weight_shape(node, 1, shapes)
-    out = shapes.get(node.outputs[0].name or "")
-    if weight is None:
-        return None
-    if node.op_type == "Conv" and out is not None:
-        return _volume(out) * math.prod(weight[1:])
-    if node.op_type == "ConvTranspose":
-        data = shapes.get(node.inputs[0].name or "") if node.inputs[0] is not None else None
-        return None if data is None else _volume(data) * math.prod(weight[1:])
-    if node.op_type == "Gemm" and out is not None and len(weight) == 2:
-        k = weight[1] if gemm_transposes_b(node) else weight[0]
-        return _volume(out) * k
-    if node.op_type == "MatMul" and out is not None and len(weight) >= 2:
-        return _volume(out) * weight[-2]
-    return None
-
-
-# ----------------------------------------------------------------------------------------------------
 # Entry points
 # ----------------------------------------------------------------------------------------------------
 
@@ -569,7 +615,7 @@ def predict_fusions(model: ir.Model, excluded: Iterable[str] = ()) -> FusionRepo
     `excluded` names layers the user kept in float on purpose; their reason reads "excluded".
     """
     excluded_names = set(excluded)
-    shapes = inferred_shapes(model)
+    shapes = model_shapes(model)
     g = _Graph(model)
     moves = _propagate(g)
     absorbed = _Absorbed()
