@@ -24,21 +24,15 @@ OFF_WHEN_ABSENT = {
 }
 # Options that leave a pass option alone when absent: their help shows that pass option's default.
 PASS_BACKED = {"--method": ("calibrate", "method"), "--missing-scales": ("import-scales", "missing")}
-# Commands whose help texts are not there yet (name -> why); empty since cli_trt.py's were written.
-NOT_YET: dict[str, str] = {}
 
 
 UNSET = getattr(click.core, "UNSET", None)  # click 8.2+: the default of an option declared without one
 
 
 def _commands():
-    def marks(name: str) -> list:
-        return [pytest.mark.xfail(strict=True, reason=NOT_YET[name])] if name in NOT_YET else []
-
-    return [
-        pytest.param(name, command, id=name, marks=marks(name))
-        for name, command in sorted(cli.commands.items())
-    ] + [pytest.param("qdqc", cli, id="qdqc")]
+    return [pytest.param(name, command, id=name) for name, command in sorted(cli.commands.items())] + [
+        pytest.param("qdqc", cli, id="qdqc")
+    ]
 
 
 def _help_records(command: click.Command) -> list[tuple[click.Option, str]]:
