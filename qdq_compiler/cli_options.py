@@ -179,6 +179,20 @@ def refuse_quantized_input(model_path: str) -> None:
 CALIBRATION_DATA_FLAGS = ("calib", "calib_cache", "batch_size", "calib_limit")
 
 
+def flag_name(param: str) -> str:
+    """`--calib-limit` for click's parameter name `calib_limit`."""
+    return "--" + param.replace("_", "-")
+
+
+def refuse_calibration_data_without_calibrate(pass_names: set[str], opts: dict) -> None:
+    """A calibration data flag (--calib, --calib-cache, ...) for a pipeline without calibrate is an error."""
+    if "calibrate" in pass_names:
+        return
+    for flag in CALIBRATION_DATA_FLAGS:
+        if opts.get(flag):
+            raise QdqcError(f"{flag_name(flag)} configures calibrate, which this pipeline does not run")
+
+
 def apply_compile_flags(passes: list[Pass] | PassManager, opts: dict) -> None:
     """Set the pipeline options the command's flags give (PIPELINE_OPTIONS), where the text left them unset.
 
@@ -187,10 +201,7 @@ def apply_compile_flags(passes: list[Pass] | PassManager, opts: dict) -> None:
     """
     passes = passes.passes if isinstance(passes, PassManager) else passes
     names = {p.name for p in passes}
-    for flag in CALIBRATION_DATA_FLAGS:
-        if opts.get(flag) and "calibrate" not in names:
-            flag_name = "--" + flag.replace("_", "-")
-            raise QdqcError(f"{flag_name} configures calibrate, which this pipeline does not run")
+    refuse_calibration_data_without_calibrate(names, opts)
     for option in PIPELINE_OPTIONS:
         value = opts.get(option.flag_param) if option.flag_param else None
         if value is None or value is False or value == ():

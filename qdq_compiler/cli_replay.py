@@ -12,26 +12,23 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from qdq_compiler.cli_options import CALIBRATION_DATA_FLAGS, prepare_calibration
-from qdq_compiler.errors import QdqcError
+from qdq_compiler.cli_options import (
+    flag_name,
+    prepare_calibration,
+    refuse_calibration_data_without_calibrate,
+)
 from qdq_compiler.pm import PassContext, PassManager
 
 REPLAY_CACHE_NAME = "reproducer.qdqc"
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def prepare_opt_calibration(model_path: str, manager: PassManager, opts: dict, pass_ctx: PassContext) -> None:
     """Load `opt`'s calibration data into ``pass_ctx`` when its pipeline calibrates; refuse data flags when
     it does not, and a pipeline that calibrates without data (one line, before any work)."""
-    given = [name for name in CALIBRATION_DATA_FLAGS if opts.get(name)]
-    if "calibrate" not in {p.name for p in manager.passes}:
-        if given:
-            raise QdqcError(f"{_flag(given[0])} configures calibrate, which this pipeline does not run")
-        return
-    prepare_calibration(model_path, opts, pass_ctx)
+    names = {p.name for p in manager.passes}
+    refuse_calibration_data_without_calibrate(names, opts)
+    if "calibrate" in names:
+        prepare_calibration(model_path, opts, pass_ctx)
 
 
 def _plugin_spec(spec: str) -> str:
@@ -64,7 +61,7 @@ class ReplayFlags:
             flags += ["--calib", str(Path(opts["calib"]).resolve())]
             for name in ("batch_size", "calib_limit"):
                 if opts.get(name):
-                    flags += [_flag(name), str(opts[name])]
+                    flags += [flag_name(name), str(opts[name])]
         if opts.get("calib_cache"):
             flags += ["--calib-cache", str(_rekeyed_cache(Path(opts["calib_cache"]), folder))]
         return flags
