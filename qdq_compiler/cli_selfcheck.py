@@ -20,6 +20,7 @@ from qdq_compiler.accuracy.selfcheck import (
     run_selfcheck,
     skipped_check,
 )
+from qdq_compiler.cli_options import flag_name
 from qdq_compiler.errors import ChecksFailed, QdqcError
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
@@ -91,7 +92,7 @@ class CompileSelfCheck:
         self.data = None
         if not self.enabled:
             keys = ("check_samples", "check_sqnr_min", "check_data", "check_strict")
-            given = ["--" + key.replace("_", "-") for key in keys if opts[key] not in (None, False)]
+            given = [flag_name(key) for key in keys if opts[key] not in (None, False)]
             if given:
                 raise QdqcError(f"{', '.join(given)} configure the self-check, which --no-check turns off")
         elif opts["check_data"]:
