@@ -1,0 +1,186 @@
+"""equalize: cross-layer equalisation of Conv pairs (Nagel et al. 2019, "Data-Free Quantization").
+
+Per-channel weight quantization already gives each output channel of a conv its own scale, but the
+activation between two convs is quantized per tensor: one channel with a range 100x the others spends the
+whole INT8 grid. For Conv1 -> f -> Conv2 with f positively homogeneous (f(s*x) = s*f(x) for s > 0:
+Relu, LeakyRelu, PReLU, Clip(x, 0, +inf), or no activation at all), scaling Conv1's output channel i by
+1/s_i and Conv2's input channel i by s_i leaves the float function unchanged. Choosing
+s_i = sqrt(r1_i / r2_i), with r1_i the range of Conv1's output channel i and r2_i that of Conv2's input
+channel i, makes both ranges sqrt(r1_i * r2_i): equal per channel, the spread divided evenly between the
+two layers. Depthwise backbones gain most: a depthwise conv's channels have nothing to share a range with.
+
+Clip(x, 0, 6) (Relu6) is not positively homogeneous: its ceiling would have to move per channel, so such
+pairs are left alone (the reason is logged at debug).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.rewrite import Rewriter, sole_user
+
+HOMOGENEOUS_ACTIVATIONS = ("Relu", "LeakyRelu", "PRelu", "Clip")
+
+
+@dataclass
+class ConvPair:
+    """Conv1 -> (activation) -> Conv2, the second reading the first's output alone."""
+
+    first: ir.Node
+    activation: ir.Node | None
+    second: ir.Node
+
+
+@register_pass
+class CrossLayerEqualization(Pass):
+    """Rescale Conv pairs joined by a positively homogeneous activation so their channel ranges match."""
+
+    name = "equalize"
+    summary = (
+        "Cross-layer equalisation: rescale Conv pairs joined by Relu/LeakyRelu/PReLU so each channel's "
+        "weight range is shared evenly (the float function is unchanged)."
+    )
+
+    @dataclass(frozen=True)
+    class Options:
+        iterations: int = 8  # sweeps over all pairs; chains of three or more convs need several
+        max_scale: float = 1e4  # no channel is rescaled by more than this factor (or less than its inverse)
+        tolerance: float = 1e-3  # stop when no scale of a sweep differs from 1 by more than this
+
+        def __post_init__(self) -> None:
+            if self.iterations < 1:
+                raise ValueError(f"iterations must be at least 1, got {self.iterations}")
+            if not self.max_scale >= 1.0:
+                raise ValueError(f"max-scale must be at least 1, got {self.max_scale}")
+
+    def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        rewriter = Rewriter(model.graph)
+        pairs = [pair for node in model.graph if (pair := match_pair(node, rewriter)) is not None]
+        rewriter.count("num-pairs", len(pairs))
+        for _sweep in range(self.options.iterations):
+            largest_change = 0.0
+            for pair in pairs:
+                largest_change = max(largest_change, equalize_pair(pair, rewriter, self.options.max_scale))
+            rewriter.count("num-sweeps")
+            if largest_change <= self.options.tolerance:
+                break
+        if pairs:
+            rewriter.remove_unused_initializers()
+        return PassResult(modified=bool(pairs), statistics=rewriter.statistics)
+
+
+def _is_op(node: ir.Node | None, *op_types: str) -> bool:
+    return node is not None and node.op_type in op_types and node.domain in ("", "ai.onnx")
+
+
+def _int_attr(node: ir.Node, name: str, default: int) -> int:
+    attr = node.attributes.get(name)
+    return attr.as_int() if attr is not None else default
+
+
+def _is_homogeneous(node: ir.Node, rewriter: Rewriter) -> bool:
+    """True for activations with f(s*x) = s*f(x), s > 0 (Clip only as Clip(x, 0, +inf) or Clip(x, 0))."""
+    if node.op_type != "Clip":
+        return True  # Relu, LeakyRelu, PRelu (whatever the slope's shape: it acts on the sign only)
+    low = constant_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    high = constant_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    if low is None or float(low) != 0.0:
+        return rewriter.notify_match_failure(node, "Clip's minimum is not 0")
+    if high is not None and np.isfinite(high).all():
+        return rewriter.notify_match_failure(node, "Clip has a finite maximum (Relu6 is not homogeneous)")
+    return True
+
+
+def _constant_weights(conv: ir.Node) -> bool:
+    """Conv with constant 4-D weight (and bias, if any): the only convs whose channels can be rescaled."""
+    weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
+    if weight is None or weight.ndim != 4 or weight.dtype not in (np.float32, np.float64):
+        return False
+    bias = conv.inputs[2] if len(conv.inputs) > 2 else None
+    return bias is None or constant_array(bias) is not None
+
+
+def match_pair(node: ir.Node, rewriter: Rewriter) -> ConvPair | None:
+    """The pair that starts at Conv `node`, or None (with the reason logged at debug)."""
+    if not _is_op(node, "Conv") or not _constant_weights(node):
+        return None
+    output = node.outputs[0]
+    if output.is_graph_output():
+        return None
+    user = sole_user(output)
+    activation = None
+    if _is_op(user, *HOMOGENEOUS_ACTIVATIONS):
+        assert user is not None
+        if not _is_homogeneous(user, rewriter) or user.outputs[0].is_graph_output():
+            return None
+        activation, user = user, sole_user(user.outputs[0])
+    if not _is_op(user, "Conv") or user is None or user.inputs[0] is not (activation or node).outputs[0]:
+        rewriter.notify_match_failure(node, "output does not feed exactly one Conv (through one activation)")
+        return None
+    if not _constant_weights(user):
+        rewriter.notify_match_failure(user, "second conv's weight is not constant")
+        return None
+    return ConvPair(node, activation, user)
+
+
+def input_channel_ranges(weight: np.ndarray, group: int) -> np.ndarray:
+    """max |w| over everything that reads input channel i, for a grouped Conv weight [O, I/group, kh, kw]."""
+    out_channels, per_group_in = weight.shape[0], weight.shape[1]
+    per_group_out = out_channels // group
+    grouped = np.abs(weight).reshape(group, per_group_out, per_group_in, -1)
+    return grouped.max(axis=(1, 3)).reshape(group * per_group_in)
+
+
+def scale_input_channels(weight: np.ndarray, group: int, scale: np.ndarray) -> np.ndarray:
+    """Multiply every weight that reads input channel i by scale[i]."""
+    out_channels, per_group_in = weight.shape[0], weight.shape[1]
+    per_group_out = out_channels // group
+    grouped = weight.reshape(group, per_group_out, per_group_in, *weight.shape[2:])
+    factors = scale.reshape(group, 1, per_group_in, *([1] * (weight.ndim - 2)))
+    return (grouped * factors).reshape(weight.shape)
+
+
+def equalize_pair(pair: ConvPair, rewriter: Rewriter, max_scale: float) -> float:
+    """Rescale one pair in place; returns the largest |s - 1| applied (0 when nothing changed)."""
+    first_w = constant_array(pair.first.inputs[1])
+    second_w = constant_array(pair.second.inputs[1])
+    assert first_w is not None and second_w is not None
+    group = _int_attr(pair.second, "group", 1)
+    channels = first_w.shape[0]
+    if second_w.shape[1] * group != channels or second_w.shape[0] % group:
+        rewriter.notify_match_failure(pair.second, "input channels do not match the first conv's outputs")
+        return 0.0
+    w1 = first_w.astype(np.float64)
+    w2 = second_w.astype(np.float64)
+    r1 = np.abs(w1).reshape(channels, -1).max(axis=1)
+    r2 = input_channel_ranges(w2, group)
+    scale = np.ones(channels)
+    usable = (r1 > 0) & (r2 > 0)
+    scale[usable] = np.sqrt(r1[usable] / r2[usable])
+    scale = np.clip(scale, 1.0 / max_scale, max_scale)
+    change = float(np.max(np.abs(scale - 1.0))) if channels else 0.0
+    if change == 0.0:
+        return 0.0
+    new_w1 = w1 / scale.reshape(-1, 1, 1, 1)
+    new_w2 = scale_input_channels(w2, group, scale)
+    _set_constant(rewriter, pair.first, 1, new_w1.astype(first_w.dtype), "weight_equalized")
+    _set_constant(rewriter, pair.second, 1, new_w2.astype(second_w.dtype), "weight_equalized")
+    bias = constant_array(pair.first.inputs[2]) if len(pair.first.inputs) > 2 else None
+    if bias is not None:
+        new_bias = (bias.astype(np.float64).reshape(-1) / scale).astype(bias.dtype)
+        _set_constant(rewriter, pair.first, 2, new_bias, "bias_equalized")
+    rewriter.count("num-channels-rescaled", int(np.count_nonzero(scale != 1.0)))
+    return change
+
+
+def _set_constant(rewriter: Rewriter, node: ir.Node, index: int, array: np.ndarray, suffix: str) -> None:
+    """Give `node` a fresh initializer at input `index` (a shared weight is never edited in place)."""
+    old = node.inputs[index]
+    base = old.name if old is not None and old.name else f"{node.name}.{index}"
+    base = base.removesuffix(".weight_equalized").removesuffix(".bias_equalized")
+    rewriter.set_input(node, index, rewriter.add_constant(array, f"{base}.{suffix}"))
