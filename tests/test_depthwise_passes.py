@@ -1,5 +1,8 @@
-"""equalize (cross-layer equalisation): the float function is unchanged, channel ranges are shared evenly,
-and INT8 of a depthwise block with badly spread channels gets more accurate."""
+"""The passes for depthwise backbones, checked with numbers against the float model.
+
+equalize (cross-layer equalisation): the float function is unchanged, channel ranges are shared evenly, and
+INT8 of a depthwise block with badly spread channels gets more accurate. correct-bias: every conv output's
+per-channel mean matches the float model's, which lifts INT8 accuracy behind a global pool."""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def _conv(name: str, src: str, dst: str, weight: np.ndarray, group: int = 1) -> 
     return node, inits
 
 
-def depthwise_block(activation: str = "Relu", seed: int = 0) -> onnx.ModelProto:
+def depthwise_block(activation: str = "Relu", seed: int = 0, pooled: bool = False) -> onnx.ModelProto:
     """conv 3->8 -> act -> depthwise 3x3 -> act -> conv 8->4; the first conv's channels spread 1e-2..1e2."""
     rng = np.random.default_rng(seed)
     spread = 10.0 ** rng.uniform(-2, 2, size=8)
@@ -37,10 +40,11 @@ def depthwise_block(activation: str = "Relu", seed: int = 0) -> onnx.ModelProto:
     w2 = rng.standard_normal((8, 1, 3, 3))
     w3 = rng.standard_normal((4, 8, 1, 1))
     nodes, inits = [], []
+    last = "t3" if pooled else "y"
     for name, src, dst, w, g in (
         ("c1", "x", "t1", w1, 1),
         ("dw", "a1", "t2", w2, 8),
-        ("c3", "a2", "y", w3, 1),
+        ("c3", "a2", last, w3, 1),
     ):
         node, more = _conv(name, src, dst, w, g)
         nodes.append(node)
@@ -59,11 +63,13 @@ def depthwise_block(activation: str = "Relu", seed: int = 0) -> onnx.ModelProto:
         numpy_helper.from_array(np.full((8, 1, 1), 0.1, np.float32), "slope"),
     ]
     ordered = [nodes[0], acts[0], nodes[1], acts[1], nodes[2]]
+    if pooled:  # a global pool averages the quantization noise away but keeps any shift of the mean
+        ordered.append(helper.make_node("GlobalAveragePool", ["t3"], ["y"], name="pool"))
     graph = helper.make_graph(
         ordered,
         "dw_block",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1, 1] if pooled else [1, 4, 16, 16])],
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -155,3 +161,61 @@ def test_equalize_lifts_int8_accuracy_of_a_badly_spread_depthwise_block(tmp_path
         reference = run_outputs(onnx.load(source), _batches(seed=3))
         results[label] = sqnr_db(reference["y"], run_outputs(onnx.load(out), _batches(seed=3))["y"])
     assert results["equalized"] > results["plain"] + 3.0, results
+
+
+# correct-bias: the empirical bias correction that pairs with equalisation on depthwise blocks
+
+STEPS_AFTER_CALIBRATE = "unify-scales,fold-scales,cleanup-qdq,legalize-trt,verify-trt"
+
+
+def _compile_sqnr(tmp_path, source_proto: onnx.ModelProto, pipeline: str, label: str) -> float:
+    source, calib, out = tmp_path / "src.onnx", tmp_path / "calib.npy", tmp_path / f"{label}.onnx"
+    onnx.save(source_proto, source)
+    np.save(calib, np.random.default_rng(2).standard_normal((16, 3, 16, 16)).astype(np.float32))
+    args = ["-q", "compile", str(source), "--calib", str(calib), "--quantize-head", "--no-check"]
+    assert main([*args, "--pipeline", pipeline, "-o", str(out)]) == 0
+    reference = run_outputs(source_proto, _batches(seed=3, count=8))
+    return sqnr_db(reference["y"], run_outputs(onnx.load(out), _batches(seed=3, count=8))["y"])
+
+
+def test_correct_bias_lifts_int8_accuracy_behind_a_global_pool(tmp_path):
+    """The pool averages the rounding noise away but keeps the mean's shift: the correction removes it
+    (measured 34.1 -> 40.9 dB; with equalize first 44.5 -> 45.6 dB)."""
+    calibrate = "place-qdq,calibrate{method=mse}"
+    model = depthwise_block(pooled=True)
+    plain = _compile_sqnr(tmp_path, model, f"prepare,{calibrate},{STEPS_AFTER_CALIBRATE}", "plain")
+    with_correction = f"prepare,{calibrate},correct-bias,{STEPS_AFTER_CALIBRATE}"
+    corrected = _compile_sqnr(tmp_path, model, with_correction, "corrected")
+    assert corrected > plain + 3.0, (plain, corrected)
+
+
+def test_correct_bias_matches_the_float_means_of_every_conv_output(tmp_path):
+    from qdq_compiler.calib.channel_means import channel_means
+
+    proto = depthwise_block()
+    calib = np.random.default_rng(2).standard_normal((16, 3, 16, 16)).astype(np.float32)
+    model = load_model(proto)
+    pipeline = "prepare,place-qdq,calibrate{method=percentile{p=99}},correct-bias{iterations=4}"
+    PassManager(pipeline).run(model, PassContext(calibration_data=calib))
+    batches = [{"x": calib[i : i + 1]} for i in range(16)]
+    names = ["t1", "t2", "y"]
+    float_means = channel_means(proto, names, batches)
+    quantized_means = channel_means(to_proto(model), names, batches)
+    for name in names:
+        scale = np.abs(float_means[name]).max()
+        np.testing.assert_allclose(quantized_means[name], float_means[name], atol=1e-3 * scale)
+
+
+def test_correct_bias_before_calibrate_is_one_line_error(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    onnx.save(depthwise_block(), path)
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.zeros((2, 3, 16, 16), np.float32))
+    pipeline = "prepare,place-qdq,correct-bias,calibrate"
+    code = main(
+        ["compile", str(path), "--calib", str(calib), "--pipeline", pipeline, "-o", str(tmp_path / "o.onnx")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("qdqc: error: ") and "put it after calibrate or import-scales" in err
+    assert "\n" not in err
