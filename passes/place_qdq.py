@@ -31,8 +31,10 @@ from qdq_compiler.quant.decisions import LayerDecision, record_decisions
 from qdq_compiler.quant.grid import scale_from_amax
 from qdq_compiler.quant.placement_warnings import warn_placement
 from qdq_compiler.rewrite import Rewriter
+from qdq_compiler.targets.trt_rules import small_layer_reason
 
 POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
+SMALL_LAYER_RULES = ("min-channels", "trt-kernels")
 PLACEHOLDER_SCALE = np.float32(1.0)
 
 
@@ -50,11 +52,17 @@ class PlaceQDQ(Pass):
         exclude_ops: tuple[str, ...] = ()
         quantize_head: bool = False
         min_channels: int = 4
+        small_layers: str = "min-channels"  # or "trt-kernels": TensorRT's INT8 kernel sizes (trt_rules)
+        pooled_float: bool = False  # convs on pooled 1x1 maps (squeeze-excitation) stay float
         weight_method: str = "max"
 
         def __post_init__(self) -> None:
             if self.policy != "trt":
                 raise ValueError(f"unknown policy '{self.policy}' (valid: trt)")
+            if self.small_layers not in SMALL_LAYER_RULES:
+                raise ValueError(
+                    f"unknown small-layers rule '{self.small_layers}' (valid: {', '.join(SMALL_LAYER_RULES)})"
+                )
             if self.min_channels < 0:
                 raise ValueError("min-channels must be >= 0")
 
@@ -120,6 +128,10 @@ class PlaceQDQ(Pass):
                 reason = "detection-head output layer (use --quantize-head to quantize)"
             elif max(_channels(node, weight)) < self.options.min_channels:
                 reason = f"fewer than {self.options.min_channels} input and output channels (too small)"
+            elif self.options.small_layers == "trt-kernels" and (small := _small_for_trt(node, weight)):
+                reason = small
+            elif self.options.pooled_float and _reads_pooled_map(node, rule.activation_input):
+                reason = "reads a pooled 1x1 map (squeeze-excitation): negligible MACs, kept float"
             decision = LayerDecision(node.name or node.op_type, node.op_type, reason is None, reason or "")
             decisions.append((node, decision))
         return decisions
@@ -181,15 +193,36 @@ def _already_dequantized(value: ir.Value) -> bool:
 
 def _channels(node: ir.Node, weight: ir.Value) -> tuple[int, int]:
     """(input channels per group, output channels) of a weighted layer, from its weight's shape."""
-    shape = weight.shape
-    if shape is None or not all(isinstance(d, int) for d in shape):
-        array = constant_array(weight)
-        if array is None:  # an already-quantized weight of unknown shape: not too small
-            return 1 << 30, 1 << 30
-        dims = array.shape
-    else:
-        dims = tuple(shape)
+    dims = _weight_dims(weight)
+    if dims is None:  # an already-quantized weight of unknown shape: not too small
+        return 1 << 30, 1 << 30
     return weight_channels(node, dims)
+
+
+def _small_for_trt(node: ir.Node, weight: ir.Value) -> str | None:
+    """TensorRT's INT8 kernel-size rule (`trt_rules.small_layer_reason`) for a layer with a known weight."""
+    dims = _weight_dims(weight)
+    if dims is None:
+        return None
+    reads_input = any(value is not None and value.is_graph_input() for value in node.inputs)
+    return small_layer_reason(node, dims, reads_input)
+
+
+def _weight_dims(weight: ir.Value) -> tuple[int, ...] | None:
+    """The weight's dims from its static shape or its constant array; None when neither is known."""
+    shape = weight.shape
+    if shape is not None and all(isinstance(d, int) for d in shape):
+        return tuple(int(d) for d in shape if isinstance(d, int))
+    array = constant_array(weight)
+    return tuple(array.shape) if array is not None else None
+
+
+def _reads_pooled_map(node: ir.Node, activation_input: int) -> bool:
+    """True for a Conv whose activation is a 4-D map of 1x1 spatial size (known shape)."""
+    value = node.inputs[activation_input] if len(node.inputs) > activation_input else None
+    if node.op_type != "Conv" or value is None or value.shape is None or len(value.shape) < 3:
+        return False
+    return all(dim == 1 for dim in value.shape[2:])
 
 
 def _head_layers(graph: ir.Graph) -> set[int]:

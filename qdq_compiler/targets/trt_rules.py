@@ -283,3 +283,48 @@ def commuting_rule(node: ir.Node) -> CommutingOpRule | None:
     if rule is None or rule.blocks(node) is not None:
         return None
     return rule
+
+
+# Small layers: where TensorRT's INT8 kernels do not pay off. Model Optimizer's INT8 rules, written out as
+# facts (tensorrt-qdq.md s4): a Conv needs 16+ input (per group) and output channels, except a dense Conv with
+# a square kernel whose input or output count is a multiple of 8 and that either reads a graph input (the
+# stem) or has 16+ channels on one side, and a grouped Conv with 8k output channels and kernels of 3+;
+# a Gemm/MatMul needs K and N of 16+ for INT8 tensor-core kernels.
+SRC_SMALL_LAYERS = (
+    "Model Optimizer graph_utils.find_nodes_from_convs_to_exclude and _MIN_MATMUL_DIM (tensorrt-qdq.md s4)"
+)
+MIN_INT8_KERNEL_CHANNELS = 16
+INT8_CHANNEL_MULTIPLE = 8
+
+
+def small_layer_reason(
+    node: ir.Node, weight_dims: tuple[int, ...], reads_graph_input: bool = False
+) -> str | None:
+    """Why `node` (Conv/Gemm/MatMul with a weight of `weight_dims`) is too small for TensorRT's INT8 kernels,
+    or None when they suit it. ConvTranspose is not judged (no rule source covers it)."""
+    wide = MIN_INT8_KERNEL_CHANNELS
+    if node.op_type in ("Gemm", "MatMul"):
+        k, n = op_facts.weight_channels(node, weight_dims)
+        if k < wide or n < wide:
+            return f"K={k}, N={n}: INT8 GEMM kernels need K and N of at least {wide}"
+        return None
+    if node.op_type != "Conv" or len(weight_dims) < 3:
+        return None
+    out_channels, in_per_group, kernel = weight_dims[0], weight_dims[1], weight_dims[2:]
+    if out_channels >= wide and in_per_group >= wide:
+        return None
+    group_attr = node.attributes.get("group")
+    group = group_attr.as_int() if group_attr is not None else 1
+    multiple = INT8_CHANNEL_MULTIPLE
+    size = f"{in_per_group * group}->{out_channels} channels" + (f" (group {group})" if group > 1 else "")
+    if group > 1:
+        if out_channels % multiple == 0 and all(k >= 3 for k in kernel):
+            return None
+        return f"{size}: grouped INT8 conv kernels need {multiple}k output channels and kernels of 3+"
+    if out_channels % multiple and in_per_group % multiple:
+        return f"{size}: INT8 conv kernels need {wide}+ channels or a multiple of {multiple}"
+    if not (reads_graph_input or max(out_channels, in_per_group) >= wide):
+        return f"{size}: INT8 conv kernels need {wide}+ channels on one side (or the graph input)"
+    if len(set(kernel)) != 1:
+        return f"{size}: a small INT8 conv needs a square kernel"
+    return None
