@@ -354,9 +354,10 @@ def demo(ctx: click.Context, out_dir: str, method: str | None, limit: int | None
 
 
 from qdq_compiler.cli_accuracy import sensitivity  # noqa: E402  (after cli is defined, with the others)
+from qdq_compiler.cli_eval import eval_command  # noqa: E402  (after cli is defined, with the others)
 from qdq_compiler.cli_trt import build, explain, lint, report_engine  # noqa: E402  (after cli is defined)
 
-for _command in (lint, explain, build, report_engine, sensitivity):
+for _command in (lint, explain, build, report_engine, sensitivity, eval_command):
     cli.add_command(_command)
 for _command in cli.commands.values():  # every command's --help ends with the exit codes
     _command.epilog = exit_codes_epilog()
