@@ -290,3 +290,57 @@ def test_unknown_kind_asks_for_kind(tmp_path, capsys) -> None:
     assert main(["eval", model, model, "--data", str(tmp_path / "data.npy")]) == 2
     err = capsys.readouterr().err
     assert "cannot tell the model's kind" in err and err.strip().endswith("give --kind"), err
+
+
+# --------------------------------------------------------------------------- detector (hand-made)
+def constant_detector(rows: list[list[float]]) -> onnx.ModelProto:
+    """A 'detector' whose output [1, N, 6] (xywh, objectness, one class score) is ``rows`` whatever x is."""
+    table = np.asarray(rows, np.float32)[None]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=1, axes=[1, 2, 3]),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Reshape", ["nothing", "shape"], ["nothing3"]),
+        helper.make_node("Add", ["table", "nothing3"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "constant_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(table.shape))],
+        [
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+            numpy_helper.from_array(np.asarray([1, 1, 1], np.int64), "shape"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_detector_map_against_fp32_detections_by_hand(tmp_path) -> None:
+    """FP32 finds A and B (scores 0.9, 0.8; C at 0.1 is below --reference-conf, so no ground truth). INT8
+    finds A exactly, puts B where nothing is (a false positive) and keeps C: recall reaches 1/2 at
+    precision 1 and no further, so COCO's 101-point AP is 51/101 at every IoU threshold."""
+    box_a, box_b, box_c = [40, 40, 20, 20, 0.9, 1.0], [100, 100, 20, 20, 0.8, 1.0], [10, 10, 4, 4, 0.1, 1.0]
+    moved_b = [130, 130, 20, 20, 0.8, 1.0]
+    fp32, int8 = constant_detector([box_a, box_b, box_c]), constant_detector([box_a, moved_b, box_c])
+    np.save(tmp_path / "data.npy", np.zeros((3, 3, 4, 4), np.float32))
+    report = evaluate_models(fp32, int8, str(tmp_path / "data.npy"))
+    assert report.kind == "detector"
+    assert report.metric("mAP@0.5").int8_vs_fp32 == pytest.approx(51 / 101, abs=1e-9)
+    assert report.metric("mAP@0.5:0.95").int8_vs_fp32 == pytest.approx(51 / 101, abs=1e-9)
+    itself = evaluate_models(fp32, fp32, str(tmp_path / "data.npy"))
+    assert itself.metric("mAP@0.5").int8_vs_fp32 == 1.0
+
+
+def test_eval_sqnr_is_compile_s_self_check_on_the_same_samples(yolo_path, calib_path, tmp_path) -> None:
+    """The YOLOv7-tiny test model compiled on calib.npy: eval on those 4 samples measures the SQNR that
+    compile's self-check reported (the same onnxruntime runs)."""
+    compiled, summary = tmp_path / "yolo.int8.onnx", tmp_path / "summary.json"
+    compile_args = ["-q", "compile", str(yolo_path), "--calib", str(calib_path), "-o", str(compiled)]
+    assert main([*compile_args, "--summary-json", str(summary)]) == 0
+    [checked] = json.loads(summary.read_text())["self_check"]["outputs"]
+    model, int8 = onnx.load(str(yolo_path)), onnx.load(str(compiled))
+    report = evaluate_models(model, int8, str(calib_path))
+    assert report.kind == "detector" and report.samples == 4
+    assert report.outputs[0].sqnr_db == pytest.approx(checked["sqnr_db"], abs=5e-4)  # summary: 3 decimals
+    assert 0.0 <= report.metric("mAP@0.5").int8_vs_fp32 <= 1.0
