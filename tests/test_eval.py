@@ -20,8 +20,8 @@ SAMPLES = 24
 
 
 # --------------------------------------------------------------------------- models and data built here
-def classifier(weight: np.ndarray) -> onnx.ModelProto:
-    """x [1,3,4,4] -> GlobalAveragePool -> Flatten -> MatMul(weight [3,5]) -> scores [1,5]."""
+def classifier(weight: np.ndarray, batch: int | str = 1) -> onnx.ModelProto:
+    """x [batch,3,4,4] -> GlobalAveragePool -> Flatten -> MatMul(weight [3,5]) -> scores [batch,5]."""
     nodes = [
         helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["flat"]),
@@ -30,15 +30,15 @@ def classifier(weight: np.ndarray) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "classifier",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 5])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 4, 4])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 5])],
         [numpy_helper.from_array(weight.astype(np.float32), "w")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def segmenter(weight: np.ndarray, bias: float) -> onnx.ModelProto:
-    """x [1,3,6,6] -> 1x1 Conv(weight [3], bias) -> Sigmoid -> map [1,1,6,6]."""
+def segmenter(weight: np.ndarray, bias: float, batch: int | str = 1) -> onnx.ModelProto:
+    """x [batch,3,6,6] -> 1x1 Conv(weight [3], bias) -> Sigmoid -> map [batch,1,6,6]."""
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["logits"]),
         helper.make_node("Sigmoid", ["logits"], ["map"]),
@@ -46,8 +46,8 @@ def segmenter(weight: np.ndarray, bias: float) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "segmenter",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-        [helper.make_tensor_value_info("map", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 6, 6])],
+        [helper.make_tensor_value_info("map", TensorProto.FLOAT, [batch, 1, 6, 6])],
         [
             numpy_helper.from_array(weight.reshape(1, 3, 1, 1).astype(np.float32), "w"),
             numpy_helper.from_array(np.asarray([bias], np.float32), "b"),
@@ -96,7 +96,7 @@ def test_metrics_against_hand_computed_values() -> None:
     assert cosine_similarity(np.array([1.0, 2.0]), np.array([-1.0, -2.0])) == pytest.approx(-1.0)
     assert cosine_similarity(np.zeros(3), np.zeros(3)) == 1.0
     assert cosine_similarity(np.zeros(3), np.ones(3)) == 0.0
-    assert math.isnan(cosine_similarity(np.array([np.nan]), np.array([1.0])))
+    assert math.isnan(cosine_similarity(np.array([1.0]), np.array([np.nan])))
     a = np.array([[1, 1, 0], [0, 1, 0]], bool)
     b = np.array([[1, 0, 0], [1, 1, 1]], bool)
     assert binary_iou(a, b) == 2 / 5  # both: (0,0), (1,1); either: those and (0,1), (1,0), (1,2)
@@ -119,14 +119,17 @@ def test_classifier_against_itself(tmp_path, class_weights, samples, capsys) -> 
     assert report["samples"] == SAMPLES and report["kind"] == "classifier"
 
 
-def test_classifier_with_a_perturbed_weight(tmp_path, class_weights, samples) -> None:
+@pytest.mark.parametrize("batch, batch_size", [(1, None), ("N", 5)])  # 5: batches of 5, 5, 5, 5, 4
+def test_classifier_with_a_perturbed_weight(tmp_path, class_weights, samples, batch, batch_size) -> None:
     weight, perturbed = class_weights
-    fp32, int8 = classifier(weight), classifier(perturbed)
+    fp32, int8 = classifier(weight, batch), classifier(perturbed, batch)
     np.save(tmp_path / "data.npy", samples)
     truth = np.random.default_rng(2).integers(0, 5, SAMPLES)
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({str(i): int(c) for i, c in enumerate(truth)}))
-    report = evaluate_models(fp32, int8, str(tmp_path / "data.npy"), labels=str(labels))
+    data = str(tmp_path / "data.npy")
+    report = evaluate_models(fp32, int8, data, labels=str(labels), batch_size=batch_size)
+    assert report.samples == SAMPLES and report.outputs[0].shape == (SAMPLES, 5)
 
     ref, test = reference_scores(samples, weight), reference_scores(samples, perturbed)
     stats = report.outputs[0]
@@ -177,7 +180,8 @@ def sigmoid_maps(x: np.ndarray, weight: np.ndarray, bias: float) -> np.ndarray:
     return 1 / (1 + np.exp(-logits))
 
 
-def test_segmentation_iou_against_numpy(tmp_path) -> None:
+@pytest.mark.parametrize("batch, batch_size", [(1, None), ("N", 5)])  # 5: masks read batch by batch
+def test_segmentation_iou_against_numpy(tmp_path, batch, batch_size) -> None:
     rng = np.random.default_rng(4)
     x = rng.standard_normal((SAMPLES, 3, 6, 6)).astype(np.float32)
     np.save(tmp_path / "data.npy", x)
@@ -187,10 +191,11 @@ def test_segmentation_iou_against_numpy(tmp_path) -> None:
     truth = rng.random((SAMPLES, 6, 6)) > 0.5
     for index, mask in enumerate(truth):
         np.save(masks / f"{index}.npy", mask.astype(np.uint8))
-    fp32 = save(segmenter(weight, 0.0), tmp_path / "fp32.onnx", kind="segmentation")
-    int8 = save(segmenter(weight, 0.3), tmp_path / "int8.onnx")
+    fp32 = save(segmenter(weight, 0.0, batch), tmp_path / "fp32.onnx", kind="segmentation")
+    int8 = save(segmenter(weight, 0.3, batch), tmp_path / "int8.onnx")
     report_path = tmp_path / "r.json"
     args = ["eval", fp32, int8, "--data", str(tmp_path / "data.npy"), "--labels", str(masks)]
+    args += ["--batch-size", str(batch_size)] if batch_size else []
     assert main([*args, "--threshold", "0.6", "--json", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["kind_source"] == "metadata"
@@ -275,6 +280,17 @@ def test_user_errors_are_one_line(tmp_path, class_weights, samples, capsys) -> N
     assert main(["eval", model, str(tmp_path / "missing.onnx"), "--data", str(data)]) == 2
 
 
+def test_yolov8_layout_is_not_taken_for_a_detector(tmp_path, capsys) -> None:
+    """[B, 4+nc, N] (YOLOv8, no objectness) is not the [B, N, 5+nc] eval decodes: refused, not misread."""
+    rows = np.random.default_rng(6).random((6, 20)).tolist()  # 6 columns of 20 "boxes": the transposed layout
+    model = save(constant_detector(rows), tmp_path / "v8.onnx")
+    np.save(tmp_path / "data.npy", np.zeros((2, 3, 4, 4), np.float32))
+    assert main(["eval", model, model, "--data", str(tmp_path / "data.npy")]) == 2
+    assert "cannot tell the model's kind" in capsys.readouterr().err
+    assert main(["eval", model, model, "--data", str(tmp_path / "data.npy"), "--kind", "detector"]) == 2
+    assert "--kind detector needs an output of shape [B,N,5+nc]" in capsys.readouterr().err
+
+
 def test_unknown_kind_asks_for_kind(tmp_path, capsys) -> None:
     """An output that fits no kind ([1,2,6,6]) is refused with one line that asks for --kind."""
     weight = np.ones((2, 3, 1, 1), np.float32)
@@ -322,7 +338,9 @@ def test_detector_map_against_fp32_detections_by_hand(tmp_path) -> None:
     precision 1 and no further, so COCO's 101-point AP is 51/101 at every IoU threshold."""
     box_a, box_b, box_c = [40, 40, 20, 20, 0.9, 1.0], [100, 100, 20, 20, 0.8, 1.0], [10, 10, 4, 4, 0.1, 1.0]
     moved_b = [130, 130, 20, 20, 0.8, 1.0]
-    fp32, int8 = constant_detector([box_a, box_b, box_c]), constant_detector([box_a, moved_b, box_c])
+    nothing = [[80, 80, 10, 10, 0.0, 1.0]] * 4  # objectness 0: below any threshold (N rows >= 5 + nc)
+    fp32 = constant_detector([box_a, box_b, box_c, *nothing])
+    int8 = constant_detector([box_a, moved_b, box_c, *nothing])
     np.save(tmp_path / "data.npy", np.zeros((3, 3, 4, 4), np.float32))
     report = evaluate_models(fp32, int8, str(tmp_path / "data.npy"))
     assert report.kind == "detector"

@@ -10,6 +10,7 @@ here that fails with a LOWER count means that fix landed and the baseline should
 from __future__ import annotations
 
 import json
+from contextlib import redirect_stdout
 
 import numpy as np
 import onnx
@@ -52,11 +53,8 @@ def compiled(tmp_path_factory):
             onnx.save_model(TEST_MODELS[name](), source)
             assert main(["-q", "compile", str(source), "--calib", str(calib), "-o", str(target)]) == 0
             report = root / f"{name}.explain.json"
-            with open(report, "w") as stream:
-                from contextlib import redirect_stdout
-
-                with redirect_stdout(stream):
-                    assert main(["explain", str(target), "--json"]) == 0
+            with open(report, "w") as stream, redirect_stdout(stream):
+                assert main(["explain", str(target), "--json"]) == 0
             cache[name] = (onnx.load(str(source)), onnx.load(str(target)), json.loads(report.read_text()))
         return cache[name]
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from qdq_compiler.calib import ImageFolderData, open_calibration_data
+from qdq_compiler.calib import CalibrationData, ImageFolderData, open_calibration_data
 from qdq_compiler.calib.data import Batch, model_input_specs
 from qdq_compiler.calib.errors import CalibrationError
 from qdq_compiler.calib.preprocess import Preprocess
@@ -16,14 +17,22 @@ from qdq_compiler.errors import QdqcError
 
 @dataclass(frozen=True)
 class EvalData:
-    """Batches to run, one name per sample (an image's path inside the folder, else its index), and for
-    an image folder the preprocessing and the folder itself (labels may need the original image sizes)."""
+    """The data to run batch by batch (:meth:`batches`), one name per sample (an image's path inside the
+    folder, else its index), and for an image folder its preprocessing and the folder itself (detector labels
+    need the original image sizes)."""
 
-    batches: list[Batch]
+    data: CalibrationData
     names: list[str]
     source: str
     image_root: Path | None = None
     preprocess: Preprocess | None = None
+
+    def batches(self) -> Iterator[Batch]:
+        """The batches, read as they are needed; a sample that cannot be read is a one-line error."""
+        try:
+            yield from self.data
+        except CalibrationError as exc:
+            raise QdqcError(f"--data: {exc}") from None
 
     def image_size(self, index: int) -> tuple[int, int]:
         """(height, width) of sample ``index``'s image file before preprocessing."""
@@ -51,11 +60,10 @@ def open_eval_data(
     """Read ``source`` (a folder of images, a .npy or an .npz, as `--calib` takes) for ``model``."""
     try:
         data = open_calibration_data(source, model, batch_size=batch_size, limit=limit)
-        batches = list(data)
     except CalibrationError as exc:
         raise QdqcError(f"--data: {exc}") from None
     if isinstance(data, ImageFolderData):
         names = [path.relative_to(data.root).as_posix() for path in data.files]
-        return EvalData(batches, names, source, image_root=data.root, preprocess=data.preprocess)
+        return EvalData(data, names, source, image_root=data.root, preprocess=data.preprocess)
     count = data.num_samples or 0
-    return EvalData(batches, [str(index) for index in range(count)], source)
+    return EvalData(data, [str(index) for index in range(count)], source)

@@ -22,8 +22,8 @@ SHAPE_RULES = {
 
 def fits_kind(kind: str, shape: tuple[int, ...]) -> bool:
     """True when an output of ``shape`` can carry ``kind``'s result (see :data:`SHAPE_RULES`)."""
-    if kind == "detector":
-        return len(shape) == 3 and shape[2] >= 6
+    if kind == "detector":  # N rows of boxes, more than their 5 + nc columns (not YOLOv8's [B,4+nc,N])
+        return len(shape) == 3 and shape[2] >= 6 and shape[1] >= shape[2]
     if kind == "classifier":
         return len(shape) == 2 and shape[1] >= 2
     return len(shape) == 4 and shape[1] == 1

@@ -34,17 +34,28 @@ def _missing(names: Sequence[str], known: set[str] | dict, where: Path) -> None:
         raise QdqcError(f"--labels {where}: no label for sample {absent[0]!r}{more}")
 
 
-def _class_index(value: object, name: str, where: Path, num_classes: int) -> int:
+def _class_index(value: object, name: str, where: Path) -> int:
     try:
         index = int(str(value).strip())
     except ValueError:
         raise QdqcError(f"--labels {where}: the class of {name!r} is {value!r}, not a class index") from None
-    if not 0 <= index < num_classes:
-        raise QdqcError(f"--labels {where}: class {index} of {name!r} is outside 0..{num_classes - 1}")
+    if index < 0:
+        raise QdqcError(f"--labels {where}: class {index} of {name!r} is negative")
     return index
 
 
-def load_class_labels(path: str | Path, names: Sequence[str], num_classes: int) -> np.ndarray:
+def check_class_range(labels: np.ndarray, names: Sequence[str], where: str | Path, num_classes: int) -> None:
+    """Refuse a class index the model's ``num_classes`` scores cannot give."""
+    outside = np.flatnonzero(labels >= num_classes)
+    if outside.size:
+        first = int(outside[0])
+        raise QdqcError(
+            f"--labels {where}: class {labels[first]} of {names[first]!r} is outside 0..{num_classes - 1} "
+            f"(the model scores {num_classes} classes)"
+        )
+
+
+def load_class_labels(path: str | Path, names: Sequence[str]) -> np.ndarray:
     """Class index of every sample from a JSON object ``{name: index}`` or a CSV of ``name,index`` rows
     (an optional header row is skipped)."""
     where = _existing(path)
@@ -68,7 +79,7 @@ def load_class_labels(path: str | Path, names: Sequence[str], num_classes: int) 
     else:
         raise QdqcError(f"--labels {where}: classifier labels are a .json or .csv mapping file name to class")
     _missing(names, mapping, where)
-    return np.asarray([_class_index(mapping[name], name, where, num_classes) for name in names], np.int64)
+    return np.asarray([_class_index(mapping[name], name, where) for name in names], np.int64)
 
 
 def load_coco(path: str | Path, names: Sequence[str]) -> tuple[dict, list[int]]:
@@ -89,24 +100,30 @@ def load_coco(path: str | Path, names: Sequence[str]) -> tuple[dict, list[int]]:
     return coco, [ids[name] for name in names]
 
 
-def load_masks(path: str | Path, names: Sequence[str], size: tuple[int, int]) -> np.ndarray:
-    """``[N, H, W]`` boolean masks (a pixel is foreground when non-zero): for sample ``a/b.jpg`` the file
-    ``a/b.png`` or ``a/b.npy`` in the labels folder, of the model's map size ``size``."""
+def mask_files(path: str | Path, names: Sequence[str]) -> list[Path]:
+    """The mask of every sample: for sample ``a/b.jpg`` the file ``a/b.png`` or ``a/b.npy`` in the folder."""
     folder = _existing(path, want_dir=True)
-    masks = []
+    files = []
     for name in names:
         stem = Path(name).with_suffix("")
-        found = [
-            folder / f"{stem}{suffix}" for suffix in MASK_SUFFIXES if (folder / f"{stem}{suffix}").is_file()
-        ]
+        found = [folder / f"{stem}{suffix}" for suffix in MASK_SUFFIXES]
+        found = [candidate for candidate in found if candidate.is_file()]
         if not found:
             raise QdqcError(f"--labels {folder}: no mask {stem}.png or {stem}.npy for sample {name!r}")
-        mask = _read_mask(found[0])
+        files.append(found[0])
+    return files
+
+
+def load_masks(files: Sequence[Path], size: tuple[int, ...]) -> np.ndarray:
+    """``[N, H, W]`` boolean masks of the model's map size ``size`` (a pixel is foreground when non-zero)."""
+    masks = []
+    for path in files:
+        mask = _read_mask(path)
         if mask.ndim == 3 and mask.shape[0] == 1:
             mask = mask[0]
         if mask.shape != tuple(size):
             raise QdqcError(
-                f"--labels {found[0]}: mask of shape {list(mask.shape)}; the model's map is {list(size)}"
+                f"--labels {path}: mask of shape {list(mask.shape)}; the model's map is {list(size)}"
             )
         masks.append(mask != 0)
     return np.stack(masks)

@@ -1,16 +1,16 @@
-"""Run the FP32 and the INT8 model on the same data and measure how far apart they are."""
+"""Run the FP32 and the INT8 model on the same data, batch by batch, and measure how far apart they are."""
 
 from __future__ import annotations
 
 import onnx
 
-from qdq_compiler.accuracy.numerics import compare_outputs, run_outputs
+from qdq_compiler.accuracy.numerics import ModelRunner
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.evaluation.data import check_same_inputs, open_eval_data
 from qdq_compiler.evaluation.kind import KINDS, kind_from_metadata, kind_from_outputs, task_output
-from qdq_compiler.evaluation.metrics import cosine_similarity
+from qdq_compiler.evaluation.metrics import Closeness
 from qdq_compiler.evaluation.report import EvalReport, OutputStats
-from qdq_compiler.evaluation.tasks import classifier_metrics, detector_metrics, segmentation_metrics
+from qdq_compiler.evaluation.tasks import Task, make_task
 
 
 def evaluate_models(
@@ -26,9 +26,10 @@ def evaluate_models(
 ) -> EvalReport:
     """Per-output SQNR and cosine of ``int8`` against ``fp32`` over ``data``, and the task metric.
 
-    ``kind`` "auto" reads the model's ``qdq_compiler.model_kind`` metadata, else the output shapes.
-    ``threshold`` binarises segmentation maps; FP32 detections scored above ``reference_conf`` are the
-    ground truth INT8's are scored against.
+    ``kind`` "auto" reads the model's ``qdq_compiler.model_kind`` metadata, else the output shapes (of the
+    first batch). ``threshold`` binarises segmentation maps; FP32 detections scored above ``reference_conf``
+    are the ground truth INT8's are scored against. Memory stays at a batch of outputs (detections and
+    top-1 classes are kept), whatever the number of samples.
     """
     if kind != "auto" and kind not in KINDS:
         raise QdqcError(f"unknown model kind {kind!r}: one of auto, {', '.join(KINDS)}")
@@ -40,26 +41,30 @@ def evaluate_models(
     if sorted(fp32_names) != sorted(int8_names):
         raise QdqcError(f"the two models' outputs differ: FP32 has {fp32_names}; INT8 has {int8_names}")
     samples = open_eval_data(data, fp32, batch_size=batch_size, limit=limit)
-    reference = run_outputs(fp32, samples.batches)
-    quantized = run_outputs(int8, samples.batches)
-    comparison = compare_outputs(reference, quantized)  # refuses differing shapes, NaN in FP32
-    outputs = [
-        OutputStats(
-            name, tuple(ref.shape), comparison.per_output[name], cosine_similarity(ref, quantized[name])
-        )
-        for name, ref in reference.items()
-    ]
-    if kind != "auto":
-        source = "--kind"
-    else:
+    source = "--kind"
+    if kind == "auto":
         recorded = kind_from_metadata(fp32, int8)
-        kind, source = (recorded, "metadata") if recorded else (kind_from_outputs(reference), "output shapes")
-    name = task_output(kind, reference)
-    ref, out = reference[name], quantized[name]
-    if kind == "classifier":
-        metrics, notes = classifier_metrics(ref, out, samples, labels)
-    elif kind == "segmentation":
-        metrics, notes = segmentation_metrics(ref, out, samples, labels, threshold)
-    else:
-        metrics, notes = detector_metrics(ref, out, samples, labels, reference_conf)
+        kind, source = (recorded, "metadata") if recorded else ("auto", "output shapes")
+    task: Task | None = None
+    if kind != "auto":
+        task = make_task(kind, samples, labels, threshold, reference_conf)  # labels read before any run
+    reference_run, quantized_run = ModelRunner(fp32), ModelRunner(int8)
+    closeness = {name: Closeness(name) for name in reference_run.names}
+    name = ""
+    for batch in samples.batches():
+        reference, quantized = reference_run(batch), quantized_run(batch)
+        for output, stats in closeness.items():
+            stats.add(reference[output], quantized[output])
+        if task is None:
+            kind = kind_from_outputs(reference)
+            task = make_task(kind, samples, labels, threshold, reference_conf)
+        name = name or task_output(kind, reference)
+        task.add(reference[name], quantized[name])
+    if task is None:
+        raise QdqcError(f"--data {data}: no samples")
+    metrics, notes = task.finish()
+    outputs = [
+        OutputStats(output, stats.shape or (), stats.sqnr_db, stats.cosine)
+        for output, stats in closeness.items()
+    ]
     return EvalReport(len(samples.names), kind, source, name, outputs, metrics, notes)
