@@ -309,8 +309,9 @@ def test_unknown_kind_asks_for_kind(tmp_path, capsys) -> None:
 
 
 # --------------------------------------------------------------------------- detector (hand-made)
-def constant_detector(rows: list[list[float]]) -> onnx.ModelProto:
-    """A 'detector' whose output [1, N, 6] (xywh, objectness, one class score) is ``rows`` whatever x is."""
+def constant_detector(rows: list[list[float]], size: int = 4) -> onnx.ModelProto:
+    """A 'detector' whose output [1, N, 6] (xywh, objectness, one class score) is ``rows`` whatever its
+    input x [1, 3, size, size] is."""
     table = np.asarray(rows, np.float32)[None]
     nodes = [
         helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=1, axes=[1, 2, 3]),
@@ -321,7 +322,7 @@ def constant_detector(rows: list[list[float]]) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "constant_detector",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(table.shape))],
         [
             numpy_helper.from_array(table, "table"),
@@ -362,3 +363,28 @@ def test_eval_sqnr_is_compile_s_self_check_on_the_same_samples(yolo_path, calib_
     assert report.kind == "detector" and report.samples == 4
     assert report.outputs[0].sqnr_db == pytest.approx(checked["sqnr_db"], abs=5e-4)  # summary: 3 decimals
     assert 0.0 <= report.metric("mAP@0.5").int8_vs_fp32 <= 1.0
+
+
+def test_detections_are_mapped_back_through_the_letterbox(tmp_path) -> None:
+    """A 320x240 image letterboxed into the 160x160 input: scale 0.5, 20 rows of padding on top. The model's
+    box xyxy (10, 30, 50, 70) is (20, 20, 100, 100) in the image, where the label is: mAP 1 (unmapped, the
+    box would miss the label: IoU 0.18)."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((240, 320, 3), np.uint8)).save(images / "wide.png")
+    coco = {
+        "images": [{"id": 7, "file_name": "wide.png", "width": 320, "height": 240}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 1, "bbox": [20, 20, 80, 80], "area": 6400, "iscrowd": 0}
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(coco))
+    rows = [[30, 50, 40, 40, 0.9, 1.0]] + [[80, 80, 10, 10, 0.0, 1.0]] * 6
+    model = constant_detector(rows, size=160)
+    report = evaluate_models(model, model, str(images), labels=str(labels))
+    assert report.metric("mAP@0.5").fp32_vs_labels == 1.0
+    assert report.metric("mAP@0.5:0.95").int8_vs_labels == 1.0
