@@ -388,3 +388,20 @@ def test_detections_are_mapped_back_through_the_letterbox(tmp_path) -> None:
     report = evaluate_models(model, model, str(images), labels=str(labels))
     assert report.metric("mAP@0.5").fp32_vs_labels == 1.0
     assert report.metric("mAP@0.5:0.95").int8_vs_labels == 1.0
+
+
+def test_image_size_follows_the_exif_orientation(tmp_path) -> None:
+    """A 320x240 JPEG tagged 'rotate 90' is read upright (240 wide, 320 high), so boxes map back through
+    that size, not the stored one."""
+    from PIL import Image, ImageOps
+
+    from qdq_compiler.evaluation.data import EvalData
+
+    image = Image.fromarray(np.zeros((240, 320, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "turned.jpg", exif=exif.tobytes())
+    with Image.open(tmp_path / "turned.jpg") as opened:
+        upright_w, upright_h = ImageOps.exif_transpose(opened).size
+    data = EvalData(data=None, names=["turned.jpg"], source=str(tmp_path), image_root=tmp_path)  # type: ignore[arg-type]
+    assert data.image_size(0) == (upright_h, upright_w) == (320, 240)

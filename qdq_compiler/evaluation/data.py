@@ -14,6 +14,8 @@ from qdq_compiler.calib.errors import CalibrationError
 from qdq_compiler.calib.preprocess import Preprocess
 from qdq_compiler.errors import QdqcError
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
+
 
 @dataclass(frozen=True)
 class EvalData:
@@ -35,14 +37,16 @@ class EvalData:
             raise QdqcError(f"--data: {exc}") from None
 
     def image_size(self, index: int) -> tuple[int, int]:
-        """(height, width) of sample ``index``'s image file before preprocessing."""
+        """(height, width) of sample ``index``'s image as preprocessing saw it: upright by its EXIF
+        orientation, as the image reader turns it (without decoding the pixels)."""
         from PIL import Image
 
         if self.image_root is None:
             raise ValueError("not an image folder")
         with Image.open(self.image_root / self.names[index]) as image:
             width, height = image.size
-        return height, width
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn
+        return (width, height) if turned else (height, width)
 
 
 def check_same_inputs(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> None:
