@@ -66,7 +66,9 @@ from qdq_compiler.summary import write_json_atomic
     metavar="FILE",
     help="Also write the report as JSON to FILE ('-': print JSON, not the table; default: not written).",
 )
+@click.pass_context
 def eval_command(
+    ctx: click.Context,
     fp32: str,
     int8: str,
     data: str,
@@ -107,6 +109,7 @@ def eval_command(
         limit=limit,
         threshold=threshold,
         reference_conf=reference_conf,
+        progress=not ctx.obj["quiet"],
     )
     if json_path == "-":
         click.echo(json.dumps(report_to_json(report), indent=2, sort_keys=True, allow_nan=False))

@@ -71,6 +71,7 @@ def run_demo(
         labels=str(bundled.val_json()),
         kind="detector",
         limit=limit,
+        progress=progress,
     )
     return DemoResult(
         evaluation=evaluation,
