@@ -24,6 +24,7 @@ __all__ = [
     "onnxruntime_part",
     "run_outputs",
     "sqnr_db",
+    "sqnr_from_powers",
 ]
 
 
@@ -104,11 +105,16 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """
     ref = np.asarray(reference, dtype=np.float64).ravel()
     noise = float(np.sum((ref - np.asarray(test, dtype=np.float64).ravel()) ** 2))
+    return sqnr_from_powers(float(np.sum(ref**2)), noise)
+
+
+def sqnr_from_powers(signal: float, noise: float) -> float:
+    """SQNR in dB from the sums of squares of the reference (``signal``) and of the error (``noise``), with
+    :func:`sqnr_db`'s conventions (``inf``, ``-inf``, ``nan``)."""
     if not math.isfinite(noise):  # NaN or Inf in either: no meaningful ratio
         return math.nan
     if noise == 0.0:
         return math.inf
-    signal = float(np.sum(ref**2))
     return 10.0 * math.log10(signal / noise) if signal > 0.0 else -math.inf
 
 

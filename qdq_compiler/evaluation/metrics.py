@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from qdq_compiler.accuracy.numerics import sqnr_from_powers
 from qdq_compiler.errors import QdqcError
 
 
@@ -51,9 +52,7 @@ class Closeness:
     def sqnr_db(self) -> float:
         if not self.finite:
             return math.nan
-        if self.equal or self.noise == 0.0:
-            return math.inf
-        return 10.0 * math.log10(self.signal / self.noise) if self.signal > 0.0 else -math.inf
+        return math.inf if self.equal else sqnr_from_powers(self.signal, self.noise)
 
     @property
     def cosine(self) -> float:
