@@ -405,3 +405,17 @@ def test_image_size_follows_the_exif_orientation(tmp_path) -> None:
         upright_w, upright_h = ImageOps.exif_transpose(opened).size
     data = EvalData(data=None, names=["turned.jpg"], source=str(tmp_path), image_root=tmp_path)  # type: ignore[arg-type]
     assert data.image_size(0) == (upright_h, upright_w) == (320, 240)
+
+
+def test_the_json_report_is_byte_identical_run_to_run(tmp_path, class_weights, samples) -> None:
+    fp32 = save(classifier(class_weights[0]), tmp_path / "fp32.onnx")
+    int8 = save(classifier(class_weights[1]), tmp_path / "int8.onnx")
+    np.save(tmp_path / "data.npy", samples)
+    written = []
+    for run in range(2):
+        path = tmp_path / f"report{run}.json"
+        assert (
+            main(["-q", "eval", fp32, int8, "--data", str(tmp_path / "data.npy"), "--json", str(path)]) == 0
+        )
+        written.append(path.read_bytes())
+    assert written[0] == written[1] and b'"top-1"' in written[0]
