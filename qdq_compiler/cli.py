@@ -341,7 +341,7 @@ def demo(ctx: click.Context, out_dir: str, method: str | None, limit: int | None
     """Compile the bundled detector to INT8 and compare its mAP.
 
     The main job on the bundled example: compile the sample detector with its calibration images, then
-    evaluate the FP32 and the INT8 model on its validation images.
+    evaluate the FP32 and the INT8 model on its validation images (`qdqc eval`, whose command is printed).
     """
     from qdq_compiler.demo import format_accuracy, run_demo
 
@@ -350,13 +350,14 @@ def demo(ctx: click.Context, out_dir: str, method: str | None, limit: int | None
     click.echo(f"compiled the bundled detector to {result.int8_path} (calibration: {result.method})")
     click.echo(result.summary)
     click.echo(result.fusion)
-    click.echo(format_accuracy(result))
+    click.echo(format_accuracy(result, limit))
 
 
 from qdq_compiler.cli_accuracy import sensitivity  # noqa: E402  (after cli is defined, with the others)
+from qdq_compiler.cli_eval import eval_command  # noqa: E402  (after cli is defined, with the others)
 from qdq_compiler.cli_trt import build, explain, lint, report_engine  # noqa: E402  (after cli is defined)
 
-for _command in (lint, explain, build, report_engine, sensitivity):
+for _command in (lint, explain, build, report_engine, sensitivity, eval_command):
     cli.add_command(_command)
 for _command in cli.commands.values():  # every command's --help ends with the exit codes
     _command.epilog = exit_codes_epilog()

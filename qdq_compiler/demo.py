@@ -1,9 +1,11 @@
-"""The main job on the bundled example: compile the sample detector to INT8 and compare its mAP with FP32."""
+"""The main job on the bundled example: compile the sample detector to INT8 and compare its mAP with FP32
+(the report `qdqc eval` prints)."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from qdq_compiler.accuracy.selfcheck import DEFAULT_SAMPLES, first_samples, run_
 from qdq_compiler.calib import open_calibration_data
 from qdq_compiler.detect import bundled
 from qdq_compiler.errors import QdqcError
+from qdq_compiler.evaluation import EvalReport, evaluate_models, format_report
 from qdq_compiler.ir import load_model, save_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
 from qdq_compiler.summary import compile_summary
@@ -21,10 +24,10 @@ from qdq_compiler.targets import predict_fusions
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What the demo measured: mAP of both models, the compile summary and the fusion prediction."""
+    """What the demo measured: `qdqc eval`'s report (mAP of both models), the compile summary and the fusion
+    prediction."""
 
-    fp32: dict
-    int8: dict
+    evaluation: EvalReport
     summary: str
     fusion: str
     int8_path: Path
@@ -61,9 +64,17 @@ def run_demo(
         f"predicted by `qdqc explain`: INT8 MAC share {100 * report.int8_mac_share:.1f}%, "
         f"{len(report.requantizations)} requantizations, {len(report.reformats)} standalone Q/DQ"
     )
+    evaluation = evaluate_models(
+        float_proto,
+        to_proto(model),
+        str(bundled.val_dir()),
+        labels=str(bundled.val_json()),
+        kind="detector",
+        limit=limit,
+        progress=progress,
+    )
     return DemoResult(
-        fp32=bundled.evaluate_bundled(float_proto, limit=limit),
-        int8=bundled.evaluate_bundled(to_proto(model), limit=limit),
+        evaluation=evaluation,
         summary=compile_summary(model, check),
         fusion=fusion,
         int8_path=int8_path,
@@ -71,11 +82,15 @@ def run_demo(
     )
 
 
-def format_accuracy(result: DemoResult) -> str:
-    """FP32 vs INT8 mAP as a small table."""
-    rows = [
-        f"{'model':<6} {'mAP@0.5':>8} {'mAP@0.5:0.95':>13}   ({result.fp32['images']} validation images)",
-        f"{'FP32':<6} {result.fp32['map50']:8.4f} {result.fp32['map50_95']:13.4f}",
-        f"{'INT8':<6} {result.int8['map50']:8.4f} {result.int8['map50_95']:13.4f}",
-    ]
-    return "\n".join(rows)
+def eval_command(result: DemoResult, limit: int | None = None) -> str:
+    """The `qdqc eval` command line that measures the same (for the user to run again)."""
+    words = ["qdqc", "eval", str(bundled.model_path()), str(result.int8_path)]
+    words += ["--data", str(bundled.val_dir()), "--labels", str(bundled.val_json())]
+    words += ["--limit", str(limit)] if limit else []
+    return shlex.join(words)
+
+
+def format_accuracy(result: DemoResult, limit: int | None = None) -> str:
+    """`qdqc eval`'s report of FP32 and INT8 on the validation images, under the command that prints it."""
+    heading = f"accuracy on the validation images: {eval_command(result, limit)}"
+    return f"{heading}\n{format_report(result.evaluation)}"

@@ -466,6 +466,31 @@ CASES = [
         "nope.npz",
     ),
     C("report-engine of a missing file", "report-engine {root}/nope.json", 2, "layer report not found"),
+    C("eval with a missing --data", "eval {model_onnx} {other_onnx} --data {root}/nope.npy", 2, "nope.npy"),
+    C(
+        "eval with an empty image folder",
+        "eval {model_onnx} {other_onnx} --data {empty_images}",
+        2,
+        "no images",
+    ),
+    C(
+        "eval of models whose inputs differ",
+        "eval {model_onnx} {chain_onnx} --data {calib_npy}",
+        2,
+        "the two models' inputs differ",
+    ),
+    C(
+        "eval of a model whose kind its outputs do not tell",
+        "eval {model_onnx} {other_onnx} --data {calib_npy}",
+        2,
+        "give --kind",
+    ),
+    C(
+        "eval --json onto the INT8 model",
+        "eval {model_onnx} {other_onnx} --data {calib_npy} --json {other_onnx}",
+        2,
+        "the input is never overwritten",
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from qdq_compiler.cli import main
+from qdq_compiler.detect import bundled
 from qdq_compiler.ir import load_model, op_counts
 from qdq_compiler.models import TEST_MODELS
 
@@ -234,12 +235,19 @@ def test_demo_runs_end_to_end(tmp_path, capsys) -> None:
     assert "weighted layers:" in out and "INT8 MAC share" in out
     sqnr = re.search(r"self-check: SQNR against the float model on 4 sample.*: output ([0-9.]+) dB", out)
     assert sqnr and float(sqnr.group(1)) > 30.0, out  # 39.8 dB on the trained detector
-    rows = {
-        line.split()[0]: line.split()[1:3] for line in out.splitlines() if line.startswith(("FP32", "INT8"))
-    }
-    fp32, int8 = (tuple(map(float, rows[k])) for k in ("FP32", "INT8"))
-    assert 0.5 < fp32[0] <= 1.0 and 0.0 < fp32[1] <= fp32[0]
-    assert int8[0] > fp32[0] - 0.1  # INT8 loses little on the trained detector
+    assert "accuracy on the validation images: qdqc eval " in out and "--limit 10" in out
+    # `qdqc eval`'s table: metric, INT8 vs FP32 detections, FP32 vs labels, INT8 vs labels
+    rows = {line.split()[0]: line.split()[1:4] for line in out.splitlines() if line.startswith("mAP@")}
+    map50, map50_95 = (tuple(map(float, rows[k])) for k in ("mAP@0.5", "mAP@0.5:0.95"))
+    assert 0.5 < map50[1] <= 1.0 and 0.0 < map50_95[1] <= map50[1]
+    assert map50[2] > map50[1] - 0.1  # INT8 loses little on the trained detector
+    assert map50[0] > 0.9  # and finds what FP32 finds
+    # the same figures the bundled evaluation (the demo's before `qdqc eval`) gives, FP32 and INT8
+    for column, model in ((1, bundled.model_path()), (2, tmp_path / "detector.int8.onnx")):
+        before = bundled.evaluate_bundled(model, limit=10)
+        assert (
+            abs(map50[column] - before["map50"]) < 5e-4 and abs(map50_95[column] - before["map50_95"]) < 5e-4
+        )
 
 
 def test_compile_for_trt11(yolo_path, calib_path, tmp_path, capsys) -> None:

@@ -37,7 +37,11 @@ def _run_with_conv_outputs(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     value_info = {v.name: v for v in inferred.graph.value_info}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    probe.graph.output.extend(value_info[n.output[0]] for n in model.graph.node if n.op_type == "Conv")
+    outputs = {out.name for out in model.graph.output}  # a Conv producing a graph output is there already
+    conv_outputs = [
+        n.output[0] for n in model.graph.node if n.op_type == "Conv" and n.output[0] not in outputs
+    ]
+    probe.graph.output.extend(value_info[name] for name in conv_outputs)
     sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(None, _random_input(model)), strict=True))

@@ -17,7 +17,15 @@ from qdq_compiler.calib.subgraph import ONNXRUNTIME_DOMAINS, cut_to
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.external import inference_session
 
-__all__ = ["OutputComparison", "compare_outputs", "onnxruntime_part", "run_outputs", "sqnr_db"]
+__all__ = [
+    "ModelRunner",
+    "OutputComparison",
+    "compare_outputs",
+    "onnxruntime_part",
+    "run_outputs",
+    "sqnr_db",
+    "sqnr_from_powers",
+]
 
 
 def onnxruntime_part(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
@@ -48,32 +56,44 @@ def onnxruntime_part(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]
     return cut, [f"{node.domain}::{node.op_type} {node.name or node.output[0]!r}" for node in foreign]
 
 
+class ModelRunner:
+    """One onnxruntime session of ``model``, run batch by batch: every graph output by name.
+
+    A model ending in nodes onnxruntime cannot run is cut before them (:func:`onnxruntime_part`).
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        import onnxruntime as ort
+
+        model, _ = onnxruntime_part(model)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = inference_session(model, options)
+        except Exception as exc:  # onnxruntime raises its own types; the message says what is wrong
+            raise QdqcError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
+        self.names = [out.name for out in self.session.get_outputs()]
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outputs = self.session.run(self.names, dict(batch))
+        except Exception as exc:  # a type or shape onnxruntime refuses, reported in its own words
+            raise QdqcError(f"onnxruntime cannot run the model: {str(exc).splitlines()[0]}") from None
+        return {name: np.asarray(value) for name, value in zip(self.names, outputs, strict=True)}
+
+
 def run_outputs(model: onnx.ModelProto, batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Every graph output of ``model`` over ``batches``, concatenated along axis 0, by output name.
 
     A model ending in nodes onnxruntime cannot run is cut before them (:func:`onnxruntime_part`).
     """
-    import onnxruntime as ort
-
-    model, _ = onnxruntime_part(model)
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        session = inference_session(model, options)
-    except Exception as exc:  # onnxruntime raises its own types; the message says what is wrong
-        raise QdqcError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
-    names = [out.name for out in session.get_outputs()]
-    collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    runner = ModelRunner(model)
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in runner.names}
     for batch in batches:
-        try:
-            outputs = session.run(names, dict(batch))
-        except Exception as exc:  # a type or shape onnxruntime refuses, reported in its own words
-            raise QdqcError(f"onnxruntime cannot run the model: {str(exc).splitlines()[0]}") from None
-        for name, value in zip(names, outputs, strict=True):
-            collected[name].append(np.asarray(value))
+        for name, value in runner(batch).items():
+            collected[name].append(value)
     return {name: np.concatenate(parts) if parts else np.empty(0) for name, parts in collected.items()}
 
 
@@ -85,11 +105,16 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """
     ref = np.asarray(reference, dtype=np.float64).ravel()
     noise = float(np.sum((ref - np.asarray(test, dtype=np.float64).ravel()) ** 2))
+    return sqnr_from_powers(float(np.sum(ref**2)), noise)
+
+
+def sqnr_from_powers(signal: float, noise: float) -> float:
+    """SQNR in dB from the sums of squares of the reference (``signal``) and of the error (``noise``), with
+    :func:`sqnr_db`'s conventions (``inf``, ``-inf``, ``nan``)."""
     if not math.isfinite(noise):  # NaN or Inf in either: no meaningful ratio
         return math.nan
     if noise == 0.0:
         return math.inf
-    signal = float(np.sum(ref**2))
     return 10.0 * math.log10(signal / noise) if signal > 0.0 else -math.inf
 
 
