@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import onnx_ir as ir
 
 import qdq_compiler
@@ -35,6 +37,8 @@ class PassManager:
     def run(self, model: ir.Model, ctx: PassContext | None = None, stamp: bool = True) -> list[PassResult]:
         """Run every pass in order; a failing pass raises PassFailure naming it and the pipeline so far."""
         ctx = ctx or PassContext()
+        facts: set[Hashable] = set()  # nothing is known about a model this run has not looked at
+        ctx.facts = facts
         results: list[PassResult] = []
         for index, pass_ in enumerate(self.passes):
             for instrument in self.instruments:
@@ -43,6 +47,8 @@ class PassManager:
                 result = pass_.run(model, ctx)
                 if not isinstance(result, PassResult):
                     raise TypeError(f"run() returned {type(result).__name__}, expected PassResult")
+                if result.modified:
+                    facts &= result.preserved
                 for instrument in self.instruments:
                     instrument.after_pass(index, pass_, model, result)
             except Exception as error:
