@@ -338,3 +338,29 @@ def test_calibrate_and_unify_scales_scan_names_once_when_scales_are_shared(
         expected = ctx.calibration_stats[quantized_tensor_name(quantize)].absmax / 127
         assert float(scale_of(quantize)) == pytest.approx(expected, rel=1e-6)
     assert len({id(q.inputs[1]) for q in quantizers}) == len(quantizers)
+
+
+def test_trt_int8_decodes_a_loaded_weight_only_where_it_needs_the_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loaded initializer is decoded from its proto at every read: asking whether a value is constant
+    (place-qdq's decisions, calibrate's choice of activation Qs) must not read it. Left: place-qdq's amax,
+    fold-scales' INT8 codes, the linter's bias check, once each per layer."""
+    from qdq_compiler.calib.histogram import DEFAULT_NUM_BINS, TensorStats
+
+    proto = build_chain_model(60)
+    model = load_model(proto)
+    convs = sum(1 for node in model.graph if node.op_type == "Conv")
+    stats = TensorStats(DEFAULT_NUM_BINS)
+    stats.update(np.random.default_rng(0).standard_normal(256).astype(np.float32))
+    names = [i.name for i in proto.graph.input] + [o for node in proto.graph.node for o in node.output]
+    decoded = [0]
+    decode = ir.TensorProtoTensor.numpy
+
+    def counting(self):
+        decoded[0] += 1
+        return decode(self)
+
+    monkeypatch.setattr(ir.TensorProtoTensor, "numpy", counting)
+    PassManager("trt-int8{method=max}").run(model, PassContext(calibration_stats=dict.fromkeys(names, stats)))
+    assert convs >= 20 and 0 < decoded[0] <= 3 * convs
