@@ -184,3 +184,28 @@ def test_collector_skips_the_model_and_earlier_passes_objects_during_a_run() -> 
         "pass 1 object scanned in pass 2": False,
     }
     assert gc.get_freeze_count() == 0 and _tracked(node) and _tracked(made_by_first[0])
+
+
+def test_a_pass_making_many_objects_triggers_no_full_collection() -> None:
+    """A full collection scans everything the pass made so far; with Python's default thresholds a pass
+    making 300k objects ran several (quadratic in what it makes), during a run none."""
+    import gc
+
+    full: list[int] = []
+
+    def count_full(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    @function_pass("make-many-test", "Makes 300k objects (test only).")
+    def make_many(model, ctx):
+        ctx.extra["made"] = [[k] for k in range(300_000)]
+        return False
+
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(count_full)
+    try:
+        PassManager([make_many()]).run(tiny_model(), PassContext())
+    finally:
+        gc.callbacks.remove(count_full)
+    assert full == [] and gc.get_threshold() == thresholds
