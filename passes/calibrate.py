@@ -18,6 +18,7 @@ from qdq_compiler.quant.activation_scales import quantized_tensor_name as _tenso
 from qdq_compiler.quant.float_view import float_view
 from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.quant.notices import first_names, warn_once
+from qdq_compiler.rewrite import Rewriter
 from qdq_compiler.targets.recipe import record_calibration
 
 DROWNED_RATIO = 16.0  # the ratio unify-scales unties members at (docs/placement.md)
@@ -81,8 +82,9 @@ class Calibrate(Pass):
         amax = plan.compute({name: stats[name] for name in names}, op_types)
         _guard_degenerate(model, {name: stats[name] for name in names}, amax, ctx)
         _warn_drowned_members(members, stats, amax, ctx)
+        rewriter = Rewriter(model.graph)  # one naming scope for every scale constant made below
         for quantize in quantizers:
-            if apply_amax(quantize, float(amax[_tensor_name(quantize)])):
+            if apply_amax(quantize, float(amax[_tensor_name(quantize)]), rewriter):
                 result.statistics["num-scales-set"] += 1
         result.statistics["num-tensors-calibrated"] = len(names)
         recorded = record_calibration(model, plan_text(self.options.method, self.options.overrides))

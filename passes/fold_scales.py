@@ -15,11 +15,12 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.ir.access import input_of
-from qdq_compiler.ir.editing import NameScope, add_constant, constant_array, remove_unused_initializers
+from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import qdq_axis
 from qdq_compiler.ir.qdq import broadcast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.grid import quantize_symmetric
+from qdq_compiler.rewrite import Rewriter
 
 WEIGHT_FORMS = ("int8", "qdq")  # int8: INT8 initializers behind DQ; qdq: float weights behind Q -> DQ
 
@@ -44,7 +45,7 @@ class FoldScales(Pass):
         result = PassResult(modified=False)
         if self.options.weights == "qdq":  # float weights stay behind Q -> DQ
             return result
-        names = NameScope(graph)
+        rewriter = Rewriter(graph)  # one naming scope for every INT8 initializer made below
         for node in list(graph):
             if not is_quantize(node):
                 continue
@@ -54,17 +55,15 @@ class FoldScales(Pass):
                 continue
             stored = quantize_weight(weight, scale, qdq_axis(node))
             base = input_of(node, 0).name or "weight"
-            int8_value = add_constant(graph, stored, names.value(f"{base}_int8"))
+            int8_value = rewriter.add_constant(stored, f"{base}_int8")
             for user, index in list(node.outputs[0].uses()):
                 if is_dequantize(user) and index == 0:
-                    user.replace_input_with(0, int8_value)
+                    rewriter.set_input(user, 0, int8_value)
             if not node.outputs[0].uses():
-                for index in range(len(node.inputs)):
-                    node.replace_input_with(index, None)
-                graph.remove(node, safe=True)
+                rewriter.erase(node)
             result.statistics["num-weights-folded"] += 1
         if result.statistics:
-            remove_unused_initializers(graph)
+            rewriter.remove_unused_initializers()
             result.modified = True
         return result
 

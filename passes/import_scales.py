@@ -22,6 +22,7 @@ from qdq_compiler.quant.activation_scales import activation_quantizers, apply_am
 from qdq_compiler.quant.activation_scales import quantized_tensor_name as _tensor_name
 from qdq_compiler.quant.decisions import mark_float
 from qdq_compiler.quant.imported import imported_amax
+from qdq_compiler.rewrite import Rewriter
 from qdq_compiler.targets.recipe import IMPORTED, record_calibration
 
 MISSING_CHOICES = ("error", "float")
@@ -63,13 +64,14 @@ class ImportScales(Pass):
                 "keep them float as the source model did (--missing-scales float, or "
                 "import-scales{missing=float}), or compile the float model with --calib"
             )
+        rewriter = Rewriter(model.graph)  # one naming scope for every scale constant made below
         for quantize in quantizers:
             name = _tensor_name(quantize)
             if name in missing:
                 _unquantize(model, quantize)
                 result.statistics["num-left-float"] += 1
                 continue
-            if apply_amax(quantize, imported[name]):
+            if apply_amax(quantize, imported[name], rewriter):
                 result.statistics["num-scales-set"] += 1
         if result.statistics["num-left-float"]:
             eliminate_dead_code(model.graph)

@@ -24,6 +24,17 @@ class InferShapes(Pass):
         strict: bool = False
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
+        # Inference on a graph no pass changed since it last ran here (same options) finds nothing new.
+        inferred_fact = (self.name, self.options)
+        if ctx.facts is not None and inferred_fact in ctx.facts:
+            return PassResult(modified=False)
+        result = self._annotate(model)
+        if ctx.facts is not None:
+            ctx.facts.add(inferred_fact)
+        result.preserved = frozenset({inferred_fact})  # annotating shapes leaves them inferred
+        return result
+
+    def _annotate(self, model: ir.Model) -> PassResult:
         proto = proto_for_tools(model)  # past 2 GB: without the weights, which inference does not read
         inferred = onnx.shape_inference.infer_shapes(
             proto, check_type=True, strict_mode=self.options.strict, data_prop=self.options.data_prop

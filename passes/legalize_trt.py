@@ -30,11 +30,12 @@ import onnx_ir as ir
 
 from qdq_compiler.errors import PipelineError
 from qdq_compiler.ir.access import input_of
-from qdq_compiler.ir.editing import NameScope, constant_array
+from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import FLOAT16_QDQ_MIN_OPSET, default_opset, qdq_axis
 from qdq_compiler.ir.qdq import broadcast_scale, cast_scale, is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.grid import INT8_MAX
+from qdq_compiler.rewrite import Rewriter
 from qdq_compiler.targets.recipe import record_target
 
 # (op_type, input index) pairs whose type ONNX fixes to float32 whatever the data type.
@@ -92,10 +93,11 @@ class LegalizeTRT(Pass):
         result.statistics["num-initializers-fp16"] = _convert_initializers(graph, keep_float32)
         result.statistics["num-casts-fp16"] = _retarget_casts(graph)
         result.statistics["num-values-fp16"] = _retype_values(graph, keep_float32)
+        rewriter = Rewriter(graph)  # the naming scope of the casts inserted below
         if self.options.io_fp16:
-            result.statistics["num-io-fp16"] = _io_fp16(graph)
+            result.statistics["num-io-fp16"] = _io_fp16(rewriter)
         else:
-            result.statistics["num-io-casts"] = _keep_io_float32(graph, float32_outputs)
+            result.statistics["num-io-casts"] = _keep_io_float32(rewriter, float32_outputs)
         recorded = record_target(model, self.options.target, self.options.io_fp16)  # lint, build read it
         result.modified = recorded or any(result.statistics.values())
         return result
@@ -192,13 +194,13 @@ def _retarget_casts(graph: ir.Graph) -> int:
     return changed
 
 
-def _keep_io_float32(graph: ir.Graph, float32_outputs: set[int]) -> int:
+def _keep_io_float32(rewriter: Rewriter, float32_outputs: set[int]) -> int:
     """Cast float32 graph inputs to FP16 on entry and the outputs that were float32 back on exit.
 
     A float16 model keeps its float16 inputs and outputs: the interface stays the source model's.
     """
-    names = NameScope(graph)
-    casts = sum(_cast_for_fp16_users(graph, value, names) for value in graph.inputs)
+    graph, names = rewriter.graph, rewriter.names
+    casts = sum(_cast_for_fp16_users(rewriter, value) for value in graph.inputs)
     for position, value in enumerate(list(graph.outputs)):
         if value.dtype != ir.DataType.FLOAT16 or id(value) not in float32_outputs:
             continue
@@ -206,23 +208,22 @@ def _keep_io_float32(graph: ir.Graph, float32_outputs: set[int]) -> int:
         value.name = names.value(f"{name}_fp16")
         cast = _cast(value, ir.DataType.FLOAT, name, names.node(f"{name}_to_fp32"))
         output = cast.outputs[0]
-        graph.append(cast)
+        rewriter.append(cast)
         graph.outputs[position] = output
         casts += 1
     return casts
 
 
-def _io_fp16(graph: ir.Graph) -> int:
+def _io_fp16(rewriter: Rewriter) -> int:
     """FP16 graph I/O: float32 graph inputs become float16 (the outputs already are); integer inputs keep
     their type. An input that ONNX requires in float32 somewhere (Resize scales) stays float32 and is cast
     for its other users. Returns the number of inputs retyped or cast."""
-    names = NameScope(graph)
     changed = 0
-    for value in graph.inputs:
+    for value in rewriter.graph.inputs:
         if value.dtype != ir.DataType.FLOAT:
             continue
         if any(_float32_only(user, index) for user, index in value.uses()):
-            changed += _cast_for_fp16_users(graph, value, names)
+            changed += _cast_for_fp16_users(rewriter, value)
         else:
             value.type = ir.TensorType(ir.DataType.FLOAT16)
             changed += 1
@@ -233,7 +234,7 @@ def _float32_only(node: ir.Node, index: int) -> bool:
     return (node.op_type, index) in FLOAT32_ONLY_INPUTS
 
 
-def _cast_for_fp16_users(graph: ir.Graph, value: ir.Value, names: NameScope) -> int:
+def _cast_for_fp16_users(rewriter: Rewriter, value: ir.Value) -> int:
     """Feed the FP16 users of the float32 graph input `value` through one Cast to FP16; 1 if one was added.
 
     Uses that ONNX requires in float32 (Resize scales) and Casts to FP16 keep reading `value`."""
@@ -244,12 +245,13 @@ def _cast_for_fp16_users(graph: ir.Graph, value: ir.Value, names: NameScope) -> 
     ]
     if value.dtype != ir.DataType.FLOAT or not users:
         return 0
+    names = rewriter.names
     cast = _cast(
         value, ir.DataType.FLOAT16, names.value(f"{value.name}_fp16"), names.node(f"{value.name}_to_fp16")
     )
     for user, index in users:
-        user.replace_input_with(index, cast.outputs[0])
-    graph.insert_before(next(iter(graph)), cast)
+        rewriter.set_input(user, index, cast.outputs[0])
+    rewriter.insert_before(next(iter(rewriter.graph)), cast)
     return 1
 
 

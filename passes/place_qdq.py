@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from qdq_compiler.calib.weights import per_channel_amax
 from qdq_compiler.ir.analysis import nodes_reaching
-from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.editing import constant_array, is_constant
 from qdq_compiler.ir.op_facts import weight_channels, weighted_op
 from qdq_compiler.ir.qdq import is_dequantize
 from qdq_compiler.ir.validate import check_weighted_ranks
@@ -80,7 +80,7 @@ class PlaceQDQ(Pass):
         activation_uses: dict[int, tuple[ir.Value, list[ir.Node]]] = {}
 
         def want(value: ir.Value | None, consumer: ir.Node) -> None:
-            if value is None or _already_dequantized(value) or constant_array(value) is not None:
+            if value is None or _already_dequantized(value) or is_constant(value):
                 return
             activation_uses.setdefault(id(value), (value, []))[1].append(consumer)
 
@@ -122,7 +122,7 @@ class PlaceQDQ(Pass):
                 reason = "excluded by name pattern"
             elif node.op_type in self.options.exclude_ops:
                 reason = "excluded by op type"
-            elif weight is None or (constant_array(weight) is None and not _already_dequantized(weight)):
+            elif weight is None or (not is_constant(weight) and not _already_dequantized(weight)):
                 reason = "weight is not constant"
             elif id(node) in heads:
                 reason = "detection-head output layer (use --quantize-head to quantize)"
@@ -244,7 +244,7 @@ def _residual_input(node: ir.Node, quantized: set[int]) -> ir.Value | None:
     left, right = node.inputs
     if left is None or right is None:
         return None
-    if constant_array(left) is not None or constant_array(right) is not None:
+    if is_constant(left) or is_constant(right):
         return None
     if left.shape is not None and right.shape is not None and left.shape != right.shape:
         return None  # broadcasting Add is arithmetic, not a skip connection

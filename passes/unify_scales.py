@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from qdq_compiler.ir.qdq import axis_of, scale_of, set_scale
+from qdq_compiler.ir.qdq import axis_of, scale_of
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.quant.scale_groups import quantizers_of, scale_groups
+from qdq_compiler.rewrite import Rewriter
 
 INT8_LEVELS = INT8_MAX  # levels on one side of zero
 
@@ -49,6 +50,7 @@ class UnifyScales(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         result = PassResult(modified=False)
+        rewriter = Rewriter(model.graph)  # one naming scope for every scale constant made below
         for group in scale_groups(model.graph, self.options.tie_residual_add):
             members = [(tensor, _per_tensor_quantizers(tensor)) for tensor in group]
             members = [(tensor, quantizers) for tensor, quantizers in members if quantizers]
@@ -69,7 +71,7 @@ class UnifyScales(Pass):
                     current = scale_of(quantize)
                     if current is not None and float(np.asarray(current).reshape(())) == shared:
                         continue
-                    set_scale(quantize, np.float32(shared))
+                    rewriter.set_scale(quantize, np.float32(shared))
                     result.statistics["num-scales-unified"] += 1
         result.modified = result.statistics["num-scales-unified"] > 0
         return result

@@ -108,3 +108,46 @@ def test_prepare_on_the_pytorch_exported_detector() -> None:
     feeds = random_feeds(proto, seed=2)
     for expected, actual in zip(run_onnx(proto, feeds), run_onnx(to_proto(model), feeds)):
         assert max_relative_error(expected, actual) < 1e-4
+
+
+def _count_shape_inference(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count calls of ONNX shape inference from now on (the list's length)."""
+    calls: list[int] = []
+    infer = onnx.shape_inference.infer_shapes
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return infer(*args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", counting)
+    return calls
+
+
+def test_prepare_infers_shapes_once_when_nothing_changed_in_between(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare's second infer-shapes is skipped when no pass since the first one modified the graph (it
+    serializes the whole model and would find nothing new), but not when infer-shapes runs by itself."""
+    from qdq_compiler.models.synthetic import build_scale_model
+
+    proto = build_scale_model("chain", 40)
+    calls = _count_shape_inference(monkeypatch)
+    model, results = _run(proto, "prepare")
+    assert [p.name for p in PassManager("prepare").passes].count("infer-shapes") == 2
+    assert len(calls) == 1 and not any(r.modified for r in results[1:])
+    assert all(v.shape is not None for node in model.graph for v in node.outputs)
+    # Different options are a different fact; a pass run outside a PassManager knows no facts.
+    _run(proto, "infer-shapes,infer-shapes{data-prop=false}")
+    assert len(calls) == 3
+    from qdq_compiler.pm import get_pass
+
+    infer = get_pass("infer-shapes")()
+    infer.run(model, PassContext())
+    infer.run(model, PassContext())
+    assert len(calls) == 5
+
+
+def test_prepare_infers_shapes_again_after_a_pass_changed_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    proto = TEST_MODELS["yolov7_tiny"]()
+    calls = _count_shape_inference(monkeypatch)
+    _, results = _run(proto, "prepare")
+    assert results[3].modified  # fold-bn folded the BatchNormalizations
+    assert len(calls) == 2

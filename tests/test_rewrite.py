@@ -308,3 +308,59 @@ def test_strip_qdq_scans_names_once_for_all_restored_clamps(monkeypatch: pytest.
         expected = -np.maximum(expected, 0)  # the float model the Q/DQ clamps stood for
     (actual,) = run_outputs(to_proto(model), [feeds]).values()
     np.testing.assert_array_equal(actual, expected)
+
+
+def test_calibrate_and_unify_scales_scan_names_once_when_scales_are_shared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scale constant shared by several Qs (canonicalize merges the equal placeholders) cannot be updated
+    in place: each Q gets a new constant, named from the pass's one Rewriter scope, not a rescan per Q."""
+    from qdq_compiler.calib.histogram import DEFAULT_NUM_BINS, TensorStats
+    from qdq_compiler.ir.qdq import scale_of
+    from qdq_compiler.quant.activation_scales import activation_quantizers, quantized_tensor_name
+
+    model = load_model(build_chain_model(60))
+    ctx = PassContext()
+    for pass_ in parse_pipeline("infer-shapes,place-qdq,canonicalize"):
+        pass_.run(model, ctx)
+    quantizers = activation_quantizers(model.graph)
+    assert len(quantizers) >= 20 and len({id(q.inputs[1]) for q in quantizers}) == 1  # one shared scale
+    sample = np.random.default_rng(0).standard_normal(256).astype(np.float32)
+    for k, quantize in enumerate(quantizers):
+        stats = TensorStats(DEFAULT_NUM_BINS)
+        stats.update(sample * np.float32(1 + k))
+        ctx.calibration_stats[quantized_tensor_name(quantize)] = stats
+    scans = _count_name_scans(monkeypatch)
+    (calibrate,) = parse_pipeline("calibrate{method=max}")
+    assert calibrate.run(model, ctx).statistics["num-scales-set"] == len(quantizers)
+    assert scans[0] <= 1
+    for quantize in quantizers:
+        expected = ctx.calibration_stats[quantized_tensor_name(quantize)].absmax / 127
+        assert float(scale_of(quantize)) == pytest.approx(expected, rel=1e-6)
+    assert len({id(q.inputs[1]) for q in quantizers}) == len(quantizers)
+
+
+def test_trt_int8_decodes_a_loaded_weight_only_where_it_needs_the_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loaded initializer is decoded from its proto at every read: asking whether a value is constant
+    (place-qdq's decisions, calibrate's choice of activation Qs) must not read it. Left: place-qdq's amax,
+    fold-scales' INT8 codes, the linter's bias check, once each per layer."""
+    from qdq_compiler.calib.histogram import DEFAULT_NUM_BINS, TensorStats
+
+    proto = build_chain_model(60)
+    model = load_model(proto)
+    convs = sum(1 for node in model.graph if node.op_type == "Conv")
+    stats = TensorStats(DEFAULT_NUM_BINS)
+    stats.update(np.random.default_rng(0).standard_normal(256).astype(np.float32))
+    names = [i.name for i in proto.graph.input] + [o for node in proto.graph.node for o in node.output]
+    decoded = [0]
+    decode = ir.TensorProtoTensor.numpy
+
+    def counting(self):
+        decoded[0] += 1
+        return decode(self)
+
+    monkeypatch.setattr(ir.TensorProtoTensor, "numpy", counting)
+    PassManager("trt-int8{method=max}").run(model, PassContext(calibration_stats=dict.fromkeys(names, stats)))
+    assert convs >= 20 and 0 < decoded[0] <= 3 * convs

@@ -274,3 +274,27 @@ def test_verify_trt_fail_on_warning():
 def test_verify_trt_in_a_pipeline():
     with pytest.raises(QdqcError, match="verify-trt"):
         PassManager("verify-trt").run(load_model(conv_model(quantize_bias=True)), stamp=False)
+
+
+def test_lint_decodes_each_constant_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loaded model's initializers are decoded from their protos at every read; the linter reads each
+    scale from its Q, its DQ and the layer's bias check, so it keeps what it decoded (once per constant)."""
+    import onnx_ir as ir
+
+    from qdq_compiler.ir.editing import constant_array
+
+    proto = conv_model(weight_scale=np.full(8, 0.02, np.float32))
+    model = load_model(proto)
+    decoded: list[str | None] = []
+    decode = ir.TensorProtoTensor.numpy
+
+    def counting(self):
+        decoded.append(self.name)
+        return decode(self)
+
+    monkeypatch.setattr(ir.TensorProtoTensor, "numpy", counting)
+    assert lint_model(model) == []
+    constants = [v for v in model.graph.initializers.values() if constant_array(v) is not None]
+    decoded.clear()
+    assert lint_model(model) == []
+    assert decoded and len(decoded) == len(set(decoded)) <= len(constants)

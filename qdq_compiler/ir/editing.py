@@ -81,15 +81,27 @@ def add_constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
     """The numpy array of a constant value (initializer or Constant node output), else None."""
+    tensor = _constant_tensor(value)
+    return tensor.numpy() if tensor is not None else None
+
+
+def is_constant(value: ir.Value | None) -> bool:
+    """Whether `constant_array(value)` has an array, without reading it: a loaded initializer is decoded
+    from its proto at every read."""
+    return _constant_tensor(value) is not None
+
+
+def _constant_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The tensor of a constant value (initializer or Constant node output), else None."""
     if value is None:
         return None
     if value.const_value is not None and not value.is_graph_input():
-        return value.const_value.numpy()
+        return value.const_value
     producer = value.producer()
     if producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx"):
         attr = producer.attributes.get("value")
         if attr is not None and attr.type == ir.AttributeType.TENSOR:
-            return attr.as_tensor().numpy()
+            return attr.as_tensor()
     return None
 
 

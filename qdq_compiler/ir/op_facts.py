@@ -14,7 +14,7 @@ from typing import TypeGuard
 
 import onnx_ir as ir
 
-from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.editing import is_constant
 
 __all__ = [
     "DEFAULT_QDQ_AXIS",
@@ -181,12 +181,12 @@ def is_weight_qdq(node: ir.Node) -> bool:
 
 def is_weight_quantizer(node: ir.Node | None) -> TypeGuard[ir.Node]:
     """True for a QuantizeLinear of a constant (a weight still in float, before fold-scales)."""
-    return is_quantize(node) and constant_array(node.inputs[0]) is not None
+    return is_quantize(node) and is_constant(node.inputs[0])
 
 
 def is_activation_quantizer(node: ir.Node | None) -> TypeGuard[ir.Node]:
     """True for a QuantizeLinear whose input is computed (an activation), not a constant."""
-    return is_quantize(node) and node.inputs[0] is not None and constant_array(node.inputs[0]) is None
+    return is_quantize(node) and node.inputs[0] is not None and not is_constant(node.inputs[0])
 
 
 def value_dtype(value: ir.Value | None) -> ir.DataType | None:

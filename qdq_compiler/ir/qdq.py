@@ -109,7 +109,7 @@ def set_scale(quantize: ir.Node, scale: np.ndarray, names: NameScope | None = No
     dequantizers = [user for user, index in quantize.outputs[0].uses() if is_dequantize(user) and index == 0]
     group = {id(quantize), *map(id, dequantizers)}
     if old is not None and old.is_initializer() and all(id(user) in group for user, _ in old.uses()):
-        old.const_value = ir.tensor(array, name=old.name)
+        old.const_value = ir.Tensor(array, name=old.name)  # not ir.tensor(): its protocol checks are slow
         return
     base = quantize.inputs[0].name if quantize.inputs[0] is not None and quantize.inputs[0].name else "tensor"
     names = names if names is not None else NameScope(graph)

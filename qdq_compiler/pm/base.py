@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,10 +19,16 @@ class NoOptions:
 
 @dataclass
 class PassResult:
-    """What a pass did: whether it changed the model, and named counters (`num-bn-folded`)."""
+    """What a pass did: whether it changed the model, and named counters (`num-bn-folded`).
+
+    `preserved` names the model facts (see `PassContext.facts`) that still hold although the pass
+    modified the model: infer-shapes changes only shape annotations, so the fact that shapes are
+    inferred survives it.
+    """
 
     modified: bool
     statistics: Counter[str] = field(default_factory=Counter)
+    preserved: frozenset[Hashable] = frozenset()
 
 
 @dataclass
@@ -40,6 +46,10 @@ class PassContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("qdqc"))
     progress: bool = False  # draw progress bars (calibration) on a terminal
     extra: dict[str, Any] = field(default_factory=dict)  # for plugin passes; built-in passes use fields
+    # Facts about the model that hold until a pass modifies it (infer-shapes records that it ran, with
+    # its options): kept by the PassManager, which forgets all but a pass's `preserved` facts whenever
+    # the pass reports `modified`. None when a pass runs by itself: then nothing is known.
+    facts: set[Hashable] | None = None
 
 
 class Pass:

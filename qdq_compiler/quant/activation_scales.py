@@ -11,9 +11,10 @@ import onnx_ir as ir
 
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.op_facts import is_activation_quantizer
-from qdq_compiler.ir.qdq import scale_of, set_scale
+from qdq_compiler.ir.qdq import scale_of
 from qdq_compiler.ir.state import set_value_state
 from qdq_compiler.quant.grid import scale_from_amax
+from qdq_compiler.rewrite.rewriter import Rewriter
 
 __all__ = ["AMAX_STATE", "activation_quantizers", "apply_amax", "quantized_tensor_name"]
 
@@ -30,12 +31,15 @@ def quantized_tensor_name(quantize: ir.Node) -> str:
     return input_of(quantize, 0).name or ""
 
 
-def apply_amax(quantize: ir.Node, amax: float) -> bool:
-    """Give an activation Q the scale ``amax / 127`` (amax kept on its tensor); False if it had it already."""
+def apply_amax(quantize: ir.Node, amax: float, rewriter: Rewriter) -> bool:
+    """Give an activation Q the scale ``amax / 127`` (amax kept on its tensor); False if it had it already.
+
+    A new scale constant (when the old one is shared) is named from ``rewriter``'s scope: one per pass.
+    """
     set_value_state(input_of(quantize, 0), AMAX_STATE, float(amax))
     scale = np.float32(scale_from_amax(float(amax)))
     current = scale_of(quantize)
     if current is not None and current.shape == () and np.float32(current) == scale:
         return False
-    set_scale(quantize, scale)
+    rewriter.set_scale(quantize, scale)
     return True

@@ -62,6 +62,12 @@ class Rewriter:
         self.graph.insert_after(anchor, new_nodes)
         self._inserted(new_nodes)
 
+    def append(self, nodes: ir.Node | Iterable[ir.Node]) -> None:
+        """Add new nodes at the end of the graph."""
+        new_nodes = [nodes] if isinstance(nodes, ir.Node) else list(nodes)
+        self.graph.extend(new_nodes)
+        self._inserted(new_nodes)
+
     def add_constant(self, array: np.ndarray, name: str) -> ir.Value:
         """A new initializer with a unique name derived from `name`."""
         self.modified = True

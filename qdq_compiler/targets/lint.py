@@ -6,6 +6,7 @@ The rules and their sources are listed in `RULES` and explained in docs/tensorrt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -98,6 +99,7 @@ def lint_model(model: ir.Model) -> list[Violation]:
     found: list[Violation] = []
     has_qdq = False
     per_channel_below_13 = False
+    constants = _Constants()
     for node in model.graph.all_nodes():
         label = node_label(node)
         if node.op_type in rules.QOPERATOR_OPS:
@@ -113,13 +115,13 @@ def lint_model(model: ir.Model) -> list[Violation]:
             found.append(_error("contrib-qdq", label, message))
         if is_quantize(node) or is_dequantize(node):
             has_qdq = True
-            node_found = _check_qdq(node, opset, strongly_typed)
+            node_found = _check_qdq(node, opset, strongly_typed, constants)
             per_channel_below_13 |= any(v.rule == "opset" for v in node_found)
             found.extend(node_found)
         rule = rules.weighted_rule(node)
         if rule is not None:
             found.extend(_check_bias(node, rule))
-            found.extend(_check_bias_overflow(node, rule))
+            found.extend(_check_bias_overflow(node, rule, constants))
     if has_qdq and opset < op_facts.PER_CHANNEL_MIN_OPSET and not per_channel_below_13:
         found.append(
             _warning(
@@ -127,6 +129,23 @@ def lint_model(model: ir.Model) -> list[Violation]:
             )
         )
     return sorted(found, key=lambda v: v.severity != "error")
+
+
+class _Constants:
+    """The arrays of constant values, each read once per lint run: a loaded initializer's array is decoded
+    from its proto at every read, and one scale is read by its Q, its DQ and the layer's bias check."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[int, tuple[ir.Value, np.ndarray | None]] = {}  # the value kept: ids stay unique
+
+    def array(self, value: ir.Value | None) -> np.ndarray | None:
+        """`constant_array(value)`, read once."""
+        if value is None:
+            return None
+        known = self._arrays.get(id(value))
+        if known is None:
+            known = self._arrays[id(value)] = (value, constant_array(value))
+        return known[1]
 
 
 def format_violations(violations: Iterable[Violation]) -> str:
@@ -153,11 +172,11 @@ def onnx_opset(model: ir.Model) -> int:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool) -> list[Violation]:
+def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool, constants: _Constants) -> list[Violation]:
     label = node_label(node)
     found: list[Violation] = []
     scale_value = node.inputs[1] if len(node.inputs) > 1 else None
-    scale = constant_array(scale_value)
+    scale = constants.array(scale_value)
     float_type = _float_side_type(node)
     if scale is None:
         found.append(
@@ -166,14 +185,14 @@ def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool) -> list[Violatio
     else:
         found.extend(_check_scale(label, scale, value_dtype(scale_value), float_type, strongly_typed))
     found.extend(_check_float16_opset(node, label, opset, float_type, value_dtype(scale_value)))
-    found.extend(_check_zero_point(node, label))
+    found.extend(_check_zero_point(node, label, constants))
     found.extend(_check_type(node, label, opset))
     if is_quantize(node):
         found.extend(_check_q_feeds_dq(node, label))
     else:
-        found.extend(_check_weight_range(node, label))
+        found.extend(_check_weight_range(node, label, constants))
     if scale is not None and scale.size > 1:
-        found.extend(_check_per_channel(node, label, scale, opset))
+        found.extend(_check_per_channel(node, label, scale, opset, constants))
     return found
 
 
@@ -200,12 +219,21 @@ def _check_scale(
         )
     elif dtype is not None and dtype != ir.DataType.FLOAT:
         found.append(_error("scale-dtype", label, f"scale dtype {dtype.name}; TensorRT expects float32"))
-    values = np.asarray(scale, dtype=np.float64)
-    if not np.all(np.isfinite(values)):
+    if scale.size == 0:
+        return found
+    lowest = _smallest(scale)  # NaN when any value is NaN
+    highest = float(np.max(scale)) if scale.size > 1 else lowest
+    if not (math.isfinite(lowest) and math.isfinite(highest)):
         found.append(_error("scale-value", label, "scale holds NaN or infinity"))
-    elif np.any(values <= 0):
-        found.append(_error("scale-value", label, f"scale must be > 0 (min {values.min():.6g})"))
+    elif lowest <= 0:
+        found.append(_error("scale-value", label, f"scale must be > 0 (min {lowest:.6g})"))
     return found
+
+
+def _smallest(array: np.ndarray) -> float:
+    """The smallest value as a Python float (NaN if any is NaN); a one-value array without numpy's
+    reduction machinery, which costs more than the check itself on the scalars most scales are."""
+    return float(array.reshape(-1)[0]) if array.size == 1 else float(np.min(array))
 
 
 def _float_side_type(node: ir.Node) -> ir.DataType | None:
@@ -244,14 +272,14 @@ def _check_float16_opset(
     ]
 
 
-def _check_zero_point(node: ir.Node, label: str) -> list[Violation]:
+def _check_zero_point(node: ir.Node, label: str, constants: _Constants) -> list[Violation]:
     zp_value = node.inputs[2] if len(node.inputs) > 2 else None
     if zp_value is None:
         return []
-    zero_point = constant_array(zp_value)
+    zero_point = constants.array(zp_value)
     if zero_point is None:
         return [_error("zero-point", label, "zero-point is not a constant")]
-    nonzero = np.count_nonzero(np.asarray(zero_point, dtype=np.float64))
+    nonzero = np.count_nonzero(zero_point)
     if nonzero:
         return [
             _error("zero-point", label, f"{nonzero} non-zero zero-point value(s); TensorRT is symmetric-only")
@@ -310,11 +338,11 @@ def _check_q_feeds_dq(node: ir.Node, label: str) -> list[Violation]:
     return found
 
 
-def _check_weight_range(node: ir.Node, label: str) -> list[Violation]:
+def _check_weight_range(node: ir.Node, label: str, constants: _Constants) -> list[Violation]:
     data = node.inputs[0]
     if data is None or value_dtype(data) != ir.DataType.INT8:
         return []
-    array = constant_array(data)
+    array = constants.array(data)
     if array is None:
         return []
     low = int(np.count_nonzero(array < INT8_WEIGHT_RANGE[0]))
@@ -330,7 +358,9 @@ def _check_weight_range(node: ir.Node, label: str) -> list[Violation]:
     ]
 
 
-def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int) -> list[Violation]:
+def _check_per_channel(
+    node: ir.Node, label: str, scale: np.ndarray, opset: int, constants: _Constants
+) -> list[Violation]:
     found: list[Violation] = []
     if opset < op_facts.PER_CHANNEL_MIN_OPSET:
         found.append(
@@ -340,7 +370,7 @@ def _check_per_channel(node: ir.Node, label: str, scale: np.ndarray, opset: int)
         found.append(_warning("axis", label, "blocked quantization (block_size) is for INT4 weights"))
         return found
     axis = qdq_axis(node)
-    shape = _data_shape(node)
+    shape = _data_shape(node, constants)
     if scale.ndim != 1:
         found.append(_error("axis", label, f"per-channel scale must be 1-D, got shape {scale.shape}"))
     if shape is not None:
@@ -404,13 +434,13 @@ def _check_bias(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
     ]
 
 
-def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
+def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule, constants: _Constants) -> list[Violation]:
     """A float bias that overflows INT32 when folded into the accumulator as bias / (s_in * s_w)."""
     if rule.bias_input is None or len(node.inputs) <= rule.bias_input:
         return []
-    bias = constant_array(node.inputs[rule.bias_input])
-    s_in = _dequantize_scale(node.inputs[rule.activation_input])
-    s_w = _dequantize_scale(node.inputs[rule.weight_input])
+    bias = constants.array(node.inputs[rule.bias_input])
+    s_in = _dequantize_scale(node.inputs[rule.activation_input], constants)
+    s_w = _dequantize_scale(node.inputs[rule.weight_input], constants)
     if bias is None or s_in is None or s_w is None or s_in.size != 1 or bias.dtype.kind != "f":
         return []
     bias = np.abs(bias.astype(np.float64).reshape(-1))
@@ -439,12 +469,12 @@ def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule) -> list[Viol
     ]
 
 
-def _dequantize_scale(value: ir.Value | None) -> np.ndarray | None:
+def _dequantize_scale(value: ir.Value | None, constants: _Constants) -> np.ndarray | None:
     """The constant scale of the DequantizeLinear producing `value` (None when there is none)."""
     producer = value.producer() if value is not None else None
     if not is_dequantize(producer) or len(producer.inputs) < 2:
         return None
-    return constant_array(producer.inputs[1])
+    return constants.array(producer.inputs[1])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -457,17 +487,17 @@ def _defaults_to_uint8(node: ir.Node) -> bool:
     return is_quantize(node) and no_zp and node.attributes.get("output_dtype") is None
 
 
-def _data_shape(node: ir.Node) -> tuple | None:
+def _data_shape(node: ir.Node, constants: _Constants) -> tuple | None:
     """Shape of the tensor a Q/DQ (de)quantizes; looks through Q -> DQ to the constant."""
     data = node.inputs[0]
     if data is None:
         return None
-    array = constant_array(data)
+    array = constants.array(data)
     if array is not None:
         return array.shape
     producer = data.producer()
     if is_dequantize(node) and is_quantize(producer):
-        return _data_shape(producer)
+        return _data_shape(producer, constants)
     if data.shape is not None:
         return tuple(d if isinstance(d, int) else None for d in data.shape)
     return None
