@@ -27,6 +27,7 @@ from qdq_compiler.rewrite.driver import apply_patterns_greedily
 from qdq_compiler.rewrite.rewriter import RewritePattern, Rewriter
 from qdq_compiler.targets import trt_rules as rules
 
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 MAX_ROUNDS = 16  # DQ phase + Q phase rounds; a topologically sorted graph settles in one (a second checks)
 
 
@@ -99,19 +100,19 @@ class QdqFacts:
         facts = cls(originals=originals)
         flat_scales: dict[int, np.ndarray | None] = {}  # by scale value: Q and DQ pairs share theirs
         for node, original in originals.items():
-            if is_quantize(original) or is_dequantize(original):
-                kind = ("const-" if is_weight_qdq(original) else "act-") + (
-                    "q" if is_quantize(original) else "dq"
-                )
+            op_type = original.op_type
+            if op_type in _QDQ_OPS and (is_quantize(original) or is_dequantize(original)):
+                quantize = is_quantize(original)
+                kind = ("const-" if is_weight_qdq(original) else "act-") + ("q" if quantize else "dq")
                 key = id(original.inputs[1])
                 if key not in flat_scales:
                     scale = scale_of(original)
                     flat_scales[key] = None if scale is None else np.asarray(scale, np.float64).reshape(-1)
                 facts.annotate(node, kind, flat_scales[key], node_label(original))
-                continue
-            rule = rules.commuting_rule(original)
-            if rule is not None:
-                facts.commuting[node] = rule
+            elif op_type in rules.COMMUTING_OPS:
+                rule = rules.commuting_rule(original)
+                if rule is not None:
+                    facts.commuting[node] = rule
         return facts
 
     def annotate(self, node: ir.Node, kind: str, scale: np.ndarray | None, name: str) -> None:
