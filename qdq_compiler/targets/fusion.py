@@ -2,14 +2,18 @@
 reformat layers stay. An offline simulation of TensorRT's documented Q/DQ processing, not a build.
 
 The simulation (rules from targets/trt_rules.py):
-1. copy the graph into a small mutable form; Q/DQ of constants (weights, biases) are set apart;
-2. move activation DQs forward and Qs backward across commuting ops until nothing moves (Concat only
-   moves DQs when all its inputs share one scale; Q moves need the op's output to feed that Q alone);
-3. a DQ directly followed by a Q is a pair: equal per-tensor scales cancel, otherwise a requantization;
-4. a weighted op computes in INT8 when its activation and weight inputs both come from DQs; its output
+1. copy the IR and move activation DQs forward and Qs backward across commuting ops until nothing moves,
+   as rewrite patterns under the shared greedy driver (targets/qdq_propagation.py; Concat only moves DQs
+   when all its inputs share one scale, Q moves need the op's output to feed that Q alone); Q/DQ of
+   constants (weights, biases) do not move;
+2. on the rewritten copy, a DQ directly followed by a Q is a pair: equal per-tensor scales cancel,
+   otherwise a requantization;
+3. a weighted op computes in INT8 when its activation and weight inputs both come from DQs; its output
    is INT8 when, after its fusible epilogue (activations, BN, SiLU, a residual Add fed by a DQ), every
    consumer is a Q;
-5. a DQ with a consumer that does not absorb it, and a Q no INT8 producer absorbs, become reformat layers.
+4. a DQ with a consumer that does not absorb it, and a Q no INT8 producer absorbs, become reformat layers.
+
+MACs come from targets/macs.py. The input model is not modified.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ class FusionReport:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Steps 3-5 on the propagated copy: pairs, weighted layers, leftovers
+# Steps 2-4 on the propagated copy: pairs, weighted layers, leftovers
 # ----------------------------------------------------------------------------------------------------
 
 
