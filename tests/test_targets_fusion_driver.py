@@ -142,3 +142,16 @@ def test_pattern_anchors() -> None:
     q_anchors = [n.name for n in copy if MoveQBackward(facts).matches_anchor(n)]
     assert (dq_anchors, q_anchors) == (["pool0"], ["in_Q", "out_Q"])
     assert report_to_json(predict_fusions(model))["cancelled_pairs"] == 1
+
+
+def test_a_long_chain_of_int8_reshapes_is_int8_to_its_end() -> None:
+    """A commuting op reading INT8 through any number of commuting ops is INT8 (the old simulation gave up
+    after 64 ops and called the rest float)."""
+    proto = _pool_chain(70)
+    for node in proto.graph.node:
+        if node.op_type == "MaxPool":
+            node.op_type = "Identity"
+            del node.attribute[:]
+    report = predict_fusions(load_model(proto))
+    assert len(report.moves) == 70
+    assert report.int8_ops == [f"Identity 'pool{i}'" for i in range(70)]

@@ -294,18 +294,23 @@ def _int8_capable_ops(v: _View) -> list[str]:
 
 def _int8_op(v: _View, node: ir.Node, known: dict[ir.Node, bool]) -> bool:
     """A commuting op whose data inputs are already INT8 (a Q, or such an op) after propagation produces
-    INT8. `known` remembers the answer per op (ops visited in graph order, so producers come first)."""
+    INT8. `known` remembers the answer per op; producers are settled first, without recursion."""
     if node in known:
         return known[node]
-    indices = v.facts.data_inputs(node)
-    answer = False
-    if indices:
-        producers = [node.inputs[i].producer() for i in indices]  # type: ignore[union-attr]
-        answer = all(
-            p is not None and (v.facts.is_q(p) or (v.is_op(p) and _int8_op(v, p, known))) for p in producers
+    stack = [node]
+    while stack:
+        top = stack[-1]
+        producers = [top.inputs[i].producer() for i in v.facts.data_inputs(top) or []]  # type: ignore[union-attr]
+        pending = [p for p in producers if p is not None and p in v.facts.commuting and p not in known]
+        if pending and top not in known:
+            known[top] = False  # while its producers settle (a cycle, impossible in ONNX, ends here)
+            stack.extend(pending)
+            continue
+        stack.pop()
+        known[top] = bool(producers) and all(
+            p is not None and (v.facts.is_q(p) or known.get(p, False)) for p in producers
         )
-    known[node] = answer
-    return answer
+    return known[node]
 
 
 def _reformats(v: _View) -> list[Reformat]:
