@@ -210,7 +210,7 @@ class MoveDqForward(RewritePattern):
 class MoveQBackward(RewritePattern):
     """op -> Q  =>  Q -> op (a copy per data input), for a per-tensor activation Q that alone reads the
     single output of an op Q/DQ commute with, whose data inputs are not already quantized. The copies then
-    move on at once, depth first (the order TensorRT's documented processing makes the moves in)."""
+    move on at once, depth first (the simulation's fixed move order, see :func:`propagate`)."""
 
     anchor_op = "QuantizeLinear"
 
@@ -263,8 +263,8 @@ class MoveQBackward(RewritePattern):
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector: copying and rewriting allocate many long-lived objects,
-    and each collection would walk the whole (acyclic-garbage-free) graph again."""
+    """Pause Python's cyclic garbage collector (restored after): copying and rewriting allocate many
+    objects that stay alive, and each collection would walk the whole graph again to find no garbage."""
     enabled = gc.isenabled()
     gc.disable()
     try:
