@@ -108,7 +108,7 @@ class _View:
         self.graph = propagated.graph
         self.facts = propagated.facts
         self.position = {node: index for index, node in enumerate(self.graph)}
-        self.constants = {value for value in self.graph.initializers.values()}
+        self.constants = set(self.graph.initializers.values())
         self.constants.update(n.outputs[0] for n in self.graph if n.op_type == "Constant" and n.outputs)
         self.absorbed = _Absorbed()
 
