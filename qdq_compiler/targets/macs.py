@@ -41,16 +41,24 @@ def _dims(shape: ir.Shape) -> tuple[int | None, ...]:
 
 
 def _recorded_shapes(model: ir.Model) -> Shapes | None:
-    """Shapes the IR already holds (from infer-shapes), or None when a weighted layer lacks one it needs."""
-    graph = model.graph
+    """Shapes the IR already holds (from infer-shapes) of what the MAC count reads: each weighted layer's
+    inputs and output and the Q/DQ chain behind its weight. None when a layer lacks one it needs."""
     shapes: Shapes = {}
-    values = [*graph.inputs, *graph.initializers.values(), *(v for node in graph for v in node.outputs)]
-    for value in values:
-        if value.name and value.shape is not None:
+
+    def record(value: ir.Value | None) -> None:
+        if value is not None and value.name and value.shape is not None:
             shapes[value.name] = _dims(value.shape)
-    for node in graph:
+
+    for node in model.graph:
         if node.op_type not in WEIGHTED_OPS or not node.outputs:
             continue
+        for value in (*node.inputs, node.outputs[0]):
+            record(value)
+        weight = node.inputs[1] if len(node.inputs) > 1 else None
+        producer = weight.producer() if weight is not None else None
+        while producer is not None and (is_dequantize(producer) or is_quantize(producer)):
+            record(producer.inputs[0])
+            producer = producer.inputs[0].producer() if producer.inputs[0] is not None else None
         needed = node.inputs[0] if node.op_type == "ConvTranspose" else node.outputs[0]
         if needed is None or (needed.name or "") not in shapes:
             return None
