@@ -184,17 +184,20 @@ def _collected(name: str, num_bins: int, seed: int = 0, n: int = 20_000, exact: 
 @pytest.mark.parametrize("exact", [True, False], ids=["exact", "one-pass"])
 @pytest.mark.parametrize("name", sorted(_DISTRIBUTIONS))
 def test_entropy_and_mse_match_literal_reference(name, exact):
-    # The fast implementations equal the bin-by-bin reference on the same histogram, two-pass (fixed range)
-    # or grown in one pass (more than num_bins bins here: the range grows after the first piece).
-    stats = _collected(name, num_bins=256, exact=exact)
+    # The fast implementations equal the bin-by-bin reference on the histogram they read: two-pass (fixed
+    # range), or grown in one pass (more than num_bins bins here: the range grows after the first piece) and
+    # re-binned onto the [0, absmax] grid.
+    collected = _collected(name, num_bins=256, exact=exact)
+    stats = collected.on_absmax_grid()
+    assert stats.binning == "fixed" and (stats is collected) == exact
     hist, width = stats.calibration_histogram(), stats.hist_width
     expected, divergences = reference_entropy(hist, width)
     _, kl = entropy_divergences(hist[: len(divergences) + 127])
     finite = np.isfinite(divergences)
     np.testing.assert_array_equal(np.isfinite(kl), finite)
     np.testing.assert_allclose(kl[finite], np.asarray(divergences)[finite], rtol=1e-9, atol=1e-12)
-    assert abs(compute_amax(stats, "entropy") - min(expected, stats.absmax)) <= width
-    assert abs(compute_amax(stats, "mse") - min(reference_mse(hist, width), stats.absmax)) <= width
+    assert abs(compute_amax(collected, "entropy") - min(expected, stats.absmax)) <= width
+    assert abs(compute_amax(collected, "mse") - min(reference_mse(hist, width), stats.absmax)) <= width
 
 
 def test_entropy_matches_reference_at_2048_bins():

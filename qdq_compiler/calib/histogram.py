@@ -301,6 +301,50 @@ class TensorStats:
         stats.inf_count = int(inf_count)
         return stats
 
+    def on_absmax_grid(self) -> TensorStats:
+        """These statistics with the histogram re-binned onto ``num_bins`` bins over exactly ``[0, absmax]``.
+
+        The grid of the two-pass (exact) histogram. A ``"fixed"`` histogram over ``[0, absmax]`` is returned
+        as is. A one-pass (``"grow"``) histogram is never coarser than that grid (``num_bins`` or more bins
+        of width ``range / base`` up to ``absmax >= range``), so each exact bin is a run of whole grown bins
+        plus parts of at most two: the parts take the share of their bin's count that their width has
+        (values spread evenly in a bin), and the cumulative counts at the exact edges are rounded, so the
+        counts stay integers with the same total. One value sits exactly at ``absmax``: it is kept in the
+        last bin, never spread. Equal to the exact histogram when the first batch held the absmax; otherwise
+        within about one grown bin's count per edge.
+        """
+        absmax = self.absmax
+        if self.binning == "none" or absmax == 0.0 or (self.binning == "fixed" and self.range == absmax):
+            return self
+        counts = self.hist.astype(np.float64)
+        used = int(np.flatnonzero(counts)[-1]) + 1
+        counts = counts[:used]
+        counts[-1] -= 1  # the value at absmax, put back into the last exact bin below
+        width = self.hist_width
+        prefix = np.concatenate(([0.0], np.cumsum(counts)))
+        # exact edges k * absmax / num_bins, in grown bins; the last grown bin ends at absmax, not at its edge
+        edges = np.arange(self.num_bins + 1, dtype=np.float64) * (absmax / self.num_bins)
+        index = np.minimum((edges / width).astype(np.int64), used - 1)
+        upper = np.minimum((index + 1) * width, absmax)
+        low = index * width
+        share = np.divide(edges - low, upper - low, out=np.ones_like(edges), where=upper > low)
+        cumulative = prefix[index] + counts[index] * np.clip(share, 0.0, 1.0)
+        cumulative[0], cumulative[-1] = 0.0, prefix[-1]
+        rounded = np.floor(cumulative + 0.5).astype(np.int64)
+        hist = np.diff(rounded)
+        hist[-1] += 1
+        return TensorStats.from_histogram(
+            hist,
+            absmax,
+            min_value=self.min,
+            max_value=self.max,
+            count=self.count,
+            nan_count=self.nan_count,
+            inf_count=self.inf_count,
+            name=self.name,
+            num_bins=self.num_bins,
+        )
+
     def copy(self) -> TensorStats:
         """Return an independent copy."""
         other = TensorStats.__new__(TensorStats)

@@ -15,8 +15,10 @@ Methods (all results are clamped to ``[AMAX_FLOOR, max(absmax, AMAX_FLOOR)]``):
 ``percentile``, ``entropy`` and ``mse`` read the statistics' histogram of |x| (bin ``k`` starts at ``k *
 hist_width``; see :mod:`qdq_compiler.calib.histogram`): by default the one-pass histogram whose range grows
 with the data, as pytorch-quantization's histogram calibrator builds it; with two-pass statistics
-(``exact=True``) ``num_bins`` bins over exactly ``[0, absmax]``. ``entropy`` and ``mse`` consider the
-histogram up to its last non-empty bin (the one holding absmax).
+(``exact=True``) ``num_bins`` bins over exactly ``[0, absmax]``. ``entropy`` and ``mse`` read a one-pass
+histogram re-binned onto that exact grid (:meth:`TensorStats.on_absmax_grid`), so where the first batch's
+range put the bin edges does not move their minima, and consider the histogram up to its last non-empty bin
+(the one holding absmax).
 
 A tensor whose values are all zero gets ``AMAX_FLOOR`` (1e-8), so its scale 1e-8 / 127 is positive and a
 normal float32. A tensor that never saw a finite value is an error.
@@ -125,6 +127,15 @@ def _calibration_histogram(stats: TensorStats) -> np.ndarray:
         raise CalibrationMethodError(str(exc)) from None
 
 
+def _on_absmax_grid(stats: TensorStats) -> TensorStats:
+    """The statistics entropy and mse read: a one-pass histogram re-binned onto the exact (two-pass) grid.
+
+    The minima of entropy and mse move with where the bin edges fall; the grown histogram's edges depend
+    on the first batch, the exact grid's only on absmax. See :meth:`TensorStats.on_absmax_grid`.
+    """
+    return stats.on_absmax_grid() if stats.binning == "grow" else stats
+
+
 # --------------------------------------------------------------------------- methods
 def amax_max(stats: TensorStats) -> float:
     """Largest finite |x|."""
@@ -219,6 +230,7 @@ def amax_entropy(stats: TensorStats, start_bin: int = 128, stride: int = 1) -> f
     _check_positive_int("stride", stride)
     if start_bin < NUM_LEVELS:
         raise CalibrationMethodError(f"entropy start_bin must be >= {NUM_LEVELS}, got {start_bin}")
+    stats = _on_absmax_grid(stats)
     counts = _calibration_histogram(stats)
     used = _used_bins(counts)
     if used <= start_bin:  # fewer bins than candidates: nothing to clip
@@ -378,6 +390,7 @@ def amax_mse(stats: TensorStats, start_bin: int = 128, stride: int = 1) -> float
     """
     _check_positive_int("start_bin", start_bin)
     _check_positive_int("stride", stride)
+    stats = _on_absmax_grid(stats)
     counts = _calibration_histogram(stats)
     used = _used_bins(counts)
     if used <= start_bin:
