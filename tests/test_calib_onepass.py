@@ -38,9 +38,21 @@ def test_on_absmax_grid_equals_the_exact_histogram_when_the_first_batch_holds_ab
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal(30_000).astype(np.float32) for _ in range(3)]
     batches[0][7] = 9.0  # the absmax, in the first batch: the grown bins are the exact bins
-    grid = _one_pass(batches).on_absmax_grid()
+    one_pass = _one_pass(batches)
+    assert one_pass.on_absmax_grid() is one_pass
+    np.testing.assert_array_equal(one_pass.hist, collect_exact(batches).hist)
+
+
+def test_on_absmax_grid_equals_the_exact_histogram_when_the_range_doubles():
+    # absmax 9 after a first batch reaching 4.5: every exact bin is two whole grown bins, nothing is split
+    rng = np.random.default_rng(1)
+    batches = [rng.standard_normal(30_000).astype(np.float32) for _ in range(3)]
+    batches[0][7], batches[2][3] = 4.5, -9.0
+    one_pass = _one_pass(batches)
+    assert one_pass.range == 4.5 and one_pass.hist.size == 2 * one_pass.num_bins + 1  # 9.0 opens a bin
+    grid = one_pass.on_absmax_grid()
     exact = collect_exact(batches)
-    assert grid.binning == "fixed" and grid.range == exact.range
+    assert grid.binning == "fixed" and grid.range == exact.range == 9.0
     np.testing.assert_array_equal(grid.hist, exact.hist)
 
 
