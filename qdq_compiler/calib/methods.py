@@ -325,18 +325,23 @@ def mse_error_sums(counts: np.ndarray, start_bin: int = 128, stride: int = 1, pr
     doubled, starts = _mse_level_starts(start_bin, stride, n.size)
     t = 2 * np.arange(n.size, dtype=np.int64) + 1
     total, largest = int(n.sum()), int(t[-1])
-    small = largest * largest * total < _INT64_SAFE  # every sum below fits int64
-    if prune and small:
-        first = _first_contender(n, t, doubled)
-        doubled, starts = doubled[first:], starts[first:]
     # partial sums of sum_q2 reach 127**2 * total and those of sum_qt 127 * largest * total: float64 (BLAS)
     # while every partial sum is an integer below 2**53, then int64, past that Python integers
     reach = QMAX * max(QMAX, largest) * total
     exact_type: type = np.float64 if reach < _FLOAT64_EXACT else np.int64 if reach < _INT64_SAFE else object
-    tail0 = _tail_sums(n.astype(exact_type))
-    tail1 = _tail_sums(n.astype(exact_type) * t.astype(exact_type))
+    if largest * largest * total < _INT64_SAFE:  # every tail sum fits int64
+        tails = [_tail_sums(values) for values in (n, n * t, n * t * t)]
+        sum_t2 = int(tails[2][0])
+        if prune:
+            first = _first_contender(tails, doubled)
+            doubled, starts = doubled[first:], starts[first:]
+        tail0: np.ndarray = tails[0].astype(exact_type)
+        tail1: np.ndarray = tails[1].astype(exact_type)
+    else:
+        sum_t2 = sum(int(count) * int(odd) ** 2 for count, odd in zip(n, t))
+        tail0 = _tail_sums(n.astype(exact_type))
+        tail1 = _tail_sums(n.astype(exact_type) * t.astype(exact_type))
     ones: np.ndarray = np.ones(QMAX, dtype=exact_type)
-    sum_t2 = int(n @ (t * t)) if small else sum(int(count) * int(odd) ** 2 for count, odd in zip(n, t))
     return MseSums(
         candidates=(doubled - 1) // 2,
         doubled=doubled,
@@ -346,8 +351,9 @@ def mse_error_sums(counts: np.ndarray, start_bin: int = 128, stride: int = 1, pr
     )
 
 
-def _first_contender(n: np.ndarray, t: np.ndarray, doubled: np.ndarray) -> int:
-    """Index of the first candidate that can hold the minimum error (int64 ``n`` small enough for exact sums).
+def _first_contender(tails: list[np.ndarray], doubled: np.ndarray) -> int:
+    """Index of the first candidate that can hold the minimum error, from the int64 tail sums of ``n``,
+    ``n t`` and ``n t**2``.
 
     The bins quantized past level 127 (``j >= b_128``) are clipped, with error ``127 (t_j - D)``; every
     other bin's error is below ``D / 2``. So the clipped bins' error is a lower bound of a candidate's
@@ -355,8 +361,8 @@ def _first_contender(n: np.ndarray, t: np.ndarray, doubled: np.ndarray) -> int:
     candidate grows (fewer bins clipped, each by less): the candidates whose lower bound exceeds the
     smallest upper bound form a prefix, and none of them is the minimum.
     """
-    tail0, tail1, tail2 = (_tail_sums(values) for values in (n, n * t, n * t * t))
-    clip_start = np.minimum((255 * doubled - 254) // 508 + 1, n.size)
+    tail0, tail1, tail2 = tails
+    clip_start = np.minimum((255 * doubled - 254) // 508 + 1, tail0.size - 1)
     clipped_sq = tail2[clip_start] - 2 * doubled * tail1[clip_start] + doubled * doubled * tail0[clip_start]
     lower = QMAX * QMAX * clipped_sq.astype(np.float64)
     upper = lower + (tail0[0] - tail0[clip_start]) * (doubled.astype(np.float64) / 2) ** 2
