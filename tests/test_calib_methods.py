@@ -304,3 +304,22 @@ def test_method_options_are_typed_dataclasses_read_with_the_pass_option_grammar(
         parse_method_spec("entropy{stride=1.5}")  # start_bin and stride are integers
     with pytest.raises(CalibrationMethodError, match="has no option 'q'"):
         parse_method_spec("percentile{q=abc}")  # an unknown option is named before its value is read
+
+
+def test_method_spec_text_is_parsed_once_and_reparsed_after_a_registration():
+    # weights ask for their method once per layer: the same text gives the same (immutable) spec object
+    assert parse_method_spec("mse{stride=2}") is parse_method_spec("mse{stride=2}")
+    register_method("test-scaled-max", lambda stats, factor=0.5: stats.absmax * factor)
+    try:
+        first = parse_method_spec("test-scaled-max{factor=0.25}")
+        methods._METHODS.pop("test-scaled-max")
+        methods._OPTIONS.pop("test-scaled-max")
+        register_method("test-scaled-max", lambda stats, factor=1: stats.absmax * factor)  # now an int option
+        second = parse_method_spec("test-scaled-max{factor=3}")
+        assert first.kwargs == {"factor": 0.25} and second.kwargs == {"factor": 3}
+        assert isinstance(second.kwargs["factor"], int)
+        with pytest.raises(CalibrationMethodError, match="expected an integer"):
+            parse_method_spec("test-scaled-max{factor=0.25}")  # not served from before the registration
+    finally:
+        methods._METHODS.pop("test-scaled-max", None)
+        methods._OPTIONS.pop("test-scaled-max", None)
