@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from qdq_compiler.calib.collect import collect_statistics
 from qdq_compiler.calib.data import IterableData
-from qdq_compiler.calib.histogram import TensorStats
+from qdq_compiler.calib.histogram import TensorStats, collect_exact
 from qdq_compiler.calib.methods import compute_amax
 from qdq_compiler.calib.weights import per_channel_amax
 
@@ -45,6 +45,42 @@ def bench_histogram() -> None:
     for method in ("max", "percentile", "mse"):
         seconds = _timed(lambda m=method: per_channel_amax(weight, 0, m), repeat=1)
         print(f"per_channel_amax {method:<10s} [256,128,3,3]: {seconds * 1e3:8.1f} ms")
+
+
+def _amax_inputs() -> dict[str, TensorStats]:
+    """Statistics shaped like the pipeline's: 2048-bin histograms of 4k and 1M values (one pass and two)."""
+    rng = np.random.default_rng(3)
+    small = rng.standard_normal(4096).astype(np.float32)
+    large = np.maximum(rng.standard_normal(1_000_000) + 0.3, 0).astype(np.float32)
+    one_pass = TensorStats()
+    for piece in np.array_split(large, 8):  # the range grows after the first piece
+        one_pass.update(piece)
+    small_stats = TensorStats()
+    small_stats.update(small)
+    return {
+        "normal 4k, 1 pass": small_stats,
+        "relu 1M, 1 pass": one_pass,
+        "relu 1M, exact": collect_exact(np.array_split(large, 8)),
+    }
+
+
+def bench_amax_per_tensor(repeat: int) -> None:
+    """CPU milliseconds per tensor of each method (process time: the machine's other load is not counted)."""
+    print(f"amax per tensor, CPU ms (best of {repeat} runs of 20 calls):")
+    for label, stats in _amax_inputs().items():
+        cells = []
+        for method in ("max", "percentile", "entropy", "mse"):
+            compute_amax(
+                stats, method
+            )  # warm the per-size caches, as every tensor after the first finds them
+            best = float("inf")
+            for _ in range(repeat):
+                start = time.process_time()
+                for _ in range(20):
+                    compute_amax(stats, method)
+                best = min(best, (time.process_time() - start) / 20)
+            cells.append(f"{method} {best * 1e3:6.3f}")
+        print(f"  {label:<18s} ({stats.hist.size} bins): " + "  ".join(cells))
 
 
 def _cnn(size: int) -> tuple[onnx.ModelProto, list[str]]:
@@ -98,7 +134,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--amax-only", action="store_true", help="only the per-tensor amax timing")
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    bench_amax_per_tensor(args.repeat)
+    if args.amax_only:
+        return
     bench_histogram()
     bench_collect(args.samples, args.size)
 

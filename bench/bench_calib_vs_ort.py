@@ -18,7 +18,8 @@ Measurements
 3. onnxruntime ``EntropyCalibrater`` (via ``create_calibrator``) on the same tensors and the same 64 samples.
 4. amax agreement (smaller resolution, every Conv activation input): qdqc (both modes) vs an independent
    float64 reference written here from docs/tensorrt-qdq.md section 6 on all the data at once (for each mode
-   its histogram: grown from the first sample's range, or over [0, absmax]), and onnxruntime's MinMax /
+   its histogram: grown from the first sample's range, or over [0, absmax]; entropy and mse read the grown
+   one re-binned onto [0, absmax], :func:`regrid`), and onnxruntime's MinMax /
    Percentile calibrators vs the same reference.
 
 Results: printed and written to ``bench/results/calib.md`` (+ ``calib.json``).
@@ -308,6 +309,31 @@ def grown_hist(
     return np.concatenate([low, high]), first / base
 
 
+def regrid(grown: np.ndarray, width: float, first: float, absmax: float, bins: int = 2048) -> np.ndarray:
+    """The grown histogram as entropy and mse read it: 2048 bins over [0, absmax] (docs/calibration-cache.md).
+
+    Counts spread evenly inside each grown bin (the last one ends at absmax), the cumulative count read at
+    the exact edges by linear interpolation and rounded; the values at absmax and at ``first`` (kept in bin
+    base - 1 by the grown histogram) are placed exactly.
+    """
+    counts = grown.astype(np.float64)
+    counts = counts[: int(np.flatnonzero(counts)[-1]) + 1]
+    counts[-1] -= 1
+    points = [absmax]
+    base = round(first / width)
+    if first < absmax and base - 1 < counts.size - 1 and counts[base - 1] >= 1:
+        counts[base - 1] -= 1
+        points.append(first)
+    grown_edges = np.minimum(np.arange(counts.size + 1) * width, absmax)
+    cumulative = np.interp(
+        np.arange(bins + 1) * (absmax / bins), grown_edges, np.concatenate(([0.0], np.cumsum(counts)))
+    )
+    hist = np.diff(np.floor(cumulative + 0.5).astype(np.int64))
+    for point in points:
+        hist[min(int(point * bins / absmax), bins - 1)] += 1
+    return hist
+
+
 def reference_value_amax(absx: np.ndarray) -> dict[str, float]:
     """Reference amax of the methods that read the values themselves (the same for both modes)."""
     rank = int(np.ceil(round(0.9999 * absx.size, 6)))  # nearest rank
@@ -380,8 +406,13 @@ def work_agree(cfg: dict) -> dict:
         grown, one_pass_width[t] = grown_hist(absx, first)
         pairs = {"one-pass": (grown, one_pass_width[t]), "exact": (final, absmax / 2048)}
         by_value = reference_value_amax(absx)
-        for mode, (hist, width) in pairs.items():
-            ref[mode][t] = {**by_value, **reference_hist_amax(hist, width, absmax)}
+        regridded = regrid(grown, one_pass_width[t], first, absmax) if absmax > first else grown
+        read = {
+            "one-pass": (regridded, absmax / 2048 if absmax > first else one_pass_width[t]),
+            "exact": pairs["exact"],
+        }
+        for mode, (hist, _) in pairs.items():
+            ref[mode][t] = {**by_value, **reference_hist_amax(*read[mode], absmax)}
             got = hists[mode][t]
             hist_diff[mode][t] = (
                 int(np.abs(hist - got).max()) if got.size == hist.size else f"{got.size} bins vs {hist.size}"

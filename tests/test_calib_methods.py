@@ -184,17 +184,20 @@ def _collected(name: str, num_bins: int, seed: int = 0, n: int = 20_000, exact: 
 @pytest.mark.parametrize("exact", [True, False], ids=["exact", "one-pass"])
 @pytest.mark.parametrize("name", sorted(_DISTRIBUTIONS))
 def test_entropy_and_mse_match_literal_reference(name, exact):
-    # The fast implementations equal the bin-by-bin reference on the same histogram, two-pass (fixed range)
-    # or grown in one pass (more than num_bins bins here: the range grows after the first piece).
-    stats = _collected(name, num_bins=256, exact=exact)
+    # The fast implementations equal the bin-by-bin reference on the histogram they read: two-pass (fixed
+    # range), or grown in one pass (more than num_bins bins here: the range grows after the first piece) and
+    # re-binned onto the [0, absmax] grid.
+    collected = _collected(name, num_bins=256, exact=exact)
+    stats = collected.on_absmax_grid()
+    assert stats.binning == "fixed" and (stats is collected) == exact
     hist, width = stats.calibration_histogram(), stats.hist_width
     expected, divergences = reference_entropy(hist, width)
     _, kl = entropy_divergences(hist[: len(divergences) + 127])
     finite = np.isfinite(divergences)
     np.testing.assert_array_equal(np.isfinite(kl), finite)
     np.testing.assert_allclose(kl[finite], np.asarray(divergences)[finite], rtol=1e-9, atol=1e-12)
-    assert abs(compute_amax(stats, "entropy") - min(expected, stats.absmax)) <= width
-    assert abs(compute_amax(stats, "mse") - min(reference_mse(hist, width), stats.absmax)) <= width
+    assert abs(compute_amax(collected, "entropy") - min(expected, stats.absmax)) <= width
+    assert abs(compute_amax(collected, "mse") - min(reference_mse(hist, width), stats.absmax)) <= width
 
 
 def test_entropy_matches_reference_at_2048_bins():
@@ -301,3 +304,22 @@ def test_method_options_are_typed_dataclasses_read_with_the_pass_option_grammar(
         parse_method_spec("entropy{stride=1.5}")  # start_bin and stride are integers
     with pytest.raises(CalibrationMethodError, match="has no option 'q'"):
         parse_method_spec("percentile{q=abc}")  # an unknown option is named before its value is read
+
+
+def test_method_spec_text_is_parsed_once_and_reparsed_after_a_registration():
+    # weights ask for their method once per layer: the same text gives the same (immutable) spec object
+    assert parse_method_spec("mse{stride=2}") is parse_method_spec("mse{stride=2}")
+    register_method("test-scaled-max", lambda stats, factor=0.5: stats.absmax * factor)
+    try:
+        first = parse_method_spec("test-scaled-max{factor=0.25}")
+        methods._METHODS.pop("test-scaled-max")
+        methods._OPTIONS.pop("test-scaled-max")
+        register_method("test-scaled-max", lambda stats, factor=1: stats.absmax * factor)  # now an int option
+        second = parse_method_spec("test-scaled-max{factor=3}")
+        assert first.kwargs == {"factor": 0.25} and second.kwargs == {"factor": 3}
+        assert isinstance(second.kwargs["factor"], int)
+        with pytest.raises(CalibrationMethodError, match="expected an integer"):
+            parse_method_spec("test-scaled-max{factor=0.25}")  # not served from before the registration
+    finally:
+        methods._METHODS.pop("test-scaled-max", None)
+        methods._OPTIONS.pop("test-scaled-max", None)

@@ -301,6 +301,58 @@ class TensorStats:
         stats.inf_count = int(inf_count)
         return stats
 
+    def on_absmax_grid(self) -> TensorStats:
+        """These statistics with the histogram re-binned onto ``num_bins`` bins over exactly ``[0, absmax]``.
+
+        The grid of the two-pass (exact) histogram. A histogram already on it (fixed over ``[0, absmax]``, or
+        grown from a first batch that held absmax) is returned as is. A grown histogram is never coarser than
+        the grid (``num_bins`` or more bins of width ``range / base`` up to ``absmax >= range``), so each
+        exact bin is a run of whole grown bins plus parts of at most two: a part takes the share of its
+        bin's count that its width has (values spread evenly in a bin), and the cumulative counts at the
+        exact edges are rounded, so the counts stay integers with the same total. Two values are known
+        exactly and never spread: one at ``absmax`` (in the last bin) and one at ``range`` (the first batch's
+        absmax, which the grown histogram keeps in bin ``base - 1`` below its edge). Equal to the exact
+        histogram when the exact edges are grown edges (absmax = range times a power of two, say); otherwise
+        each cumulative count is within about one grown bin's count of the exact one.
+        """
+        absmax = self.absmax
+        if self.binning == "none" or absmax == 0.0 or (self.range == absmax and self.base == self.num_bins):
+            return self
+        counts = self.hist.astype(np.float64)
+        used = int(np.flatnonzero(counts)[-1]) + 1
+        counts = counts[:used]
+        points = [absmax]
+        counts[-1] -= 1  # the value at absmax
+        top = self.base - 1 if isinstance(self.base, int) and self.base >= 1 else -1
+        if self.binning == "grow" and self.range < absmax and 0 <= top < used - 1 and counts[top] >= 1:
+            counts[top] -= 1  # the value at range, counted below its edge
+            points.append(self.range)
+        width = self.hist_width
+        prefix = np.concatenate(([0.0], np.cumsum(counts)))
+        # exact edges k * absmax / num_bins, in grown bins; the last grown bin ends at absmax, not at its edge
+        edges = np.arange(self.num_bins + 1, dtype=np.float64) * (absmax / self.num_bins)
+        index = np.minimum((edges / width).astype(np.int64), used - 1)
+        upper = np.minimum((index + 1) * width, absmax)
+        low = index * width
+        share = np.divide(edges - low, upper - low, out=np.ones_like(edges), where=upper > low)
+        cumulative = prefix[index] + counts[index] * np.clip(share, 0.0, 1.0)
+        cumulative[0], cumulative[-1] = 0.0, prefix[-1]
+        rounded = np.floor(cumulative + 0.5).astype(np.int64)
+        hist = np.diff(rounded)
+        for point in points:
+            hist[min(int(point * self.num_bins / absmax), self.num_bins - 1)] += 1
+        return TensorStats.from_histogram(
+            hist,
+            absmax,
+            min_value=self.min,
+            max_value=self.max,
+            count=self.count,
+            nan_count=self.nan_count,
+            inf_count=self.inf_count,
+            name=self.name,
+            num_bins=self.num_bins,
+        )
+
     def copy(self) -> TensorStats:
         """Return an independent copy."""
         other = TensorStats.__new__(TensorStats)

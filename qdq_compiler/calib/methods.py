@@ -15,8 +15,10 @@ Methods (all results are clamped to ``[AMAX_FLOOR, max(absmax, AMAX_FLOOR)]``):
 ``percentile``, ``entropy`` and ``mse`` read the statistics' histogram of |x| (bin ``k`` starts at ``k *
 hist_width``; see :mod:`qdq_compiler.calib.histogram`): by default the one-pass histogram whose range grows
 with the data, as pytorch-quantization's histogram calibrator builds it; with two-pass statistics
-(``exact=True``) ``num_bins`` bins over exactly ``[0, absmax]``. ``entropy`` and ``mse`` consider the
-histogram up to its last non-empty bin (the one holding absmax).
+(``exact=True``) ``num_bins`` bins over exactly ``[0, absmax]``. ``entropy`` and ``mse`` read a one-pass
+histogram re-binned onto that exact grid (:meth:`TensorStats.on_absmax_grid`), so where the first batch's
+range put the bin edges does not move their minima, and consider the histogram up to its last non-empty bin
+(the one holding absmax).
 
 A tensor whose values are all zero gets ``AMAX_FLOOR`` (1e-8), so its scale 1e-8 / 127 is positive and a
 normal float32. A tensor that never saw a finite value is an error.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import hashlib
 import inspect
 import math
@@ -35,6 +38,7 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from fractions import Fraction
 
 import numpy as np
 
@@ -123,6 +127,15 @@ def _calibration_histogram(stats: TensorStats) -> np.ndarray:
         raise CalibrationMethodError(str(exc)) from None
 
 
+def _on_absmax_grid(stats: TensorStats) -> TensorStats:
+    """The statistics entropy and mse read: a one-pass histogram re-binned onto the exact (two-pass) grid.
+
+    The minima of entropy and mse move with where the bin edges fall; the grown histogram's edges depend
+    on the first batch, the exact grid's only on absmax. See :meth:`TensorStats.on_absmax_grid`.
+    """
+    return stats.on_absmax_grid() if stats.binning == "grow" else stats
+
+
 # --------------------------------------------------------------------------- methods
 def amax_max(stats: TensorStats) -> float:
     """Largest finite |x|."""
@@ -137,8 +150,9 @@ def amax_percentile(stats: TensorStats, p: float = 99.99) -> float:
         _calibration_histogram(stats)  # raises
     cumulative = np.cumsum(stats.hist)
     total = int(cumulative[-1])
-    # nearest rank ceil(p * n / 100); the factor absorbs the rounding of p / 100 (e.g. 99.99 -> 0.99990000..1)
-    rank = max(1, math.ceil(p / 100.0 * total * (1.0 - 1e-12)))
+    # nearest rank ceil(p * n / 100), in rationals: p as the decimal it prints as (99.9, not the binary
+    # 99.9000000000000057), so an exact rank is not rounded up, and no float error for any count
+    rank = max(1, math.ceil(Fraction(repr(float(p))) * total / 100))
     index = min(int(np.searchsorted(cumulative, rank, side="left")), stats.hist.size - 1)
     return min((index + 1) * stats.hist_width, stats.absmax)
 
@@ -146,6 +160,18 @@ def amax_percentile(stats: TensorStats, p: float = 99.99) -> float:
 def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``x * log(y)`` with 0 where ``x == 0`` (y is then ignored)."""
     return np.where(x > 0, x * np.log(np.where(y > 0, y, 1)), 0)
+
+
+@functools.lru_cache(maxsize=16)
+def _entropy_level_bounds(start_bin: int, stride: int, used: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(thresholds, bounds)`` for the thresholds ``start_bin, start_bin + stride, ... <= used``:
+    ``bounds[i, l]`` is the first bin of level ``l`` (0..128) under threshold ``i`` (read-only)."""
+    thresholds = np.arange(start_bin, used + 1, stride, dtype=np.int64)
+    levels = np.arange(NUM_LEVELS + 1, dtype=np.int64)
+    bounds = ((levels[None, :] * thresholds[:, None] + NUM_LEVELS - 1) // NUM_LEVELS).astype(np.intp)
+    thresholds.flags.writeable = False
+    bounds.flags.writeable = False
+    return thresholds, bounds
 
 
 def entropy_divergences(
@@ -160,8 +186,9 @@ def entropy_divergences(
     ``[0, i)``, tail excluded) evenly to that level's non-empty bins and zero to empty ones; the divergence is
     KL(p || q) of the normalised distributions (infinite where p > 0 and q = 0).
 
-    The sum over bins is computed per level from prefix sums, not bin by bin. The long prefix sums run in
-    extended precision; the per-level terms (each within a few ulps) in float64, several times faster.
+    The sum over bins is computed per level from prefix sums, not bin by bin; the levels' first bins depend
+    on the thresholds only and are cached. The long prefix sums run in extended precision; the per-level
+    terms (each within a few ulps) in float64, several times faster.
     """
     counts = np.asarray(hist, dtype=np.float64).copy()
     used = counts.size
@@ -173,11 +200,9 @@ def entropy_divergences(
     prefix_plogp = np.concatenate(([wide(0)], np.cumsum(_xlogy(wide_counts, wide_counts))))
     total = prefix_count[-1]
 
-    thresholds = np.arange(start_bin, used + 1, stride, dtype=np.int64)
-    levels = np.arange(NUM_LEVELS + 1, dtype=np.int64)
-    bounds = (levels[None, :] * thresholds[:, None] + NUM_LEVELS - 1) // NUM_LEVELS  # first bin of each level
-    level_sum = prefix_count[bounds[:, 1:]] - prefix_count[bounds[:, :-1]]
-    level_nonzero = prefix_nonzero[bounds[:, 1:]] - prefix_nonzero[bounds[:, :-1]]
+    thresholds, bounds = _entropy_level_bounds(start_bin, stride, used)
+    level_sum = np.diff(np.take(prefix_count, bounds), axis=1)
+    level_nonzero = np.diff(np.take(prefix_nonzero, bounds), axis=1)
     spread = level_sum / np.maximum(level_nonzero, 1)  # 0 where the level is empty
     log_spread = np.log(np.maximum(spread, 1.0))  # spread is 0 or >= 1 (a mean of positive counts)
     plogq = np.sum(level_sum * log_spread, axis=1).astype(wide)
@@ -205,6 +230,7 @@ def amax_entropy(stats: TensorStats, start_bin: int = 128, stride: int = 1) -> f
     _check_positive_int("stride", stride)
     if start_bin < NUM_LEVELS:
         raise CalibrationMethodError(f"entropy start_bin must be >= {NUM_LEVELS}, got {start_bin}")
+    stats = _on_absmax_grid(stats)
     counts = _calibration_histogram(stats)
     used = _used_bins(counts)
     if used <= start_bin:  # fewer bins than candidates: nothing to clip
@@ -221,7 +247,11 @@ def amax_entropy(stats: TensorStats, start_bin: int = 128, stride: int = 1) -> f
 def mse_errors(
     centers: np.ndarray, counts: np.ndarray, candidates: np.ndarray, chunk: int = 128
 ) -> np.ndarray:
-    """Count-weighted squared error of fake-quantizing ``centers`` with amax = each candidate."""
+    """Count-weighted squared error of fake-quantizing ``centers`` with amax = each candidate (float64).
+
+    The definition evaluated directly, a pass over the bins per candidate. :func:`amax_mse` finds the same
+    minimum exactly and faster with :func:`mse_error_sums`.
+    """
     errors = np.empty(candidates.size, dtype=np.float64)
     occupied = counts > 0  # empty bins add nothing
     centers, weights = centers[occupied], counts[occupied].astype(np.float64)
@@ -233,23 +263,147 @@ def mse_errors(
     return errors
 
 
+# The mse in integers. With bin width w, bin j's centre is t_j * w / 2 (t_j = 2j + 1) and candidate bin
+# k's is D * w / 2 (D = 2k + 1), so bin j quantizes to level q_j = min(round(127 t_j / D), 127) with
+# error (q_j D - 127 t_j) * w / 254. The squared error is (w / 254)**2 times the integer
+#     I_k = sum_j n_j (q_j D - 127 t_j)**2 = D**2 sum n q**2 - 254 D sum n q t + 127**2 sum n t**2.
+# 127 t / D is never a half-integer (254 t is even, D odd): the rounding has no ties, and q_j >= q >= 1
+# exactly for the bins j >= b_q = floor(((2q - 1) D - 254) / 508) + 1. With the tail sums
+# T0[b] = sum_{j>=b} n_j and T1[b] = sum_{j>=b} n_j t_j (and q**2 = sum_{q'<=q} (2q' - 1)):
+#     sum n q**2 = sum_{q=1..127} (2q - 1) T0[b_q]   and   sum n q t = sum_{q=1..127} T1[b_q],
+# 127 look-ups per candidate instead of a pass over the bins; the table b_q depends on the candidates only.
+_MSE_ODD = 2 * np.arange(1, QMAX + 1, dtype=np.int64) - 1  # 2q - 1 for the levels q = 1..127
+_INT64_SAFE = 2**62
+_FLOAT64_EXACT = 2**53
+# Relative bound on the float64 rounding of the three-term sum (a few ulps of its largest term), generous.
+_MSE_FLOAT_SLACK = 1e-14
+
+
+@functools.lru_cache(maxsize=16)
+def _mse_level_starts(start_bin: int, stride: int, used: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(D, b)`` for the candidates ``k = start_bin, start_bin + stride, ... < used``: ``D = 2k + 1`` and
+    ``b[i, q - 1]``, the first bin quantized to level ``q`` or above (read-only)."""
+    doubled = 2 * np.arange(start_bin, used, stride, dtype=np.int64) + 1
+    starts = np.maximum((_MSE_ODD[None, :] * doubled[:, None] - 254) // 508 + 1, 0).astype(np.intp)
+    doubled.flags.writeable = False
+    starts.flags.writeable = False
+    return doubled, starts
+
+
+@dataclass(frozen=True)
+class MseSums:
+    """The exact pieces of the mse of every candidate: ``I = D**2 * sum_q2 - 254 D * sum_qt + 127**2 *
+    sum_t2`` (see the comment above). The arrays hold integers: float64 while exact, else int64 or Python
+    integers."""
+
+    candidates: np.ndarray  # bin index k of each candidate
+    doubled: np.ndarray  # D = 2k + 1
+    sum_q2: np.ndarray
+    sum_qt: np.ndarray
+    sum_t2: int
+
+    def exact(self, index: int) -> int:
+        """``I`` of candidate ``index`` as a Python integer."""
+        d = int(self.doubled[index])
+        return d * d * int(self.sum_q2[index]) - 254 * d * int(self.sum_qt[index]) + QMAX * QMAX * self.sum_t2
+
+    def approximate(self) -> tuple[np.ndarray, np.ndarray]:
+        """``I`` of every candidate in float64 and a bound on its rounding error."""
+        d = self.doubled.astype(np.float64)
+        quadratic = d * d * self.sum_q2.astype(np.float64)
+        linear = 254.0 * d * self.sum_qt.astype(np.float64)
+        constant = float(QMAX * QMAX * self.sum_t2)
+        return quadratic - linear + constant, _MSE_FLOAT_SLACK * (quadratic + linear + constant)
+
+
+def mse_error_sums(counts: np.ndarray, start_bin: int = 128, stride: int = 1, prune: bool = True) -> MseSums:
+    """:class:`MseSums` of the candidate bins ``start_bin, start_bin + stride, ... < len(counts)``.
+
+    With ``prune``, only the candidates that can hold the minimum: see :func:`_first_contender`.
+    """
+    n = np.asarray(counts, dtype=np.int64)
+    doubled, starts = _mse_level_starts(start_bin, stride, n.size)
+    t = 2 * np.arange(n.size, dtype=np.int64) + 1
+    total, largest = int(n.sum()), int(t[-1])
+    # partial sums of sum_q2 reach 127**2 * total and those of sum_qt 127 * largest * total: float64 (BLAS)
+    # while every partial sum is an integer below 2**53, then int64, past that Python integers
+    reach = QMAX * max(QMAX, largest) * total
+    exact_type: type = np.float64 if reach < _FLOAT64_EXACT else np.int64 if reach < _INT64_SAFE else object
+    if largest * largest * total < _INT64_SAFE:  # every tail sum fits int64
+        tails = [_tail_sums(values) for values in (n, n * t, n * t * t)]
+        sum_t2 = int(tails[2][0])
+        if prune:
+            first = _first_contender(tails, doubled)
+            doubled, starts = doubled[first:], starts[first:]
+        tail0: np.ndarray = tails[0].astype(exact_type)
+        tail1: np.ndarray = tails[1].astype(exact_type)
+    else:
+        sum_t2 = sum(int(count) * int(odd) ** 2 for count, odd in zip(n, t))
+        tail0 = _tail_sums(n.astype(exact_type))
+        tail1 = _tail_sums(n.astype(exact_type) * t.astype(exact_type))
+    ones: np.ndarray = np.ones(QMAX, dtype=exact_type)
+    return MseSums(
+        candidates=(doubled - 1) // 2,
+        doubled=doubled,
+        sum_q2=np.take(tail0, starts) @ _MSE_ODD.astype(exact_type),
+        sum_qt=np.take(tail1, starts) @ ones,
+        sum_t2=sum_t2,
+    )
+
+
+def _first_contender(tails: list[np.ndarray], doubled: np.ndarray) -> int:
+    """Index of the first candidate that can hold the minimum error, from the int64 tail sums of ``n``,
+    ``n t`` and ``n t**2``.
+
+    The bins quantized past level 127 (``j >= b_128``) are clipped, with error ``127 (t_j - D)``; every
+    other bin's error is below ``D / 2``. So the clipped bins' error is a lower bound of a candidate's
+    error, and adding ``(D / 2)**2`` per other value an upper bound. The lower bound shrinks as the
+    candidate grows (fewer bins clipped, each by less): the candidates whose lower bound exceeds the
+    smallest upper bound form a prefix, and none of them is the minimum.
+    """
+    tail0, tail1, tail2 = tails
+    clip_start = np.minimum((255 * doubled - 254) // 508 + 1, tail0.size - 1)
+    clipped_sq = tail2[clip_start] - 2 * doubled * tail1[clip_start] + doubled * doubled * tail0[clip_start]
+    lower = QMAX * QMAX * clipped_sq.astype(np.float64)
+    upper = lower + (tail0[0] - tail0[clip_start]) * (doubled.astype(np.float64) / 2) ** 2
+    # float64 rounds each bound by a few ulps: keep a margin
+    return int(np.argmax(lower * (1 - 1e-12) <= np.min(upper) * (1 + 1e-12)))
+
+
+def _tail_sums(values: np.ndarray) -> np.ndarray:
+    """``out[b] = sum(values[b:])`` for ``b = 0..len(values)`` (the last one 0)."""
+    return np.concatenate((np.cumsum(values[::-1])[::-1], np.zeros(1, dtype=values.dtype)))
+
+
+def _first_exact_minimum(sums: MseSums) -> int:
+    """Index of the first candidate with the smallest exact error.
+
+    The float64 errors pick the few candidates that can be the minimum (within their rounding bound of the
+    smallest); their exact integer errors decide, the first of equal ones winning.
+    """
+    approx, slack = sums.approximate()
+    contenders = [int(index) for index in np.flatnonzero(approx - slack <= np.min(approx + slack))]
+    return min(contenders, key=lambda index: (sums.exact(index), index))
+
+
 def amax_mse(stats: TensorStats, start_bin: int = 128, stride: int = 1) -> float:
     """Bin centre (from bin ``start_bin`` on) minimising the squared error of 8-bit fake quantization.
 
     Every used bin's centre ``c`` stands for its ``count`` values; for a candidate amax ``a`` the error is
-    ``sum(count * (clip(round(c * 127 / a), -127, 127) * a / 127 - c) ** 2)``. The first minimum wins.
-    Unlike pytorch-quantization, the last used bin's centre is a candidate too.
+    ``sum(count * (clip(round(c * 127 / a), -127, 127) * a / 127 - c) ** 2)``. The first minimum wins; the
+    errors are compared exactly (integers, see :func:`mse_error_sums`), so float rounding never picks a
+    bin. Unlike pytorch-quantization, the last used bin's centre is a candidate too.
     """
     _check_positive_int("start_bin", start_bin)
     _check_positive_int("stride", stride)
+    stats = _on_absmax_grid(stats)
     counts = _calibration_histogram(stats)
     used = _used_bins(counts)
     if used <= start_bin:
         return stats.absmax
-    centers = (np.arange(used, dtype=np.float64) + 0.5) * stats.hist_width
-    candidates = np.arange(start_bin, used, stride)
-    errors = mse_errors(centers, counts[:used], centers[candidates])
-    return min(float(centers[candidates[int(np.argmin(errors))]]), stats.absmax)
+    sums = mse_error_sums(counts[:used], int(start_bin), int(stride))
+    best = int(sums.candidates[_first_exact_minimum(sums)])
+    return min((best + 0.5) * stats.hist_width, stats.absmax)
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -276,6 +430,7 @@ def register_method(name: str, fn: MethodFn) -> None:
         raise CalibrationMethodError(f"calibration method {name!r} is already registered")
     _OPTIONS[name] = _options_dataclass(name, fn)
     _METHODS[name] = fn
+    _parse_spec_text.cache_clear()  # no text parsed for a method registered before keeps its old options
 
 
 def available_methods() -> list[str]:
@@ -314,15 +469,6 @@ def _options_dataclass(name: str, fn: MethodFn) -> type:
 
 def _method_params(name: str) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(method_options(name))}
-
-
-for _name, _fn in (
-    ("max", amax_max),
-    ("percentile", amax_percentile),
-    ("entropy", amax_entropy),
-    ("mse", amax_mse),
-):
-    register_method(_name, _fn)
 
 
 @dataclass(frozen=True)
@@ -392,9 +538,18 @@ _SPEC_RE = re.compile(r"\s*([A-Za-z][\w-]*)\s*(?:\{(.*)\})?\s*", re.DOTALL)
 
 
 def parse_method_spec(spec: str | MethodSpec) -> MethodSpec:
-    """Parse ``"name"`` or ``"name{key=value,...}"`` (kebab- or snake-case keys) into a MethodSpec."""
+    """Parse ``"name"`` or ``"name{key=value,...}"`` (kebab- or snake-case keys) into a MethodSpec.
+
+    Each text is parsed once (weights ask for their method per layer); a MethodSpec is returned as is.
+    """
     if isinstance(spec, MethodSpec):
         return spec
+    return _parse_spec_text(spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_spec_text(spec: str) -> MethodSpec:
+    """:func:`parse_method_spec` of a text (a MethodSpec is immutable, so one can be shared)."""
     match = _SPEC_RE.fullmatch(spec)
     if not match:
         raise CalibrationMethodError(f"malformed method spec {spec!r}; expected NAME or NAME{{KEY=VALUE}}")
@@ -411,6 +566,15 @@ def parse_method_spec(spec: str | MethodSpec) -> MethodSpec:
             texts[key] = value
     _check_known(name, texts)  # an unknown method or option is reported before a bad value
     return MethodSpec(name, tuple((key, _parse_option(name, key, text, spec)) for key, text in texts.items()))
+
+
+for _name, _fn in (
+    ("max", amax_max),
+    ("percentile", amax_percentile),
+    ("entropy", amax_entropy),
+    ("mse", amax_mse),
+):
+    register_method(_name, _fn)
 
 
 def compute_amax(stats: TensorStats, method: str | MethodSpec = "max", **params: ParamValue) -> float:
