@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-3)
+    ap.add_argument("--optim", choices=("adamw", "adam-l2"), default="adamw", help="adamw: AdamW decay 0.01")
+    ap.add_argument("--l2", type=float, default=5e-5, help="coupled L2 on conv weights with --optim adam-l2")
     ap.add_argument(
         "--max-minutes", type=float, default=25.0, help="stop early after this wall time (0: off)"
     )
@@ -354,9 +356,17 @@ def main(argv: list[str] | None = None) -> int:
     ]
     ids = {id(p) for p in affine}
     rest = [p for p in model.parameters() if id(p) not in ids]
-    opt = torch.optim.AdamW(
-        [{"params": rest, "weight_decay": 0.01}, {"params": affine, "weight_decay": 0.0}], lr=args.lr
-    )
+    if args.optim == "adamw":  # decoupled weight decay on all but the affines (run 1)
+        opt: torch.optim.Optimizer = torch.optim.AdamW(
+            [{"params": rest, "weight_decay": 0.01}, {"params": affine, "weight_decay": 0.0}], lr=args.lr
+        )
+    else:  # PaddleOCR's DB recipe: Adam with a small coupled L2 on conv weights, none on BN/affines/biases
+        convs = [p for p in rest if p.ndim == 4]
+        ids |= {id(p) for p in convs}
+        others = [p for p in model.parameters() if id(p) not in ids] + affine
+        opt = torch.optim.Adam(
+            [{"params": convs, "weight_decay": args.l2}, {"params": others, "weight_decay": 0.0}], lr=args.lr
+        )
     steps_per_epoch = len(train_x) // args.batch
     total = steps_per_epoch * args.epochs
     warmup = min(200, total // 10)
