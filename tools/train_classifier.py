@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=4e-3)
+    ap.add_argument("--optim", choices=("adamw", "adam-l2"), default="adamw", help="adamw: AdamW decay 0.02")
+    ap.add_argument("--l2", type=float, default=1e-5, help="coupled L2 on weights with --optim adam-l2")
     ap.add_argument(
         "--max-minutes", type=float, default=25.0, help="stop early after this wall time (0: off)"
     )
@@ -226,7 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"data: train {len(train_x)}, val {len(val_x)} images ({time.time() - t0:.0f}s)")
     model = MobileNetV3Small()
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.3f} M parameters")
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.02)
+    if args.optim == "adamw":  # decoupled weight decay 0.02 on everything (run 1)
+        opt: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.02)
+    else:  # torchvision's recipe style: a small coupled L2 on conv/linear weights, none on BN and biases
+        weights = [p for p in model.parameters() if p.ndim > 1]
+        ids = {id(p) for p in weights}
+        others = [p for p in model.parameters() if id(p) not in ids]
+        opt = torch.optim.Adam(
+            [{"params": weights, "weight_decay": args.l2}, {"params": others, "weight_decay": 0.0}],
+            lr=args.lr,
+        )
     steps_per_epoch = len(train_x) // args.batch
     total = steps_per_epoch * args.epochs
     warmup = min(200, total // 10)
