@@ -39,3 +39,35 @@ def calib_path(tmp_path):
     path = tmp_path / "calib.npy"
     np.save(path, image_like_batch(4, 160))
     return path
+
+
+@pytest.fixture
+def classifier_path():
+    """The bundled MobileNetV3-small-style classifier (``images`` [1,3,96,96] -> ``logits`` [1,4])."""
+    from qdq_compiler.zoo.bundled import CLASSIFIER
+
+    return CLASSIFIER.model_path()
+
+
+@pytest.fixture
+def classifier_calib():
+    """Its 64 bundled calibration JPEGs (a folder)."""
+    from qdq_compiler.zoo.bundled import CLASSIFIER
+
+    return CLASSIFIER.calib_dir()
+
+
+@pytest.fixture
+def segmenter_path():
+    """The bundled DB-style text segmenter (``images`` [1,3,128,128] -> ``prob`` [1,1,128,128])."""
+    from qdq_compiler.zoo.bundled import SEGMENTER
+
+    return SEGMENTER.model_path()
+
+
+@pytest.fixture
+def segmenter_calib():
+    """Its 64 bundled calibration JPEGs (a folder)."""
+    from qdq_compiler.zoo.bundled import SEGMENTER
+
+    return SEGMENTER.calib_dir()
