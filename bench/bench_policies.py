@@ -20,16 +20,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from qdq_compiler.pipelines import PREPARE
+from qdq_compiler.pipelines import TRT_INT8
 
 DATA = Path(__file__).resolve().parent.parent / "qdq_compiler" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
-TAIL = "unify-scales,fold-scales,cleanup-qdq,legalize-trt,verify-trt"
 
 
 def pipeline(place: str = "place-qdq", before: str = "", after_calibrate: str = "") -> str:
-    """trt-int8 spelled out with a placement variant and optional passes before it / after calibrate."""
-    steps = ["upgrade-opset", PREPARE, before, place, "calibrate", after_calibrate, TAIL]
+    """The registered trt-int8 text with a placement variant and optional passes before place-qdq / after
+    calibrate (derived, not copied, so the bench follows the pipeline)."""
+    steps = []
+    for step in TRT_INT8.split(","):
+        if step == "place-qdq":
+            steps += [before, place]
+        elif step == "calibrate":
+            steps += [step, after_calibrate]
+        else:
+            steps.append(step)
     return ",".join(step for step in steps if step)
 
 
