@@ -417,9 +417,9 @@ def test_ctrl_c_while_importing_the_cli_prints_aborted(entry) -> None:
 def test_sigint_soon_after_start_prints_aborted(delay, tmp_path) -> None:
     """A real SIGINT while `python -m qdq_compiler compile` starts up or calibrates.
 
-    The bundled detector with its 64 calibration images takes about 7 s on an idle machine, so the signal
-    always lands while qdqc works; a compile that had already finished would let the signal hit the
-    interpreter's own teardown, which is not what this tests.
+    The bundled detector calibrated on its 64 images copied eight times (512 images) takes about 9 s on an
+    idle machine, so the signal always lands while qdqc works; a compile that had already finished would
+    let the signal hit the interpreter's own teardown, which is not what this tests.
     """
     import signal
     import subprocess
@@ -430,6 +430,11 @@ def test_sigint_soon_after_start_prints_aborted(delay, tmp_path) -> None:
     import qdq_compiler
 
     detector = Path(qdq_compiler.__file__).parent / "data" / "detector"
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for copy in range(8):
+        for image in sorted((detector / "calib").glob("*.jpg")):
+            (calib / f"{copy}_{image.name}").write_bytes(image.read_bytes())
     args = [
         sys.executable,
         "-m",
@@ -437,7 +442,7 @@ def test_sigint_soon_after_start_prints_aborted(delay, tmp_path) -> None:
         "compile",
         str(detector / "detector.onnx"),
         "--calib",
-        str(detector / "calib"),
+        str(calib),
         "-o",
         str(tmp_path / "out.onnx"),
     ]

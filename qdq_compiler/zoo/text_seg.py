@@ -154,4 +154,4 @@ def write_split(
 
 def read_mask(path: str | Path) -> np.ndarray:
     """A mask PNG written by :func:`write_split` as HxW uint8 in {0, 1}."""
-    return (np.asarray(Image.open(path).convert("L")) > 127).astype(np.uint8)
+    return (np.asarray(Image.open(path).convert("L")) != 0).astype(np.uint8)  # 1-bit PNGs: 0 or 255
