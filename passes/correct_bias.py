@@ -26,7 +26,6 @@ from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.state import value_state
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.activation_scales import AMAX_STATE, activation_quantizers
-from qdq_compiler.quant.float_view import float_view
 from qdq_compiler.rewrite import Rewriter
 
 
@@ -54,9 +53,10 @@ class CorrectBias(Pass):
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         convs = [node for node in model.graph if _correctable(node)]
         result = PassResult(modified=False)
-        if not convs or not activation_quantizers(model.graph):
+        quantizers = activation_quantizers(model.graph)
+        if not convs or not quantizers:
             return result
-        unscaled = [q.name for q in activation_quantizers(model.graph) if not _calibrated(q)]
+        unscaled = [q.name for q in quantizers if not _calibrated(q)]
         if unscaled:
             raise QdqcError(
                 f"correct-bias needs calibrated scales, but {len(unscaled)} activation quantizer(s) have "
@@ -65,7 +65,8 @@ class CorrectBias(Pass):
         if ctx.calibration_data is None:
             raise QdqcError("correct-bias needs calibration data (--calib DATA)")
         outputs = [conv.outputs[0].name or "" for conv in convs]
-        data = open_calibration_data(ctx.calibration_data, float_view(model))
+        proto = to_proto(model)  # the model the first round measures; its inputs are the data's
+        data = open_calibration_data(ctx.calibration_data, proto)
         if not data.reiterable:
             ctx.logger.warning(
                 "correct-bias: the calibration data can be read only once; biases left as they are"
@@ -73,8 +74,10 @@ class CorrectBias(Pass):
             return result
         rewriter = Rewriter(model.graph)
         original = {id(conv): _bias_of(conv) for conv in convs}
-        for _round in range(self.options.iterations):
-            measured, references = with_reference_convs(to_proto(model), outputs)
+        for round_index in range(self.options.iterations):
+            if round_index:
+                proto = to_proto(model)  # with the previous round's biases
+            measured, references = with_reference_convs(proto, outputs)
             means = channel_means(measured, outputs + references, data, limit=self.options.samples)
             for conv, name, reference in zip(convs, outputs, references, strict=True):
                 shift = means[reference] - means[name]  # the twin has the same bias: it cancels

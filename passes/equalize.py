@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.editing import constant_array, is_constant
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.rewrite import Rewriter, sole_user
+from qdq_compiler.rewrite.patterns import attribute_value
 
 HOMOGENEOUS_ACTIVATIONS = ("Relu", "LeakyRelu", "PRelu", "Clip")
 
@@ -78,11 +79,6 @@ def _is_op(node: ir.Node | None, *op_types: str) -> bool:
     return node is not None and node.op_type in op_types and node.domain in ("", "ai.onnx")
 
 
-def _int_attr(node: ir.Node, name: str, default: int) -> int:
-    attr = node.attributes.get(name)
-    return attr.as_int() if attr is not None else default
-
-
 def _is_homogeneous(node: ir.Node, rewriter: Rewriter) -> bool:
     """True for activations with f(s*x) = s*f(x), s > 0 (Clip only as Clip(x, 0, +inf) or Clip(x, 0))."""
     if node.op_type != "Clip":
@@ -98,11 +94,13 @@ def _is_homogeneous(node: ir.Node, rewriter: Rewriter) -> bool:
 
 def _constant_weights(conv: ir.Node) -> bool:
     """Conv with constant 4-D weight (and bias, if any): the only convs whose channels can be rescaled."""
-    weight = constant_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
-    if weight is None or weight.ndim != 4 or weight.dtype not in (np.float32, np.float64):
+    weight = conv.inputs[1] if len(conv.inputs) > 1 else None
+    if not is_constant(weight) or weight is None or weight.shape is None or len(weight.shape) != 4:
+        return False
+    if weight.dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE):
         return False
     bias = conv.inputs[2] if len(conv.inputs) > 2 else None
-    return bias is None or constant_array(bias) is not None
+    return bias is None or is_constant(bias)
 
 
 def match_pair(node: ir.Node, rewriter: Rewriter) -> ConvPair | None:
@@ -150,7 +148,7 @@ def equalize_pair(pair: ConvPair, rewriter: Rewriter, max_scale: float) -> float
     first_w = constant_array(pair.first.inputs[1])
     second_w = constant_array(pair.second.inputs[1])
     assert first_w is not None and second_w is not None
-    group = _int_attr(pair.second, "group", 1)
+    group = int(attribute_value(pair.second, "group", 1))
     channels = first_w.shape[0]
     if second_w.shape[1] * group != channels or second_w.shape[0] % group:
         rewriter.notify_match_failure(pair.second, "input channels do not match the first conv's outputs")
