@@ -85,3 +85,34 @@ def test_the_int8_grid() -> None:
     assert codes.dtype == np.int8
     assert codes.tolist() == [0, 2, 2, -127, 127]  # round half to even; weights stop at -127, not -128
     assert integer_range(np.int8) == (-128, 127) and integer_range(np.uint8) == (0, 255)
+
+
+def test_messages_name_a_node_one_way_in_ir_and_proto_checks() -> None:
+    """The proto wiring check and the IR verifier name the same node with the same phrase."""
+    import onnx
+
+    from qdq_compiler.errors import ModelLoadError, VerificationError
+    from qdq_compiler.ir.op_facts import describe_node, describe_node_proto
+    from qdq_compiler.ir.validate import check_graph_wiring
+    from qdq_compiler.ir.verifier import verify
+
+    proto = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) {
+            y = Relu(x)
+            late = Abs(y2)
+            y2 = Neg(x)
+        }"""
+    )
+    proto.graph.node[0].name = "relu"
+    model = ir.serde.deserialize_model(proto)
+    proto.graph.node[1].input[0] = "nowhere"
+    with pytest.raises(ModelLoadError) as proto_error:
+        check_graph_wiring(proto, "m.onnx")
+    with pytest.raises(VerificationError) as ir_error:
+        verify(model, check_onnx=False)
+    unnamed = next(node for node in model.graph if node.op_type == "Abs")
+    assert describe_node(unnamed) == describe_node_proto(proto.graph.node[1]) == "Abs (output 'late')"
+    assert describe_node(next(iter(model.graph))) == "Relu 'relu'"
+    assert "Abs (output 'late') reads 'nowhere'" in str(proto_error.value)
+    assert "Abs (output 'late') reads 'y2' before it is defined" in str(ir_error.value)

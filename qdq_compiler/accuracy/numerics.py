@@ -16,6 +16,7 @@ import onnx
 from qdq_compiler.calib.subgraph import ONNXRUNTIME_DOMAINS, cut_to
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.external import inference_session
+from qdq_compiler.ir.op_facts import describe_node_proto
 
 __all__ = [
     "ModelRunner",
@@ -53,7 +54,7 @@ def onnxruntime_part(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]
     cut = onnx.ModelProto()
     cut.CopyFrom(model)
     cut_to(cut.graph, wanted)
-    return cut, [f"{node.domain}::{node.op_type} {node.name or node.output[0]!r}" for node in foreign]
+    return cut, [f"{node.domain}::{describe_node_proto(node)}" for node in foreign]
 
 
 class ModelRunner:

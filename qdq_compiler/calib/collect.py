@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from qdq_compiler.ir.external import copy_without_initializers, inference_session, proto_is_large
+from qdq_compiler.ir.op_facts import describe_node_proto
 
 from .data import model_input_specs
 from .errors import CalibrationDataError, CalibrationError
@@ -93,7 +94,7 @@ def _keep_only(graph: onnx.GraphProto, fetch: Sequence[str]) -> None:
     for node in graph.node:
         if node.domain not in ONNXRUNTIME_DOMAINS:
             raise CalibrationError(
-                f"calibration needs {node.op_type} {node.name or node.output[0]!r} (domain {node.domain!r}), "
+                f"calibration needs {describe_node_proto(node)} (domain {node.domain!r}), "
                 "which onnxruntime cannot run: keep the layers after it float (--exclude)"
             )
     # a kept tensor a dropped node read stays an output: with one consumer fewer, onnxruntime could fuse

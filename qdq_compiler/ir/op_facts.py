@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 import onnx_ir as ir
+
+if TYPE_CHECKING:
+    import onnx
 
 from qdq_compiler.ir.editing import is_constant
 
@@ -36,6 +39,8 @@ __all__ = [
     "is_quantize",
     "is_weight_qdq",
     "is_weight_quantizer",
+    "describe_node",
+    "describe_node_proto",
     "node_label",
     "qdq_axis",
     "quantized_type",
@@ -162,6 +167,24 @@ def node_label(node: ir.Node) -> str:
         return node.name
     output = node.outputs[0].name if node.outputs else None
     return f"{node.op_type}({output or '?'})"
+
+
+def _node_phrase(op_type: str, name: str, output: str) -> str:
+    """How a message names a node: ``Conv 'stem'``, or ``Conv (output 'x')`` when it has no name."""
+    if name:
+        return f"{op_type} {name!r}"
+    return f"{op_type} (output {output!r})" if output else f"{op_type} (unnamed)"
+
+
+def describe_node(node: ir.Node) -> str:
+    """The node as error and warning messages name it: op type, then its name or its first output."""
+    output = node.outputs[0].name if node.outputs else ""
+    return _node_phrase(node.op_type, node.name or "", output or "")
+
+
+def describe_node_proto(node: onnx.NodeProto) -> str:
+    """``describe_node`` for a NodeProto (checks that run before the model becomes IR)."""
+    return _node_phrase(node.op_type, node.name, node.output[0] if node.output else "")
 
 
 def is_weight_qdq(node: ir.Node) -> bool:

@@ -19,7 +19,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import ModelLoadError
-from qdq_compiler.ir.op_facts import gemm_transposes_a, gemm_transposes_b
+from qdq_compiler.ir.op_facts import describe_node, describe_node_proto, gemm_transposes_a, gemm_transposes_b
 
 __all__ = ["check_graph_wiring", "check_tensor_data", "check_weighted_ranks", "rank_problem"]
 
@@ -55,7 +55,7 @@ def check_graph_wiring(proto: onnx.ModelProto, origin: str) -> None:
     for tensor in graph.initializer:
         defined.setdefault(tensor.name, "an initializer")
     for node in graph.node:
-        label = f"{node.op_type} {node.name or (node.output[0] if node.output else '')!r}"
+        label = describe_node_proto(node)
         for name in node.output:
             if name and name in defined:
                 raise ModelLoadError(
@@ -67,7 +67,7 @@ def check_graph_wiring(proto: onnx.ModelProto, origin: str) -> None:
     for node in graph.node:
         for name in node.input:
             if name and name not in defined:
-                label = f"{node.op_type} {node.name or (node.output[0] if node.output else '')!r}"
+                label = describe_node_proto(node)
                 raise ModelLoadError(
                     f"{origin} is not a valid ONNX model: {label} reads {name!r}, which no "
                     "node, graph input or initializer defines"
@@ -158,7 +158,7 @@ def rank_problem(node: ir.Node) -> str:
     if len(shapes) < 2:
         return ""
     data, weight = shapes[0], shapes[1]
-    label = f"{node.op_type} {node.name or (node.outputs[0].name if node.outputs else '')!r}"
+    label = describe_node(node)
     if node.op_type in ("Conv", "ConvTranspose"):
         problem = _conv_problem(node, data, weight, shapes[2] if len(shapes) > 2 else None)
     elif node.op_type == "Gemm":

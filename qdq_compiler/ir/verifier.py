@@ -6,6 +6,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.errors import VerificationError
+from qdq_compiler.ir.op_facts import describe_node
 
 
 def verify(model: ir.Model, check_onnx: bool = True, full_check: bool = False) -> None:
@@ -20,14 +21,15 @@ def verify(model: ir.Model, check_onnx: bool = True, full_check: bool = False) -
     for node in graph:
         for read in node.inputs:
             if read is not None and id(read) not in defined and read.graph is graph:
-                raise VerificationError(
-                    f"node '{node.name or node.op_type}' reads '{read.name}' before it is defined"
-                )
+                raise VerificationError(f"{describe_node(node)} reads '{read.name}' before it is defined")
         for value in node.outputs:
             if value.name in names:
-                raise VerificationError(f"value name '{value.name}' is defined twice")
+                raise VerificationError(
+                    f"value name '{value.name}' is defined twice "
+                    f"(by {names[value.name]} and by {describe_node(node)})"
+                )
             if value.name:
-                names[value.name] = node.name or node.op_type
+                names[value.name] = describe_node(node)
             defined.add(id(value))
     for value in graph.outputs:
         if id(value) not in defined:
