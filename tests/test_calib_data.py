@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 
@@ -80,6 +81,8 @@ def test_npy_dynamic_batch_and_limit(tmp_path):
 
 
 def test_static_batch_drops_partial_batch(tmp_path, caplog):
+    # an earlier CLI test may have left the qdqc logger at --quiet's level: set it for this test only
+    caplog.set_level(logging.WARNING, logger="qdqc")
     model = _model({"x": [2, 4]})
     np.save(tmp_path / "x.npy", np.zeros((5, 4), np.float32))
     reader = NpyData(tmp_path / "x.npy", model)
