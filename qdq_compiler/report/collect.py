@@ -4,7 +4,7 @@ scales and recorded recipe), the calibration statistics, the self-check, sensiti
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -75,18 +75,20 @@ def _op_types(model: ir.Model) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def group_labels(model: ir.Model, quantized: Iterable[str]) -> dict[str, str]:
-    """Each quantized tensor of a scale group (two or more quantized members): 'group N (k tensors)'."""
-    wanted = set(quantized)
+def group_labels(model: ir.Model, amax: Mapping[str, float]) -> dict[str, str]:
+    """Each quantized tensor of a scale group (two or more quantized members): 'group N (k tensors)', plus
+    ', own scale' for a member unify-scales left untied (its amax differs from the group's largest)."""
     labels: dict[str, str] = {}
     number = 0
     for group in scale_groups(model.graph):
-        members = [value.name for value in group if value.name in wanted]
+        members = [value.name or "" for value in group if value.name in amax]
         if len(members) < 2:
             continue
         number += 1
+        shared = max(amax[name] for name in members)
         for name in members:
-            labels[name or ""] = f"group {number} ({len(members)} tensors)"
+            own = ", own scale" if amax[name] != shared else ""
+            labels[name] = f"group {number} ({len(members)} tensors){own}"
     return labels
 
 

@@ -54,7 +54,9 @@ def compile_report(
     return _written(write_report(report_dir, data), quiet, started)
 
 
-def sensitivity_report(report_dir: str, model_path: str, manager, pass_ctx, report, quiet: bool) -> None:
+def sensitivity_report(
+    report_dir: str, model_path: str, manager, pass_ctx, report, quiet: bool, err: bool = False
+) -> None:
     """Write sensitivity's report: the all-INT8 compile (statistics reused), ranking and fallback curve."""
     from qdq_compiler.ir import load_model
     from qdq_compiler.pm import PassManager
@@ -65,7 +67,7 @@ def sensitivity_report(report_dir: str, model_path: str, manager, pass_ctx, repo
     PassManager(list(manager.passes)).run(compiled, pass_ctx, stamp=False)
     plan = collect.calibration_plan(manager.passes)
     data = collect.sensitivity_report(model_path, compiled, pass_ctx.calibration_stats, plan, report)
-    _written(write_report(report_dir, data), quiet, started)
+    _written(write_report(report_dir, data), quiet, started, err)
 
 
 def eval_report(

@@ -74,7 +74,7 @@ def picture(model: ir.Model, subjects: Sequence[ir.Node], title: str, caption: s
     nodes = [
         GraphNode(
             keys[id(node)],
-            f"{node.op_type}\n{_short_name(node)}",
+            _label(node),
             _kind(node, int8_layers),
             id(node) in focus,
         )

@@ -95,6 +95,7 @@ def ranking_png(ranking: list[RankedLayer]) -> bytes:
     axes = figure.add_subplot()
     positions = np.arange(len(shown))[::-1]
     axes.barh(positions, [item.gain_db for item in shown], color="#dd8452")
+    axes.set_ylim(-0.6, len(shown) - 0.4)
     axes.set_yticks(positions, [_short(item.layer, 40) for item in shown], fontsize=7)
     axes.axvline(0.0, color="#999999", linewidth=0.6)
     axes.set_xlabel("SQNR gain when float (dB)", fontsize=8)
