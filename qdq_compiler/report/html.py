@@ -20,6 +20,7 @@ th { background: #f2f4f7; white-space: nowrap; }
 table.sortable th { cursor: pointer; user-select: none; }
 table.sortable th.asc::after { content: " \\25B2"; } table.sortable th.desc::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+#layers td:nth-child(6) { white-space: nowrap; }
 tr.float td { background: #fdeeee; }
 .grid { display: flex; flex-wrap: wrap; gap: 8px; }
 figure { margin: 0; border: 1px solid #eee; padding: 4px; }

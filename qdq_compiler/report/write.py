@@ -45,8 +45,9 @@ def write_report(out_dir: str | os.PathLike[str], data: ReportData) -> Path:
         write_atomic(images / name, payload)
         written[kind].append(f"{IMAGE_FOLDER}/{name}")
 
+    painter = plots.HistogramPainter()
     for index, item in enumerate(data.histograms):
-        save("histograms", f"hist-{index:03d}.png", plots.histogram_png(item))
+        save("histograms", f"hist-{index:03d}.png", painter.png(item))
     for index, weights in enumerate(data.weight_ranges):
         save("weights", f"weights-{index:03d}.png", plots.weight_ranges_png(weights))
     if data.ranking:
