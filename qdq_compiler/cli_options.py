@@ -274,6 +274,6 @@ def report_option(fn):
         "report_dir",
         default=None,
         metavar="DIR",
-        help="Also write an HTML report with plots to DIR/index.html (needs the extra 'report': matplotlib; "
-        "docs/report.md).",
+        help="Also write an HTML report with plots to DIR/index.html (default: not written; needs the extra "
+        "'report': matplotlib; docs/report.md).",
     )(fn)
