@@ -206,3 +206,15 @@ def test_report_without_matplotlib_is_one_line_before_any_work(tmp_path, monkeyp
     for command in (["sensitivity", model, "--calib", calib], ["eval", model, model, "--data", calib]):
         assert main([*command, "--report", str(tmp_path / "r")]) == 2
         assert capsys.readouterr().err.startswith("qdqc: error: --report draws")
+
+
+def test_the_same_data_gives_the_same_report_bytes(compiled_case, tmp_path) -> None:
+    _, _, manager, ctx, compiled = compiled_case
+    plan = calibration_plan(manager.passes)
+    for folder in ("a", "b"):
+        data = compile_report("m.onnx", "out.onnx", compiled, ctx.calibration_stats, plan, None)
+        write_report(tmp_path / folder, data)
+    files = sorted(path.relative_to(tmp_path / "a") for path in (tmp_path / "a").rglob("*") if path.is_file())
+    assert len(files) == 1 + 3 + 4 + 2  # page, histograms, weight ranges, graph pictures
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
