@@ -98,18 +98,36 @@ def histogram_png(item: TensorHistogram) -> bytes:
     return HistogramPainter().png(item)
 
 
+class WeightRangesPainter:
+    """Draws per-channel weight ranges one after the other on one figure (as HistogramPainter)."""
+
+    def __init__(self) -> None:
+        self.figure = _figure(5.2, 2.3)
+        self.axes = self.figure.add_subplot()
+        self.bars = self.axes.vlines([0.0], [0.0], [0.0], color="#4c72b0", linewidth=2.0)
+        self.axes.axhline(0.0, color="#999999", linewidth=0.6)
+        self.axes.set_xlabel("output channel", fontsize=8)
+        self.axes.set_ylabel("weight", fontsize=8)
+        self.axes.tick_params(labelsize=7)
+        self.title = self.axes.set_title("", fontsize=8)
+
+    def png(self, item: WeightRanges) -> bytes:
+        """Each output channel's weight range as a vertical bar."""
+        count = item.minimum.size
+        self.bars.set_segments(
+            [[(c, low), (c, high)] for c, low, high in zip(range(count), item.minimum, item.maximum)]
+        )
+        low, high = float(min(item.minimum.min(), 0.0)), float(max(item.maximum.max(), 0.0))
+        margin = 0.05 * (high - low) or 1.0
+        self.axes.set_xlim(-1.0, float(count))
+        self.axes.set_ylim(low - margin, high + margin)
+        self.title.set_text(f"{_short(item.layer, 60)} (spread {item.spread:.1f}x)")
+        return _png(self.figure)
+
+
 def weight_ranges_png(item: WeightRanges) -> bytes:
-    """Each output channel's weight range as a vertical bar."""
-    channels = np.arange(item.minimum.size)
-    figure = _figure(5.2, 2.3)
-    axes = figure.add_subplot()
-    axes.vlines(channels, item.minimum, item.maximum, color="#4c72b0", linewidth=2.0)
-    axes.axhline(0.0, color="#999999", linewidth=0.6)
-    axes.set_xlabel("output channel", fontsize=8)
-    axes.set_ylabel("weight", fontsize=8)
-    axes.tick_params(labelsize=7)
-    axes.set_title(f"{_short(item.layer, 60)} (spread {item.spread:.1f}x)", fontsize=8)
-    return _png(figure)
+    """One weight-range picture (WeightRangesPainter draws many faster)."""
+    return WeightRangesPainter().png(item)
 
 
 def ranking_png(ranking: list[RankedLayer]) -> bytes:

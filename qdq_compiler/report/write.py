@@ -48,8 +48,9 @@ def write_report(out_dir: str | os.PathLike[str], data: ReportData) -> Path:
     painter = plots.HistogramPainter()
     for index, item in enumerate(data.histograms):
         save("histograms", f"hist-{index:03d}.png", painter.png(item))
+    weight_painter = plots.WeightRangesPainter()
     for index, weights in enumerate(data.weight_ranges):
-        save("weights", f"weights-{index:03d}.png", plots.weight_ranges_png(weights))
+        save("weights", f"weights-{index:03d}.png", weight_painter.png(weights))
     if data.ranking:
         save("ranking", "ranking.png", plots.ranking_png(data.ranking))
     if data.fallback is not None:
