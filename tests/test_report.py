@@ -13,8 +13,10 @@ from onnx import helper
 from test_silent_errors_abc import _concat_of_distant_ranges, _positive_samples
 
 from qdq_compiler.accuracy.numerics import run_outputs
+from qdq_compiler.calib import model_input_specs
 from qdq_compiler.cli import main
 from qdq_compiler.ir import load_model
+from qdq_compiler.models import TEST_MODELS
 from qdq_compiler.pm import PassContext, PassManager, load_passes
 from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.report import FallbackCurve, FallbackStep, RankedLayer, ReportData, write_report
@@ -161,8 +163,13 @@ def _save_case(tmp_path):
 def test_compile_sensitivity_and_eval_write_reports(tmp_path, capsys) -> None:
     model, calib = _save_case(tmp_path)
     out = str(tmp_path / "out.onnx")
-    assert main(["compile", model, "--calib", calib, "-o", out, "--report", str(tmp_path / "c")]) == 0
-    assert f"wrote report {tmp_path / 'c' / 'index.html'}" in capsys.readouterr().out
+    assert (
+        main(["compile", model, "--calib", calib, "-o", out, "--report", str(tmp_path / "c"), "--timing"])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert f"wrote report {tmp_path / 'c' / 'index.html'}" in captured.out
+    assert re.search(r"\d+\.\d ms +\d+\.\d% +\(report\)", captured.err), captured.err  # its time in --timing
     images = _images(tmp_path / "c" / "index.html")
     assert len([src for src in images if "hist-" in src]) == 3 and "img/graph-000.png" in images
     args = ["sensitivity", model, "--calib", calib, "--eval-limit", "2", "--top", "2", "--json"]
@@ -218,3 +225,21 @@ def test_the_same_data_gives_the_same_report_bytes(compiled_case, tmp_path) -> N
     assert len(files) == 1 + 3 + 4 + 2  # page, histograms, weight ranges, graph pictures
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("name", ["c2f", "se_block"])
+def test_reports_of_other_test_models(name, tmp_path) -> None:
+    """Other layer shapes (Split, Mul gates, Gemm-free SE blocks): a row per weighted layer, a histogram
+    per calibrated tensor, every picture written."""
+    proto = TEST_MODELS[name]()
+    (spec,) = model_input_specs(proto)
+    samples = np.random.default_rng(0).standard_normal([4, *spec.shape[1:]]).astype(np.float32)
+    model, ctx, manager = load_model(proto), PassContext(calibration_data=samples), PassManager("trt-int8")
+    manager.run(model, ctx)
+    data = compile_report(name, "o", model, ctx.calibration_stats, calibration_plan(manager.passes), None)
+    assert [row.layer for row in data.layers] == [n.name for n in model.graph if n.op_type == "Conv"]
+    assert {h.tensor for h in data.histograms} == set(activation_amax(model)) != set()
+    index = write_report(tmp_path, data)
+    images = _images(index)
+    assert len(images) == len(data.histograms) + len(data.weight_ranges) + len(data.graphs)
+    assert all((tmp_path / src).read_bytes().startswith(PNG) for src in images)
