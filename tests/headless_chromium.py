@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -42,6 +43,7 @@ class Page:
                 "--headless",
                 "--no-sandbox",  # as root (CI) Chromium refuses to start with its sandbox
                 "--disable-gpu",
+                "--disable-dev-shm-usage",  # a small /dev/shm (containers) would crash its renderer
                 "--no-first-run",
                 "--remote-debugging-port=0",
                 f"--user-data-dir={self.profile}",
@@ -56,8 +58,10 @@ class Page:
         try:
             port, path = self._active_port()
             url = f"ws://127.0.0.1:{port}{path}"
-            # no Origin header: Chromium refuses websocket origins it was not told to allow
-            self.socket = websocket.create_connection(url, timeout=timeout, suppress_origin=True)
+            # our own TCP socket: never through an http_proxy of the environment; no Origin header:
+            # Chromium refuses websocket origins it was not told to allow
+            tcp = socket.create_connection(("127.0.0.1", int(port)), timeout=timeout)
+            self.socket = websocket.create_connection(url, timeout=timeout, suppress_origin=True, socket=tcp)
             target = self._call("Target.createTarget", {"url": "about:blank"})["targetId"]
             attached = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})
             self.session = attached["sessionId"]
