@@ -22,7 +22,7 @@ table.sortable th.asc::after { content: " \\25B2"; } table.sortable th.desc::aft
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 #layers td:nth-child(6) { white-space: nowrap; }
 tr.float td { background: #fdeeee; }
-.grid { display: flex; flex-wrap: wrap; gap: 8px; }
+.grid { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
 figure { margin: 0; border: 1px solid #eee; padding: 4px; }
 figcaption { font-size: 0.8em; color: #444; max-width: 380px; }
 nav a { margin-right: 1em; } .note { color: #555; font-size: 0.9em; }
@@ -173,9 +173,8 @@ def render_page(data: ReportData, images: dict[str, list[str]], version: str) ->
     if data.ranking or data.fallback:
         parts = []
         if data.ranking:
-            parts.append(
-                _figure(images["ranking"][0], "SQNR gained when each layer alone stays float", "ranking")
-            )
+            caption = "SQNR gained when each layer alone stays float (the most sensitive; all in the table)"
+            parts.append(_figure(images["ranking"][0], caption, "ranking"))
         if data.fallback is not None:
             steps = "; ".join(f"{i}: {step.label}" for i, step in enumerate(data.fallback.steps))
             parts.append(

@@ -20,6 +20,7 @@ from qdq_compiler.report.data import FallbackCurve, GraphPicture, RankedLayer, T
 from qdq_compiler.report.palette import METHOD_COLOURS, NODE_COLOURS, USED_COLOUR
 
 DPI = 90
+RANKING_BARS = 30  # the most sensitive layers drawn (the page's table lists all)
 MAX_BARS = 160  # histogram bins drawn (the calibration histogram is merged down to this many)
 
 
@@ -131,8 +132,9 @@ def weight_ranges_png(item: WeightRanges) -> bytes:
 
 
 def ranking_png(ranking: list[RankedLayer]) -> bytes:
-    """Horizontal bars: the SQNR each layer gains when it alone stays float, most sensitive on top."""
-    shown = [item for item in ranking if math.isfinite(item.gain_db)]
+    """Horizontal bars: the SQNR each layer gains when it alone stays float, the RANKING_BARS most sensitive,
+    most sensitive on top."""
+    shown = [item for item in ranking if math.isfinite(item.gain_db)][:RANKING_BARS]
     height = 0.8 + 0.2 * max(1, len(shown))
     figure = _figure(6.4, height, left=0.36, bottom=0.45 / height)
     figure.subplots_adjust(top=1.0 - 0.15 / height)
