@@ -20,6 +20,7 @@ from qdq_compiler.cli_options import (
     output_options,
     placement_options,
     prepare_pipeline,
+    report_option,
 )
 from qdq_compiler.cli_replay import ReplayFlags, prepare_opt_calibration
 from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
@@ -47,6 +48,7 @@ from qdq_compiler.pm.instruments import (
 from qdq_compiler.pm.options import field_types, format_value, kebab
 from qdq_compiler.quant.decisions import DECISIONS_STATE
 from qdq_compiler.quant.imported import IMPORTED_AMAX_STATE
+from qdq_compiler.report.commands import check_report_dir, compile_report
 from qdq_compiler.summary import compile_summary
 
 logger = logging.getLogger("qdqc")
@@ -182,6 +184,7 @@ def _run_pipeline(
 @placement_options
 @output_options
 @selfcheck_options
+@report_option
 @instrument_options
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
@@ -192,6 +195,7 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     """
     outputs = {"-o": output, "--summary-json": opts["summary_json"]}
     preflight(model, opts, outputs, _instrument_folders(opts))
+    check_report_dir(opts["report_dir"])
     load_passes(opts["load_pass_plugin"])  # built-ins, then plugins, before the pipeline is read
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
@@ -201,8 +205,14 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     check = self_check.run(compiled)
     if not ctx.obj["quiet"]:
         click.echo(compile_summary(compiled, check))
+    steps = [("(self-check)", check.seconds)] if check is not None and not check.skipped else []
+    if opts["report_dir"]:
+        stats, passes = pass_ctx.calibration_stats, manager.passes
+        seconds = compile_report(
+            opts["report_dir"], model, output, compiled, stats, passes, check, ctx.obj["quiet"]
+        )
+        steps.append(("(report)", seconds))
     if opts["timing"]:
-        steps = [("(self-check)", check.seconds)] if check is not None and not check.skipped else []
         click.echo(format_timing(timing.rows + steps), err=True)
     self_check.finish(check, compiled, manager.pipeline_text)
 

@@ -11,11 +11,13 @@ from qdq_compiler.cli_options import (
     calibration_options,
     placement_options,
     prepare_pipeline,
+    report_option,
     target_option,
 )
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import load_passes
+from qdq_compiler.report.commands import check_report_dir, sensitivity_report
 
 
 @click.command()
@@ -41,6 +43,7 @@ from qdq_compiler.pm import load_passes
 @calibration_options
 @placement_options
 @target_option
+@report_option
 @click.pass_context
 def sensitivity(
     ctx: click.Context, model: str, eval_data: str | None, eval_limit: int, top: int, as_json: bool, **opts
@@ -58,6 +61,7 @@ def sensitivity(
     if source is None:
         raise QdqcError("sensitivity needs inputs to measure on: --eval DATA or --calib DATA")
     quiet = ctx.obj["quiet"]
+    check_report_dir(opts["report_dir"])
     load_passes()
     manager, pass_ctx = prepare_pipeline(model, DEFAULT_COMPILE_PIPELINE, opts, quiet)
     float_proto = to_proto(load_model(model))
@@ -77,3 +81,5 @@ def sensitivity(
         click.echo(json.dumps(sensitivity_to_json(report), indent=2, sort_keys=True))
     else:
         click.echo(format_sensitivity(report))
+    if opts["report_dir"]:
+        sensitivity_report(opts["report_dir"], model, manager, pass_ctx, report, quiet, err=as_json)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from qdq_compiler.cli_options import report_option
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.paths import check_output_file, model_files, refuse_overwriting_inputs
+from qdq_compiler.report.commands import check_report_dir, eval_report
 from qdq_compiler.summary import write_json_atomic
 
 
@@ -66,6 +68,7 @@ from qdq_compiler.summary import write_json_atomic
     metavar="FILE",
     help="Also write the report as JSON to FILE ('-': print JSON, not the table; default: not written).",
 )
+@report_option
 @click.pass_context
 def eval_command(
     ctx: click.Context,
@@ -79,6 +82,7 @@ def eval_command(
     batch_size: int | None,
     limit: int | None,
     json_path: str | None,
+    report_dir: str | None,
 ) -> None:
     """Measure an INT8 model against its FP32 model on data.
 
@@ -88,6 +92,7 @@ def eval_command(
     """
     from qdq_compiler.evaluation import evaluate_models, format_report, report_to_json
 
+    check_report_dir(report_dir)
     if json_path is not None and json_path != "-":
         check_output_file(json_path, "--json")
         inputs: list[tuple[str, str | Path]] = [
@@ -98,7 +103,8 @@ def eval_command(
         if labels:
             inputs.append(("labels", labels))
         refuse_overwriting_inputs({"--json": json_path}, inputs)
-    float_proto, int8_proto = to_proto(load_model(fp32)), to_proto(load_model(int8))
+    int8_model = load_model(int8)
+    float_proto, int8_proto = to_proto(load_model(fp32)), to_proto(int8_model)
     report = evaluate_models(
         float_proto,
         int8_proto,
@@ -113,7 +119,9 @@ def eval_command(
     )
     if json_path == "-":
         click.echo(json.dumps(report_to_json(report), indent=2, sort_keys=True, allow_nan=False))
-        return
-    click.echo(format_report(report))
-    if json_path is not None:
+    else:
+        click.echo(format_report(report))
+    if json_path is not None and json_path != "-":
         write_json_atomic(json_path, report_to_json(report))
+    if report_dir is not None:
+        eval_report(report_dir, fp32, int8, int8_model, report, ctx.obj["quiet"], err=json_path == "-")

@@ -265,3 +265,15 @@ def prepare_calibration(model_path: str, opts: dict, pass_ctx: PassContext) -> N
         else:  # no data given: that the cache belongs to this model (checked above) is all there is
             expected = stored
         pass_ctx.calibration_stats.update(load_cache(opts["calib_cache"], expected))
+
+
+def report_option(fn):
+    """--report DIR: also write an HTML report with plots (compile, sensitivity, eval; docs/report.md)."""
+    return click.option(
+        "--report",
+        "report_dir",
+        default=None,
+        metavar="DIR",
+        help="Also write an HTML report with plots to DIR/index.html (default: not written; needs the extra "
+        "'report': matplotlib; docs/report.md).",
+    )(fn)
