@@ -243,3 +243,19 @@ def test_cli_method_auto_bad_candidate_is_one_line(tmp_path, capsys, c2f):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("qdqc: error:") and "'kl'" in err and "Traceback" not in err
+
+
+def test_cli_eval_feeds_the_validation(tmp_path, capsys, c2f):
+    model = tmp_path / "m.onnx"
+    onnx.save(c2f, model)
+    np.save(tmp_path / "calib.npy", np.stack([d["input"][0] for d in _data(4, seed=9)]))
+    np.save(tmp_path / "eval.npy", np.stack([d["input"][0] for d in _data(3, seed=10)]))
+    out = tmp_path / "out.onnx"
+    base = ["-q", "compile", str(model), "--calib", str(tmp_path / "calib.npy"), "--no-check", "-o", str(out)]
+    assert main([*base, "--method", "auto", "--eval", str(tmp_path / "eval.npy")]) == 0
+    record = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}[AUTO_METADATA_KEY])
+    assert record["validated"] and record["samples"] == 3  # the eval data's three samples, not calib's four
+    capsys.readouterr()
+    assert main([*base, "--method", "auto", "--eval", str(tmp_path / "missing.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qdqc: error:") and "missing.npy" in err and "Traceback" not in err
