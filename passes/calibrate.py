@@ -50,6 +50,12 @@ class Calibrate(Pass):
     A tensor that was zero on every sample gets amax 1.0 (scale 1/127) rather than the methods' floor, with a
     warning naming it; override patterns that match no tensor are warned about (docs/calibration-data.md).
 
+    `method=auto` chooses per scale group among its candidates (max, percentile 99.999/99.99/99.9, mse,
+    entropy) by the expected quantization SQNR on each tensor's own histogram, then compiles that mix and
+    each candidate alone, measures each on the model's outputs against float (the first `samples` batches
+    of `--eval` data, else of the calibration data) and keeps the best; it logs a per-method table at info
+    level and records its choice in the model (`qdq_compiler.calibration_auto`), docs/calibration-cache.md.
+
     The default method is `mse`: NVIDIA's YOLOv7 QAT study found histogram-MSE scales best for YOLOv7, and
     bench/bench_ptq.py measures it at or above Model Optimizer's best SQNR on our test models, where
     `entropy` trails it by up to 0.6 dB.

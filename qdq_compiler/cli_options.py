@@ -93,7 +93,8 @@ def calibration_method_options(fn):
                 default=None,
                 cls=PassDefaultOption,
                 pass_option=("calibrate", "method"),
-                help="Activation calibration: max, percentile{p=99.99}, entropy, mse.",
+                help="Activation calibration: max, percentile{p=99.99}, entropy, mse, or auto (the best per "
+                "scale group, validated on the outputs; auto{candidates=[...],tolerance=0.1,samples=64}).",
             ),
             click.option(
                 "--calib-override",
