@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qdq_compiler.quant.grid import INT8_MAX
+
 from .errors import CalibrationMethodError
 from .histogram import TensorStats
 
@@ -40,7 +42,7 @@ DEFAULT_CANDIDATES = (
 )
 DEFAULT_TOLERANCE_DB = 0.1
 AUTO = "auto"
-QMAX = 127
+QMAX = INT8_MAX
 
 
 @dataclass(frozen=True)
