@@ -1,12 +1,13 @@
 """Benchmark: `--method auto` against every single calibration method on the bundled models (issue 16, 2).
 
 For each bundled model: `qdqc calibrate` collects the statistics once (one pass over calib/, timed), then
-`qdqc compile --calib-cache` compiles with each single method (max, percentile 99.999 / 99.99 / 99.9, mse,
-entropy) and with `auto` (which also reads calib/ to validate its choice on the model's outputs), each
-compile timed. Every compiled model is measured by `qdqc eval FP32 INT8 --data val/`: the task metric
-against FP32 and the output SQNR. For auto, the per-method scores it recorded in the model
-(`qdq_compiler.calibration_auto`: local SQNR, end SQNR on the calibration data, tensors per method) are
-printed too.
+`qdqc compile --calib-cache` compiles from them with each single method (max, percentile 99.999 / 99.99 /
+99.9, mse, entropy); with `auto` (which reads calib/ again to validate its choice on the model's outputs);
+with `auto --eval` on the val/ files past `--eval-limit` (held out: the measurement never reads them); and
+with `auto{validate=false}` (the per-tensor mix alone). Each compile is timed. Every compiled model is
+measured by `qdqc eval FP32 INT8 --data val/ --limit N`: the task metric against FP32 and the output SQNR.
+For auto, the per-method scores it recorded in the model (`qdq_compiler.calibration_auto`: local SQNR,
+end SQNR on its validation data, tensors per method) are printed too.
 
     python bench/bench_method_auto.py [--models detector,classifier,segmenter] [--eval-limit 128]
         -> bench/results/method_auto.md, method_auto.json
@@ -29,7 +30,8 @@ from qdq_compiler.quant.auto_method import AUTO_METADATA_KEY
 
 DATA = Path(__file__).resolve().parent.parent / "qdq_compiler" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = (*DEFAULT_CANDIDATES, "auto")
+HELD_OUT = "auto --eval held-out"  # auto validated on val/ files past --eval-limit (not measured on)
+METHODS = (*DEFAULT_CANDIDATES, "auto", HELD_OUT, "auto{validate=false}")
 
 
 def bundled_models() -> dict[str, dict[str, Path]]:
@@ -53,12 +55,25 @@ def _error(done: subprocess.CompletedProcess) -> str:
     return (done.stderr.strip().splitlines() or ["(no message)"])[-1]
 
 
+def held_out(val: Path, skip: int, work: Path) -> Path:
+    """A folder linking the files of ``val`` after the first ``skip`` (sorted): data auto may validate on
+    that the measurement (`qdqc eval --limit skip`) never reads."""
+    folder = work / f"{val.parent.name}-held-out"
+    folder.mkdir(exist_ok=True)
+    for path in sorted(p for p in val.iterdir() if p.is_file())[skip:]:
+        (folder / path.name).symlink_to(path.resolve())
+    return folder
+
+
 def measure(name: str, paths: dict[str, Path], method: str, cache: Path, work: Path, args) -> dict:
     """Compile with one method from the shared statistics, then `qdqc eval` it."""
-    out = work / f"{name}.{method.replace('{', '_').replace('}', '').replace('=', '')}.onnx"
+    out = work / f"{name}.{len(list(work.iterdir()))}.onnx"
+    extra = ["--method", method]
+    if method == HELD_OUT:
+        extra = ["--method", "auto", "--eval", str(held_out(paths["val"], args.eval_limit, work))]
     compiled, seconds = _qdqc(
         "-q", "compile", str(paths["model"]), "--calib-cache", str(cache), "--calib", str(paths["calib"]),
-        "--method", method, "--no-check", "-o", str(out),
+        *extra, "--no-check", "-o", str(out),
     )  # fmt: skip
     row: dict = {"model": name, "method": method, "compile_s": round(seconds, 2)}
     if compiled.returncode != 0:
