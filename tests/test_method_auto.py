@@ -252,9 +252,17 @@ def test_cli_eval_feeds_the_validation(tmp_path, capsys, c2f):
     np.save(tmp_path / "eval.npy", np.stack([d["input"][0] for d in _data(3, seed=10)]))
     out = tmp_path / "out.onnx"
     base = ["-q", "compile", str(model), "--calib", str(tmp_path / "calib.npy"), "--no-check", "-o", str(out)]
-    assert main([*base, "--method", "auto", "--eval", str(tmp_path / "eval.npy")]) == 0
+    summary = tmp_path / "summary.json"
+    assert (
+        main(
+            [*base, "--method", "auto", "--eval", str(tmp_path / "eval.npy"), "--summary-json", str(summary)]
+        )
+        == 0
+    )
     record = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}[AUTO_METADATA_KEY])
     assert record["validated"] and record["samples"] == 3  # the eval data's three samples, not calib's four
+    assert json.loads(summary.read_text())["calibration_auto"] == record
+    assert sum(record["tensors_per_method"].values()) == len(record["methods"]) > 0
     capsys.readouterr()
     assert main([*base, "--method", "auto", "--eval", str(tmp_path / "missing.npy")]) == 2
     err = capsys.readouterr().err
