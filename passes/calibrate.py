@@ -107,6 +107,7 @@ class Calibrate(Pass):
                 ctx.evaluation_data if ctx.evaluation_data is not None else ctx.calibration_data,
                 ctx.logger,
                 guard=lambda variant: _zero_tensors_amax(stats, variant),
+                held_out=ctx.evaluation_data is not None,
             )
             amax = outcome.amax
             ctx.logger.info("%s", format_auto_table(outcome))

@@ -157,6 +157,7 @@ def test_auto_on_a_model_is_no_worse_than_the_best_single_method(c2f):
     compiled, _ = _compile(c2f, "auto", calib)
     record = json.loads({p.key: p.value for p in compiled.metadata_props}[AUTO_METADATA_KEY])
     assert record["validated"] and record["samples"] == len(calib)
+    assert record["validation_data"] == "calibration"
     ends = {v["name"]: v["end_sqnr_db"] for v in record["variants"]}
     assert set(ends) == set(DEFAULT_CANDIDATES) | {MIX}
     measured = _sqnr(compiled, c2f, calib)
@@ -261,6 +262,7 @@ def test_cli_eval_feeds_the_validation(tmp_path, capsys, c2f):
     )
     record = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}[AUTO_METADATA_KEY])
     assert record["validated"] and record["samples"] == 3  # the eval data's three samples, not calib's four
+    assert record["validation_data"] == "evaluation"
     assert json.loads(summary.read_text())["calibration_auto"] == record
     assert sum(record["tensors_per_method"].values()) == len(record["methods"]) > 0
     capsys.readouterr()

@@ -91,6 +91,7 @@ class AutoOutcome:
     variants: list[VariantScore] = field(default_factory=list)
     validated: bool = False
     samples: int = 0
+    held_out: bool = False  # validated on evaluation data rather than on the calibration data
 
     def counts(self) -> dict[str, int]:
         """Auto tensors per method in the kept result."""
@@ -105,6 +106,7 @@ class AutoOutcome:
             "chosen": self.chosen,
             "validated": self.validated,
             "samples": self.samples,
+            "validation_data": "evaluation" if self.held_out else "calibration",
             "tensors_per_method": self.counts(),
             "variants": [
                 {
@@ -225,11 +227,12 @@ def choose_auto(
     data: Any,
     logger: logging.Logger,
     guard: Callable[[dict[str, float]], None] = lambda amax: None,
+    held_out: bool = False,
 ) -> AutoOutcome:
     """Choose the amax of the ``auto`` tensors (``fixed_amax`` holds every other calibrated tensor's).
 
-    ``data`` (calibration data or None) feeds the validation; ``guard`` fixes up an amax dict in place
-    (all-zero tensors) before a variant is built.
+    ``data`` (evaluation data when ``held_out``, else calibration data, or None) feeds the validation;
+    ``guard`` fixes up an amax dict in place (all-zero tensors) before a variant is built.
     """
     candidates = [str(spec) for spec in options.candidates]
     amax_of = {name: [compute_amax(stats[name], spec) for spec in options.candidates] for name in auto}
@@ -286,7 +289,7 @@ def choose_auto(
         VariantScore(score.name, score.tensors_in_mix, score.local_sqnr_db, end[i])
         for i, score in enumerate(scores)
     ]
-    outcome.validated, outcome.samples = True, len(batches)
+    outcome.validated, outcome.samples, outcome.held_out = True, len(batches), held_out
     outcome.chosen = names[best]
     outcome.amax = variants[names[best]]
     if names[best] != MIX:
@@ -344,7 +347,12 @@ def format_auto_table(outcome: AutoOutcome) -> str:
     """The per-method table the calibrate pass logs at info level."""
     lines = [
         f"method auto: kept {outcome.chosen!r}"
-        + (f" (end SQNR on {outcome.samples} batch(es))" if outcome.validated else " (not validated)"),
+        + (
+            f" (end SQNR on {outcome.samples} batch(es) of the "
+            + ("evaluation data)" if outcome.held_out else "calibration data; max clips none of it there)")
+            if outcome.validated
+            else " (not validated)"
+        ),
         f"  {'variant':<24} {'tensors in mix':>14} {'local SQNR dB':>14} {'end SQNR dB':>12}",
     ]
     for variant in outcome.variants:
