@@ -269,3 +269,18 @@ def test_cli_eval_feeds_the_validation(tmp_path, capsys, c2f):
     assert main([*base, "--method", "auto", "--eval", str(tmp_path / "missing.npy")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("qdqc: error:") and "missing.npy" in err and "Traceback" not in err
+
+
+def test_auto_spec_in_a_pipeline_prints_back_and_a_second_run_changes_nothing(c2f):
+    manager = PassManager("trt-int8{method=auto{candidates=[max,mse],tolerance=0.5}}")
+    assert PassManager(manager.pipeline_text).pipeline_text == manager.pipeline_text
+    assert "calibrate{method=" in manager.pipeline_text and "tolerance=0.5" in manager.pipeline_text
+    ir_model = load_model(c2f)
+    PassManager("prepare,place-qdq").run(ir_model, PassContext())
+    ctx = PassContext(calibration_data=_data(4, seed=11))
+    first = PassManager("calibrate{method=auto{candidates=[max,mse]}}").run(ir_model, ctx)[0]
+    second = PassManager("calibrate{method=auto{candidates=[max,mse]}}").run(ir_model, ctx)[0]
+    assert first.modified and not second.modified
+    counted = {key: n for key, n in first.statistics.items() if key.startswith("auto-tensors:")}
+    assert set(counted) <= {"auto-tensors:max", "auto-tensors:mse"}
+    assert sum(counted.values()) == first.statistics["num-tensors-calibrated"]
