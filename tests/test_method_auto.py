@@ -284,3 +284,29 @@ def test_auto_spec_in_a_pipeline_prints_back_and_a_second_run_changes_nothing(c2
     counted = {key: n for key, n in first.statistics.items() if key.startswith("auto-tensors:")}
     assert set(counted) <= {"auto-tensors:max", "auto-tensors:mse"}
     assert sum(counted.values()) == first.statistics["num-tensors-calibrated"]
+
+
+def test_score_metric_validates_on_the_task_metric():
+    from pathlib import Path
+
+    import qdq_compiler
+    from qdq_compiler.calib import open_calibration_data
+
+    folder = Path(qdq_compiler.__file__).parent / "data" / "classifier"  # its metadata: kind classifier
+    float_model = onnx.load(folder / "classifier.onnx")
+    data = open_calibration_data(str(folder / "calib"), float_model, limit=6)
+    ir_model = load_model(float_model)
+    ctx = PassContext(calibration_data=data)
+    PassManager("trt-int8{method=auto{score=metric,candidates=[max,mse,percentile{p=99.9}]}}").run(
+        ir_model, ctx
+    )
+    record = json.loads(ir_model.metadata_props[AUTO_METADATA_KEY])
+    assert record["metric"] == "top-1" and record["samples"] == 6
+    metrics = {v["name"]: v["end_metric"] for v in record["variants"]}
+    assert all(0.0 <= value <= 1.0 for value in metrics.values())
+    kept = record["chosen"]
+    # the kept variant has the best metric; among those, the best SQNR
+    best = max(metrics.values())
+    assert metrics[kept] == best
+    sqnr = {v["name"]: v["end_sqnr_db"] for v in record["variants"]}
+    assert sqnr[kept] == max(sqnr[name] for name, value in metrics.items() if value == best)

@@ -185,18 +185,22 @@ def amax_auto(
     tolerance: float = DEFAULT_TOLERANCE_DB,
     validate: bool = True,
     samples: int = 64,
+    score: str = "sqnr",
 ) -> float:
     """amax of the candidate with the best local SQNR on this tensor alone (see the module docstring).
 
-    ``validate`` and ``samples`` act in the calibrate pass only: there the per-tensor mix (chosen per scale
-    group) is compared on the model's outputs with every candidate used for all tensors, over the first
-    ``samples`` batches, and the best is kept (:mod:`qdq_compiler.quant.auto_method`).
+    ``validate``, ``samples`` and ``score`` act in the calibrate pass only: there the per-tensor mix (chosen
+    per scale group) is compared on the model's outputs with every candidate used for all tensors, over the
+    first ``samples`` batches, by output SQNR (``score=sqnr``) or by `qdqc eval`'s task metric against FP32
+    then SQNR (``score=metric``), and the best is kept (:mod:`qdq_compiler.quant.auto_method`).
     """
     from .methods import compute_amax
 
     check_candidates(candidates)
     if samples < 1:
         raise CalibrationMethodError(f"auto samples must be a positive integer, got {samples!r}")
+    if score not in ("sqnr", "metric"):
+        raise CalibrationMethodError(f"auto score must be sqnr or metric, got {score!r}")
     amaxes = [compute_amax(stats, text) for text in candidates]
     choice = choose_for_tensor(stats, amaxes, tolerance)
     return choice.amax[choice.chosen]

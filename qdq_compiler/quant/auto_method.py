@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import onnx
@@ -55,6 +55,7 @@ class AutoOptions:
     tolerance: float = DEFAULT_TOLERANCE_DB
     validate: bool = True
     samples: int = 64
+    score: str = "sqnr"  # or "metric": qdqc eval's task metric against FP32 first, SQNR on ties
 
     @classmethod
     def of(cls, spec: MethodSpec) -> AutoOptions:
@@ -66,6 +67,7 @@ class AutoOptions:
             tolerance=float(params.get("tolerance", DEFAULT_TOLERANCE_DB)),
             validate=bool(params.get("validate", True)),
             samples=int(params.get("samples", 64)),
+            score=str(params.get("score", "sqnr")),
         )
 
 
@@ -78,6 +80,7 @@ class VariantScore:
     tensors_in_mix: int
     local_sqnr_db: float
     end_sqnr_db: float | None = None
+    end_metric: float | None = None  # the task metric against FP32 (score=metric)
 
 
 @dataclass
@@ -92,6 +95,7 @@ class AutoOutcome:
     validated: bool = False
     samples: int = 0
     held_out: bool = False  # validated on evaluation data rather than on the calibration data
+    metric: str | None = None  # the task metric's name when score=metric
 
     def counts(self) -> dict[str, int]:
         """Auto tensors per method in the kept result."""
@@ -107,6 +111,7 @@ class AutoOutcome:
             "validated": self.validated,
             "samples": self.samples,
             "validation_data": "evaluation" if self.held_out else "calibration",
+            "metric": self.metric,
             "tensors_per_method": self.counts(),
             "variants": [
                 {
@@ -114,6 +119,7 @@ class AutoOutcome:
                     "tensors_in_mix": v.tensors_in_mix,
                     "local_sqnr_db": _rounded(v.local_sqnr_db),
                     "end_sqnr_db": _rounded(v.end_sqnr_db),
+                    "end_metric": _rounded(v.end_metric),
                 }
                 for v in self.variants
             ],
@@ -136,6 +142,27 @@ class VariantInputs:
     model: onnx.ModelProto
     batches: tuple[Mapping[str, np.ndarray], ...]
     reference: Mapping[str, np.ndarray]
+    task: TaskMetricSpec | None = None  # score=metric: how to measure the task metric
+
+
+@dataclass(frozen=True)
+class TaskMetricSpec:
+    """The task metric of `qdqc eval` on the validation batches: the model kind and its task output."""
+
+    kind: str
+    output: str
+
+    def measure(self, reference: np.ndarray, quantized: np.ndarray) -> tuple[str, float | None]:
+        """(metric name, INT8-vs-FP32 value) of the first task metric over all samples at once."""
+        from qdq_compiler.evaluation.data import EvalData
+        from qdq_compiler.evaluation.tasks import make_task
+
+        # without labels a task reads only the outputs (and the sample names): no data behind the names
+        data = EvalData(cast(Any, None), [str(index) for index in range(len(reference))], "validation")
+        task = make_task(self.kind, data, None, threshold=0.5, reference_conf=0.25)  # qdqc eval's defaults
+        task.add(reference, quantized)
+        metrics, _ = task.finish()
+        return metrics[0].name, metrics[0].int8_vs_fp32
 
 
 @dataclass(frozen=True)
@@ -152,22 +179,42 @@ def sequential_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     return [fn(item) for item in items]
 
 
+@dataclass(frozen=True)
+class VariantResult:
+    """A variant's end scores: SQNR (dB, all outputs) and, with score=metric, the task metric."""
+
+    sqnr_db: float
+    metric: float | None = None
+    metric_name: str | None = None
+
+    def key(self, by_metric: bool) -> tuple[float, float]:
+        """Larger is better: the metric first (score=metric; unmeasured counts lowest), then SQNR."""
+        metric = self.metric if self.metric is not None and by_metric else -math.inf
+        return (metric, self.sqnr_db)
+
+
 def evaluate_variants(
     tasks: Sequence[VariantTask],
-    run: Callable[[Callable[[VariantTask], float], Sequence[VariantTask]], list] | None = None,
-) -> list[float]:
-    """The end SQNR of every task, in task order, by ``run`` (default :func:`sequential_map`)."""
+    run: Callable[[Callable[[VariantTask], VariantResult], Sequence[VariantTask]], list] | None = None,
+) -> list[VariantResult]:
+    """The end scores of every task, in task order, by ``run`` (default :func:`sequential_map`)."""
     return list((run or sequential_map)(evaluate_variant, tasks))
 
 
-def evaluate_variant(task: VariantTask) -> float:
-    """SQNR (dB, all outputs, :func:`compare_outputs`) of the shared model with ``task.amax`` applied."""
+def evaluate_variant(task: VariantTask) -> VariantResult:
+    """SQNR (dB, all outputs, :func:`compare_outputs`) of the shared model with ``task.amax`` applied, and
+    the task metric when the inputs name one."""
     from qdq_compiler.accuracy.numerics import compare_outputs, run_outputs
 
     variant = variant_model(task.inputs.model, task.amax)
     outputs = run_outputs(variant, task.inputs.batches)
     sqnr = compare_outputs(task.inputs.reference, outputs).sqnr_db
-    return sqnr if not math.isnan(sqnr) else -math.inf
+    result = VariantResult(sqnr if not math.isnan(sqnr) else -math.inf)
+    spec = task.inputs.task
+    if spec is None:
+        return result
+    name, metric = spec.measure(task.inputs.reference[spec.output], outputs[spec.output])
+    return VariantResult(result.sqnr_db, metric, name)
 
 
 def variant_model(model: onnx.ModelProto, amax: Mapping[str, float]) -> onnx.ModelProto:
@@ -280,16 +327,19 @@ def choose_auto(
     batches = _validation_batches(model, data, options.samples, logger)
     if batches is None:
         return outcome
-    shared = _shared_inputs(model, batches)
+    shared = _shared_inputs(model, batches, options.score == "metric")
     names = list(variants)
     tasks = [VariantTask(name, variants[name], shared) for name in names]
     end = evaluate_variants(tasks)
-    best = max(range(len(names)), key=lambda i: (end[i], -i))  # the first of equal scores: a global one
+    by_metric = options.score == "metric"
+    # the first of equal scores: a single method before the mix
+    best = max(range(len(names)), key=lambda i: (end[i].key(by_metric), -i))
     outcome.variants = [
-        VariantScore(score.name, score.tensors_in_mix, score.local_sqnr_db, end[i])
+        VariantScore(score.name, score.tensors_in_mix, score.local_sqnr_db, end[i].sqnr_db, end[i].metric)
         for i, score in enumerate(scores)
     ]
     outcome.validated, outcome.samples, outcome.held_out = True, len(batches), held_out
+    outcome.metric = end[0].metric_name
     outcome.chosen = names[best]
     outcome.amax = variants[names[best]]
     if names[best] != MIX:
@@ -333,13 +383,21 @@ def _validation_batches(
     return tuple(batches)
 
 
-def _shared_inputs(model: ir.Model, batches: tuple[Mapping[str, np.ndarray], ...]) -> VariantInputs:
+def _shared_inputs(
+    model: ir.Model, batches: tuple[Mapping[str, np.ndarray], ...], with_metric: bool
+) -> VariantInputs:
     from qdq_compiler.accuracy.numerics import run_outputs
+    from qdq_compiler.evaluation.kind import kind_from_metadata, kind_from_outputs, task_output
     from qdq_compiler.ir import to_proto
     from qdq_compiler.quant.float_view import float_view
 
-    reference = run_outputs(float_view(model), batches)
-    return VariantInputs(to_proto(model), batches, reference)
+    float_model = float_view(model)
+    reference = run_outputs(float_model, batches)
+    task = None
+    if with_metric:
+        kind = kind_from_metadata(float_model) or kind_from_outputs(reference)
+        task = TaskMetricSpec(kind, task_output(kind, reference))
+    return VariantInputs(to_proto(model), batches, reference, task)
 
 
 # --------------------------------------------------------------------------- report
@@ -353,13 +411,17 @@ def format_auto_table(outcome: AutoOutcome) -> str:
             if outcome.validated
             else " (not validated)"
         ),
-        f"  {'variant':<24} {'tensors in mix':>14} {'local SQNR dB':>14} {'end SQNR dB':>12}",
+        f"  {'variant':<24} {'tensors in mix':>14} {'local SQNR dB':>14} {'end SQNR dB':>12}"
+        + (f" {outcome.metric:>12}" if outcome.metric else ""),
     ]
     for variant in outcome.variants:
         end = "-" if variant.end_sqnr_db is None else f"{variant.end_sqnr_db:.2f}"
         mark = "  <- kept" if variant.name == outcome.chosen else ""
         local = f"{variant.local_sqnr_db:.2f}"
-        lines.append(f"  {variant.name:<24} {variant.tensors_in_mix:>14} {local:>14} {end:>12}{mark}")
+        metric = ""
+        if outcome.metric:
+            metric = " " + ("-" if variant.end_metric is None else f"{variant.end_metric:.4f}").rjust(12)
+        lines.append(f"  {variant.name:<24} {variant.tensors_in_mix:>14} {local:>14} {end:>12}{metric}{mark}")
     return "\n".join(lines)
 
 
