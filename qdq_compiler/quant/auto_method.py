@@ -40,7 +40,13 @@ from qdq_compiler.calib.auto import (
 from qdq_compiler.calib.methods import parse_method_spec
 from qdq_compiler.quant.scale_groups import scale_groups
 
-MIX = "per-tensor"  # the name of the per-tensor (per scale group) mix among the variants
+MIX = "per-tensor"
+# unify-scales' warnings about a variant's groups would repeat the real run's (or describe a variant not kept)
+_SILENT = logging.getLogger("qdqc.auto-variants")
+_SILENT.propagate = False
+_SILENT.addHandler(
+    logging.NullHandler()
+)  # the name of the per-tensor (per scale group) mix among the variants
 AUTO_METADATA_KEY = "qdq_compiler.calibration_auto"
 
 T = TypeVar("T")
@@ -230,11 +236,8 @@ def variant_model(model: onnx.ModelProto, amax: Mapping[str, float]) -> onnx.Mod
     rewriter = Rewriter(copy.graph)
     for quantize in activation_quantizers(copy.graph):
         apply_amax(quantize, float(amax[tensor_name(quantize)]), rewriter)
-    silent = logging.getLogger("qdqc.auto-variants")
-    silent.propagate = False
-    silent.addHandler(logging.NullHandler())
     (unify,) = parse_pipeline("unify-scales")  # its default options, as in trt-int8
-    unify.run(copy, PassContext(logger=silent))
+    unify.run(copy, PassContext(logger=_SILENT))
     return to_proto(copy)
 
 
@@ -256,10 +259,10 @@ def lead_auto_spec(
 
 def _units(graph: ir.Graph, auto: Sequence[str], calibrated: set[str]) -> list[list[str]]:
     """Scale groups (their calibrated members) that hold an auto tensor, then the other auto tensors alone."""
-    units, grouped = [], set()
+    units, grouped, wanted = [], set(), set(auto)
     for group in scale_groups(graph):
         members = [value.name for value in group if value.name in calibrated]
-        if len(members) > 1 and any(name in set(auto) for name in members):
+        if len(members) > 1 and any(name in wanted for name in members):
             units.append(members)
             grouped.update(members)
     return units + [[name] for name in auto if name not in grouped]
@@ -300,7 +303,6 @@ def choose_auto(
             )
         for name in members:
             mix_index[name] = choice.chosen
-        for name in members:
             local_scores[name] = _own_scores(stats[name], amax_of[name], options.tolerance)
     mix_methods = {name: candidates[mix_index[name]] for name in sorted(auto)}
     variants = {
@@ -311,14 +313,13 @@ def choose_auto(
         guard(amax)
     scores = [
         VariantScore(
-            name,
-            sum(1 for method in mix_methods.values() if method == name) if name != MIX else len(auto),
-            _mean_db([local_scores[n][i] for n in auto])
-            if name != MIX
-            else _mean_db([local_scores[n][mix_index[n]] for n in auto]),
+            text,
+            sum(1 for method in mix_methods.values() if method == text),
+            _mean_db([local_scores[name][i] for name in auto]),
         )
-        for i, name in enumerate(list(candidates) + [MIX])
+        for i, text in enumerate(candidates)
     ]
+    scores.append(VariantScore(MIX, len(auto), _mean_db([local_scores[n][mix_index[n]] for n in auto])))
     outcome = AutoOutcome(
         amax=variants[MIX], chosen=MIX, methods=dict(mix_methods), mix_methods=mix_methods, variants=scores
     )
