@@ -408,7 +408,7 @@ def format_auto_table(outcome: AutoOutcome) -> str:
         f"method auto: kept {outcome.chosen!r}"
         + (
             f" (end SQNR on {outcome.samples} batch(es) of the "
-            + ("evaluation data)" if outcome.held_out else "calibration data; max clips none of it there)")
+            + ("evaluation data)" if outcome.held_out else "calibration data: in-sample, --eval is safer)")
             if outcome.validated
             else " (not validated)"
         ),
