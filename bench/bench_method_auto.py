@@ -3,9 +3,10 @@
 For each bundled model: `qdqc calibrate` collects the statistics once (one pass over calib/, timed), then
 `qdqc compile --calib-cache` compiles from them with each single method (max, percentile 99.999 / 99.99 /
 99.9, mse, entropy); with `auto` (which reads calib/ again to validate its choice on the model's outputs);
-with `auto --eval` on the val/ files past `--eval-limit` (held out: the measurement never reads them); and
+with `auto --eval` on the last `--held-out` val/ files (the measurement never reads them); and
 with `auto{validate=false}` (the per-tensor mix alone). Each compile is timed. Every compiled model is
-measured by `qdqc eval FP32 INT8 --data val/ --limit N`: the task metric against FP32 and the output SQNR.
+measured by `qdqc eval FP32 INT8 --data val/ --limit N` (N: up to --eval-limit, short of the held-out
+files): the task metric against FP32 and the output SQNR.
 For auto, the per-method scores it recorded in the model (`qdq_compiler.calibration_auto`: local SQNR,
 end SQNR on its validation data, tensors per method) are printed too.
 
@@ -55,13 +56,23 @@ def _error(done: subprocess.CompletedProcess) -> str:
     return (done.stderr.strip().splitlines() or ["(no message)"])[-1]
 
 
-def held_out(val: Path, skip: int, work: Path) -> Path:
-    """A folder linking the files of ``val`` after the first ``skip`` (sorted): data auto may validate on
-    that the measurement (`qdqc eval --limit skip`) never reads."""
+def val_files(val: Path) -> list[Path]:
+    return sorted(path for path in val.iterdir() if path.is_file())
+
+
+def measured_count(val: Path, args) -> int:
+    """How many val/ files (the first ones) the measurement reads: up to --eval-limit, never the held-out."""
+    return min(args.eval_limit, len(val_files(val)) - args.held_out)
+
+
+def held_out(val: Path, count: int, work: Path) -> Path:
+    """A folder linking the last ``count`` files of ``val`` (sorted): data auto may validate on that the
+    measurement never reads."""
     folder = work / f"{val.parent.name}-held-out"
-    folder.mkdir(exist_ok=True)
-    for path in sorted(p for p in val.iterdir() if p.is_file())[skip:]:
-        (folder / path.name).symlink_to(path.resolve())
+    if not folder.exists():
+        folder.mkdir()
+        for path in val_files(val)[-count:]:
+            (folder / path.name).symlink_to(path.resolve())
     return folder
 
 
@@ -70,7 +81,7 @@ def measure(name: str, paths: dict[str, Path], method: str, cache: Path, work: P
     out = work / f"{name}.{len(list(work.iterdir()))}.onnx"
     extra = ["--method", method]
     if method == HELD_OUT:
-        extra = ["--method", "auto", "--eval", str(held_out(paths["val"], args.eval_limit, work))]
+        extra = ["--method", "auto", "--eval", str(held_out(paths["val"], args.held_out, work))]
     compiled, seconds = _qdqc(
         "-q", "compile", str(paths["model"]), "--calib-cache", str(cache), "--calib", str(paths["calib"]),
         *extra, "--no-check", "-o", str(out),
@@ -80,13 +91,14 @@ def measure(name: str, paths: dict[str, Path], method: str, cache: Path, work: P
         return row | {"error": _error(compiled)}
     evaluated, _ = _qdqc(
         "-q", "eval", str(paths["model"]), str(out), "--data", str(paths["val"]), "--limit",
-        str(args.eval_limit), "--json", "-",
+        str(measured_count(paths["val"], args)), "--json", "-",
     )  # fmt: skip
     if evaluated.returncode != 0:
         return row | {"error": _error(evaluated)}
     report = json.loads(evaluated.stdout)
     metric_name, metric = next(iter(report["metrics"].items()))
     row |= {
+        "samples": report["samples"] if "samples" in report else measured_count(paths["val"], args),
         "metric": metric_name,
         "int8_vs_fp32": metric["int8_vs_fp32"],
         "sqnr_db": report["outputs"][report["task_output"]]["sqnr_db"],
@@ -104,7 +116,7 @@ def _fmt(value) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    columns = ["model", "method", "metric", "int8_vs_fp32", "sqnr_db", "compile_s", "auto kept"]
+    columns = ["model", "method", "samples", "metric", "int8_vs_fp32", "sqnr_db", "compile_s", "auto kept"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         if "error" in row:
@@ -121,18 +133,20 @@ def table(rows: list[dict]) -> str:
 
 
 def scores_table(rows: list[dict]) -> str:
-    """auto's own per-method scores on each model (recorded in the compiled model)."""
+    """auto's own per-method scores (recorded in the compiled model) of each validated auto run."""
     lines = [
-        "| model | variant | tensors in mix | local SQNR dB (mean) | end SQNR dB (calib) |",
-        "|---|---|---|---|---|",
+        "| model | run | variant | tensors in mix | local SQNR dB (mean) | end SQNR dB (validation data) |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        for variant in row.get("auto", {}).get("variants", []):
-            mark = " (kept)" if variant["name"] == row["auto"]["chosen"] else ""
-            lines.append(
-                f"| {row['model']} | {variant['name']}{mark} | {variant['tensors_in_mix']} | "
-                f"{_fmt(variant['local_sqnr_db'])} | {_fmt(variant['end_sqnr_db'])} |"
-            )
+        auto = row.get("auto", {})
+        if not auto.get("validated"):
+            continue
+        for variant in auto["variants"]:
+            mark = " (kept)" if variant["name"] == auto["chosen"] else ""
+            cells = [row["model"], row["method"], variant["name"] + mark, str(variant["tensors_in_mix"])]
+            cells += [_fmt(variant["local_sqnr_db"]), _fmt(variant["end_sqnr_db"])]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -140,7 +154,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="", help="comma-separated; default: every bundled model")
     parser.add_argument("--methods", default=",".join(METHODS), help="';'-free list, e.g. mse,auto")
-    parser.add_argument("--eval-limit", type=int, default=128)
+    parser.add_argument("--eval-limit", type=int, default=128, help="val/ files measured on (the first)")
+    parser.add_argument("--held-out", type=int, default=32, help="last val/ files for `auto --eval`")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     models = bundled_models()
