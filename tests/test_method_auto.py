@@ -310,3 +310,10 @@ def test_score_metric_validates_on_the_task_metric():
     assert metrics[kept] == best
     sqnr = {v["name"]: v["end_sqnr_db"] for v in record["variants"]}
     assert sqnr[kept] == max(sqnr[name] for name, value in metrics.items() if value == best)
+
+
+def test_statistics_without_a_histogram_are_a_method_error_not_a_crash():
+    stats = TensorStats(histogram=False)
+    stats.update(np.ones(4, np.float32))
+    with pytest.raises(CalibrationMethodError, match="without a histogram"):
+        quantization_errors(stats, [1.0])

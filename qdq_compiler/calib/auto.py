@@ -69,7 +69,10 @@ def sqnr_of(noise: float, signal: float) -> float:
 def _grid(stats: TensorStats) -> tuple[np.ndarray, np.ndarray]:
     """Bin edges and counts of the tensor's histogram on the exact grid, up to its last non-empty bin."""
     grid = stats.on_absmax_grid() if stats.binning == "grow" else stats
-    counts = np.asarray(grid.calibration_histogram(), dtype=np.float64)
+    try:
+        counts = np.asarray(grid.calibration_histogram(), dtype=np.float64)
+    except ValueError as exc:  # statistics without a histogram
+        raise CalibrationMethodError(str(exc)) from None
     nonzero = np.flatnonzero(counts)
     used = int(nonzero[-1]) + 1 if nonzero.size else 0
     edges = np.arange(used + 1, dtype=np.float64) * grid.hist_width
