@@ -15,6 +15,14 @@ from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.activation_scales import activation_quantizers, apply_amax
 from qdq_compiler.quant.activation_scales import quantized_tensor_name as _tensor_name
+from qdq_compiler.quant.auto_method import (
+    AutoOptions,
+    auto_tensors,
+    choose_auto,
+    format_auto_table,
+    lead_auto_spec,
+    record_auto,
+)
 from qdq_compiler.quant.float_view import float_view
 from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.quant.notices import first_names, warn_once
@@ -42,6 +50,12 @@ class Calibrate(Pass):
     A tensor that was zero on every sample gets amax 1.0 (scale 1/127) rather than the methods' floor, with a
     warning naming it; override patterns that match no tensor are warned about (docs/calibration-data.md).
 
+    `method=auto` chooses per scale group among its candidates (max, percentile 99.999/99.99/99.9, mse,
+    entropy) by the expected quantization SQNR on each tensor's own histogram, then compiles that mix and
+    each candidate alone, measures each on the model's outputs against float (the first `samples` batches
+    of `--eval` data, else of the calibration data) and keeps the best; it logs a per-method table at info
+    level and records its choice in the model (`qdq_compiler.calibration_auto`), docs/calibration-cache.md.
+
     The default method is `mse`: NVIDIA's YOLOv7 QAT study found histogram-MSE scales best for YOLOv7, and
     bench/bench_ptq.py measures it at or above Model Optimizer's best SQNR on our test models, where
     `entropy` trails it by up to 0.6 dB.
@@ -58,7 +72,9 @@ class Calibrate(Pass):
         exact: bool = False
 
         def __post_init__(self) -> None:
-            parse_method_spec(self.method)  # a malformed method fails when the pipeline is read
+            spec = parse_method_spec(self.method)  # a malformed method fails when the pipeline is read
+            if spec.name == "auto":
+                AutoOptions.of(spec)  # and so does a bad candidate of auto
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         plan = MethodPlan(self.options.method, tuple(self.options.overrides))
@@ -79,7 +95,25 @@ class Calibrate(Pass):
                 if pattern.startswith("op:")
                 else f"tensors: {first_names(names)}",
             )
-        amax = plan.compute({name: stats[name] for name in names}, op_types)
+        auto = auto_tensors(plan, names, op_types)
+        amax = plan.compute({name: stats[name] for name in names if name not in set(auto)}, op_types)
+        if auto:
+            outcome = choose_auto(
+                model,
+                stats,
+                amax,
+                auto,
+                AutoOptions.of(lead_auto_spec(plan, auto, op_types)),
+                ctx.evaluation_data if ctx.evaluation_data is not None else ctx.calibration_data,
+                ctx.logger,
+                guard=lambda variant: _zero_tensors_amax(stats, variant),
+                held_out=ctx.evaluation_data is not None,
+            )
+            amax = outcome.amax
+            ctx.logger.info("%s", format_auto_table(outcome))
+            for method, count in outcome.counts().items():
+                result.statistics[f"auto-tensors:{method}"] = count
+            result.modified |= record_auto(model, outcome)
         _guard_degenerate(model, {name: stats[name] for name in names}, amax, ctx)
         _warn_drowned_members(members, stats, amax, ctx)
         rewriter = Rewriter(model.graph)  # one naming scope for every scale constant made below
@@ -88,7 +122,7 @@ class Calibrate(Pass):
                 result.statistics["num-scales-set"] += 1
         result.statistics["num-tensors-calibrated"] = len(names)
         recorded = record_calibration(model, plan_text(self.options.method, self.options.overrides))
-        result.modified = result.statistics["num-scales-set"] > 0 or recorded
+        result.modified = result.modified or result.statistics["num-scales-set"] > 0 or recorded
         return result
 
     def _statistics(self, model: ir.Model, names: list[str], optional: list[str], ctx: PassContext) -> dict:
@@ -123,6 +157,13 @@ class Calibrate(Pass):
         )
         ctx.calibration_stats.update(collected)
         return ctx.calibration_stats
+
+
+def _zero_tensors_amax(stats: dict, amax: dict[str, float]) -> None:
+    """Give the tensors in ``amax`` that were zero on every sample ``ZERO_TENSOR_AMAX`` (no warning)."""
+    for name in amax:
+        if name in stats and stats[name].absmax <= AMAX_FLOOR:
+            amax[name] = ZERO_TENSOR_AMAX
 
 
 def _guard_degenerate(model: ir.Model, stats: dict, amax: dict[str, float], ctx: PassContext) -> None:

@@ -17,6 +17,7 @@ from qdq_compiler.cli_options import (
     DEFAULT_COMPILE_PIPELINE,
     calibration_data_options,
     calibration_options,
+    open_evaluation_data,
     output_options,
     placement_options,
     prepare_pipeline,
@@ -180,6 +181,13 @@ def _run_pipeline(
     help="trt-int8-from-qdq: a tensor qdqc quantizes but the source model did not is an error, or stays "
     "float (import-scales{missing=...}).",
 )
+@click.option(
+    "--eval",
+    "eval_data",
+    default=None,
+    metavar="DATA",
+    help="Data --method auto validates its choice on (output SQNR; default: the calibration data).",
+)
 @calibration_options
 @placement_options
 @output_options
@@ -187,7 +195,9 @@ def _run_pipeline(
 @report_option
 @instrument_options
 @click.pass_context
-def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
+def compile(
+    ctx: click.Context, model: str, output: str, pipeline: str | None, eval_data: str | None, **opts
+) -> None:
     """Compile a float ONNX MODEL to Q/DQ ONNX for TensorRT INT8.
 
     Runs the pipeline (default: trt-int8) and writes the model to -o, then checks it numerically against
@@ -198,6 +208,8 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     check_report_dir(opts["report_dir"])
     load_passes(opts["load_pass_plugin"])  # built-ins, then plugins, before the pipeline is read
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
+    if eval_data is not None:
+        pass_ctx.evaluation_data = open_evaluation_data(model, eval_data, opts["batch_size"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
     compiled, timing = _run_pipeline(
         model, output, manager, opts, ctx.obj["quiet"], pass_ctx, defer_timing=True

@@ -4,6 +4,7 @@ turning them into pass options, loading calibration data, refusing already-quant
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import click
 import onnx
@@ -92,7 +93,8 @@ def calibration_method_options(fn):
                 default=None,
                 cls=PassDefaultOption,
                 pass_option=("calibrate", "method"),
-                help="Activation calibration: max, percentile{p=99.99}, entropy, mse.",
+                help="Activation calibration: max, percentile{p=99.99}, entropy, mse, or auto (the best per "
+                "scale group, validated on the outputs; auto{candidates=[...],tolerance=0.1,samples=64}).",
             ),
             click.option(
                 "--calib-override",
@@ -236,6 +238,17 @@ def prepare_pipeline(
     if "calibrate" in run_names:
         prepare_calibration(model_path, opts, pass_ctx)
     return manager, pass_ctx
+
+
+def open_evaluation_data(model_path: str, source: str, batch_size: int | None) -> Any:
+    """The data `--eval` names, opened for the float model (a bad path is a one-line error)."""
+    from qdq_compiler.calib import open_calibration_data
+    from qdq_compiler.calib.errors import CalibrationError
+
+    try:
+        return open_calibration_data(source, to_proto(load_model(model_path)), batch_size=batch_size)
+    except CalibrationError as exc:
+        raise QdqcError(f"evaluation data (--eval): {exc}") from None
 
 
 def prepare_calibration(model_path: str, opts: dict, pass_ctx: PassContext) -> None:

@@ -61,7 +61,8 @@ PIPELINE_OPTIONS = (
     PipelineOption(
         "method",
         (("calibrate", "method"),),
-        "Activation calibration: max, percentile{p=99.99}, entropy, mse.",
+        "Activation calibration: max, percentile{p=99.99}, entropy, mse, or auto (the best per scale group, "
+        "validated on the outputs; auto{candidates=[...],tolerance=0.1,samples=64}).",
         flag="--method",
     ),
     PipelineOption(

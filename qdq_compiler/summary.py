@@ -12,6 +12,7 @@ import qdq_compiler
 from qdq_compiler.accuracy.selfcheck import SelfCheck, format_selfcheck, selfcheck_to_json
 from qdq_compiler.ir import count_qdq
 from qdq_compiler.paths import write_atomic
+from qdq_compiler.quant.auto_method import AUTO_METADATA_KEY
 from qdq_compiler.quant.decisions import layer_decisions
 
 SUMMARY_JSON_FORMAT = "qdqc-compile-summary/1"
@@ -55,7 +56,15 @@ def compile_summary_json(
             ],
         },
         "self_check": selfcheck_to_json(check) if check is not None else {"status": "off"},
+        **_auto_calibration(model),
     }
+
+
+def _auto_calibration(model: ir.Model) -> dict:
+    """``{"calibration_auto": ...}``: what --method auto recorded in the model (per-method scores, the
+    method of every tensor), or nothing."""
+    recorded = model.metadata_props.get(AUTO_METADATA_KEY)
+    return {"calibration_auto": json.loads(recorded)} if recorded else {}
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: dict) -> None:

@@ -231,7 +231,7 @@ def test_parse_method_spec():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("kl", "unknown calibration method 'kl'; valid: entropy, max, mse, percentile"),
+        ("kl", "unknown calibration method 'kl'; valid: auto, entropy, max, mse, percentile"),
         ("percentile{q=3}", "has no option 'q'; valid: p"),
         ("max{p=1}", "has no option 'p'; valid: none"),
         ("percentile{p=abc}", "bad option value"),

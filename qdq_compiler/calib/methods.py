@@ -11,6 +11,9 @@ Methods (all results are clamped to ``[AMAX_FLOOR, max(absmax, AMAX_FLOOR)]``):
   see :func:`amax_entropy`.
 * ``mse{start_bin=128,stride=1}`` -- the bin centre minimising the count-weighted squared error of 8-bit
   symmetric fake quantization of the bin centres, see :func:`amax_mse`.
+* ``auto{candidates=[max,...],tolerance=0.1,validate=true,samples=64}`` -- per tensor, the candidate with
+  the best local SQNR on the tensor's own histogram (:mod:`qdq_compiler.calib.auto`); in the calibrate pass
+  chosen per scale group and validated on the model's outputs (:mod:`qdq_compiler.quant.auto_method`).
 
 ``percentile``, ``entropy`` and ``mse`` read the statistics' histogram of |x| (bin ``k`` starts at ``k *
 hist_width``; see :mod:`qdq_compiler.calib.histogram`): by default the one-pass histogram whose range grows
@@ -46,6 +49,7 @@ from qdq_compiler.errors import PipelineError
 from qdq_compiler.pm.options import format_value, kebab, parse_value, split_top_level
 from qdq_compiler.quant.grid import INT8_MAX
 
+from .auto import amax_auto
 from .errors import CalibrationMethodError
 from .histogram import TensorStats
 
@@ -573,6 +577,7 @@ for _name, _fn in (
     ("percentile", amax_percentile),
     ("entropy", amax_entropy),
     ("mse", amax_mse),
+    ("auto", amax_auto),
 ):
     register_method(_name, _fn)
 

@@ -43,6 +43,8 @@ class PassContext:
 
     calibration_data: Any = None
     calibration_stats: dict[str, Any] = field(default_factory=dict)
+    # data calibrate{method=auto} validates its choice on (default: the calibration data)
+    evaluation_data: Any = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("qdqc"))
     progress: bool = False  # draw progress bars (calibration) on a terminal
     extra: dict[str, Any] = field(default_factory=dict)  # for plugin passes; built-in passes use fields
