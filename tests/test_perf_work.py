@@ -170,3 +170,21 @@ def test_all_nodes_lists_subgraph_nodes_in_onnx_ir_order() -> None:
     names = [node.name for node in all_nodes(model.graph)]
     assert names == [node.name for node in model.graph.all_nodes()]
     assert names == ["max", "cast", "if", "e_a", "e_b", "t_a", "t_b", "last"]
+
+
+def test_cast_scale_looks_for_underflow_only_when_the_type_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qdq_compiler.ir.qdq import cast_scale
+
+    searches = [0]
+    any_ = np.any
+
+    def counting(array: np.ndarray) -> bool:
+        searches[0] += 1
+        return bool(any_(array))
+
+    monkeypatch.setattr(np, "any", counting)
+    same = cast_scale(np.float32(0.01), np.float32)
+    assert same.dtype == np.float32 and float(same) == float(np.float32(0.01)) and searches[0] == 0
+    tiny = cast_scale(np.array([1e-9, 0.5]), np.float16)
+    assert searches[0] == 1
+    assert tiny.dtype == np.float16 and tiny[0] == np.finfo(np.float16).smallest_subnormal and tiny[1] == 0.5
