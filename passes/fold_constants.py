@@ -10,7 +10,7 @@ import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
 from qdq_compiler.ir import eliminate_dead_code
-from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.editing import constant_array, topological_sort
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 # Ops never folded: quantization must stay explicit, random ops are not constant.
@@ -41,7 +41,7 @@ class FoldConstants(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
-        graph.sort()
+        topological_sort(graph)
         opset = model.opset_imports.get("", 17)
         result = PassResult(modified=False)
         for node in list(graph):

@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from qdq_compiler.calib.weights import per_channel_amax
 from qdq_compiler.ir.analysis import nodes_reaching
-from qdq_compiler.ir.editing import constant_array, is_constant
+from qdq_compiler.ir.editing import constant_array, is_constant, topological_sort
 from qdq_compiler.ir.op_facts import weight_channels, weighted_op
 from qdq_compiler.ir.qdq import is_dequantize
 from qdq_compiler.ir.validate import check_weighted_ranks
@@ -68,7 +68,7 @@ class PlaceQDQ(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         graph = model.graph
-        graph.sort()
+        topological_sort(graph)
         check_weighted_ranks(graph, "the model")  # ranks known only after shape inference
         result = PassResult(modified=False)
         rewriter = Rewriter(graph)  # one naming scope for every pair inserted below

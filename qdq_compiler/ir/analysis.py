@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import networkx as nx
 import onnx_ir as ir
@@ -33,6 +33,24 @@ def nodes_reaching(graph: ir.Graph, is_target: Callable[[ir.Node], bool]) -> set
         if any(is_target(user) or id(user) in reaching for user in users):
             reaching.add(id(node))
     return reaching
+
+
+def all_nodes(graph: ir.Graph) -> Iterator[ir.Node]:
+    """Every node of `graph` and of its subgraphs, each subgraph's nodes right after the node holding it:
+    the order of onnx-ir's `graph.all_nodes()`, without its per-node generator chain (a second per lint
+    of a 20k-node model)."""
+    for node in graph:
+        yield node
+        if not node.attributes:
+            continue
+        for attr in node.attributes.values():
+            if attr.is_ref():
+                continue
+            if attr.type == ir.AttributeType.GRAPH:
+                yield from all_nodes(attr.as_graph())
+            elif attr.type == ir.AttributeType.GRAPHS:
+                for subgraph in attr.as_graphs():
+                    yield from all_nodes(subgraph)
 
 
 def op_counts(graph: ir.Graph) -> Counter[str]:

@@ -14,6 +14,7 @@ import json
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.ir.editing import topological_sort
 from qdq_compiler.ir.state import STATE_PREFIX
 
 # Tensors with at most this many elements are printed value by value.
@@ -186,7 +187,7 @@ def _meta_lines(key: str, text: str) -> str:
 def dump(model: ir.Model, sort: bool = True) -> str:
     """The model as deterministic text. With `sort`, the graph is first put in stable topological order."""
     if sort:
-        model.graph.sort()
+        topological_sort(model.graph)
     opsets = ", ".join(f"{d or 'ai.onnx'}:{v}" for d, v in sorted(model.opset_imports.items()))
     header = [f"model ir_version={model.ir_version} opsets=[{opsets}]\n"]
     for key in sorted(model.metadata_props):

@@ -138,7 +138,10 @@ def _in_float_type_of(value: ir.Value, scale: np.ndarray) -> np.ndarray:
 
 def cast_scale(scale: np.ndarray, dtype: np.dtype | type[np.floating]) -> np.ndarray:
     """`scale` in `dtype`; positive scales that underflow to 0 (float16 below 6e-8) get its smallest step."""
-    cast = np.asarray(scale).astype(dtype)
+    scale = np.asarray(scale)
+    cast = scale.astype(dtype)
+    if scale.dtype == cast.dtype:  # nothing can underflow (the common float32 -> float32)
+        return cast
     underflow = (cast == 0) & (np.asarray(scale) > 0)
     if np.any(underflow):
         cast = np.where(underflow, np.finfo(dtype).smallest_subnormal, cast).astype(dtype)

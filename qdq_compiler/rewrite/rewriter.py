@@ -252,7 +252,8 @@ class RewritePattern:
         return type(self).__name__
 
     def matches_anchor(self, node: ir.Node) -> bool:
-        """Whether `node` has this pattern's anchor op type and domain."""
+        """Whether `node` has this pattern's anchor op type and domain. An override must look at the node
+        alone (not at its neighbours, which rewrites change): the driver seeds its worklist with it."""
         return node.op_type == self.anchor_op and (
             node.domain == self.anchor_domain or (self.anchor_domain == "" and node.domain == "ai.onnx")
         )

@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import op_facts
+from qdq_compiler.ir.analysis import all_nodes
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import (
     default_opset,
@@ -100,7 +101,7 @@ def lint_model(model: ir.Model) -> list[Violation]:
     has_qdq = False
     per_channel_below_13 = False
     constants = _Constants()
-    for node in model.graph.all_nodes():
+    for node in all_nodes(model.graph):
         label = node_label(node)
         if node.op_type in rules.QOPERATOR_OPS:
             found.append(
@@ -177,14 +178,15 @@ def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool, constants: _Cons
     found: list[Violation] = []
     scale_value = node.inputs[1] if len(node.inputs) > 1 else None
     scale = constants.array(scale_value)
+    scale_type = value_dtype(scale_value)
     float_type = _float_side_type(node)
     if scale is None:
         found.append(
             _error("scale-constant", label, "scale is not a constant; TensorRT needs build-time scales")
         )
     else:
-        found.extend(_check_scale(label, scale, value_dtype(scale_value), float_type, strongly_typed))
-    found.extend(_check_float16_opset(node, label, opset, float_type, value_dtype(scale_value)))
+        found.extend(_check_scale(label, scale, scale_type, float_type, strongly_typed))
+    found.extend(_check_float16_opset(node, label, opset, float_type, scale_type))
     found.extend(_check_zero_point(node, label, constants))
     found.extend(_check_type(node, label, opset))
     if is_quantize(node):
@@ -448,6 +450,8 @@ def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule, constants: _
     s_w = s_w.astype(np.float64).reshape(-1)  # per output channel, or one
     if 1 not in (bias.size, s_w.size) and bias.size != s_w.size:
         return []  # the axis / weight-axis rules report a scale that does not match the output channels
+    if _fits_int32(bias, activation_scale, s_w):
+        return []
     bias, s_w = np.broadcast_arrays(bias, s_w)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # a zero scale: scale-value's job
         folded = bias / (activation_scale * s_w)
@@ -467,6 +471,16 @@ def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule, constants: _
             "check the scales (calibration data of zeros?) or keep the layer float (--exclude)",
         )
     ]
+
+
+def _fits_int32(bias: np.ndarray, activation_scale: float, s_w: np.ndarray) -> bool:
+    """True when no channel's folded bias can exceed INT32, from the largest bias over the smallest scale
+    product (float64 products and quotients are monotone, so this bound is at least every channel's
+    value). False when that bound says nothing (empty, zero, negative or NaN scales): check per channel."""
+    if not bias.size or not s_w.size:
+        return False
+    product = activation_scale * float(np.min(s_w))
+    return product > 0 and float(np.max(bias)) / product <= rules.INT32_MAX
 
 
 def _dequantize_scale(value: ir.Value | None, constants: _Constants) -> np.ndarray | None:

@@ -1,0 +1,190 @@
+"""Work the passes no longer do on large graphs (issue 14's scale target, bench/bench_ir.py).
+
+Speed is measured in bench/, never timed here: each test counts the work a speed fix removed (calls,
+decodes, objects) so that the fix cannot silently come undone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+from qdq_compiler.ir import load_model
+from qdq_compiler.ir.editing import is_topologically_sorted, topological_sort
+from qdq_compiler.models.synthetic import build_chain_model
+from qdq_compiler.pm import PassContext, parse_pipeline
+from qdq_compiler.rewrite import RewritePattern, Rewriter, apply_patterns_greedily, driver
+
+
+def _count_sorts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    original = ir.Graph.sort
+
+    def counting(graph: ir.Graph) -> None:
+        calls[0] += 1
+        original(graph)
+
+    monkeypatch.setattr(ir.Graph, "sort", counting)
+    return calls
+
+
+def test_passes_do_not_resort_a_graph_already_in_topological_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = load_model(build_chain_model(60))
+    ctx = PassContext()
+    for pass_ in parse_pipeline("infer-shapes"):
+        pass_.run(model, ctx)
+    assert is_topologically_sorted(model.graph)
+    sorts = _count_sorts(monkeypatch)
+    for pass_ in parse_pipeline("fold-constants,place-qdq"):
+        pass_.run(model, ctx)
+    assert sorts[0] == 0
+    assert is_topologically_sorted(model.graph)
+
+
+def test_topological_sort_still_sorts_an_unsorted_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x) => (float[2] y) {
+        y = Relu(b)
+        a = Relu(x)
+        b = Neg(a)
+    }"""
+    model = load_model(onnx.parser.parse_model(text))
+    assert not is_topologically_sorted(model.graph)
+    sorts = _count_sorts(monkeypatch)
+    topological_sort(model.graph)
+    assert sorts[0] == 1
+    assert [node.op_type for node in model.graph] == ["Relu", "Neg", "Relu"]
+    assert is_topologically_sorted(model.graph)
+
+
+def test_the_rewrite_driver_visits_only_nodes_a_pattern_is_anchored_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = [f"n{i} = Neg({'x' if i == 0 else f'n{i - 1}'})" for i in range(40)]
+    lines.append("y = Identity(n39)")
+    text = '<ir_version: 8, opset_import: ["" : 17]>\ng (float[2] x) => (float[2] y) {\n'
+    model = load_model(onnx.parser.parse_model(text + "\n".join(lines) + "\n}"))
+
+    class DropIdentity(RewritePattern):
+        anchor_op = "Identity"
+
+        def match_and_rewrite(self, node: ir.Node, rewriter: Rewriter) -> bool:
+            rewriter.replace_value(node.outputs[0], node.inputs[0])
+            rewriter.erase(node)
+            return True
+
+    pushed: list[str] = []
+    original = driver._Worklist.push
+
+    def counting(self: driver._Worklist, node: ir.Node) -> None:
+        pushed.append(node.op_type)
+        original(self, node)
+
+    monkeypatch.setattr(driver._Worklist, "push", counting)
+    rewriter = apply_patterns_greedily(model.graph, [DropIdentity()])
+    assert rewriter.modified and [node.op_type for node in model.graph] == ["Neg"] * 40
+    assert model.graph.outputs[0].name == "y"
+    # the one Identity, then the node its rewrite touched (the last Neg) and that node's producer; not
+    # the 40 Negs up front
+    assert pushed == ["Identity", "Neg", "Neg"]
+
+
+def _bias_model(weight_scale: list[float], act_scale: float = 0.05, bias: float = 1.0) -> onnx.ModelProto:
+    """x -> Q/DQ -> Conv(INT8 weight -> DQ, float bias) -> y."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    channels = len(weight_scale)
+    inits = [
+        numpy_helper.from_array(np.array(act_scale, np.float32), "x_s"),
+        numpy_helper.from_array(np.array(0, np.int8), "x_z"),
+        numpy_helper.from_array(np.ones((channels, 4, 3, 3), np.int8), "wq"),
+        numpy_helper.from_array(np.asarray(weight_scale, np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(channels, np.int8), "wz"),
+        numpy_helper.from_array(np.full(channels, bias, np.float32), "b"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"], name="x_Q"),
+        helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"], name="x_DQ"),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], name="w_DQ", axis=0),
+        helper.make_node("Conv", ["xd", "w", "b"], ["y"], name="layer", pads=[1] * 4),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "bias", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_lint_checks_biases_per_channel_only_when_the_bound_does_not_clear_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from qdq_compiler.targets.lint import lint_model
+
+    per_channel = [0]
+    broadcast = np.broadcast_arrays
+
+    def counting(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        per_channel[0] += 1
+        return broadcast(*arrays)
+
+    def no_traversal(graph: ir.Graph) -> None:
+        raise AssertionError("onnx-ir's all_nodes() generator chain")
+
+    monkeypatch.setattr(np, "broadcast_arrays", counting)
+    monkeypatch.setattr(ir.Graph, "all_nodes", no_traversal)
+    # 1.0 / (0.05 * 1e-8) = 2e9 < 2**31 - 1: fits, cleared by the bound without a per-channel check
+    assert lint_model(load_model(_bias_model([0.01, 1e-8]))) == []
+    assert per_channel[0] == 0
+    found = [v for v in lint_model(load_model(_bias_model([0.01, 1e-12]))) if v.rule == "bias-overflow"]
+    assert [(v.node, "channel 1" in v.message) for v in found] == [("layer", True)]
+    assert per_channel[0] == 1
+
+
+def test_all_nodes_lists_subgraph_nodes_in_onnx_ir_order() -> None:
+    from onnx import TensorProto, helper
+
+    from qdq_compiler.ir.analysis import all_nodes
+
+    def branch(name: str, op: str) -> onnx.GraphProto:
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [2])
+        nodes = [helper.make_node(op, ["x"], [f"{name}_mid"], name=f"{name}_a")]
+        nodes.append(helper.make_node("Relu", [f"{name}_mid"], [f"{name}_out"], name=f"{name}_b"))
+        return helper.make_graph(nodes, name, [], [out])
+
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], name="max", keepdims=0),
+        helper.make_node("Cast", ["m"], ["c"], name="cast", to=TensorProto.BOOL),
+        helper.make_node(
+            "If", ["c"], ["i"], name="if", then_branch=branch("t", "Neg"), else_branch=branch("e", "Abs")
+        ),
+        helper.make_node("Relu", ["i"], ["y"], name="last"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    model = load_model(
+        helper.make_model(
+            helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]
+        )
+    )
+    names = [node.name for node in all_nodes(model.graph)]
+    assert names == [node.name for node in model.graph.all_nodes()]
+    assert names == ["max", "cast", "if", "e_a", "e_b", "t_a", "t_b", "last"]
+
+
+def test_cast_scale_looks_for_underflow_only_when_the_type_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qdq_compiler.ir.qdq import cast_scale
+
+    searches = [0]
+    any_ = np.any
+
+    def counting(array: np.ndarray) -> bool:
+        searches[0] += 1
+        return bool(any_(array))
+
+    monkeypatch.setattr(np, "any", counting)
+    same = cast_scale(np.float32(0.01), np.float32)
+    assert same.dtype == np.float32 and float(same) == float(np.float32(0.01)) and searches[0] == 0
+    tiny = cast_scale(np.array([1e-9, 0.5]), np.float16)
+    assert searches[0] == 1
+    assert tiny.dtype == np.float16 and tiny[0] == np.finfo(np.float16).smallest_subnormal and tiny[1] == 0.5
