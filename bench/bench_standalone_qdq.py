@@ -7,7 +7,7 @@ INT8 MAC share) and `qdqc eval` against FP32 on the validation images (task metr
 - `qdqc-before`: `qdqc compile` run by `--before-python` (a Python whose qdq_compiler is the code to compare
   with, e.g. main's), counted by this checkout's prediction and, in `standalone_own`, by its own;
 - `qdqc`: this checkout's `qdqc compile` (default pipeline);
-- `qdqc-int8-mul`: the same with `place-qdq{int8-mul=true}`;
+- `qdqc-no-int8-mul`: the same with `place-qdq{int8-mul=false}` (the squeeze-excitation Mul left float);
 - `modelopt`, `modelopt-max`: `python -m modelopt.onnx.quantization --quantize_mode int8` (default entropy
   calibration, and `--calibration_method max`), run by `--modelopt-python`.
 
@@ -33,7 +33,7 @@ from qdq_compiler.zoo import bundled
 
 DATA = Path(__file__).resolve().parent.parent / "qdq_compiler" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
-TOOLS = ("qdqc-before", "qdqc", "qdqc-int8-mul", "modelopt", "modelopt-max")
+TOOLS = ("qdqc-before", "qdqc", "qdqc-no-int8-mul", "modelopt", "modelopt-max")
 
 
 def _run(python: str, *args: str) -> subprocess.CompletedProcess:
@@ -50,8 +50,8 @@ def quantize(tool: str, model: Path, calib_dir: Path, out: Path, args) -> str | 
     if tool.startswith("qdqc"):
         python = args.before_python if tool == "qdqc-before" else sys.executable
         extra = []
-        if tool == "qdqc-int8-mul":
-            extra = ["--pipeline", TRT_INT8.replace("place-qdq", "place-qdq{int8-mul=true}")]
+        if tool == "qdqc-no-int8-mul":
+            extra = ["--pipeline", TRT_INT8.replace("place-qdq", "place-qdq{int8-mul=false}")]
         done = _qdqc(python, "-q", "compile", str(model), "--calib", str(calib_dir), "--no-check", *extra,
                      "-o", str(out))  # fmt: skip
     else:

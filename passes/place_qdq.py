@@ -55,7 +55,7 @@ class PlaceQDQ(Pass):
         min_channels: int = 4
         small_layers: str = "min-channels"  # or "trt-kernels": TensorRT's INT8 kernel sizes (trt_rules)
         pooled_float: bool = False  # convs on pooled 1x1 maps (squeeze-excitation) stay float
-        int8_mul: bool = False  # Mul of two quantized activations (the SE gate) as one INT8 pointwise kernel
+        int8_mul: bool = True  # Mul of two quantized activations (the SE gate) as one INT8 pointwise kernel
         weight_method: str = "max"
 
         def __post_init__(self) -> None:

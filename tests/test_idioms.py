@@ -49,7 +49,7 @@ def compiled(tmp_path_factory):
     cache: dict[tuple[str, str], tuple[onnx.ModelProto, onnx.ModelProto, dict]] = {}
 
     def get(name: str, place_options: str = ""):
-        """`place_options` (e.g. "int8-mul=true") go to place-qdq in the trt-int8 pipeline."""
+        """`place_options` (e.g. "int8-mul=false") go to place-qdq in the trt-int8 pipeline."""
         key = (name, place_options)
         if key not in cache:
             stem = f"{name}.{place_options.replace('=', '_')}" if place_options else name
@@ -74,7 +74,7 @@ def standalone(explained: dict) -> list[tuple[str, str, str]]:
     return [(r["kind"], r["node"], r["reason"]) for r in explained["reformats"]]
 
 
-@pytest.mark.parametrize("place_options", ["", "int8-mul=true"])
+@pytest.mark.parametrize("place_options", ["", "int8-mul=false"])
 @pytest.mark.parametrize("name", IDIOMS)
 def test_idiom_int8_stays_close_to_float(name, place_options, compiled) -> None:
     model, int8, _ = compiled(name, place_options)
@@ -121,22 +121,23 @@ def test_focus_space_to_depth_quantizes_the_input(compiled) -> None:
     ]
 
 
-def test_se_standalone_qdq(compiled) -> None:
-    """3 by default: the input; the stem's Relu output (read by GlobalAveragePool through Q/DQ and by the SE
-    Mul in float, so its Q does not fuse into the stem conv); the SE Mul's output before the next conv."""
-    assert standalone(compiled("se_block")[2]) == [
+def test_se_leaves_only_the_input_q(compiled) -> None:
+    """1 (was 3): the input Q only. place-qdq's int8-mul (default) makes the SE Mul read the stem's output
+    through the Q/DQ GlobalAveragePool reads, and the gate (fc2 + HardSigmoid) through its own Q/DQ, so the
+    stem conv and fc2 write INT8 and DQ -> Mul -> Q runs as one INT8 pointwise kernel (Model Optimizer's
+    placement of the same block)."""
+    assert standalone(compiled("se_block")[2]) == [GRAPH_INPUT_Q]
+
+
+def test_se_without_int8_mul_keeps_three(compiled) -> None:
+    """3 with int8-mul=false (the placement before): the input; the stem's Relu output (read by
+    GlobalAveragePool through Q/DQ and by the SE Mul in float, so its Q does not fuse into the stem conv);
+    the SE Mul's output before the next conv."""
+    assert standalone(compiled("se_block", "int8-mul=false")[2]) == [
         GRAPH_INPUT_Q,
         ("Q", "stem.act_Q", "Relu 'stem.act' produces float here: a standalone quantize"),
         ("Q", "se.mul_Q", "Mul 'se.mul' produces float here: a standalone quantize"),
     ]
-
-
-def test_se_with_int8_mul_leaves_only_the_input_q(compiled) -> None:
-    """1 with place-qdq{int8-mul=true}: the SE Mul reads the stem's output through the Q/DQ
-    GlobalAveragePool reads, and the gate (fc2 + HardSigmoid) through its own Q/DQ, so the stem conv and
-    fc2 write INT8 and DQ -> Mul -> Q runs as one INT8 pointwise kernel (Model Optimizer's placement of
-    the same block)."""
-    assert standalone(compiled("se_block", "int8-mul=true")[2]) == [GRAPH_INPUT_Q]
 
 
 @pytest.mark.parametrize("name", ["hardswish", "hardswish_mul"])
