@@ -1,10 +1,11 @@
 """The family idioms of models/idioms.py (C2f, SiLU, Focus, SE, HardSwish) through `qdqc compile` (trt-int8,
 statistics from random calibration data): the INT8 model stays close to the float one in onnxruntime, and
-`qdqc explain`'s standalone Q/DQ (reformat layers) are recorded as measured baselines.
+`qdqc explain` predicts no standalone Q/DQ (reformat layer) but the graph input's Q.
 
-The baselines are facts about today's placement, not goals: issue 15 item 4 (tie or place Q/DQ so that every
-consumer of a tensor reads the same quantized value where TensorRT fuses) is expected to lower them; a test
-here that fails with a LOWER count means that fix landed and the baseline should be updated.
+Issue 15 item 4: place-qdq quantizes the residual Add's skip input through the conv's fused activation, lets
+a quantized Concat read already-quantized inputs through their DQ, and (int8-mul) ties the SE Mul's inputs,
+so every consumer of a tensor reads the same quantized value where TensorRT fuses (docs/placement.md). The
+counts before are in each test's docstring.
 """
 
 from __future__ import annotations
