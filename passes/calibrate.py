@@ -12,6 +12,7 @@ from qdq_compiler.calib.methods import AMAX_FLOOR, parse_method_spec
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.qdq import is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.activation_scales import activation_quantizers, apply_amax
 from qdq_compiler.quant.activation_scales import quantized_tensor_name as _tensor_name
@@ -212,9 +213,20 @@ def _concat_members(quantizers: list[ir.Node]) -> dict[str, tuple[str, list[str]
             for user, _ in value.uses()
         ]
         for member in producer.inputs:
+            member = _quantized_source(member)  # a member read through its DQ: the tensor its Q quantizes
             if member is not None and member.name and constant_array(member) is None:
                 members[member.name] = (tensor.name or "", readers)
     return members
+
+
+def _quantized_source(value: ir.Value | None) -> ir.Value | None:
+    """The float tensor behind a DQ(Q(x)) output (the name calibration sees), else `value` itself."""
+    dequantize = value.producer() if value is not None else None
+    if is_dequantize(dequantize) and dequantize is not None and dequantize.inputs[0] is not None:
+        quantize = dequantize.inputs[0].producer()
+        if is_quantize(quantize) and quantize is not None:
+            return input_of(quantize, 0)
+    return value
 
 
 def _warn_drowned_members(

@@ -2,7 +2,8 @@
 
 - every input of Conv/ConvTranspose/Gemm/MatMul: activations per-tensor, weights per-channel on the
   output-channel axis; nothing on their outputs;
-- the residual input of a skip-connection Add whose other input is a quantized weighted op, so Conv+Add fuses;
+- the residual input of a skip-connection Add whose other input is a quantized weighted op's output
+  (after its fusible activation/BN epilogue), so Conv+act+Add fuses;
 - the input of pooling ops inside the quantized region (MaxPool, AveragePool, GlobalAveragePool);
 - one Q/DQ per tensor, shared by all its quantized consumers; other consumers keep the float tensor.
 
@@ -31,7 +32,7 @@ from qdq_compiler.quant.decisions import LayerDecision, record_decisions
 from qdq_compiler.quant.grid import scale_from_amax
 from qdq_compiler.quant.placement_warnings import warn_placement
 from qdq_compiler.rewrite import Rewriter
-from qdq_compiler.targets.trt_rules import small_layer_reason
+from qdq_compiler.targets.trt_rules import POINTWISE_EPILOGUE_OPS, small_layer_reason
 
 POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
 SMALL_LAYER_RULES = ("min-channels", "trt-kernels")
@@ -54,6 +55,7 @@ class PlaceQDQ(Pass):
         min_channels: int = 4
         small_layers: str = "min-channels"  # or "trt-kernels": TensorRT's INT8 kernel sizes (trt_rules)
         pooled_float: bool = False  # convs on pooled 1x1 maps (squeeze-excitation) stay float
+        int8_mul: bool = True  # Mul of two quantized activations (the SE gate) as one INT8 pointwise kernel
         weight_method: str = "max"
 
         def __post_init__(self) -> None:
@@ -95,6 +97,13 @@ class PlaceQDQ(Pass):
             residual = _residual_input(node, quantized)
             if residual is not None:
                 want(residual, node)
+        if self.options.int8_mul:
+            for node in graph:
+                for value in _int8_mul_inputs(node, activation_uses, quantized):
+                    want(value, node)
+        for node in graph:
+            for value in _quantized_concat_inputs(node, activation_uses):
+                want(value, node)
         for value, consumers in activation_uses.values():
             rewriter.insert_qdq_pair(value, PLACEHOLDER_SCALE, consumers=consumers)
             result.statistics["num-activation-qdq-inserted"] += 1
@@ -237,8 +246,46 @@ def _quantized_region(graph: ir.Graph, weighted: list[ir.Node]) -> set[int]:
     return nodes_reaching(graph, lambda node: id(node) in targets)
 
 
+def _int8_mul_inputs(
+    node: ir.Node, activation_uses: dict[int, tuple[ir.Value, list[ir.Node]]], quantized: set[int]
+) -> list[ir.Value]:
+    """Both inputs of Mul(a, b) when its output is quantized and each input is either quantized for another
+    reader or a quantized layer's fused output: the squeeze-excitation Mul(x, HardSigmoid(fc2(...))), whose
+    x GlobalAveragePool reads quantized. Read through Q/DQ, x feeds only Qs (its producer writes INT8), the
+    gate's Q fuses into fc2, and DQ -> Mul -> Q is the pointwise chain TensorRT generates one kernel for
+    (trt_rules.SRC_MODELOPT_KGEN: Model Optimizer places Q/DQ so on SE blocks)."""
+    if node.op_type != "Mul" or len(node.inputs) != 2 or None in node.inputs:
+        return []
+    if not node.outputs or id(node.outputs[0]) not in activation_uses:
+        return []
+    inputs = [value for value in node.inputs if value is not None]
+    if any(is_constant(value) for value in inputs) or inputs[0] is inputs[1]:
+        return []
+    if not all(id(v) in activation_uses or _fuses_into_quantized_layer(v, quantized) for v in inputs):
+        return []
+    return inputs
+
+
+def _quantized_concat_inputs(
+    node: ir.Node, activation_uses: dict[int, tuple[ir.Value, list[ir.Node]]]
+) -> list[ir.Value]:
+    """The inputs of a Concat whose output is quantized that are themselves quantized for other consumers.
+
+    TensorRT moves the Concat output's Q onto every input (tensorrt-qdq.md s4), so a quantized input read
+    in float there gets a second Q beside its own, and its producer cannot fuse either (its output feeds a
+    float reader until the Qs merge). Reading it through its DQ instead gives TensorRT a DQ->Q pair of one
+    scale (unify-scales ties Concat members) that cancels, and leaves the input's own Q its only reader: it
+    fuses into the producer or moves on back. The values are unchanged: the Concat's Q re-quantizes them on
+    the same grid.
+    """
+    if node.op_type != "Concat" or not node.outputs or id(node.outputs[0]) not in activation_uses:
+        return []
+    return [value for value in node.inputs if value is not None and id(value) in activation_uses]
+
+
 def _residual_input(node: ir.Node, quantized: set[int]) -> ir.Value | None:
-    """For Add(conv_out, skip) with a quantized weighted producer on one side, the skip input."""
+    """For Add(conv_out, skip) whose one side is the fusible epilogue of a quantized weighted layer (see
+    :func:`_fuses_into_quantized_layer`), the skip input."""
     if node.op_type != "Add" or len(node.inputs) != 2:
         return None
     left, right = node.inputs
@@ -248,18 +295,48 @@ def _residual_input(node: ir.Node, quantized: set[int]) -> ir.Value | None:
         return None
     if left.shape is not None and right.shape is not None and left.shape != right.shape:
         return None  # broadcasting Add is arithmetic, not a skip connection
-
-    def fusable(value: ir.Value) -> bool:
-        producer = value.producer()
-        return (
-            producer is not None
-            and weighted_op(producer) is not None
-            and id(producer) in quantized
-            and len(value.uses()) == 1
-        )
-
-    if fusable(left):
+    if _fuses_into_quantized_layer(left, quantized):
         return right if not _already_dequantized(right) else None
-    if fusable(right):
+    if _fuses_into_quantized_layer(right, quantized):
         return left if not _already_dequantized(left) else None
+    return None
+
+
+def _fuses_into_quantized_layer(value: ir.Value, quantized: set[int]) -> bool:
+    """Whether `value`, read only by the Add, is a quantized weighted layer's output after the epilogue
+    TensorRT fuses into it (tensorrt-qdq.md s4: activation, BN; the fusion prediction's `_epilogue` walks the
+    same ops): pointwise epilogue ops and the gates x * Sigmoid(x) (SiLU) and x * HardSigmoid(x)
+    (HardSwish), each tensor on the way read by nothing else. Then Conv+act+Add fuses when the skip input
+    is quantized (placement rule 4), as in YOLOv5/v8 bottlenecks (Conv, SiLU, Add)."""
+    current, readers = value, 1  # the gate's input is read by the gate and its Mul
+    while len(current.uses()) == readers and not current.is_graph_output():
+        producer = current.producer()
+        if producer is None:
+            return False
+        if weighted_op(producer) is not None:
+            return id(producer) in quantized
+        if producer.op_type in POINTWISE_EPILOGUE_OPS and producer.inputs and producer.inputs[0] is not None:
+            current, readers = producer.inputs[0], 1
+            continue
+        gated = _gated_input(producer)
+        if gated is None:
+            return False
+        current, readers = gated, 2
+    return False
+
+
+def _gated_input(mul: ir.Node) -> ir.Value | None:
+    """x for Mul(x, Sigmoid(x)) or Mul(x, HardSigmoid(x)) whose gate feeds only the Mul (the SiLU/HardSwish
+    pattern the fusion prediction fuses); else None. The caller checks that x feeds nothing else."""
+    if mul.op_type != "Mul" or len(mul.inputs) != 2 or None in mul.inputs:
+        return None
+    for x, gate in (mul.inputs, reversed(mul.inputs)):
+        producer = gate.producer()  # type: ignore[union-attr]
+        if (
+            producer is not None
+            and producer.op_type in ("Sigmoid", "HardSigmoid")
+            and producer.inputs[0] is x
+            and len(gate.uses()) == 1  # type: ignore[union-attr]
+        ):
+            return x
     return None

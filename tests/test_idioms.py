@@ -1,10 +1,11 @@
 """The family idioms of models/idioms.py (C2f, SiLU, Focus, SE, HardSwish) through `qdqc compile` (trt-int8,
 statistics from random calibration data): the INT8 model stays close to the float one in onnxruntime, and
-`qdqc explain`'s standalone Q/DQ (reformat layers) are recorded as measured baselines.
+`qdqc explain` predicts no standalone Q/DQ (reformat layer) but the graph input's Q.
 
-The baselines are facts about today's placement, not goals: issue 15 item 4 (tie or place Q/DQ so that every
-consumer of a tensor reads the same quantized value where TensorRT fuses) is expected to lower them; a test
-here that fails with a LOWER count means that fix landed and the baseline should be updated.
+Issue 15 item 4: place-qdq quantizes the residual Add's skip input through the conv's fused activation, lets
+a quantized Concat read already-quantized inputs through their DQ, and (int8-mul) ties the SE Mul's inputs,
+so every consumer of a tensor reads the same quantized value where TensorRT fuses (docs/placement.md). The
+counts before are in each test's docstring.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from qdq_compiler.accuracy.numerics import compare_outputs, run_outputs
 from qdq_compiler.cli import main
 from qdq_compiler.models import TEST_MODELS
+from qdq_compiler.pipelines import TRT_INT8
 
 IDIOMS = ("c2f", "silu", "focus", "focus_s2d", "se_block", "hardswish", "hardswish_mul")
 
@@ -45,18 +47,25 @@ def compiled(tmp_path_factory):
     root = tmp_path_factory.mktemp("idioms")
     calib = root / "calib.npy"
     np.save(calib, np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32))
-    cache: dict[str, tuple[onnx.ModelProto, onnx.ModelProto, dict]] = {}
+    cache: dict[tuple[str, str], tuple[onnx.ModelProto, onnx.ModelProto, dict]] = {}
 
-    def get(name: str):
-        if name not in cache:
-            source, target = root / f"{name}.onnx", root / f"{name}.int8.onnx"
+    def get(name: str, place_options: str = ""):
+        """`place_options` (e.g. "int8-mul=false") go to place-qdq in the trt-int8 pipeline."""
+        key = (name, place_options)
+        if key not in cache:
+            stem = f"{name}.{place_options.replace('=', '_')}" if place_options else name
+            source, target = root / f"{name}.onnx", root / f"{stem}.int8.onnx"
             onnx.save_model(TEST_MODELS[name](), source)
-            assert main(["-q", "compile", str(source), "--calib", str(calib), "-o", str(target)]) == 0
-            report = root / f"{name}.explain.json"
+            pipeline = []
+            if place_options:
+                pipeline = ["--pipeline", TRT_INT8.replace("place-qdq", f"place-qdq{{{place_options}}}")]
+            command = ["-q", "compile", str(source), "--calib", str(calib), *pipeline, "-o", str(target)]
+            assert main(command) == 0
+            report = root / f"{stem}.explain.json"
             with open(report, "w") as stream, redirect_stdout(stream):
                 assert main(["explain", str(target), "--json"]) == 0
-            cache[name] = (onnx.load(str(source)), onnx.load(str(target)), json.loads(report.read_text()))
-        return cache[name]
+            cache[key] = (onnx.load(str(source)), onnx.load(str(target)), json.loads(report.read_text()))
+        return cache[key]
 
     return get
 
@@ -66,14 +75,15 @@ def standalone(explained: dict) -> list[tuple[str, str, str]]:
     return [(r["kind"], r["node"], r["reason"]) for r in explained["reformats"]]
 
 
+@pytest.mark.parametrize("place_options", ["", "int8-mul=false"])
 @pytest.mark.parametrize("name", IDIOMS)
-def test_idiom_int8_stays_close_to_float(name, compiled) -> None:
-    model, int8, _ = compiled(name)
+def test_idiom_int8_stays_close_to_float(name, place_options, compiled) -> None:
+    model, int8, _ = compiled(name, place_options)
     assert any(node.op_type == "QuantizeLinear" for node in int8.graph.node)
     inputs = np.random.default_rng(1).standard_normal((8, 1, 3, 32, 32)).astype(np.float32)
     batches = [{"input": x} for x in inputs]  # held out: not the calibration data
     sqnr = compare_outputs(run_outputs(model, batches), run_outputs(int8, batches)).sqnr_db
-    assert SQNR_FLOOR_DB[name] < sqnr < QUANTIZED_CEILING_DB, f"{name}: {sqnr:.2f} dB"
+    assert SQNR_FLOOR_DB[name] < sqnr < QUANTIZED_CEILING_DB, f"{name} {place_options}: {sqnr:.2f} dB"
 
 
 GRAPH_INPUT_Q = ("Q", "input_Q", "quantizes graph input 'input' (expected before the first layer)")
@@ -81,18 +91,13 @@ GRAPH_INPUT_Q = ("Q", "input_Q", "quantizes graph input 'input' (expected before
 
 # Baselines measured on this branch (placement of main at 34d067e). Every model has the graph input's Q,
 # which TensorRT always runs on its own (nothing produces the input); the others are the idiom's.
-def test_c2f_standalone_qdq_baseline(compiled) -> None:
-    """4: the input; the Split's second half (read by the first bottleneck's conv AND, in float, by its
-    residual Add: its Q has no producer to fuse into); the first bottleneck's Add output (read by the next
-    bottleneck's conv, its Add and the Concat); the Concat's output Q, which TensorRT moves onto the Concat's
-    inputs, where the Split's first half arrives in float."""
-    found = standalone(compiled("c2f")[2])
-    assert found == [
-        GRAPH_INPUT_Q,
-        ("Q", "c2f.split.out1_Q", "Split 'c2f.split' produces float here: a standalone quantize"),
-        ("Q", "c2f.m.0.add_Q", "Add 'c2f.m.0.add' produces float here: a standalone quantize"),
-        ("Q", "c2f.concat_Q", "Split 'c2f.split' produces float here: a standalone quantize"),
-    ]
+def test_c2f_leaves_only_the_input_q(compiled) -> None:
+    """1 (was 4): the input Q only. Each bottleneck's residual Add reads its skip input through the same
+    Q/DQ as the bottleneck's first conv (the Add fuses into the second conv's SiLU epilogue, placement
+    rule 4), so the Split's halves and the Adds' outputs feed only Qs; TensorRT slices the Split per
+    output, so those Qs and the Concat output's (moved onto its inputs) fuse into c2f.cv1 and the convs
+    before each Add."""
+    assert standalone(compiled("c2f")[2]) == [GRAPH_INPUT_Q]
 
 
 def test_silu_standalone_qdq_baseline(compiled) -> None:
@@ -108,21 +113,28 @@ def test_focus_standalone_qdq_baseline(compiled) -> None:
     ]
 
 
-def test_focus_space_to_depth_standalone_qdq_baseline(compiled) -> None:
-    """1: the Q after SpaceToDepth, which TensorRT runs in float: a standalone quantize."""
+def test_focus_space_to_depth_quantizes_the_input(compiled) -> None:
+    """1: the Q after SpaceToDepth moves onto the graph input (TensorRT imports SpaceToDepth as shuffles,
+    which Q crosses), where it runs on its own as any input Q does; before, it was predicted to stay after
+    SpaceToDepth as a standalone quantize."""
     assert standalone(compiled("focus_s2d")[2]) == [
-        (
-            "Q",
-            "focus.space_to_depth_Q",
-            "SpaceToDepth 'focus.space_to_depth' produces float here: a standalone quantize",
-        )
+        ("Q", "focus.space_to_depth_Q", "quantizes graph input 'input' (expected before the first layer)")
     ]
 
 
-def test_se_standalone_qdq_baseline(compiled) -> None:
-    """3: the input; the stem's Relu output (read by GlobalAveragePool and by the SE Mul in float, so its Q
-    does not fuse into the stem conv); the SE Mul's output before the next conv."""
-    assert standalone(compiled("se_block")[2]) == [
+def test_se_leaves_only_the_input_q(compiled) -> None:
+    """1 (was 3): the input Q only. place-qdq's int8-mul (default) makes the SE Mul read the stem's output
+    through the Q/DQ GlobalAveragePool reads, and the gate (fc2 + HardSigmoid) through its own Q/DQ, so the
+    stem conv and fc2 write INT8 and DQ -> Mul -> Q runs as one INT8 pointwise kernel (Model Optimizer's
+    placement of the same block)."""
+    assert standalone(compiled("se_block")[2]) == [GRAPH_INPUT_Q]
+
+
+def test_se_without_int8_mul_keeps_three(compiled) -> None:
+    """3 with int8-mul=false (the placement before): the input; the stem's Relu output (read by
+    GlobalAveragePool through Q/DQ and by the SE Mul in float, so its Q does not fuse into the stem conv);
+    the SE Mul's output before the next conv."""
+    assert standalone(compiled("se_block", "int8-mul=false")[2]) == [
         GRAPH_INPUT_Q,
         ("Q", "stem.act_Q", "Relu 'stem.act' produces float here: a standalone quantize"),
         ("Q", "se.mul_Q", "Mul 'se.mul' produces float here: a standalone quantize"),

@@ -113,7 +113,9 @@ def test_2a_explain_reports_the_requantization_left_by_an_untied_member() -> Non
     compiled = _compile(model, data=_positive_samples())
     report = predict_fusions(load_model(compiled))
     found = [(r.dq, r.q) for r in report.requantizations]
-    assert found == [("a_Q", "cat_Q")], report.requantizations  # conv1's INT8 output meets the Concat's Q
+    # The Concat reads `a` through its DQ (place-qdq rule 5, docs/placement.md), so the one requantization
+    # sits where that DQ meets the Concat output's Q (moved onto the Concat's inputs): a_DQ -> cat_Q.
+    assert found == [("a_DQ", "cat_Q")], report.requantizations
     assert not [v for v in lint_model(load_model(compiled)) if v.severity == "error"]
 
 

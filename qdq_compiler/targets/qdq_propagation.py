@@ -261,6 +261,22 @@ class MoveQBackward(RewritePattern):
         return copies
 
 
+def slice_splits(graph: ir.Graph, facts: QdqFacts, rewriter: Rewriter) -> None:
+    """Replace each multi-output Split Q/DQ commute with by one single-output Slice per output, as TensorRT's
+    ONNX parser imports it (one ISliceLayer per output, trt_rules.SRC_ONNX_TRT_IMPORT): a Q reading one
+    output then moves back across its own slice whatever the other outputs feed. The stand-ins read only
+    the data input (the simulation never evaluates them) and keep the Split's name, so reports name it."""
+    slice_rule = rules.COMMUTING_OPS["Slice"]
+    for split in [n for n in graph if n.op_type == "Split" and n in facts.commuting and len(n.outputs) > 1]:
+        for output in split.outputs:
+            stand_in = ir.Node("", "Slice", [split.inputs[0]], num_outputs=1, name=split.name)
+            rewriter.insert_before(split, stand_in)
+            rewriter.replace_value(output, stand_in.outputs[0])
+            facts.commuting[stand_in] = slice_rule
+            facts.originals[stand_in] = facts.originals[split]
+        rewriter.erase(split)
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector (restored after): copying and rewriting allocate many
@@ -295,6 +311,7 @@ def propagate(graph: ir.Graph) -> Propagated:
         copy, originals = working_copy(graph)
         facts = QdqFacts.of(originals)
         rewriter = Rewriter(copy)
+        slice_splits(copy, facts, rewriter)
         phases = [MoveDqForward(facts)], [MoveQBackward(facts)]
         for _ in range(MAX_ROUNDS):
             moved = False

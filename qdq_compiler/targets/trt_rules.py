@@ -26,6 +26,16 @@ SRC_CONCAT_TIE = (
 )
 SRC_ONNX_TRT = "onnx-tensorrt docs/operators.md (tensorrt-qdq.md s3)"
 SRC_MODELOPT_COPY = "Model Optimizer modelopt/onnx/op_types.py copy_ops()"
+SRC_ONNX_TRT_IMPORT = (
+    "onnx-tensorrt onnxOpImporters.cpp (TensorRT's ONNX parser): Split imports as one ISliceLayer per "
+    "output, SpaceToDepth/DepthToSpace as IShuffleLayers (reshape, transpose, reshape)"
+)
+SRC_MODELOPT_KGEN = (
+    "Model Optimizer partitioning.find_fusible_partitions (KGEN: chains of pointwise/elementwise ops "
+    "TensorRT generates one kernel for) and graph_utils.filter_quantizable_kgen_heads (quantizes the inputs "
+    "of such a chain's head after a Conv; Mul listed as an output-quantization candidate): Model "
+    "Optimizer's model of TensorRT, no TensorRT page we checked lists it"
+)
 DERIVED = "qdqc: derived from the math of symmetric quantization (no NVIDIA page lists it)"
 
 # The opsets Q/DQ features need and the float16/FP8 type sets are ONNX facts: qdq_compiler.ir.op_facts.
@@ -209,7 +219,19 @@ COMMUTING_OPS: dict[str, CommutingOpRule] = {
             "nearest only: linear/cubic interpolation creates new values",
         ),
         CommutingOpRule("Flatten", (0,), False, SRC_MODELOPT_COPY),
-        CommutingOpRule("Split", (0,), False, SRC_MODELOPT_COPY),
+        CommutingOpRule(
+            "Split",
+            (0,),
+            False,
+            SRC_MODELOPT_COPY + "; " + SRC_ONNX_TRT_IMPORT,
+            note="one Slice per output: a Q on one output moves back alone",
+        ),
+        CommutingOpRule(
+            "SpaceToDepth", (0,), False, SRC_ONNX_TRT_IMPORT, note="shuffles: pure data movement"
+        ),
+        CommutingOpRule(
+            "DepthToSpace", (0,), False, SRC_ONNX_TRT_IMPORT, note="shuffles: pure data movement"
+        ),
         CommutingOpRule("Squeeze", (0,), False, SRC_MODELOPT_COPY),
         CommutingOpRule("Unsqueeze", (0,), False, DERIVED, note="inverse of Squeeze: pure reshape"),
         CommutingOpRule("Identity", (0,), False, DERIVED),
@@ -260,6 +282,7 @@ INT8_CAPABLE_OPS: dict[str, str] = {
     "GlobalAveragePool": SRC_PROCESSING,
     "Add": SRC_PROCESSING + " (quantized element-wise addition example)",
     "Concat": SRC_PROCESSING,
+    "Mul": SRC_MODELOPT_KGEN,
 }
 # A pointwise activation alone between a DQ and a Q (e.g. onnxruntime's Conv -> Q/DQ -> Relu -> Q/DQ):
 # predicted as its own INT8 pointwise layer. It costs a layer (the Q/DQ split the Conv+activation fusion,
