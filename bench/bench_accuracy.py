@@ -6,8 +6,10 @@ For each bundled model (qdq_compiler/data/{detector,classifier,segmenter}) and e
 - each calibration method, one pass and two passes (``max``, ``percentile``, ``entropy``, ``mse``,
   ``max-2p`` ... ``mse-2p``: ``--method M [--two-pass]``);
 - each policy of bench_policies.py (``trt-kernels``, ``pooled-float``, ``equalize``, ``correct-bias``,
-  ``all``), and the scale-group policy ``group-float`` (``unify-scales{disagree=float}``), as pipeline
-  texts derived from the registered trt-int8 (bench_policies.pipeline);
+  ``all``, ``no-equalize``; those equal to the default are skipped), and the scale-group policies
+  ``group-float`` (``unify-scales{disagree=float}``: a group whose ranges differ more than max-ratio stays
+  float) and ``group-ratio4`` (``unify-scales{max-ratio=4}``: members more than 4x below their group keep
+  their own scale), as pipeline texts derived from the registered trt-int8 (bench_policies.pipeline);
 - onnxruntime ``quantize_static`` (``ort``: QDQ, per-channel, MinMax, symmetric int8) and Model Optimizer
   0.47 (``modelopt``: ``--quantize_mode int8`` default calibration; ``modelopt-max``), all calibrated on
   the same images as qdqc reads them (``open_calibration_data``: RGB / 255, NCHW);
@@ -55,12 +57,10 @@ def qdqc_variants() -> dict[str, list[str]]:
         variants[method] = ["--method", method]
         variants[f"{method}-2p"] = ["--method", method, "--two-pass"]
     for name, text in POLICY_VARIANTS.items():
-        if name != "default":
+        if text != pipeline():  # "equalize" is the default itself once trt-int8 runs it
             variants[name] = ["--pipeline", text]
-    variants["group-float"] = [
-        "--pipeline",
-        pipeline().replace("unify-scales", "unify-scales{disagree=float}"),
-    ]
+    for name, options in (("group-float", "disagree=float"), ("group-ratio4", "max-ratio=4")):
+        variants[name] = ["--pipeline", pipeline().replace("unify-scales", f"unify-scales{{{options}}}")]
     return variants
 
 
@@ -80,6 +80,15 @@ def run_measured(cmd: list[str]) -> tuple[int, str, float, float]:
         err.seek(0)
         tail = err.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
     return process.returncode, tail[0][:300], seconds, usage.ru_maxrss / 1024
+
+
+def with_labels(paths: dict[str, Path]) -> dict[str, Path]:
+    """The model's paths plus its validation labels when shipped (val.json, or val_masks/)."""
+    folder = paths["model"].parent
+    for candidate in (folder / "val.json", folder / "val_masks"):
+        if candidate.exists():
+            return paths | {"labels": candidate}
+    return paths
 
 
 def calibration_array(model: Path, calib: Path, limit: int, out: Path) -> Path:
@@ -123,9 +132,10 @@ def measure(name: str, paths: dict[str, Path], variant: str, work: Path, npy: Pa
     }
     if code != 0 or not out.exists():
         return row | {"error": f"exit {code}: {tail}"}
+    labels = ["--labels", str(paths["labels"])] if paths.get("labels") else []
     report = _qdqc_json(
         "-q", "eval", str(paths["model"]), str(out), "--data", str(paths["val"]), "--limit",
-        str(args.eval_limit), "--json", "-",
+        str(args.eval_limit), *labels, "--json", "-",
     )  # fmt: skip
     if report is None:
         return row | {"error": "qdqc eval failed"}
@@ -133,6 +143,8 @@ def measure(name: str, paths: dict[str, Path], variant: str, work: Path, npy: Pa
     row |= {
         "metric": metric_name,
         "int8_vs_fp32": metric["int8_vs_fp32"],
+        "fp32_vs_labels": metric.get("fp32_vs_labels"),
+        "int8_vs_labels": metric.get("int8_vs_labels"),
         "sqnr_db": report["outputs"][report["task_output"]]["sqnr_db"],
     }
     explained = _qdqc_json("explain", str(out), "--json")
@@ -146,7 +158,8 @@ def measure(name: str, paths: dict[str, Path], variant: str, work: Path, npy: Pa
     return row
 
 
-COLUMNS = ["model", "variant", "metric", "int8_vs_fp32", "sqnr_db", "int8_mac_share", "float_layers",
+COLUMNS = ["model", "variant", "metric", "int8_vs_fp32", "int8_vs_labels", "fp32_vs_labels", "sqnr_db",
+           "int8_mac_share", "float_layers",
            "requantizations", "standalone_qdq", "quantize_s", "peak_rss_mb"]  # fmt: skip
 
 
@@ -186,7 +199,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="accuracy", help="result file stem")
     args = parser.parse_args()
-    models = bundled_models()
+    models = {name: with_labels(paths) for name, paths in bundled_models().items()}
     chosen = [m for m in args.models.split(",") if m] or list(models)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(ALL_VARIANTS))
