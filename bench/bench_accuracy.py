@@ -82,11 +82,18 @@ def run_measured(cmd: list[str]) -> tuple[int, str, float, float]:
     return process.returncode, tail[0][:300], seconds, usage.ru_maxrss / 1024
 
 
-def with_labels(paths: dict[str, Path]) -> dict[str, Path]:
-    """The model's paths plus its validation labels when shipped (val.json, or val_masks/)."""
+def with_labels(paths: dict[str, Path], work: Path) -> dict[str, Path]:
+    """The model's paths plus its validation labels when shipped (val.json, or val_masks/). The classifier's
+    val.json (``{"classes": [...], "labels": {file: index}}``) is passed on as its ``labels`` mapping, the
+    form `qdqc eval --labels` reads."""
     folder = paths["model"].parent
     for candidate in (folder / "val.json", folder / "val_masks"):
         if candidate.exists():
+            if candidate.suffix == ".json":
+                shipped = json.loads(candidate.read_text())
+                if isinstance(shipped, dict) and isinstance(shipped.get("labels"), dict):
+                    candidate = work / f"{folder.name}.labels.json"
+                    candidate.write_text(json.dumps(shipped["labels"]))
             return paths | {"labels": candidate}
     return paths
 
@@ -112,12 +119,14 @@ def quantize_command(variant: str, paths: dict[str, Path], out: Path, npy: Path,
     return cmd + (["--calibration_method", "max"] if variant == "modelopt-max" else [])
 
 
-def _qdqc_json(*args: str) -> dict | None:
+def _qdqc_json(*args: str) -> tuple[dict | None, str]:
+    """A qdqc command's JSON report (None when it printed none) and its last stderr line."""
     done = subprocess.run([sys.executable, "-m", "qdq_compiler", *args], capture_output=True, text=True)
+    tail = (done.stderr.strip().splitlines() or [""])[-1][:300]
     try:
-        return json.loads(done.stdout)
+        return json.loads(done.stdout), tail
     except json.JSONDecodeError:
-        return None
+        return None, tail
 
 
 def measure(name: str, paths: dict[str, Path], variant: str, work: Path, npy: Path, args) -> dict:
@@ -133,12 +142,12 @@ def measure(name: str, paths: dict[str, Path], variant: str, work: Path, npy: Pa
     if code != 0 or not out.exists():
         return row | {"error": f"exit {code}: {tail}"}
     labels = ["--labels", str(paths["labels"])] if paths.get("labels") else []
-    report = _qdqc_json(
+    report, tail = _qdqc_json(
         "-q", "eval", str(paths["model"]), str(out), "--data", str(paths["val"]), "--limit",
         str(args.eval_limit), *labels, "--json", "-",
     )  # fmt: skip
     if report is None:
-        return row | {"error": "qdqc eval failed"}
+        return row | {"error": f"qdqc eval: {tail}"}
     metric_name, metric = next(iter(report["metrics"].items()))
     row |= {
         "metric": metric_name,
@@ -147,7 +156,7 @@ def measure(name: str, paths: dict[str, Path], variant: str, work: Path, npy: Pa
         "int8_vs_labels": metric.get("int8_vs_labels"),
         "sqnr_db": report["outputs"][report["task_output"]]["sqnr_db"],
     }
-    explained = _qdqc_json("explain", str(out), "--json")
+    explained, _ = _qdqc_json("explain", str(out), "--json")
     if explained is not None and "int8_mac_share" in explained:
         row |= {
             "int8_mac_share": explained["int8_mac_share"],
@@ -199,7 +208,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="accuracy", help="result file stem")
     args = parser.parse_args()
-    models = {name: with_labels(paths) for name, paths in bundled_models().items()}
+    models = bundled_models()
     chosen = [m for m in args.models.split(",") if m] or list(models)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(ALL_VARIANTS))
@@ -207,6 +216,7 @@ def main() -> None:
         parser.error(f"unknown variants {unknown}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        models = {name: with_labels(models[name], Path(tmp)) for name in chosen}
         for name in chosen:
             npy = calibration_array(models[name]["model"], models[name]["calib"], args.calib_limit,
                                     Path(tmp) / f"{name}.calib.npy")  # fmt: skip
