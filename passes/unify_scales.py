@@ -13,7 +13,9 @@ member at least 8 levels (3 bits); real networks stay far inside it (YOLOv7-tiny
 largest ratio ~3), so their groups are tied as before.
 
 ``disagree=float`` keeps such a group float instead of splitting it: when any member is more than
-``max-ratio`` below the group, every member's activation Q/DQ is removed (the Concat, its inputs and output
+``max-ratio`` below the group (a quantized member by its own scale; a Concat input that only the Concat reads,
+which has no Q of its own but gets the output's from TensorRT, by the absmax calibrate collected for it),
+every member's activation Q/DQ is removed (the Concat, its inputs and output
 read float; weighted layers that read a member become float layers, recorded with the reason). This trades
 the INT8 MACs of those readers for the precision of the narrow members and no requantization; bench
 ``bench/bench_accuracy.py`` (variant ``group-float``) measures it on the bundled models.
@@ -67,19 +69,23 @@ class UnifyScales(Pass):
         rewriter = Rewriter(model.graph)  # one naming scope for every scale constant made below
         for group in scale_groups(model.graph, self.options.tie_residual_add):
             members = [(tensor, _per_tensor_quantizers(tensor)) for tensor in group]
+            unquantized = [tensor for tensor, quantizers in members if not quantizers]
             members = [(tensor, quantizers) for tensor, quantizers in members if quantizers]
             own = {id(tensor): _largest_scale(quantizers) for tensor, quantizers in members}
             known = [scale for scale in own.values() if scale is not None]
-            if sum(len(quantizers) for _, quantizers in members) < 2 or not known:
+            if not known:
                 continue
-            result.statistics["num-scale-groups"] += 1
             shared = max(known)
             widest = next(tensor for tensor, _ in members if own[id(tensor)] == shared)
-            narrowest = min(known)
-            if narrowest * self.options.max_ratio < shared and self.options.disagree == "float":
-                _keep_float(model, ctx, members, widest, shared / narrowest)
-                result.statistics["num-groups-kept-float"] += 1
+            if self.options.disagree == "float":
+                ratio = _largest_ratio(shared, known, unquantized, ctx)
+                if ratio > self.options.max_ratio:
+                    _keep_float(model, ctx, members, widest, ratio)
+                    result.statistics["num-groups-kept-float"] += 1
+                    continue
+            if sum(len(quantizers) for _, quantizers in members) < 2:
                 continue
+            result.statistics["num-scale-groups"] += 1
             for tensor, quantizers in members:
                 scale = own[id(tensor)]
                 if scale is not None and scale * self.options.max_ratio < shared:
@@ -98,6 +104,18 @@ class UnifyScales(Pass):
             result.statistics["num-scales-unified"] + result.statistics["num-groups-kept-float"] > 0
         )
         return result
+
+
+def _largest_ratio(shared: float, known: list[float], unquantized: list[ir.Value], ctx: PassContext) -> float:
+    """How far the group's narrowest member is below its scale: quantized members by their own scale, and
+    unquantized ones (a Concat input read only by the Concat: TensorRT moves the output's Q onto it) by the
+    absmax calibrate collected for them (ctx.calibration_stats); all-zero members do not count."""
+    ratios = [shared / scale for scale in known if scale > 0.0]
+    for tensor in unquantized:
+        stats = ctx.calibration_stats.get(tensor.name or "")
+        if stats is not None and stats.absmax > 0.0:
+            ratios.append(shared * INT8_LEVELS / float(stats.absmax))
+    return max(ratios, default=1.0)
 
 
 def _keep_float(

@@ -49,6 +49,41 @@ def _concat_of_distant_ranges(ratio: float) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _concat_read_only_by_itself(ratio: float) -> onnx.ModelProto:
+    """x -> conv1 -> a; x -> conv2 (gain ~ratio) -> b; Concat(a, b) -> conv3 -> conv4 -> y: a and b feed only
+    the Concat, so only its output is quantized, and TensorRT moves that Q onto both inputs (the segmenter's
+    FPN Concat)."""
+    rng = np.random.default_rng(3)
+    weights = {
+        "w1": rng.uniform(-0.1, 0.1, (CHANNELS, CHANNELS, 1, 1)),
+        "w2": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)) * ratio / 10,
+        "w3": np.concatenate(
+            [
+                rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
+                rng.uniform(-1, 1, (CHANNELS, CHANNELS, 1, 1)) / ratio,
+            ],
+            axis=1,
+        ),
+        "w4": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
+        helper.make_node("Conv", ["x", "w2"], ["b"], name="conv2"),
+        helper.make_node("Concat", ["a", "b"], ["cat"], name="concat", axis=1),
+        helper.make_node("Conv", ["cat", "w3"], ["d"], name="conv3"),
+        helper.make_node("Conv", ["d", "w4"], ["y"], name="conv4"),
+    ]
+    shape = [1, CHANNELS, SIDE, SIDE]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def _samples(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0.0, 1.0, (count, CHANNELS, SIDE, SIDE)).astype(np.float32)
 
@@ -86,6 +121,17 @@ def test_a_disagreeing_group_stays_float_and_matches_float_better(caplog) -> Non
     assert _sqnr(model, kept) > _sqnr(model, split) + 3.0
     assert _sqnr(model, kept) > 30.0
     assert any("stays float" in r.getMessage() for r in caplog.records)
+
+
+def test_a_concat_whose_inputs_only_it_reads_stays_float_when_they_disagree() -> None:
+    model = _concat_read_only_by_itself(200.0)
+    split, kept = _compile(model, "trt-int8"), _compile(model, GROUP_FLOAT)
+    assert _quantized_tensors(split) & {"a", "b"} == set() and "cat" in _quantized_tensors(split)
+    assert "cat" not in _quantized_tensors(kept)
+    decisions = layer_decisions(load_model(kept))
+    assert not decisions["conv3"].int8 and decisions["conv1"].int8 and decisions["conv2"].int8
+    assert not [v for v in lint_model(load_model(kept)) if v.severity == "error"]
+    assert _sqnr(model, kept) > _sqnr(model, split) + 6.0
 
 
 def test_a_group_within_the_ratio_is_tied_as_before() -> None:
