@@ -122,8 +122,8 @@ register_pipeline(
 register_pipeline(
     "trt-int8",
     TRT_INT8,
-    "PTQ for TensorRT: prepare, place Q/DQ, calibrate, unify scales, fold INT8 weights, clean up, "
-    "legalize, lint.",
+    "PTQ for TensorRT: prepare, equalize conv pairs, place Q/DQ, calibrate, unify scales, fold INT8 weights, "
+    "clean up, legalize, lint.",
     PIPELINE_OPTIONS,
 )
 register_pipeline(
