@@ -26,15 +26,19 @@ DATA = Path(__file__).resolve().parent.parent / "qdq_compiler" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def pipeline(place: str = "place-qdq", before: str = "", after_calibrate: str = "") -> str:
-    """The registered trt-int8 text with a placement variant and optional passes before place-qdq / after
-    calibrate (derived, not copied, so the bench follows the pipeline)."""
+def pipeline(place: str = "place-qdq", before: str = "", after_calibrate: str = "", drop: str = "") -> str:
+    """The registered trt-int8 text with a placement variant, optional passes before place-qdq / after
+    calibrate (each added only where the pipeline does not run it already) and a pass left out (derived, not
+    copied, so the bench follows the pipeline)."""
+    default = TRT_INT8.split(",")
     steps = []
-    for step in TRT_INT8.split(","):
+    for step in default:
+        if step == drop:
+            continue
         if step == "place-qdq":
-            steps += [before, place]
+            steps += [before if before not in default else "", place]
         elif step == "calibrate":
-            steps += [step, after_calibrate]
+            steps += [step, after_calibrate if after_calibrate not in default else ""]
         else:
             steps.append(step)
     return ",".join(step for step in steps if step)
@@ -45,6 +49,7 @@ VARIANTS = {
     "trt-kernels": pipeline("place-qdq{small-layers=trt-kernels}"),
     "pooled-float": pipeline("place-qdq{pooled-float=true}"),
     "equalize": pipeline(before="equalize"),
+    "no-equalize": pipeline(drop="equalize"),
     "correct-bias": pipeline(after_calibrate="correct-bias"),
     "all": pipeline("place-qdq{small-layers=trt-kernels,pooled-float=true}", "equalize", "correct-bias"),
 }

@@ -13,15 +13,12 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from qdq_compiler.errors import QdqcError
-from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import eliminate_dead_code
-from qdq_compiler.ir.op_facts import is_weight_quantizer, weighted_op
-from qdq_compiler.ir.qdq import is_dequantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.activation_scales import activation_quantizers, apply_amax
 from qdq_compiler.quant.activation_scales import quantized_tensor_name as _tensor_name
-from qdq_compiler.quant.decisions import mark_float
 from qdq_compiler.quant.imported import imported_amax
+from qdq_compiler.quant.unquantize import unquantize
 from qdq_compiler.rewrite import Rewriter
 from qdq_compiler.targets.recipe import IMPORTED, record_calibration
 
@@ -68,7 +65,7 @@ class ImportScales(Pass):
         for quantize in quantizers:
             name = _tensor_name(quantize)
             if name in missing:
-                _unquantize(model, quantize)
+                unquantize(model, quantize, "no imported scale for its input (--missing-scales float)")
                 result.statistics["num-left-float"] += 1
                 continue
             if apply_amax(quantize, imported[name], rewriter):
@@ -78,23 +75,3 @@ class ImportScales(Pass):
         recorded = record_calibration(model, IMPORTED)
         result.modified = recorded or any(result.statistics.values())
         return result
-
-
-def _unquantize(model: ir.Model, quantize: ir.Node) -> None:
-    """Let the DQs after ``quantize`` read its float input instead; weighted readers become float layers."""
-    source = input_of(quantize, 0)
-    for dq, _ in list(quantize.outputs[0].uses()):
-        for user, _ in list(dq.outputs[0].uses()):
-            if weighted_op(user) is not None:
-                _read_float_weights(user)
-                mark_float(model, user, "no imported scale for its input (--missing-scales float)")
-        dq.outputs[0].replace_all_uses_with(source)
-
-
-def _read_float_weights(node: ir.Node) -> None:
-    """Bypass the Q->DQ place-qdq put on ``node``'s constant inputs (a float layer keeps float weights)."""
-    for index, value in enumerate(node.inputs):
-        dq = value.producer() if value is not None else None
-        q = dq.inputs[0].producer() if is_dequantize(dq) and dq.inputs[0] is not None else None
-        if is_weight_quantizer(q):
-            node.replace_input_with(index, q.inputs[0])

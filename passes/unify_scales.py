@@ -11,6 +11,14 @@ reading it). It keeps its own scale instead; TensorRT then runs a requantization
 (``qdqc explain`` lists it), and a warning names the tensor and the ratio. The default ratio 16 leaves a tied
 member at least 8 levels (3 bits); real networks stay far inside it (YOLOv7-tiny and the bundled detector:
 largest ratio ~3), so their groups are tied as before.
+
+``disagree=float`` keeps such a group float instead of splitting it: when any member is more than
+``max-ratio`` below the group (a quantized member by its own scale; a Concat input that only the Concat reads,
+which has no Q of its own but gets the output's from TensorRT, by the absmax calibrate collected for it),
+every member's activation Q/DQ is removed (the Concat, its inputs and output
+read float; weighted layers that read a member become float layers, recorded with the reason). This trades
+the INT8 MACs of those readers for the precision of the narrow members and no requantization; bench
+``bench/bench_accuracy.py`` (variant ``group-float``) measures it on the bundled models.
 """
 
 from __future__ import annotations
@@ -20,13 +28,16 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.ir.editing import eliminate_dead_code
 from qdq_compiler.ir.qdq import axis_of, scale_of
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.quant.scale_groups import quantizers_of, scale_groups
+from qdq_compiler.quant.unquantize import unquantize
 from qdq_compiler.rewrite import Rewriter
 
 INT8_LEVELS = INT8_MAX  # levels on one side of zero
+DISAGREE_CHOICES = ("untie", "float")  # a member far below its group keeps its own scale / the group is float
 
 
 @register_pass
@@ -43,24 +54,38 @@ class UnifyScales(Pass):
     class Options:
         tie_residual_add: bool = False
         max_ratio: float = 16.0
+        disagree: str = "untie"
 
         def __post_init__(self) -> None:
             if not self.max_ratio >= 1.0:
                 raise ValueError(f"max-ratio must be >= 1 (got {self.max_ratio})")
+            if self.disagree not in DISAGREE_CHOICES:
+                raise ValueError(
+                    f"disagree must be one of {', '.join(DISAGREE_CHOICES)}, got {self.disagree!r}"
+                )
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         result = PassResult(modified=False)
         rewriter = Rewriter(model.graph)  # one naming scope for every scale constant made below
         for group in scale_groups(model.graph, self.options.tie_residual_add):
             members = [(tensor, _per_tensor_quantizers(tensor)) for tensor in group]
+            unquantized = [tensor for tensor, quantizers in members if not quantizers]
             members = [(tensor, quantizers) for tensor, quantizers in members if quantizers]
             own = {id(tensor): _largest_scale(quantizers) for tensor, quantizers in members}
             known = [scale for scale in own.values() if scale is not None]
-            if sum(len(quantizers) for _, quantizers in members) < 2 or not known:
+            if not known:
                 continue
-            result.statistics["num-scale-groups"] += 1
             shared = max(known)
             widest = next(tensor for tensor, _ in members if own[id(tensor)] == shared)
+            if self.options.disagree == "float":
+                ratio = _largest_ratio(shared, known, unquantized, ctx)
+                if ratio > self.options.max_ratio:
+                    _keep_float(model, ctx, members, widest, ratio)
+                    result.statistics["num-groups-kept-float"] += 1
+                    continue
+            if sum(len(quantizers) for _, quantizers in members) < 2:
+                continue
+            result.statistics["num-scale-groups"] += 1
             for tensor, quantizers in members:
                 scale = own[id(tensor)]
                 if scale is not None and scale * self.options.max_ratio < shared:
@@ -73,8 +98,44 @@ class UnifyScales(Pass):
                         continue
                     rewriter.set_scale(quantize, np.float32(shared))
                     result.statistics["num-scales-unified"] += 1
-        result.modified = result.statistics["num-scales-unified"] > 0
+        if result.statistics["num-groups-kept-float"]:
+            eliminate_dead_code(model.graph)
+        result.modified = (
+            result.statistics["num-scales-unified"] + result.statistics["num-groups-kept-float"] > 0
+        )
         return result
+
+
+def _largest_ratio(shared: float, known: list[float], unquantized: list[ir.Value], ctx: PassContext) -> float:
+    """How far the group's narrowest member is below its scale: quantized members by their own scale, and
+    unquantized ones (a Concat input read only by the Concat: TensorRT moves the output's Q onto it) by the
+    absmax calibrate collected for them (ctx.calibration_stats); all-zero members do not count."""
+    ratios = [shared / scale for scale in known if scale > 0.0]
+    for tensor in unquantized:
+        stats = ctx.calibration_stats.get(tensor.name or "")
+        if stats is not None and stats.absmax > 0.0:
+            ratios.append(shared * INT8_LEVELS / float(stats.absmax))
+    return max(ratios, default=1.0)
+
+
+def _keep_float(
+    model: ir.Model,
+    ctx: PassContext,
+    members: list[tuple[ir.Value, list[ir.Node]]],
+    widest: ir.Value,
+    ratio: float,
+) -> None:
+    """Remove every member's activation Q/DQ (disagree=float) and say so."""
+    reason = f"reads a scale group whose ranges differ {ratio:.3g}x (unify-scales{{disagree=float}})"
+    for _, quantizers in members:
+        for quantize in quantizers:
+            unquantize(model, quantize, reason)
+    ctx.logger.warning(
+        "unify-scales: the scale group of %r stays float: a member's range is %.3g times smaller than the "
+        "group's, more than max-ratio (disagree=float)",
+        widest.name,
+        ratio,
+    )
 
 
 def _per_tensor_quantizers(tensor: ir.Value) -> list[ir.Node]:

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DETECTOR = ROOT / "qdq_compiler" / "data" / "detector" / "detector.onnx"
 DETECTOR_CALIB = ROOT / "qdq_compiler" / "data" / "detector" / "calib"
 TRT_INT8_SPELLED_OUT = (
-    "upgrade-opset,prepare,place-qdq,calibrate,unify-scales,fold-scales,cleanup-qdq,{legalize},verify-trt"
+    "upgrade-opset,prepare,equalize,place-qdq,calibrate,unify-scales,fold-scales,cleanup-qdq,"
+    "{legalize},verify-trt"
 )
 
 

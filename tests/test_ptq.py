@@ -105,7 +105,7 @@ def test_weights_qdq_form_matches_int8_form() -> None:
     """--weights=qdq (float weights behind Q/DQ) computes the same as INT8 initializers behind DQ."""
     proto = MODELS["resnet_blocks"]()
     folded = compile_model(proto)
-    float_weights = compile_model(proto, "prepare,place-qdq,calibrate,unify-scales,cleanup-qdq")
+    float_weights = compile_model(proto, "prepare,equalize,place-qdq,calibrate,unify-scales,cleanup-qdq")
     feeds = _feeds(proto, 1, seed=5)[0]
     np.testing.assert_allclose(
         run_onnx(folded, feeds)[0], run_onnx(float_weights, feeds)[0], rtol=1e-5, atol=1e-5

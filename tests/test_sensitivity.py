@@ -25,6 +25,7 @@ from qdq_compiler.cli import main
 from qdq_compiler.cli_options import apply_compile_flags
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
+from qdq_compiler.pipelines import TRT_INT8
 from qdq_compiler.pm import PassContext, PassManager
 
 PLANTED = "conv_b"  # reads a tensor with one huge channel: per-tensor INT8 crushes the other seven
@@ -163,7 +164,13 @@ def _batches() -> list[dict[str, np.ndarray]]:
     return [{"x": batch} for batch in np.split(_samples(8, 2), 4)]
 
 
-def _analyze(model: onnx.ModelProto, top: int, pipeline: str = "trt-int8"):
+# trt-int8 without equalize: cross-layer equalisation (on by default) repairs the planted layer below, whose
+# one wide input channel is the case it exists for (test_pipeline_defaults.py measures that), so the ranking
+# is tested on the placement and calibration alone.
+WITHOUT_EQUALIZE = TRT_INT8.replace("equalize,", "")
+
+
+def _analyze(model: onnx.ModelProto, top: int, pipeline: str = WITHOUT_EQUALIZE):
     manager = PassManager(pipeline)
     apply_compile_flags(manager, {"method": "max"})
     ctx = PassContext(calibration_data=_samples(16, 1))
@@ -192,7 +199,7 @@ def test_the_planted_layer_ranks_first_and_keeping_it_float_pays(monkeypatch):
     assert first.gain_db > 10.0 and all(first.gain_db > item.gain_db + 10.0 for item in others)
     # the baseline is what a plain compile with the same options gives
     plain = load_model(_planted_model())
-    manager = PassManager("trt-int8")
+    manager = PassManager(WITHOUT_EQUALIZE)
     apply_compile_flags(manager, {"method": "max"})
     manager.run(plain, PassContext(calibration_data=_samples(16, 1)))
     batches = _batches()

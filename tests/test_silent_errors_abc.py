@@ -309,7 +309,9 @@ def test_2c_float_layers_sharing_an_int8_layers_weight_read_the_float_weight() -
     """Before the fix: conv_head (head) and conv_side (excluded) read DQ(INT8 W) while reported float."""
     model = _shared_weight_model()
     samples = _signed_samples(8, seed=2)
-    pipeline = TRT_INT8.replace("place-qdq", "place-qdq{exclude=[conv_side]}")
+    # Without equalize: it rescales conv_side -> conv_c's float weights (the same function, but the last bit
+    # of y_side rounds differently), and this test compares bit for bit.
+    pipeline = TRT_INT8.replace("equalize,", "").replace("place-qdq", "place-qdq{exclude=[conv_side]}")
     ir_model = load_model(model)
     results = PassManager(pipeline).run(ir_model, PassContext(calibration_data=samples))
     compiled = to_proto(ir_model)
