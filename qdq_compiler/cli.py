@@ -21,6 +21,7 @@ from qdq_compiler.cli_options import (
     placement_options,
     prepare_pipeline,
 )
+from qdq_compiler.cli_recovery import recover_to_target, recovery_options
 from qdq_compiler.cli_replay import ReplayFlags, prepare_opt_calibration
 from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
 from qdq_compiler.errors import (
@@ -182,6 +183,7 @@ def _run_pipeline(
 @placement_options
 @output_options
 @selfcheck_options
+@recovery_options
 @instrument_options
 @click.pass_context
 def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
@@ -195,6 +197,7 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     load_passes(opts["load_pass_plugin"])  # built-ins, then plugins, before the pipeline is read
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
+    recover_to_target(model, manager, pass_ctx, opts, ctx.obj["quiet"])  # --target-sqnr, --max-metric-drop
     compiled, timing = _run_pipeline(
         model, output, manager, opts, ctx.obj["quiet"], pass_ctx, defer_timing=True
     )
