@@ -42,7 +42,7 @@ def recovery_options(fn):
                 default=None,
                 metavar="DB",
                 help="Keep the fewest MACs float (FP16 on trt11) for an SQNR against the float model of at "
-                "least DB on --eval (docs/recovery.md).",
+                "least DB on --eval (docs/recovery.md; default: no search).",
             ),
             click.option(
                 "--max-metric-drop",
@@ -50,7 +50,7 @@ def recovery_options(fn):
                 default=None,
                 metavar="X",
                 help="Keep the fewest MACs float for the task metric of `qdqc eval` (--metric) at most X "
-                "below FP32's (against --labels when given, else against FP32's result).",
+                "below FP32's (against --labels when given, else against FP32's result; default: no search).",
             ),
             click.option(
                 "--eval",
@@ -64,13 +64,14 @@ def recovery_options(fn):
                 "--labels",
                 default=None,
                 metavar="FILE|DIR",
-                help="Ground truth of --eval for --max-metric-drop, as `qdqc eval --labels` takes it.",
+                help="Ground truth of --eval for --max-metric-drop, as `qdqc eval --labels` takes it "
+                "(default: none, INT8 is scored against FP32's result).",
             ),
             click.option(
                 "--eval-limit",
                 type=click.IntRange(min=1),
                 default=None,
-                help="Use the first N --eval samples.",
+                help="Use the first N --eval samples (default: all).",
             ),
             click.option(
                 "--metric",
@@ -96,7 +97,7 @@ def recovery_options(fn):
                 default=None,
                 metavar="[ADDRESS]",
                 help="Measure variants and collect statistics on Ray (--ray: a local instance; "
-                "--ray=ADDRESS: a cluster). Needs the ray extra.",
+                "--ray=ADDRESS: a cluster; default: local processes). Needs the ray extra.",
             ),
         ],
         fn,
