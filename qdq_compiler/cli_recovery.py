@@ -235,6 +235,8 @@ def _search(
             f"INT8 MACs {100 * step.int8_mac_share:5.1f}%{mark}"
         )
 
+    groups = sum(len(unit.layers) > 1 for unit in units)
+    echo(f"  rank     {len(units) - groups} layers and {groups} scale groups, each alone float")
     return search_fallback(setup, units, goal, executor.map, baseline, budget=budget, on_step=show)
 
 

@@ -1,0 +1,232 @@
+"""Benchmark: `qdqc compile --target-sqnr / --max-metric-drop` on the bundled models, and the evaluation
+engine's throughput by executor.
+
+Part 1 (``--part search``): for each bundled model, compile with its calibration data and a fallback
+target measured on its validation data (an SQNR target, and a task-metric drop against its labels),
+each in a fresh process: the metric reached, INT8 MAC share, layers kept float, variants measured, wall
+time and peak RSS (the process and its pool workers).
+
+Part 2 (``--part throughput``): one setup of one model, then the same variants (single layers kept float)
+measured in this process, by local pools of 1, 2 and 4 workers, and on a local Ray instance: variants per
+second after start-up, start-up time, peak RSS. Every executor must give the same measurements (checked).
+
+    python bench/bench_recovery.py [--part search,throughput] [--models detector,classifier,segmenter]
+        [--eval-limit 64] [--variants 16] [--ray]  -> bench/results/recovery.md, recovery.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "qdq_compiler" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# per model: its file, labels for --max-metric-drop, an SQNR target (~3 dB above its all-INT8 SQNR on
+# 64 validation samples) and the largest metric drop accepted
+MODELS = {
+    "detector": ("detector.onnx", "val.json", 40.0, 0.002),
+    "classifier": ("classifier.onnx", "val.json", 30.0, 0.0),
+    "segmenter": ("segmenter.onnx", "val_masks", 30.0, 0.002),
+}
+FALLBACK = re.compile(
+    r"fallback: (\d+) layer\(s\) float, (.*), INT8 MAC share ([\d.]+)% \((\d+) variants, (\S+) x(\d+)"
+)
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process and of its largest finished child, MB (Linux: ru_maxrss in kB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def run_one(args: list[str]) -> None:
+    """Child process: run one qdqc command, then print its peak RSS as the last line."""
+    from qdq_compiler.cli import main
+
+    code = main(args)
+    print(f"__rss__ {_peak_rss_mb():.0f} {code}")
+
+
+def search_row(name: str, goal: str, limit: int, workers: int, ray: bool) -> dict:
+    model, labels, sqnr, drop = MODELS[name]
+    folder = DATA / name
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["compile", str(folder / model), "-o", f"{tmp}/out.onnx", "--calib", str(folder / "calib")]
+        args += ["--eval", str(folder / "val"), "--eval-limit", str(limit), "--no-check"]
+        args += ["--target-sqnr", str(sqnr)] if goal == "sqnr" else ["--max-metric-drop", str(drop)]
+        if goal != "sqnr":
+            args += ["--labels", str(folder / labels)]
+        args += ["--ray", "--workers", str(workers)] if ray else ["--workers", str(workers)]
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, __file__, "--one", json.dumps(args)], capture_output=True, text=True, check=False
+        )
+        seconds = time.perf_counter() - started
+    out = done.stdout
+    rss = re.search(r"__rss__ (\d+) (\d+)", out)
+    found = FALLBACK.search(out)
+    row = {
+        "model": name,
+        "goal": f"SQNR >= {sqnr:g} dB" if goal == "sqnr" else f"drop <= {drop:g}",
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": int(rss.group(1)) if rss else None,
+        "exit": int(rss.group(2)) if rss else done.returncode,
+    }
+    header = re.search(r"fallback search: (.*) on (\d+) samples", out)
+    baseline = re.search(r"baseline\s+all INT8\s+\d+ float\s+(.*?)\s+INT8 MACs", out)
+    row["target"] = header.group(1) if header else ""
+    row["baseline"] = baseline.group(1) if baseline else ""
+    if found:
+        row.update(
+            float_layers=int(found.group(1)),
+            reached=found.group(2),
+            int8_mac_share=float(found.group(3)),
+            variants=int(found.group(4)),
+            executor=f"{found.group(5)} x{found.group(6)}",
+        )
+        flags = re.search(r"flags: (.*)", out)
+        row["flags"] = flags.group(1) if flags else ""
+    else:
+        row["reached"] = (done.stderr.strip().splitlines() or ["?"])[-1]
+    return row
+
+
+def throughput(name: str, limit: int, count: int, workers: list[int], ray: bool) -> list[dict]:
+    """Measure ``count`` single-layer variants of ``name`` with each executor; the same results checked."""
+    from qdq_compiler.cli_options import DEFAULT_COMPILE_PIPELINE, prepare_pipeline
+    from qdq_compiler.evaluation.data import open_eval_data
+    from qdq_compiler.ir import load_model, to_proto
+    from qdq_compiler.pm import load_passes
+    from qdq_compiler.search.engine import Variant, build_setup
+    from qdq_compiler.search.executors import InProcessExecutor, PoolExecutor, RayExecutor
+    from qdq_compiler.search.fallback import fallback_units
+
+    model, *_ = MODELS[name]
+    folder = DATA / name
+    load_passes()
+    opts = {"calib": str(folder / "calib"), "calib_cache": None, "batch_size": None, "calib_limit": None}
+    manager, ctx = prepare_pipeline(str(folder / model), DEFAULT_COMPILE_PIPELINE, opts, quiet=True)
+    float_proto = to_proto(load_model(str(folder / model)))
+    batches = list(open_eval_data(str(folder / "val"), float_proto, limit=limit).batches())
+    setup, compiler = build_setup(float_proto, manager, ctx, batches)
+    units = [unit for unit in fallback_units(compiler.compile(())) if len(unit.layers) == 1][:count]
+    variants = [Variant(unit.layers) for unit in units]
+    cache_mb = (
+        sum(a.nbytes for part in (setup.batches, setup.reference) for d in part for a in d.values()) / 2**20
+    )
+    rows, reference = [], None
+    configs: list[tuple[str, object]] = [("in-process", lambda: InProcessExecutor(setup))]
+    configs += [(f"pool x{n}", lambda n=n: PoolExecutor(setup, n)) for n in workers]
+    if ray:
+        configs += [(f"ray x{n}", lambda n=n: RayExecutor(setup, "local", n)) for n in (2,)]
+    for label, make in configs:
+        started = time.perf_counter()
+        executor = make()  # type: ignore[operator]
+        executor.map(variants[:1] * executor.workers)  # every worker started and warm
+        ready = time.perf_counter()
+        measured = executor.map(variants)
+        seconds = time.perf_counter() - ready
+        executor.close()
+        digests = [m.model_sha256 for m in measured]
+        same = reference is None or digests == reference
+        reference = reference or digests
+        rows.append(
+            {
+                "model": name,
+                "executor": label,
+                "variants": len(variants),
+                "startup_s": round(ready - started, 1),
+                "seconds": round(seconds, 1),
+                "variants_per_s": round(len(variants) / seconds, 2),
+                "same_results": same,
+                "float_cache_mb": round(cache_mb, 1),
+                "peak_rss_mb": round(_peak_rss_mb()),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(column, "")) for column in columns) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--part", default="search,throughput")
+    parser.add_argument("--models", default="detector,classifier,segmenter")
+    parser.add_argument("--goals", default="sqnr,metric")
+    parser.add_argument("--eval-limit", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="workers of the search runs")
+    parser.add_argument("--variants", type=int, default=16, help="variants of the throughput runs")
+    parser.add_argument("--throughput-model", default="detector")
+    parser.add_argument("--ray", action="store_true", help="also on a local Ray instance")
+    args = parser.parse_args()
+    if args.one:
+        run_one(json.loads(args.one))
+        return
+    parts = args.part.split(",")
+    results: dict = {"search": [], "throughput": []}
+    if "search" in parts:
+        for name in args.models.split(","):
+            for goal in args.goals.split(","):
+                row = search_row(name, goal, args.eval_limit, args.workers, ray=False)
+                print(row, flush=True)
+                results["search"].append(row)
+    if "throughput" in parts:
+        results["throughput"] = throughput(
+            args.throughput_model, args.eval_limit, args.variants, [1, 2, 4], args.ray
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "recovery.json").write_text(json.dumps(results, indent=2))
+    text = [
+        _table(
+            results["search"],
+            [
+                "model",
+                "target",
+                "baseline",
+                "reached",
+                "int8_mac_share",
+                "float_layers",
+                "variants",
+                "seconds",
+                "peak_rss_mb",
+                "exit",
+            ],
+        ),  # fmt: skip
+        "",
+        _table(
+            results["throughput"],
+            [
+                "model",
+                "executor",
+                "variants",
+                "startup_s",
+                "seconds",
+                "variants_per_s",
+                "same_results",
+                "float_cache_mb",
+                "peak_rss_mb",
+            ],
+        ),  # fmt: skip
+    ]
+    (RESULTS / "recovery.md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
