@@ -228,15 +228,17 @@ def _search(
             if goal.kind == "sqnr"
             else f"{goal.metric_name} {step.metric if step.metric is not None else math.nan:.4f}"
         )
-        mark = "  reached" if step.reached else ""
+        groups = sum(len(unit.layers) > 1 for unit in units)
+        rank = f"\n  rank     {len(units) - groups} layers and {groups} scale groups, each alone float"
+        mark = ("  reached" if step.reached else "") + (
+            rank if step.phase == "baseline" and not step.reached else ""
+        )
         what = step.unit or "all INT8"
         echo(
             f"  {step.phase:<8} {what:<40} {len(step.float_layers):>3} float  {value}  "
             f"INT8 MACs {100 * step.int8_mac_share:5.1f}%{mark}"
         )
 
-    groups = sum(len(unit.layers) > 1 for unit in units)
-    echo(f"  rank     {len(units) - groups} layers and {groups} scale groups, each alone float")
     return search_fallback(setup, units, goal, executor.map, baseline, budget=budget, on_step=show)
 
 
