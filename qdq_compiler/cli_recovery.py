@@ -126,11 +126,14 @@ def _check_flags(opts: dict) -> str | None:
 
 def recover_to_target(
     model_path: str, manager: PassManager, ctx: PassContext, opts: dict, quiet: bool
-) -> None:
-    """Run the fallback search when compile's target options ask for it, and add its choice to place-qdq."""
+) -> FallbackResult | None:
+    """Run the fallback search when compile's target options ask for it, and add its choice to place-qdq.
+
+    Returns the search (its steps are the fallback curve), or None when no target was asked for.
+    """
     kind = _check_flags(opts)
     if kind is None:
-        return
+        return None
     names = [p.name for p in manager.passes]
     if "place-qdq" not in names:
         raise QdqcError("--target-sqnr / --max-metric-drop need a pipeline with place-qdq (trt-int8 has it)")
@@ -193,6 +196,7 @@ def recover_to_target(
     )
     echo(f"  flags: {flags or '(none: all INT8 reaches the target)'}")
     echo(f"  pipeline: {manager.pipeline_text}")
+    return result
 
 
 def _goal(kind: str, opts: dict, reference: float | None, task: TaskGoal | None) -> Goal:

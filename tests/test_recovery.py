@@ -231,13 +231,12 @@ def test_misplaced_recovery_flags_are_refused(tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
-def test_same_output_bytes_in_process_in_a_pool_and_on_ray(tmp_path, monkeypatch):
+def test_same_output_bytes_in_process_in_a_pool_and_on_ray(tmp_path):
     """The choice and the written model do not depend on the executor or the number of workers."""
     model_path, calib_path, eval_path = _write_planted(tmp_path)
     target = ("--target-sqnr", "35", "--budget", "12")
     outputs = {"inproc.onnx": ["--workers", "1"], "pool.onnx": ["--workers", "2"]}
     if importlib.util.find_spec("ray") is not None:
-        monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
         outputs["ray.onnx"] = ["--ray", "--workers", "2"]  # a local Ray instance of 2 CPUs, statistics too
     for name, flags in outputs.items():
         assert _compile(tmp_path, model_path, calib_path, eval_path, name, *target, *flags) == 0, name

@@ -13,7 +13,7 @@ bit, with the model runs spread over workers:
   exactly ``[0, absmax]`` (fixed bins), and fixed-bin histograms merge by adding counts.
 
 ``run_shards(seeds, shards)`` does the work: it streams every shard (a list of batches) into a copy of
-``seeds`` and returns one statistics dict per shard; :func:`ray_shard_runner` does so on Ray actors, and
+``seeds`` and returns one statistics dict per shard; :func:`ray_shard_runner` does so as Ray tasks, and
 tests pass an in-process one.
 """
 
@@ -105,44 +105,34 @@ def local_shard_runner(model: onnx.ModelProto) -> ShardRunner:
     return run
 
 
-class _StatsWorker:
-    """A Ray actor binning shards of one model's calibration data into its own copy of the seeds."""
-
-    def __init__(self, model: bytes, seeds: Stats) -> None:
-        self.model = onnx.load_from_string(model)
-        self.stats = {name: item.copy() for name, item in seeds.items()}
-
-    def bin(self, shard: list[Batch]) -> int:
-        return accumulate_statistics(self.model, self.stats, shard)
-
-    def result(self) -> Stats:
-        return self.stats
+def _bin_shard(model: bytes, seeds: Stats, shard: list[Batch]) -> Stats:
+    """A Ray task: ``shard`` binned into a copy of ``seeds``."""
+    stats = {name: item.copy() for name, item in seeds.items()}
+    accumulate_statistics(onnx.load_from_string(model), stats, shard)
+    return stats
 
 
 def ray_shard_runner(model: onnx.ModelProto, workers: int) -> ShardRunner:
-    """Bins shards on ``workers`` Ray actors (Ray already started), each keeping its statistics until all
-    shards are done; at most two shards per actor are in flight, so the data stream through."""
+    """Bins shards as Ray tasks (Ray already started), at most ``2 * workers`` in flight so the data stream
+    through; the results come back in shard order. Tasks, not actors: their worker processes stay in Ray's
+    pool, where the evaluation actors start next without starting new interpreters."""
     import ray
 
     from qdq_compiler.search.executors import ray_results
 
     model_ref = ray.put(model.SerializeToString())
+    task: Any = ray.remote(num_cpus=1)(_bin_shard)
 
     def run(seeds: Stats, shards: Iterator[list[Batch]]) -> list[Stats]:
-        actor: Any = ray.remote(num_cpus=1)(_StatsWorker)
-        actors: list[Any] = [actor.remote(model_ref, seeds) for _ in range(workers)]
-        try:
-            pending: list[Any] = []
-            for index, shard in enumerate(shards):
-                pending.append(actors[index % workers].bin.remote(shard))
-                if len(pending) >= 2 * workers:
-                    done, pending = pending[:workers], pending[workers:]
-                    ray_results(lambda done=done: ray.get(done))
-            ray_results(lambda: ray.get(pending))
-            return ray_results(lambda: ray.get([worker.result.remote() for worker in actors]))
-        finally:
-            for worker in actors:
-                ray.kill(worker)
+        seeds_ref = ray.put(seeds)
+        pending: list[Any] = []
+        results: list[Stats] = []
+        for shard in shards:
+            pending.append(task.remote(model_ref, seeds_ref, shard))
+            if len(pending) >= 2 * workers:
+                done, pending = pending[:workers], pending[workers:]
+                results += ray_results(lambda done=done: ray.get(done))
+        return results + ray_results(lambda: ray.get(pending))
 
     return run
 
