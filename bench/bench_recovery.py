@@ -57,6 +57,17 @@ def run_one(args: list[str]) -> None:
     print(f"__rss__ {_peak_rss_mb():.0f} {code}")
 
 
+def _flat_labels(path: Path, tmp: str) -> str:
+    """The classifier's val.json nests its {file: class} table under "labels" (with the class names); `qdqc
+    eval --labels` reads the flat table, so it is written out flat."""
+    if path.suffix != ".json":
+        return str(path)
+    table = json.loads(path.read_text())
+    flat = Path(tmp) / "labels.json"
+    flat.write_text(json.dumps(table.get("labels", table)))
+    return str(flat)
+
+
 def search_row(name: str, goal: str, limit: int, workers: int, ray: bool) -> dict:
     model, sqnr, (labels, metric, drop) = MODELS[name]
     folder = DATA / name
@@ -67,7 +78,7 @@ def search_row(name: str, goal: str, limit: int, workers: int, ray: bool) -> dic
             args += ["--target-sqnr", str(sqnr)]
         else:
             args += ["--max-metric-drop", str(drop), "--metric", metric]
-            args += ["--labels", str(folder / labels)] if labels else []
+            args += ["--labels", _flat_labels(folder / labels, tmp)] if labels else []
         args += ["--ray", "--workers", str(workers)] if ray else ["--workers", str(workers)]
         started = time.perf_counter()
         done = subprocess.run(
