@@ -149,6 +149,7 @@ def throughput(name: str, limit: int, count: int, workers: list[int], ray: bool)
         ready = time.perf_counter()
         measured = executor.map(variants)
         seconds = time.perf_counter() - ready
+        worker_rss = _worker_peak_rss_mb(executor)
         executor.close()
         digests = [m.model_sha256 for m in measured]
         same = reference is None or digests == reference
@@ -163,11 +164,35 @@ def throughput(name: str, limit: int, count: int, workers: list[int], ray: bool)
                 "variants_per_s": round(len(variants) / seconds, 2),
                 "same_results": same,
                 "float_cache_mb": round(cache_mb, 1),
-                "peak_rss_mb": round(_peak_rss_mb()),
+                "main_rss_mb": round(_vm_hwm_mb("self")),
+                "worker_peak_rss_mb": worker_rss,
             }
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def _vm_hwm_mb(pid: object) -> float:
+    """Peak RSS of a live process (Linux /proc VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _worker_peak_rss_mb(executor: object) -> str:
+    """The largest peak RSS of a pool's worker processes (read before they stop); the in-process executor's
+    is the main process's; Ray's workers are not measured here."""
+    processes = getattr(getattr(executor, "pool", None), "_processes", None)
+    if isinstance(processes, dict) and processes:
+        return str(round(max(_vm_hwm_mb(pid) for pid in processes)))
+    return "(main)" if type(executor).__name__ == "InProcessExecutor" else "n/a"
+
+
+def _merge_rows(old: list[dict], new: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """Rows of an earlier run, with the rows of this run replacing those of the same keys."""
+    fresh = {tuple(row[key] for key in keys) for row in new}
+    return [row for row in old if tuple(row.get(key) for key in keys) not in fresh] + new
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -205,7 +230,14 @@ def main() -> None:
             args.throughput_model, args.eval_limit, args.variants, [1, 2, 4], args.ray
         )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "recovery.json").write_text(json.dumps(results, indent=2))
+    saved = RESULTS / "recovery.json"
+    if saved.exists():  # one part, or some models, run again: keep the other rows
+        earlier = json.loads(saved.read_text())
+        results["search"] = _merge_rows(earlier.get("search", []), results["search"], ("model", "goal"))
+        results["throughput"] = _merge_rows(
+            earlier.get("throughput", []), results["throughput"], ("model", "executor")
+        )
+    saved.write_text(json.dumps(results, indent=2))
     text = [
         _table(
             results["search"],
