@@ -244,3 +244,33 @@ def test_same_output_bytes_in_process_in_a_pool_and_on_ray(tmp_path):
     assert len(set(written.values())) == 1, {name: len(data) for name, data in written.items()}
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (pip install -e '.[ray]'): the Ray executor was not compared")
+
+
+CLOSENESS_SCRIPT = """
+import numpy as np
+from qdq_compiler.evaluation.metrics import Closeness
+rng = np.random.default_rng(0)
+ref = rng.standard_normal(1_000_003).astype(np.float32)
+test = ref + rng.standard_normal(ref.size).astype(np.float32) * 0.01
+closeness = Closeness("y")
+closeness.add(ref, test)
+print(repr(closeness.signal), repr(closeness.noise), repr(closeness.dot), repr(closeness.test_power))
+"""
+
+
+def test_closeness_does_not_depend_on_the_blas_thread_count():
+    """A variant's SQNR is the same in a Ray worker (one BLAS thread) and in a pool worker (one per core):
+    OpenBLAS splits a long dot product by thread, which changed the last bits."""
+    import os
+    import subprocess
+    import sys
+
+    printed = set()
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        done = subprocess.run(
+            [sys.executable, "-c", CLOSENESS_SCRIPT], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        printed.add(done.stdout)
+    assert len(printed) == 1, printed
