@@ -22,7 +22,7 @@ from qdq_compiler.evaluation.data import open_eval_data
 from qdq_compiler.evaluation.kind import kind_from_metadata, kind_from_outputs
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
-from qdq_compiler.search.engine import EvalSetup, Measurement, TaskGoal, Variant, build_setup
+from qdq_compiler.search.engine import EvalSetup, EvalSource, Measurement, TaskGoal, Variant, build_setup
 from qdq_compiler.search.executors import Executor, default_workers, make_executor, start_ray
 from qdq_compiler.search.fallback import FallbackResult, Goal, SearchStep, fallback_units, search_fallback
 
@@ -145,12 +145,13 @@ def recover_to_target(
     samples = open_eval_data(
         source, float_proto, batch_size=opts.get("batch_size"), limit=opts.get("eval_limit")
     )
-    batches = list(samples.batches())
+    first = next(samples.batches(), None)  # the kind, and empty data reported before any work
+    if first is None:
+        raise QdqcError(f"--eval {source}: no samples")
+    batches = EvalSource(source, opts.get("batch_size"), opts.get("eval_limit"))  # each worker reads them
     goal_task = None
     if kind == "metric-drop":
-        model_kind = kind_from_metadata(float_proto) or kind_from_outputs(
-            ModelRunner(float_proto)(batches[0])
-        )
+        model_kind = kind_from_metadata(float_proto) or kind_from_outputs(ModelRunner(float_proto)(first))
         goal_task = TaskGoal(
             model_kind,
             opts.get("metric") or DEFAULT_METRICS[model_kind],

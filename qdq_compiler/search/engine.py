@@ -3,7 +3,8 @@
 A *variant* (:class:`Variant`) is the compile pipeline with some layers kept float and, optionally, another
 calibration method. Every variant shares one :class:`EvalSetup`, made once by :func:`build_setup`: the model
 prepared up to place-qdq, the calibration statistics (one statistics pass, or a calibration cache), the
-evaluation batches and the float model's outputs on them (the float cache). A worker holds one setup and
+evaluation batches (or where to read them: :class:`EvalSource`) and the float model's outputs on them (the
+float cache). A worker holds one setup and
 measures variant after variant (:class:`Evaluator`); an executor (:mod:`qdq_compiler.search.executors`)
 spreads a list of variants over workers and returns the measurements in task order.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +39,16 @@ from qdq_compiler.pm import Pass, PassContext, PassManager
 from qdq_compiler.quant.decisions import layer_decisions
 from qdq_compiler.targets import predict_fusions
 
-__all__ = ["EvalSetup", "Evaluator", "Measurement", "TaskGoal", "Variant", "build_setup", "overall_sqnr"]
+__all__ = [
+    "EvalSetup",
+    "EvalSource",
+    "Evaluator",
+    "Measurement",
+    "TaskGoal",
+    "Variant",
+    "build_setup",
+    "overall_sqnr",
+]
 
 Batch = Mapping[str, np.ndarray]
 
@@ -68,6 +78,16 @@ class TaskGoal:
 
 
 @dataclass(frozen=True)
+class EvalSource:
+    """Evaluation data a worker reads itself, batch by batch (as `qdqc eval --data` reads it), so no process
+    holds the inputs of all samples at once."""
+
+    data: str
+    batch_size: int | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
 class Measurement:
     """What one variant measured against the float cache."""
 
@@ -90,7 +110,7 @@ class EvalSetup:
     prepared: bytes  # the model after the passes before place-qdq
     suffix: list[Pass]  # place-qdq and the passes after it, with the command's options
     stats: dict[str, TensorStats]  # calibration statistics of every tensor a variant may calibrate
-    batches: list[dict[str, np.ndarray]]
+    batches: list[dict[str, np.ndarray]] | EvalSource  # the inputs, or where each worker reads them
     reference: list[dict[str, np.ndarray]]  # the float model's outputs on each batch (the float cache)
     goal: TaskGoal | None = None
     reference_metric: float | None = None  # the goal's metric for FP32 (vs labels, or FP32 against itself)
@@ -115,11 +135,17 @@ def _quiet_context(stats: dict[str, TensorStats]) -> PassContext:
     return PassContext(calibration_stats=dict(stats), logger=logger)
 
 
+def _read_batches(source: EvalSource, float_model: onnx.ModelProto) -> Iterator[dict[str, np.ndarray]]:
+    for batch in open_eval_data(source.data, float_model, source.batch_size, source.limit).batches():
+        yield {name: np.asarray(value) for name, value in batch.items()}
+
+
 class Evaluator:
     """Compiles and measures variants over one setup (one per worker process)."""
 
     def __init__(self, setup: EvalSetup) -> None:
         self.setup = setup
+        self.float_model = onnx.load_from_string(setup.float_model)
         self.compiler = VariantCompiler.from_prepared(
             setup.prepared, setup.suffix, _quiet_context(setup.stats)
         )
@@ -127,8 +153,7 @@ class Evaluator:
         self.eval_data = None
         goal = setup.goal
         if goal is not None:
-            float_model = onnx.load_from_string(setup.float_model)
-            self.eval_data = open_eval_data(goal.data, float_model, goal.batch_size, goal.limit)
+            self.eval_data = open_eval_data(goal.data, self.float_model, goal.batch_size, goal.limit)
 
     def __call__(self, variant: Variant) -> Measurement:
         with memoized_amax(self.memo):
@@ -149,7 +174,9 @@ class Evaluator:
         task = None
         if goal is not None and self.eval_data is not None:
             task = make_task(goal.kind, self.eval_data, goal.labels, goal.threshold, goal.reference_conf)
-        for batch, reference in zip(setup.batches, setup.reference, strict=True):
+        batches = setup.batches
+        inputs = _read_batches(batches, self.float_model) if isinstance(batches, EvalSource) else batches
+        for batch, reference in zip(inputs, setup.reference, strict=True):
             outputs = runner(batch)
             for name, stats in closeness.items():
                 stats.add(reference[name], outputs[name])
@@ -178,27 +205,35 @@ def build_setup(
     float_model: onnx.ModelProto,
     manager: PassManager,
     ctx: PassContext,
-    batches: Sequence[Batch],
+    batches: Sequence[Batch] | EvalSource,
     goal: TaskGoal | None = None,
 ) -> tuple[EvalSetup, VariantCompiler]:
     """Prepare the model once, collect the statistics once (the all-INT8 compile calibrates; ``ctx`` may
-    hold a cache or a distributed collector) and run the float model once on ``batches``.
+    hold a cache or a distributed collector) and run the float model once on ``batches`` (a list kept in
+    the setup, or an :class:`EvalSource` every worker reads again, batch by batch).
 
     Returns the setup and the compiler of this process (its context holds the statistics).
     """
-    if not batches:
-        raise QdqcError("the search needs at least one evaluation sample")
     compiler = VariantCompiler(float_model, manager, ctx)
     with memoized_amax():
         compiler.compile(())  # fills ctx.calibration_stats (collected once, or taken from the cache)
     runner = ModelRunner(float_model)
-    plain = [{name: np.asarray(value) for name, value in batch.items()} for batch in batches]
-    reference = [runner(batch) for batch in plain]
-    for outputs in reference:
+    if isinstance(batches, EvalSource):
+        inputs: Iterable[dict[str, np.ndarray]] = _read_batches(batches, float_model)
+        plain: list[dict[str, np.ndarray]] | EvalSource = batches
+    else:
+        plain = [{name: np.asarray(value) for name, value in batch.items()} for batch in batches]
+        inputs = plain
+    reference, samples = [], 0
+    for batch in inputs:
+        outputs = runner(batch)
         for name, value in outputs.items():
             if not np.all(np.isfinite(value)):
                 raise QdqcError(f"the float model's output {name!r} holds NaN or Inf on these inputs")
-    samples = sum(int(next(iter(batch.values())).shape[0]) for batch in plain)
+        reference.append(outputs)
+        samples += int(next(iter(batch.values())).shape[0])
+    if not reference:
+        raise QdqcError("the search needs at least one evaluation sample")
     setup = EvalSetup(
         float_model.SerializeToString(),
         compiler.prepared,
