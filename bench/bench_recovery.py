@@ -202,6 +202,19 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+SEARCH_COLUMNS = "model target baseline reached int8_mac_share float_layers variants seconds peak_rss_mb exit"
+THROUGHPUT_COLUMNS = (
+    "model executor variants startup_s seconds variants_per_s same_results float_cache_mb main_rss_mb "
+    "worker_peak_rss_mb"
+)
+
+
+def render(results: dict) -> str:
+    """Both tables as markdown."""
+    search = _table(results["search"], SEARCH_COLUMNS.split())
+    return search + "\n\n" + _table(results["throughput"], THROUGHPUT_COLUMNS.split()) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -238,40 +251,9 @@ def main() -> None:
             earlier.get("throughput", []), results["throughput"], ("model", "executor")
         )
     saved.write_text(json.dumps(results, indent=2))
-    text = [
-        _table(
-            results["search"],
-            [
-                "model",
-                "target",
-                "baseline",
-                "reached",
-                "int8_mac_share",
-                "float_layers",
-                "variants",
-                "seconds",
-                "peak_rss_mb",
-                "exit",
-            ],
-        ),  # fmt: skip
-        "",
-        _table(
-            results["throughput"],
-            [
-                "model",
-                "executor",
-                "variants",
-                "startup_s",
-                "seconds",
-                "variants_per_s",
-                "same_results",
-                "float_cache_mb",
-                "peak_rss_mb",
-            ],
-        ),  # fmt: skip
-    ]
-    (RESULTS / "recovery.md").write_text("\n".join(text) + "\n")
-    print("\n".join(text))
+    text = render(results)
+    (RESULTS / "recovery.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
