@@ -274,3 +274,37 @@ def test_closeness_does_not_depend_on_the_blas_thread_count():
         assert done.returncode == 0, done.stderr
         printed.add(done.stdout)
     assert len(printed) == 1, printed
+
+
+def test_workers_reading_the_data_measure_what_a_list_of_batches_measures(tmp_path):
+    """EvalSource (each worker reads --eval batch by batch) and batches held in the setup: same numbers."""
+    from qdq_compiler.cli_options import DEFAULT_COMPILE_PIPELINE, prepare_pipeline
+    from qdq_compiler.evaluation.data import open_eval_data
+    from qdq_compiler.pm import load_passes
+    from qdq_compiler.search.engine import EvalSource, Evaluator, build_setup
+
+    model_path, calib_path, eval_path = _write_planted(tmp_path)
+    load_passes()
+    opts = {"calib": str(calib_path), "calib_cache": None, "batch_size": None, "calib_limit": None}
+    float_proto = onnx.load(model_path)
+    measured = []
+    for source in ("list", "source"):
+        manager, ctx = prepare_pipeline(str(model_path), DEFAULT_COMPILE_PIPELINE, opts, quiet=True)
+        if source == "list":
+            batches = list(open_eval_data(str(eval_path), float_proto, limit=6).batches())
+            setup, _ = build_setup(float_proto, manager, ctx, batches)
+        else:
+            setup, _ = build_setup(float_proto, manager, ctx, EvalSource(str(eval_path), limit=6))
+            assert isinstance(setup.batches, EvalSource)  # no inputs kept in the setup
+        assert setup.samples == 6
+        evaluator = Evaluator(setup)
+        measured.append([evaluator(Variant(layers)) for layers in [(), (PLANTED,)]])
+    assert measured[0] == measured[1]
+    assert measured[0][1].sqnr_db > measured[0][0].sqnr_db + 10  # the planted layer float pays
+    # the all-INT8 variant is what compile writes: its SQNR on the same 6 samples, measured here
+    plain_args = ["-q", "compile", str(model_path), "--calib", str(calib_path), "--no-check"]
+    assert main([*plain_args, "-o", str(tmp_path / "plain.onnx")]) == 0
+    batches = [{"x": _samples(8, 1)[:6]}]
+    reference = run_outputs(float_proto, batches)
+    plain = compare_outputs(reference, run_outputs(onnx.load(tmp_path / "plain.onnx"), batches))
+    assert measured[0][0].sqnr_db == pytest.approx(plain.sqnr_db, rel=1e-9)
