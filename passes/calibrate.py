@@ -148,7 +148,8 @@ class Calibrate(Pass):
         exact = self.options.exact and data.reiterable
         if self.options.exact and not exact:
             ctx.logger.warning("calibration data can be read only once: one-pass histograms (exact=false)")
-        collected = collect_statistics(
+        collect = ctx.statistics_collector or collect_statistics
+        collected = collect(
             proto,
             names + optional,
             data,

@@ -23,6 +23,7 @@ from qdq_compiler.cli_options import (
     prepare_pipeline,
     report_option,
 )
+from qdq_compiler.cli_recovery import recover_to_target, recovery_options
 from qdq_compiler.cli_replay import ReplayFlags, prepare_opt_calibration
 from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
 from qdq_compiler.errors import (
@@ -181,23 +182,15 @@ def _run_pipeline(
     help="trt-int8-from-qdq: a tensor qdqc quantizes but the source model did not is an error, or stays "
     "float (import-scales{missing=...}).",
 )
-@click.option(
-    "--eval",
-    "eval_data",
-    default=None,
-    metavar="DATA",
-    help="Data --method auto validates its choice on (output SQNR; default: the calibration data).",
-)
 @calibration_options
 @placement_options
 @output_options
 @selfcheck_options
 @report_option
+@recovery_options
 @instrument_options
 @click.pass_context
-def compile(
-    ctx: click.Context, model: str, output: str, pipeline: str | None, eval_data: str | None, **opts
-) -> None:
+def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, **opts) -> None:
     """Compile a float ONNX MODEL to Q/DQ ONNX for TensorRT INT8.
 
     Runs the pipeline (default: trt-int8) and writes the model to -o, then checks it numerically against
@@ -208,9 +201,10 @@ def compile(
     check_report_dir(opts["report_dir"])
     load_passes(opts["load_pass_plugin"])  # built-ins, then plugins, before the pipeline is read
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
-    if eval_data is not None:
-        pass_ctx.evaluation_data = open_evaluation_data(model, eval_data, opts["batch_size"])
+    if opts["eval_data"] is not None:  # --method auto validates on it; the fallback search measures on it
+        pass_ctx.evaluation_data = open_evaluation_data(model, opts["eval_data"], opts["batch_size"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
+    recover_to_target(model, manager, pass_ctx, opts, ctx.obj["quiet"])  # --target-sqnr, --max-metric-drop
     compiled, timing = _run_pipeline(
         model, output, manager, opts, ctx.obj["quiet"], pass_ctx, defer_timing=True
     )

@@ -380,14 +380,17 @@ def test_merge_rules():
     merged.update(np.array([1.0]))
     merged.update(np.array([1.5]))  # 13 bins > 8: base 4
     assert merged.base == 4
-    with pytest.raises(
-        ValueError,
-        match=r"over \[0, 1\.0\] in 4(\.0)? bins into grow statistics over "
-        r"\[0, 1\.0\] in 8 bins",
-    ):
-        grow1.merge(merged)
     # refused merges change nothing
     assert grow1.count == 2 and grow1.hist.tolist() == [0, 0, 0, 0, 1, 0, 0, 1]
+    # the same first range, pairs merged a different number of times: the finer is coarsened (exact), and
+    # the result is the one pass over both batches
+    coarsened = grow1.copy()
+    coarsened.merge(merged)
+    one_pass = TensorStats(8, max_bins=8)
+    one_pass.update(np.array([1.0, 0.5]))
+    one_pass.update(np.array([1.0, 1.5]))
+    assert coarsened.hist.tolist() == one_pass.hist.tolist() == [0, 0, 1, 2, 0, 0, 1]
+    assert (coarsened.base, coarsened.count) == (one_pass.base, one_pass.count) == (4, 4)
     counts_only = TensorStats(8, histogram=False)
     other = TensorStats(8, histogram=False)
     other.update(np.array([np.nan, -3.0]))

@@ -29,7 +29,7 @@ from qdq_compiler.accuracy.numerics import OutputComparison, compare_outputs, on
 from qdq_compiler.calib.methods import memoized_amax
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
-from qdq_compiler.pm import PassContext, PassManager
+from qdq_compiler.pm import Pass, PassContext, PassManager
 from qdq_compiler.quant.decisions import layer_decisions
 from qdq_compiler.targets import predict_fusions
 
@@ -87,7 +87,11 @@ def exclude_pattern(name: str) -> str:
 
 
 class VariantCompiler:
-    """Compiles the prepared model with extra float layers; the first compile fills the statistics."""
+    """Compiles the prepared model with extra float layers; the first compile fills the statistics.
+
+    The prepared model (the pipeline up to place-qdq, run once) and the passes from place-qdq on are plain
+    data, so a copy can be sent to another process (:mod:`qdq_compiler.search` does) and compile there.
+    """
 
     def __init__(self, float_model: onnx.ModelProto, manager: PassManager, ctx: PassContext) -> None:
         names = [p.name for p in manager.passes]
@@ -100,12 +104,29 @@ class VariantCompiler:
         self.suffix = manager.passes[split:]
         self.ctx = ctx
 
-    def compile(self, float_layers: Sequence[str]) -> ir.Model:
+    @classmethod
+    def from_prepared(cls, prepared: bytes, suffix: Sequence[Pass], ctx: PassContext) -> VariantCompiler:
+        """A compiler of an already prepared model (:attr:`prepared`, :attr:`suffix` of another one)."""
+        compiler = cls.__new__(cls)
+        compiler.prepared, compiler.suffix, compiler.ctx = prepared, list(suffix), ctx
+        return compiler
+
+    def compile(
+        self, float_layers: Sequence[str], method: str | None = None, overrides: Sequence[str] = ()
+    ) -> ir.Model:
+        """The model with ``float_layers`` kept float; ``method`` / ``overrides`` replace calibrate's."""
         model = load_model(self.prepared)
         passes = [copy.copy(p) for p in self.suffix]
         place = passes[0]
         extra = tuple(exclude_pattern(name) for name in float_layers)
         place.options = dataclasses.replace(place.options, exclude=tuple(place.options.exclude) + extra)
+        if method is not None or overrides:
+            for index, pass_ in enumerate(passes):
+                if pass_.name == "calibrate":
+                    changes: dict = {"overrides": tuple(overrides)} if overrides else {}
+                    if method is not None:
+                        changes["method"] = method
+                    passes[index].options = dataclasses.replace(pass_.options, **changes)
         PassManager(passes).run(model, self.ctx, stamp=False)
         return model
 

@@ -25,7 +25,14 @@ from .progress import Progress
 from .subgraph import ONNXRUNTIME_DOMAINS, cut_to
 from .workers import run_pass
 
-__all__ = ["GRAPH_OPTIMIZATION_LEVEL", "MAX_WORKERS", "collect_statistics", "cpu_count", "is_reiterable"]
+__all__ = [
+    "GRAPH_OPTIMIZATION_LEVEL",
+    "MAX_WORKERS",
+    "accumulate_statistics",
+    "collect_statistics",
+    "cpu_count",
+    "is_reiterable",
+]
 
 # onnxruntime graph optimisation for calibration runs. The observed tensors are graph outputs, so no fusion
 # can swallow them. EXTENDED keeps the values bit for bit equal to an unoptimised session on CNNs
@@ -187,3 +194,22 @@ def collect_statistics(
     finally:
         if owned and bar is not None:
             bar.close()
+
+
+def accumulate_statistics(
+    model: onnx.ModelProto,
+    stats: Mapping[str, TensorStats],
+    batches: Iterable[Mapping[str, np.ndarray] | np.ndarray],
+    workers: int = 1,
+) -> int:
+    """Stream ``batches`` of ``model`` into the existing ``stats`` (keyed by tensor name); the batch count.
+
+    For statistics made elsewhere first: a worker binning its shard of the data into histograms whose range
+    the first batch fixed (:meth:`TensorStats.empty_like`), to be merged later (:mod:`qdq_compiler.search`).
+    """
+    specs = model_input_specs(model)
+    inputs = {spec.name for spec in specs}
+    _check_tensor_names(model, list(stats), inputs)
+    fetch = [name for name in stats if name not in inputs]
+    with _session(model, fetch) if fetch else contextlib.nullcontext() as session:
+        return run_pass(session, batches, specs, fetch, stats, None, workers)

@@ -493,7 +493,13 @@ class TensorStats:
                 hist[-1] += counts[size:].sum()
 
     def merge(self, other: TensorStats) -> None:
-        """Add another tensor's statistics (same binning, ``num_bins``, ``range`` and ``base``)."""
+        """Add another tensor's statistics (same binning and ``num_bins``; the same ``range`` once set).
+
+        Two ``"grow"`` histograms over the same first range may have merged bin pairs a different number of
+        times (one saw larger values): the finer one is coarsened to the other's width first, which is exact
+        (see the module docstring), so statistics collected over shards of the data and merged equal those of
+        one pass over all of it, once the shards start from the same range (:meth:`empty_like`).
+        """
         same = (other.num_bins, other.binning) == (self.num_bins, self.binning)
         if self.binning == "fixed":  # the range is set up front: it must agree whenever values come in
             clash = bool(other.count) and other.range != self.range
@@ -503,7 +509,10 @@ class TensorStats:
                 and self.count
                 and other.range > 0
                 and self.range > 0
-                and (other.range, other.base) != (self.range, self.base)
+                and (
+                    other.range != self.range
+                    or not _is_pow2(max(self.base, other.base) / min(self.base, other.base))
+                )
             )
         if not same or clash:
             raise ValueError(
@@ -513,16 +522,44 @@ class TensorStats:
         if other.count:
             if self.range == 0.0:
                 self.range, self.base = other.range, other.base
-            size = max(self.hist.size, other.hist.size)
+            other_hist = other.hist
+            if self.binning == "grow" and other.range > 0:
+                while self.base > other.base:
+                    self._merge_pairs()
+                if other.base > self.base:
+                    coarser = other.copy()
+                    while coarser.base > self.base:
+                        coarser._merge_pairs()
+                    other_hist = coarser.hist
+            size = max(self.hist.size, other_hist.size)
             merged = np.zeros(size, dtype=np.int64)
             merged[: self.hist.size] += self.hist
-            merged[: other.hist.size] += other.hist
+            merged[: other_hist.size] += other_hist
             self.hist = merged
             self.count += other.count
             self.min = min(self.min, other.min)
             self.max = max(self.max, other.max)
+            if self.binning == "grow":
+                self._trim()
         self.nan_count += other.nan_count
         self.inf_count += other.inf_count
+
+    def _trim(self) -> None:
+        """Drop empty bins past the one holding the largest value (one pass never makes them), keeping at
+        least ``base`` bins."""
+        used = np.flatnonzero(self.hist)
+        keep = max(math.ceil(self.base), int(used[-1]) + 1 if used.size else 0)
+        if keep < self.hist.size:
+            self.hist = self.hist[:keep].copy()
+
+    def empty_like(self) -> TensorStats:
+        """No values yet, but this histogram's binning (``range``, ``base``, size): a worker streaming a shard
+        of the data into it makes statistics that :meth:`merge` adds to these exactly."""
+        other = self.copy()
+        other.hist = np.zeros_like(self.hist)
+        other.count = other.nan_count = other.inf_count = 0
+        other.min, other.max = math.inf, -math.inf
+        return other
 
 
 def collect_exact(

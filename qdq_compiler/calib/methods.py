@@ -85,15 +85,15 @@ _AMAX_MEMO: contextvars.ContextVar[dict[tuple, float] | None] = contextvars.Cont
 
 
 @contextlib.contextmanager
-def memoized_amax() -> Iterator[None]:
+def memoized_amax(memo: dict | None = None) -> Iterator[None]:
     """Within this block, :func:`compute_amax` computes each (statistics content, method) once.
 
     For callers that compile one model many times over the same statistics (``qdqc sensitivity``). The key
     is the method with its typed parameters and a digest of what a method may read (histogram, range, base,
     binning, count, extremes; not the tensor name), so statistics updated inside the block are never served
-    a stale amax.
+    a stale amax. ``memo``: a dict to keep the amax in across blocks (a worker measuring many variants).
     """
-    token = _AMAX_MEMO.set({})
+    token = _AMAX_MEMO.set({} if memo is None else memo)
     try:
         yield
     finally:

@@ -37,11 +37,11 @@ class Closeness:
         ref, out = reference.astype(np.float64).ravel(), test.astype(np.float64).ravel()
         self.finite = self.finite and bool(np.all(np.isfinite(out)))
         self.equal = self.equal and bool(np.array_equal(ref, out))
-        if self.finite:
-            self.signal += float(np.dot(ref, ref))
+        if self.finite:  # numpy's pairwise sums, not BLAS: OpenBLAS splits a dot by thread (other last bits)
+            self.signal += float(np.sum(ref * ref))
             self.noise += float(np.sum((ref - out) ** 2))
-            self.dot += float(np.dot(ref, out))
-            self.test_power += float(np.dot(out, out))
+            self.dot += float(np.sum(ref * out))
+            self.test_power += float(np.sum(out * out))
         rows = reference.shape[0] if reference.ndim else 1
         if self.shape is None:
             self.shape = tuple(reference.shape)

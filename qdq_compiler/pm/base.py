@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -47,6 +47,9 @@ class PassContext:
     evaluation_data: Any = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("qdqc"))
     progress: bool = False  # draw progress bars (calibration) on a terminal
+    # Collects calibration statistics in place of calib.collect_statistics (same arguments and result, e.g.
+    # spread over Ray workers by qdq_compiler.search.distributed); None: collect in this process.
+    statistics_collector: Callable[..., dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # for plugin passes; built-in passes use fields
     # Facts about the model that hold until a pass modifies it (infer-shapes records that it ran, with
     # its options): kept by the PassManager, which forgets all but a pass's `preserved` facts whenever
