@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_sensitivity import PLANTED, _planted_model, _samples
+from test_sensitivity import PLANTED, WITHOUT_EQUALIZE, _planted_model, _samples
 
 from qdq_compiler.accuracy import compare_outputs, run_outputs
 from qdq_compiler.calib import collect_statistics
@@ -167,6 +167,7 @@ def _compile(tmp_path, model_path, calib_path, eval_path, out: str, *extra: str)
 def test_compile_target_sqnr_keeps_the_planted_layer_float_and_reaches_the_target(tmp_path, capsys):
     model_path, calib_path, eval_path = _write_planted(tmp_path)
     plain_args = ["-q", "compile", str(model_path), "--calib", str(calib_path), "--no-check"]
+    plain_args += ["--pipeline", WITHOUT_EQUALIZE]  # equalize repairs the planted layer (test_sensitivity)
     assert main([*plain_args, "-o", str(tmp_path / "plain.onnx")]) == 0
     batches = [{"x": _samples(8, 1)}]
     reference = run_outputs(onnx.load(model_path), batches)
@@ -175,7 +176,8 @@ def test_compile_target_sqnr_keeps_the_planted_layer_float_and_reaches_the_targe
     capsys.readouterr()
     args = ("--target-sqnr", f"{target:.2f}", "--workers", "1")
     assert main(["compile", str(model_path), "--calib", str(calib_path), "--eval", str(eval_path),
-                 "-o", str(tmp_path / "fb.onnx"), "--no-check", *args]) == 0  # fmt: skip
+                 "--pipeline", WITHOUT_EQUALIZE, "-o", str(tmp_path / "fb.onnx"), "--no-check",
+                 *args]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert f"--exclude {PLANTED}" in printed and "reached" in printed
     compiled = onnx.load(tmp_path / "fb.onnx")
@@ -278,7 +280,7 @@ def test_closeness_does_not_depend_on_the_blas_thread_count():
 
 def test_workers_reading_the_data_measure_what_a_list_of_batches_measures(tmp_path):
     """EvalSource (each worker reads --eval batch by batch) and batches held in the setup: same numbers."""
-    from qdq_compiler.cli_options import DEFAULT_COMPILE_PIPELINE, prepare_pipeline
+    from qdq_compiler.cli_options import prepare_pipeline
     from qdq_compiler.evaluation.data import open_eval_data
     from qdq_compiler.pm import load_passes
     from qdq_compiler.search.engine import EvalSource, Evaluator, build_setup
@@ -289,7 +291,7 @@ def test_workers_reading_the_data_measure_what_a_list_of_batches_measures(tmp_pa
     float_proto = onnx.load(model_path)
     measured = []
     for source in ("list", "source"):
-        manager, ctx = prepare_pipeline(str(model_path), DEFAULT_COMPILE_PIPELINE, opts, quiet=True)
+        manager, ctx = prepare_pipeline(str(model_path), WITHOUT_EQUALIZE, opts, quiet=True)
         if source == "list":
             batches = list(open_eval_data(str(eval_path), float_proto, limit=6).batches())
             setup, _ = build_setup(float_proto, manager, ctx, batches)
@@ -303,6 +305,7 @@ def test_workers_reading_the_data_measure_what_a_list_of_batches_measures(tmp_pa
     assert measured[0][1].sqnr_db > measured[0][0].sqnr_db + 10  # the planted layer float pays
     # the all-INT8 variant is what compile writes: its SQNR on the same 6 samples, measured here
     plain_args = ["-q", "compile", str(model_path), "--calib", str(calib_path), "--no-check"]
+    plain_args += ["--pipeline", WITHOUT_EQUALIZE]  # equalize repairs the planted layer (test_sensitivity)
     assert main([*plain_args, "-o", str(tmp_path / "plain.onnx")]) == 0
     batches = [{"x": _samples(8, 1)[:6]}]
     reference = run_outputs(float_proto, batches)
