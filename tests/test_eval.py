@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import onnx
@@ -12,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qdq_compiler.cli import main
+from qdq_compiler.errors import QdqcError
 from qdq_compiler.evaluation import evaluate_models
 from qdq_compiler.evaluation.kind import MODEL_KIND_KEY
 from qdq_compiler.evaluation.metrics import agreement, binary_iou, cosine_similarity
@@ -419,3 +421,26 @@ def test_the_json_report_is_byte_identical_run_to_run(tmp_path, class_weights, s
         )
         written.append(path.read_bytes())
     assert written[0] == written[1] and b'"top-1"' in written[0]
+
+
+def test_class_labels_read_the_bundled_form_with_a_classes_table(tmp_path) -> None:
+    """The bundled val.json nests its table under "labels" beside "classes" (names or indexes)."""
+    from qdq_compiler.evaluation.labels import load_class_labels
+
+    path = tmp_path / "val.json"
+    path.write_text(json.dumps({"classes": ["circle", "cross"], "labels": {"a.jpg": 1, "b.jpg": "circle"}}))
+    assert load_class_labels(path, ["b.jpg", "a.jpg"]).tolist() == [0, 1]
+    path.write_text(json.dumps({"classes": ["circle"], "labels": {"a.jpg": "square"}}))
+    with pytest.raises(QdqcError, match="'square'.*not a class index or one of the classes"):
+        load_class_labels(path, ["a.jpg"])
+
+
+def test_eval_of_the_bundled_classifier_against_its_shipped_labels(classifier_path, capsys) -> None:
+    model = str(classifier_path)
+    folder = os.path.dirname(model)
+    code = main(["eval", model, model, "--data", os.path.join(folder, "val"),
+                 "--labels", os.path.join(folder, "val.json"), "--limit", "8", "--json", "-"])  # fmt: skip
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    top1 = report["metrics"]["top-1"]
+    assert top1["int8_vs_fp32"] == 1.0 and 0.5 <= top1["fp32_vs_labels"] <= 1.0

@@ -34,11 +34,16 @@ def _missing(names: Sequence[str], known: set[str] | dict, where: Path) -> None:
         raise QdqcError(f"--labels {where}: no label for sample {absent[0]!r}{more}")
 
 
-def _class_index(value: object, name: str, where: Path) -> int:
+def _class_index(value: object, name: str, where: Path, classes: Sequence[str] = ()) -> int:
+    if isinstance(value, str) and value.strip() in classes:
+        return list(classes).index(value.strip())
     try:
         index = int(str(value).strip())
     except ValueError:
-        raise QdqcError(f"--labels {where}: the class of {name!r} is {value!r}, not a class index") from None
+        known = " or one of the classes " + ", ".join(classes) if classes else ""
+        raise QdqcError(
+            f"--labels {where}: the class of {name!r} is {value!r}, not a class index{known}"
+        ) from None
     if index < 0:
         raise QdqcError(f"--labels {where}: class {index} of {name!r} is negative")
     return index
@@ -68,18 +73,27 @@ def load_class_labels(path: str | Path, names: Sequence[str]) -> np.ndarray:
             raise QdqcError(f"--labels {where}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         if not isinstance(loaded, dict):
             raise QdqcError(f"--labels {where}: expected a JSON object mapping file name to class index")
-        mapping = {str(key): value for key, value in loaded.items()}
+        mapping, classes = _json_table(loaded)
     elif where.suffix.lower() == ".csv":
         rows = [row for row in csv.reader(text.splitlines()) if row]
         if rows and len(rows[0]) >= 2 and not rows[0][1].strip().lstrip("-").isdigit():
             rows = rows[1:]  # a header such as "file,class"
         if any(len(row) != 2 for row in rows):
             raise QdqcError(f"--labels {where}: expected CSV rows 'file name,class index'")
-        mapping = {row[0].strip(): row[1] for row in rows}
+        mapping, classes = {row[0].strip(): row[1] for row in rows}, []
     else:
         raise QdqcError(f"--labels {where}: classifier labels are a .json or .csv mapping file name to class")
     _missing(names, mapping, where)
-    return np.asarray([_class_index(mapping[name], name, where) for name in names], np.int64)
+    return np.asarray([_class_index(mapping[name], name, where, classes) for name in names], np.int64)
+
+
+def _json_table(loaded: dict) -> tuple[dict[str, object], list[str]]:
+    """The name -> class table of a labels JSON, and its class names: either the object itself, or
+    ``{"classes": [names], "labels": {file: index or name}}`` (the bundled classifier's val.json)."""
+    table, classes = loaded.get("labels"), loaded.get("classes", [])
+    if isinstance(table, dict) and isinstance(classes, list):
+        return {str(key): value for key, value in table.items()}, [str(name) for name in classes]
+    return {str(key): value for key, value in loaded.items()}, []
 
 
 def load_coco(path: str | Path, names: Sequence[str]) -> tuple[dict, list[int]]:
