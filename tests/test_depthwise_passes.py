@@ -227,3 +227,24 @@ def test_correct_bias_before_calibrate_is_one_line_error(tmp_path, capsys):
     assert code == 2
     assert err.startswith("qdqc: error: ") and "put it after calibrate or import-scales" in err
     assert "\n" not in err
+
+
+def test_equalize_makes_one_initializer_per_rescaled_input_whatever_the_sweeps(monkeypatch):
+    """Sweeps rescale arrays; the graph gets each rescaled weight/bias once (not once per sweep): a chain
+    of 10k pairs built eight times as many initializers as it kept."""
+    from qdq_compiler.rewrite.rewriter import Rewriter
+
+    made = []
+    original = Rewriter.add_constant
+    monkeypatch.setattr(
+        Rewriter, "add_constant", lambda self, *a, **k: made.append(1) or original(self, *a, **k)
+    )
+    source = depthwise_block("Relu")
+    model = load_model(source)
+    result = PassManager("equalize{iterations=8,tolerance=0}").run(model, PassContext())
+    equalized = to_proto(model)
+    assert result is not None
+    rescaled = {i.name for i in equalized.graph.initializer if "_equalized" in i.name}
+    assert 0 < len(made) == len(rescaled)  # every sweep ran (tolerance 0), each input written once
+    before, after = run_outputs(source, _batches()), run_outputs(equalized, _batches())
+    assert sqnr_db(before["y"], after["y"]) > 100
