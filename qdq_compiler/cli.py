@@ -204,7 +204,7 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     if opts["eval_data"] is not None:  # --method auto validates on it; the fallback search measures on it
         pass_ctx.evaluation_data = open_evaluation_data(model, opts["eval_data"], opts["batch_size"])
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
-    recover_to_target(model, manager, pass_ctx, opts, ctx.obj["quiet"])  # --target-sqnr, --max-metric-drop
+    search = recover_to_target(model, manager, pass_ctx, opts, ctx.obj["quiet"])  # --target-sqnr, ...
     compiled, timing = _run_pipeline(
         model, output, manager, opts, ctx.obj["quiet"], pass_ctx, defer_timing=True
     )
@@ -215,7 +215,7 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     if opts["report_dir"]:
         stats, passes = pass_ctx.calibration_stats, manager.passes
         seconds = compile_report(
-            opts["report_dir"], model, output, compiled, stats, passes, check, ctx.obj["quiet"]
+            opts["report_dir"], model, output, compiled, stats, passes, check, ctx.obj["quiet"], search
         )
         steps.append(("(report)", seconds))
     if opts["timing"]:

@@ -311,3 +311,29 @@ def test_workers_reading_the_data_measure_what_a_list_of_batches_measures(tmp_pa
     reference = run_outputs(float_proto, batches)
     plain = compare_outputs(reference, run_outputs(onnx.load(tmp_path / "plain.onnx"), batches))
     assert measured[0][0].sqnr_db == pytest.approx(plain.sqnr_db, rel=1e-9)
+
+
+def test_compile_report_draws_the_fallback_search_steps(tmp_path, monkeypatch):
+    """compile --target-sqnr --report: the report's fallback curve is the search's steps, baseline first."""
+    import qdq_compiler.cli as cli_module
+    from qdq_compiler.report.collect import fallback_from_search
+
+    pytest.importorskip("matplotlib", reason="--report draws with matplotlib (the report extra)")
+    model_path, calib_path, eval_path = _write_planted(tmp_path)
+    seen = []
+    original = cli_module.recover_to_target
+    monkeypatch.setattr(
+        cli_module, "recover_to_target", lambda *a, **k: seen.append(original(*a, **k)) or seen[-1]
+    )
+    report = tmp_path / "report"
+    code = main(["-q", "compile", str(model_path), "--calib", str(calib_path), "--eval", str(eval_path),
+                 "--pipeline", WITHOUT_EQUALIZE, "-o", str(tmp_path / "fb.onnx"), "--no-check",
+                 "--target-sqnr", "30", "--workers", "1", "--report", str(report)])  # fmt: skip
+    assert code == 0 and seen and seen[0] is not None
+    curve = fallback_from_search(seen[0])
+    assert curve.steps[0].label == "all INT8" and len(curve.steps) == len(seen[0].steps) >= 2
+    assert [step.metric for step in curve.steps] == [step.sqnr_db for step in seen[0].steps]
+    assert any(PLANTED in step.label for step in curve.steps[1:])
+    html = (report / "index.html").read_text()
+    assert "img/fallback.png" in html and "0: all INT8" in html
+    assert (report / "img" / "fallback.png").stat().st_size > 1000

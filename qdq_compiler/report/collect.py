@@ -278,6 +278,19 @@ def compile_report(
     )
 
 
+def fallback_from_search(result) -> FallbackCurve:
+    """A fallback search's steps (``qdq_compiler.search.fallback.FallbackResult``) as a fallback curve:
+    the goal's measure (SQNR, or the task metric) at each step, the all-INT8 baseline first."""
+    goal = result.goal
+    name = "SQNR dB" if goal.kind == "sqnr" else (goal.metric_name or "metric")
+    steps = []
+    for step in result.steps:
+        value = step.sqnr_db if goal.kind == "sqnr" else step.metric
+        label = "all INT8" if step.phase == "baseline" else f"{step.phase} {step.unit}"
+        steps.append(FallbackStep(label, float("nan") if value is None else value, step.int8_mac_share))
+    return FallbackCurve(name, steps)
+
+
 def fallback_from_sensitivity(report) -> FallbackCurve:
     """Sensitivity's cumulative steps as a fallback curve, the all-INT8 baseline first."""
     steps = [FallbackStep("all INT8", report.baseline.sqnr_db, report.baseline_int8_mac_share)]

@@ -44,13 +44,16 @@ def compile_report(
     passes: Sequence,
     check: SelfCheck | None,
     quiet: bool,
+    search=None,
 ) -> float:
-    """Write the report of a compile; return the seconds it took."""
+    """Write the report of a compile (with the fallback search's curve when one ran); return its seconds."""
     from qdq_compiler.report import collect
 
     started = time.perf_counter()
     plan = collect.calibration_plan(passes)
     data = collect.compile_report(model_path, output, compiled, stats, plan, check)
+    if search is not None and search.steps:
+        data.fallback = collect.fallback_from_search(search)
     return _written(write_report(report_dir, data), quiet, started)
 
 
