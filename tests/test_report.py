@@ -24,7 +24,7 @@ from qdq_compiler.report import FallbackCurve, FallbackStep, RankedLayer, Report
 from qdq_compiler.report.collect import activation_amax, calibration_plan, compile_report, weight_ranges
 from qdq_compiler.report.data import clipped_fraction
 
-pytest.importorskip("matplotlib")
+pytest.importorskip("matplotlib", reason="--report draws with matplotlib (the report extra, also in dev)")
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,7 @@ import pytest
 from qdq_compiler.cli import main
 from qdq_compiler.zoo.bundled import DATA_DIR
 
-pytest.importorskip("matplotlib")
+pytest.importorskip("matplotlib", reason="--report draws with matplotlib (the report extra, also in dev)")
 pytest.importorskip("websocket", reason="websocket-client (dev extra) drives the browser")
 
 from headless_chromium import Page, find_chromium  # noqa: E402  (after the skips: it imports websocket)
