@@ -14,9 +14,10 @@ from qdq_compiler.calib.histogram import TensorStats
 from qdq_compiler.calib.methods import MethodPlan, compute_amax
 from qdq_compiler.ir import count_qdq
 from qdq_compiler.ir.editing import constant_array
-from qdq_compiler.ir.op_facts import is_activation_quantizer, weighted_op
-from qdq_compiler.ir.qdq import axis_of, broadcast_scale, is_dequantize, is_quantize, scale_of
+from qdq_compiler.ir.op_facts import is_activation_quantizer, qdq_axis, weighted_op
+from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of, zero_point_of
 from qdq_compiler.quant.decisions import LayerDecision, layer_decisions
+from qdq_compiler.quant.float_view import dequantize
 from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.quant.scale_groups import scale_groups, underlying_tensor
 from qdq_compiler.report.data import (
@@ -181,12 +182,11 @@ def _weight_values(node: ir.Node) -> np.ndarray | None:
     if is_quantize(before) and before.inputs[0] is not None:
         array = constant_array(before.inputs[0])
         return None if array is None else np.asarray(array, dtype=np.float64)
-    array, scale = (constant_array(data) if data is not None else None), scale_of(producer)
-    if array is None or scale is None:
+    stored, scale = (constant_array(data) if data is not None else None), scale_of(producer)
+    if stored is None or scale is None:
         return None
-    axis = axis_of(producer)
-    scale = np.asarray(scale, dtype=np.float64)
-    return array.astype(np.float64) * (scale if axis is None else broadcast_scale(scale, array.ndim, axis))
+    values = dequantize(stored, np.asarray(scale), zero_point_of(producer), qdq_axis(producer))
+    return values.astype(np.float64)
 
 
 def weight_ranges(model: ir.Model, count: int = WORST_SPREAD_LAYERS) -> list[WeightRanges]:
