@@ -12,7 +12,6 @@ from qdq_compiler.calib.methods import AMAX_FLOOR, parse_method_spec
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import constant_array
-from qdq_compiler.ir.qdq import is_dequantize, is_quantize
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.activation_scales import activation_quantizers, apply_amax
 from qdq_compiler.quant.activation_scales import quantized_tensor_name as _tensor_name
@@ -27,6 +26,7 @@ from qdq_compiler.quant.auto_method import (
 from qdq_compiler.quant.float_view import float_view
 from qdq_compiler.quant.grid import INT8_MAX
 from qdq_compiler.quant.notices import first_names, warn_once
+from qdq_compiler.quant.scale_groups import underlying_tensor
 from qdq_compiler.rewrite import Rewriter
 from qdq_compiler.targets.recipe import record_calibration
 
@@ -161,11 +161,13 @@ class Calibrate(Pass):
         return ctx.calibration_stats
 
 
-def _zero_tensors_amax(stats: dict, amax: dict[str, float]) -> None:
-    """Give the tensors in ``amax`` that were zero on every sample ``ZERO_TENSOR_AMAX`` (no warning)."""
-    for name in amax:
-        if name in stats and stats[name].absmax <= AMAX_FLOOR:
-            amax[name] = ZERO_TENSOR_AMAX
+def _zero_tensors_amax(stats: dict, amax: dict[str, float]) -> list[str]:
+    """Give the tensors in ``amax`` that were zero on every sample ``ZERO_TENSOR_AMAX`` (no warning); return
+    their names, sorted."""
+    zero = sorted(name for name in amax if name in stats and stats[name].absmax <= AMAX_FLOOR)
+    for name in zero:
+        amax[name] = ZERO_TENSOR_AMAX
+    return zero
 
 
 def _guard_degenerate(model: ir.Model, stats: dict, amax: dict[str, float], ctx: PassContext) -> None:
@@ -175,9 +177,7 @@ def _guard_degenerate(model: ir.Model, stats: dict, amax: dict[str, float], ctx:
     A tensor that was zero on every calibration sample quantizes exactly with any scale; the floor scale
     would crush any non-zero value it sees later to ~1e-8 and make a consumer's INT32 bias overflow.
     """
-    zero = [name for name in sorted(stats) if stats[name].absmax <= AMAX_FLOOR]
-    for name in zero:
-        amax[name] = ZERO_TENSOR_AMAX
+    zero = _zero_tensors_amax(stats, amax)
     if zero:
         warn_once(
             ctx,
@@ -214,20 +214,11 @@ def _concat_members(quantizers: list[ir.Node]) -> dict[str, tuple[str, list[str]
             for user, _ in value.uses()
         ]
         for member in producer.inputs:
-            member = _quantized_source(member)  # a member read through its DQ: the tensor its Q quantizes
+            # a member read through its DQ: the tensor its Q quantizes
+            member = underlying_tensor(member) if member is not None else None
             if member is not None and member.name and constant_array(member) is None:
                 members[member.name] = (tensor.name or "", readers)
     return members
-
-
-def _quantized_source(value: ir.Value | None) -> ir.Value | None:
-    """The float tensor behind a DQ(Q(x)) output (the name calibration sees), else `value` itself."""
-    dequantize = value.producer() if value is not None else None
-    if is_dequantize(dequantize) and dequantize is not None and dequantize.inputs[0] is not None:
-        quantize = dequantize.inputs[0].producer()
-        if is_quantize(quantize) and quantize is not None:
-            return input_of(quantize, 0)
-    return value
 
 
 def _warn_drowned_members(

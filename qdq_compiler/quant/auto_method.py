@@ -276,7 +276,7 @@ def choose_auto(
     options: AutoOptions,
     data: Any,
     logger: logging.Logger,
-    guard: Callable[[dict[str, float]], None] = lambda amax: None,
+    guard: Callable[[dict[str, float]], object] = lambda amax: None,
     held_out: bool = False,
 ) -> AutoOutcome:
     """Choose the amax of the ``auto`` tensors (``fixed_amax`` holds every other calibrated tensor's).
