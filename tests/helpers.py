@@ -1,10 +1,13 @@
-"""Test helpers: run models in onnxruntime, compare outputs."""
+"""Test helpers: build small models, run them in onnxruntime, compare outputs."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 
 def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
@@ -33,3 +36,45 @@ def max_relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
     """max |a - e| / max(|e|) over the tensor (scale-aware, robust to near-zero entries)."""
     denominator = float(np.max(np.abs(expected))) or 1.0
     return float(np.max(np.abs(actual.astype(np.float64) - expected)) / denominator)
+
+
+def graph_model(
+    nodes: Sequence[onnx.NodeProto],
+    initializers: Mapping[str, np.ndarray],
+    input_shape: Sequence[int],
+    outputs: Mapping[str, Sequence[int]],
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """A checked model: float input ``x`` of ``input_shape``, the named float ``outputs``, initializers."""
+    graph = helper.make_graph(
+        list(nodes),
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, list(dims)) for out, dims in outputs.items()],
+        [numpy_helper.from_array(array, name) for name, array in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def concat_of_distant_ranges(ratio: float, channels: int = 8, side: int = 6) -> onnx.ModelProto:
+    """x -> conv1 (positive weights) -> a; a -> conv2 (positive, gain ~ratio) -> b; Concat(a, b) -> conv3
+    -> conv4 -> y: a scale group whose members' ranges differ by ``ratio``. With ``a`` tied to the Concat's
+    scale, conv2 reads zeros and y is all wrong."""
+    rng = np.random.default_rng(0)
+    weights = {
+        "w1": rng.uniform(0.01, 0.1, (channels, channels, 1, 1)),
+        "w2": rng.uniform(0.5, 1.5, (channels, channels, 1, 1)) * ratio / channels / 0.25,
+        "w3": rng.uniform(-1.0, 1.0, (channels, 2 * channels, 1, 1)) / ratio,
+        "w4": rng.uniform(-1.0, 1.0, (channels, channels, 1, 1)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
+        helper.make_node("Conv", ["a", "w2"], ["b"], name="conv2"),
+        helper.make_node("Concat", ["a", "b"], ["cat"], name="concat", axis=1),
+        helper.make_node("Conv", ["cat", "w3"], ["d"], name="conv3"),
+        helper.make_node("Conv", ["d", "w4"], ["y"], name="conv4"),
+    ]
+    shape = (1, channels, side, side)
+    return graph_model(nodes, {k: v.astype(np.float32) for k, v in weights.items()}, shape, {"y": shape})

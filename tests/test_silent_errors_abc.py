@@ -13,6 +13,7 @@ import logging
 import numpy as np
 import onnx
 import pytest
+from helpers import concat_of_distant_ranges, graph_model
 from onnx import TensorProto, helper, numpy_helper
 
 from qdq_compiler.accuracy import run_outputs
@@ -27,16 +28,7 @@ SIDE = 6
 
 
 def _model(nodes, initializers, outputs, input_shape=(1, CHANNELS, SIDE, SIDE)) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(d)) for name, d in outputs.items()],
-        [numpy_helper.from_array(array, name) for name, array in initializers.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return graph_model(nodes, initializers, input_shape, outputs)
 
 
 def _compile(model: onnx.ModelProto, pipeline: str = "trt-int8", data=None) -> onnx.ModelProto:
@@ -55,27 +47,6 @@ def _max_relative_error(reference: np.ndarray, actual: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------------------
 # 2a: a scale group whose members' ranges differ by orders of magnitude
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _concat_of_distant_ranges(ratio: float) -> onnx.ModelProto:
-    """x -> conv1 (positive weights) -> a; a -> conv2 (positive, gain ~ratio) -> b; Concat(a, b) -> conv3
-    -> conv4 -> y. With ``a`` tied to the Concat's scale, conv2 reads zeros and y is all wrong."""
-    rng = np.random.default_rng(0)
-    weights = {
-        "w1": rng.uniform(0.01, 0.1, (CHANNELS, CHANNELS, 1, 1)),
-        "w2": rng.uniform(0.5, 1.5, (CHANNELS, CHANNELS, 1, 1)) * ratio / CHANNELS / 0.25,
-        "w3": rng.uniform(-1.0, 1.0, (CHANNELS, 2 * CHANNELS, 1, 1)) / ratio,
-        "w4": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
-    }
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
-        helper.make_node("Conv", ["a", "w2"], ["b"], name="conv2"),
-        helper.make_node("Concat", ["a", "b"], ["cat"], name="concat", axis=1),
-        helper.make_node("Conv", ["cat", "w3"], ["d"], name="conv3"),
-        helper.make_node("Conv", ["d", "w4"], ["y"], name="conv4"),
-    ]
-    shape = (1, CHANNELS, SIDE, SIDE)
-    return _model(nodes, {k: v.astype(np.float32) for k, v in weights.items()}, {"y": shape})
 
 
 def _positive_samples(count: int = 8, seed: int = 1) -> np.ndarray:
@@ -97,7 +68,7 @@ def _scale(model: onnx.ModelProto, quantize_input: str) -> float:
 
 def test_2a_a_branch_far_below_its_concat_keeps_its_own_scale(caplog) -> None:
     """Before the fix: conv2 read Q(a) at the Concat's scale, i.e. all zeros (max relative error 1.0)."""
-    model = _concat_of_distant_ranges(1e4)
+    model = concat_of_distant_ranges(1e4)
     samples = _positive_samples()
     with caplog.at_level(logging.WARNING, logger="qdqc"):
         compiled = _compile(model, data=samples)
@@ -109,7 +80,7 @@ def test_2a_a_branch_far_below_its_concat_keeps_its_own_scale(caplog) -> None:
 
 
 def test_2a_explain_reports_the_requantization_left_by_an_untied_member() -> None:
-    model = _concat_of_distant_ranges(1e4)
+    model = concat_of_distant_ranges(1e4)
     compiled = _compile(model, data=_positive_samples())
     report = predict_fusions(load_model(compiled))
     found = [(r.dq, r.q) for r in report.requantizations]
@@ -120,7 +91,7 @@ def test_2a_explain_reports_the_requantization_left_by_an_untied_member() -> Non
 
 
 def test_2a_ranges_within_the_ratio_are_still_tied() -> None:
-    model = _concat_of_distant_ranges(4.0)
+    model = concat_of_distant_ranges(4.0)
     samples = _positive_samples()
     compiled = _compile(model, data=samples)
     assert _scale(compiled, "a") == _scale(compiled, "cat")
@@ -128,7 +99,7 @@ def test_2a_ranges_within_the_ratio_are_still_tied() -> None:
 
 
 def test_2a_max_ratio_option_sets_the_limit() -> None:
-    model = _concat_of_distant_ranges(1e4)
+    model = concat_of_distant_ranges(1e4)
     pipeline = TRT_INT8.replace("unify-scales", "unify-scales{max-ratio=1e6}")
     compiled = _compile(model, pipeline, data=_positive_samples())
     assert _scale(compiled, "a") == _scale(compiled, "cat")  # the user asked to tie whatever the cost

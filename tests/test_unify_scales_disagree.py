@@ -8,7 +8,8 @@ import logging
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from helpers import concat_of_distant_ranges, graph_model
+from onnx import helper
 
 from qdq_compiler.accuracy.numerics import run_outputs, sqnr_db
 from qdq_compiler.errors import QdqcError
@@ -20,33 +21,6 @@ from qdq_compiler.targets import lint_model
 
 CHANNELS, SIDE = 8, 6
 GROUP_FLOAT = TRT_INT8.replace("unify-scales", "unify-scales{disagree=float}")
-
-
-def _concat_of_distant_ranges(ratio: float) -> onnx.ModelProto:
-    """x -> conv1 -> a; a -> conv2 (gain ~ratio) -> b; Concat(a, b) -> conv3 -> conv4 -> y."""
-    rng = np.random.default_rng(0)
-    weights = {
-        "w1": rng.uniform(0.01, 0.1, (CHANNELS, CHANNELS, 1, 1)),
-        "w2": rng.uniform(0.5, 1.5, (CHANNELS, CHANNELS, 1, 1)) * ratio / CHANNELS / 0.25,
-        "w3": rng.uniform(-1.0, 1.0, (CHANNELS, 2 * CHANNELS, 1, 1)) / ratio,
-        "w4": rng.uniform(-1.0, 1.0, (CHANNELS, CHANNELS, 1, 1)),
-    }
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
-        helper.make_node("Conv", ["a", "w2"], ["b"], name="conv2"),
-        helper.make_node("Concat", ["a", "b"], ["cat"], name="concat", axis=1),
-        helper.make_node("Conv", ["cat", "w3"], ["d"], name="conv3"),
-        helper.make_node("Conv", ["d", "w4"], ["y"], name="conv4"),
-    ]
-    shape = [1, CHANNELS, SIDE, SIDE]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _concat_read_only_by_itself(ratio: float) -> onnx.ModelProto:
@@ -73,15 +47,8 @@ def _concat_read_only_by_itself(ratio: float) -> onnx.ModelProto:
         helper.make_node("Conv", ["cat", "w3"], ["d"], name="conv3"),
         helper.make_node("Conv", ["d", "w4"], ["y"], name="conv4"),
     ]
-    shape = [1, CHANNELS, SIDE, SIDE]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    shape = (1, CHANNELS, SIDE, SIDE)
+    return graph_model(nodes, {k: v.astype(np.float32) for k, v in weights.items()}, shape, {"y": shape})
 
 
 def _samples(count: int, seed: int) -> np.ndarray:
@@ -107,7 +74,7 @@ def _quantized_tensors(model: onnx.ModelProto) -> set[str]:
 
 
 def test_a_disagreeing_group_stays_float_and_matches_float_better(caplog) -> None:
-    model = _concat_of_distant_ranges(1e4)
+    model = concat_of_distant_ranges(1e4)
     split = _compile(model, "trt-int8")
     with caplog.at_level(logging.WARNING, logger="qdqc"):
         kept = _compile(model, GROUP_FLOAT)
@@ -135,7 +102,7 @@ def test_a_concat_whose_inputs_only_it_reads_stays_float_when_they_disagree() ->
 
 
 def test_a_group_within_the_ratio_is_tied_as_before() -> None:
-    model = _concat_of_distant_ranges(4.0)
+    model = concat_of_distant_ranges(4.0)
     kept = _compile(model, GROUP_FLOAT)
     assert {"a", "cat"} <= _quantized_tensors(kept)
     assert to_proto(load_model(kept)).graph == to_proto(load_model(_compile(model, "trt-int8"))).graph
@@ -144,4 +111,4 @@ def test_a_group_within_the_ratio_is_tied_as_before() -> None:
 
 def test_an_unknown_disagree_value_is_a_user_error() -> None:
     with pytest.raises(QdqcError, match="disagree"):
-        _compile(_concat_of_distant_ranges(4.0), TRT_INT8.replace("unify-scales", "unify-scales{disagree=x}"))
+        _compile(concat_of_distant_ranges(4.0), TRT_INT8.replace("unify-scales", "unify-scales{disagree=x}"))
