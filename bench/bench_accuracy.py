@@ -3,13 +3,14 @@
 For each bundled model (qdq_compiler/data/{detector,classifier,segmenter}) and each variant:
 
 - qdqc's default pipeline (``default``);
-- each calibration method, one pass and two passes (``max``, ``percentile``, ``entropy``, ``mse``,
-  ``max-2p`` ... ``mse-2p``: ``--method M [--two-pass]``);
+- each calibration method, one pass and two passes (``max``, ``percentile``, ``entropy``, ``mse``:
+  ``--method M --one-pass``; ``max-2p`` ... ``mse-2p``: ``--method M --two-pass``, the default path);
 - each policy of bench_policies.py (``trt-kernels``, ``pooled-float``, ``equalize``, ``correct-bias``,
   ``all``, ``no-equalize``; those equal to the default are skipped), and the scale-group policies
   ``group-float`` (``unify-scales{disagree=float}``: a group whose ranges differ more than max-ratio stays
   float) and ``group-ratio4`` (``unify-scales{max-ratio=4}``: members more than 4x below their group keep
-  their own scale), as pipeline texts derived from the registered trt-int8 (bench_policies.pipeline);
+  their own scale), and ``no-int8-mul`` (``place-qdq{int8-mul=false}``: the SE Mul in float), as pipeline
+  texts derived from the registered trt-int8 (bench_policies.pipeline);
 - onnxruntime ``quantize_static`` (``ort``: QDQ, per-channel, MinMax, symmetric int8) and Model Optimizer
   0.47 (``modelopt``: ``--quantize_mode int8`` default calibration; ``modelopt-max``), all calibrated on
   the same images as qdqc reads them (``open_calibration_data``: RGB / 255, NCHW);
@@ -54,13 +55,14 @@ def qdqc_variants() -> dict[str, list[str]]:
     """variant name -> the `qdqc compile` arguments that select it."""
     variants: dict[str, list[str]] = {"default": []}
     for method in METHODS:
-        variants[method] = ["--method", method]
+        variants[method] = ["--method", method, "--one-pass"]
         variants[f"{method}-2p"] = ["--method", method, "--two-pass"]
     for name, text in POLICY_VARIANTS.items():
         if text != pipeline():  # "equalize" is the default itself once trt-int8 runs it
             variants[name] = ["--pipeline", text]
     for name, options in (("group-float", "disagree=float"), ("group-ratio4", "max-ratio=4")):
         variants[name] = ["--pipeline", pipeline().replace("unify-scales", f"unify-scales{{{options}}}")]
+    variants["no-int8-mul"] = ["--pipeline", pipeline(place="place-qdq{int8-mul=false}")]
     return variants
 
 

@@ -34,7 +34,8 @@ def _default(name: str) -> str:
 def calibration_data_options(with_cache: bool = True, with_two_pass: bool = True):
     """Options that choose what calibration reads: data (or a cache), batch size, sample limit, two passes.
 
-    `opt` takes them without --two-pass: it runs its pipeline text as written (`calibrate{exact=true}`).
+    `opt` takes them without --two-pass/--one-pass: it runs its pipeline text as written
+    (`calibrate{exact=false}`).
     """
 
     def decorate(fn):
@@ -70,11 +71,11 @@ def calibration_data_options(with_cache: bool = True, with_two_pass: bool = True
                 help="Use the first N samples (default: all).",
             ),
             click.option(
-                "--two-pass",
-                is_flag=True,
-                default=False,
-                help="Read the data twice: histograms over exactly [0, absmax] instead of growing ones "
-                "(twice the model runs; trt-int8{two-pass=true}, calibrate{exact=true}).",
+                "--two-pass/--one-pass",
+                "two_pass",
+                default=None,
+                help="Read the data twice (the default): histograms over exactly [0, absmax], or once into "
+                "growing ones (half the model runs; trt-int8{two-pass=false}, calibrate{exact=false}).",
             )
             if with_two_pass
             else None,
@@ -198,15 +199,15 @@ def refuse_calibration_data_without_calibrate(pass_names: set[str], opts: dict) 
 def apply_compile_flags(passes: list[Pass] | PassManager, opts: dict) -> None:
     """Set the pipeline options the command's flags give (PIPELINE_OPTIONS), where the text left them unset.
 
-    A flag not given (None, False, empty) sets nothing; one that contradicts the text is a PipelineError
-    naming both; one whose pass the pipeline does not run is refused.
+    A flag not given (None, empty, False of a flag without an off form) sets nothing; one that contradicts
+    the text is a PipelineError naming both; one whose pass the pipeline does not run is refused.
     """
     passes = passes.passes if isinstance(passes, PassManager) else passes
     names = {p.name for p in passes}
     refuse_calibration_data_without_calibrate(names, opts)
     for option in PIPELINE_OPTIONS:
         value = opts.get(option.flag_param) if option.flag_param else None
-        if value is None or value is False or value == ():
+        if value is None or (value is False and option.off_flag is None) or value == ():
             continue
         value = tuple(value) if isinstance(value, list | tuple) else value
         routed = option.routed_passes()

@@ -78,8 +78,10 @@ PIPELINE_OPTIONS = (
     PipelineOption(
         "two-pass",
         (("calibrate", "exact"),),
-        "Read the data twice: histograms over exactly [0, absmax] instead of growing ones.",
+        "Read the data twice (the default): histograms over exactly [0, absmax] instead of growing ones; "
+        "false (--one-pass) reads them once.",
         flag="--two-pass",
+        off_flag="--one-pass",
     ),
     PipelineOption(
         "exclude",

@@ -52,32 +52,33 @@ def test_compile_is_byte_identical_across_runs(yolo_path, calib_path, tmp_path) 
     assert first.read_bytes() == second.read_bytes()
 
 
-def test_two_pass_flag_reads_the_data_twice(yolo_path, calib_path, tmp_path) -> None:
-    one, two = tmp_path / "one.onnx", tmp_path / "two.onnx"
+def test_two_pass_is_the_default_and_one_pass_reads_the_data_once(yolo_path, calib_path, tmp_path) -> None:
+    one, two, flagged = tmp_path / "one.onnx", tmp_path / "two.onnx", tmp_path / "flagged.onnx"
     args = ["-q", "compile", str(yolo_path), "--calib", str(calib_path), "--method", "entropy"]
-    assert main([*args, "-o", str(one)]) == 0
-    assert main([*args, "-o", str(two), "--two-pass"]) == 0
+    assert main([*args, "-o", str(one), "--one-pass"]) == 0
+    assert main([*args, "-o", str(two)]) == 0
+    assert main([*args, "-o", str(flagged), "--two-pass"]) == 0
     pipelines = [
         {p.key: p.value for p in onnx.load(str(path)).metadata_props}["qdq_compiler.pipeline"]
         for path in (one, two)
     ]
-    assert "exact=true" not in pipelines[0] and "calibrate{method=entropy,exact=true}" in pipelines[1]
+    assert "calibrate{method=entropy,exact=false}" in pipelines[0] and "exact=" not in pipelines[1]
     assert one.read_bytes() != two.read_bytes()  # other histograms: the first sample is not the whole range
+    assert two.read_bytes() == flagged.read_bytes()  # --two-pass asks for the default
 
 
 def test_two_pass_needs_a_two_pass_cache(yolo_path, calib_path, tmp_path, capsys) -> None:
+    """A one-pass cache serves the default (two passes not asked for) as it is, and is refused by an explicit
+    --two-pass; `calibrate` saves two-pass statistics by default."""
     one_pass, two_pass = tmp_path / "one.stats", tmp_path / "two.stats"
-    assert main(["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(one_pass)]) == 0
-    args = ["-q", "compile", str(yolo_path), "-o", str(tmp_path / "o.onnx"), "--two-pass", "--calib-cache"]
-    assert main([*args, str(one_pass)]) != 0
+    calibrate = ["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o"]
+    assert main([*calibrate, str(one_pass), "--one-pass"]) == 0
+    args = ["-q", "compile", str(yolo_path), "-o", str(tmp_path / "o.onnx"), "--calib-cache"]
+    assert main([*args, str(one_pass)]) == 0
+    assert main([*args, str(one_pass), "--two-pass"]) != 0
     assert "holds one-pass statistics" in capsys.readouterr().err
-    assert (
-        main(
-            ["-q", "calibrate", str(yolo_path), "--calib", str(calib_path), "-o", str(two_pass), "--two-pass"]
-        )
-        == 0
-    )
-    assert main([*args, str(two_pass)]) == 0
+    assert main([*calibrate, str(two_pass)]) == 0
+    assert main([*args, str(two_pass), "--two-pass"]) == 0
 
 
 def test_calibrate_then_compile_from_cache(yolo_path, calib_path, tmp_path) -> None:

@@ -78,12 +78,12 @@ def test_a_pass_backed_option_shows_the_pass_default(flag, pass_option) -> None:
 
 
 def test_method_default_is_calibrate_s_in_every_command() -> None:
-    """compile, sensitivity and demo all show `[default: mse]` for --method: calibrate's own (calibrate
+    """compile, sensitivity and demo all show `[default: percentile]` for --method: calibrate's own (calibrate
     the command does not offer --method: the statistics it saves do not depend on it)."""
-    assert get_pass("calibrate").Options().method == "mse"
+    assert get_pass("calibrate").Options().method == "percentile"
     for name in ("compile", "sensitivity", "demo"):
         texts = [text for option, text in _help_records(cli.commands[name]) if "--method" in option.opts]
-        assert len(texts) == 1 and texts[0].endswith("[default: mse]"), (name, texts)
+        assert len(texts) == 1 and texts[0].endswith("[default: percentile]"), (name, texts)
 
 
 @pytest.mark.parametrize("name", sorted(cli.commands))

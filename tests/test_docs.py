@@ -72,7 +72,7 @@ def test_passes_doc_lists_every_builtin_pass_and_no_plugin() -> None:
     for name in ("calibrate", "fold-bn", "place-qdq", "verify-trt"):
         assert f"\n## {name}\n" in page
     assert "\n## clip-to-relu\n" not in page  # the installed example plugin documents itself
-    assert "| `method` | `str` | `mse` |" in page
+    assert "| `method` | `str` | `percentile` |" in page
 
 
 def test_the_tutorials_first_block_is_a_plugin_file_for_qdqc_opt(tmp_path, monkeypatch) -> None:

@@ -93,7 +93,7 @@ def test_trt11_in_the_text_raises_the_opset_where_the_text_left_it() -> None:
 def test_target_and_weights_help_show_their_defaults(capsys) -> None:
     assert main(["compile", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "default: trt10" in out and "default: int8" in out and "default: mse" in out
+    assert "default: trt10" in out and "default: int8" in out and "default: percentile" in out
 
 
 # ---- 2. named pipelines take options; one table for options and flags ----
@@ -250,7 +250,7 @@ SAMPLE_VALUES = {
     "opset": "17",
     "method": "percentile{p=99.9}",
     "overrides": "[head.*=max,op:Concat=percentile{p=99.9}]",
-    "two-pass": "true",
+    "two-pass": "false",
     "exclude": "[a.*,b]",
     "exclude-ops": "[Concat]",
     "quantize-head": "true",

@@ -52,7 +52,7 @@ def test_compile_records_target_io_method_pipeline_and_version(compiled) -> None
     import qdq_compiler
 
     trt11 = read_recipe(load_model(compiled["trt11"]))
-    assert (trt11.target, trt11.io_fp16, trt11.calibration) == ("trt11", False, "mse")
+    assert (trt11.target, trt11.io_fp16, trt11.calibration) == ("trt11", False, "percentile")
     assert "legalize-trt{target=trt11}" in trt11.pipeline and trt11.version == qdq_compiler.__version__
     trt10 = read_recipe(load_model(compiled["trt10"]))
     assert (trt10.target, trt10.calibration, trt10.trt_major) == ("trt10", "max", 10)
@@ -154,7 +154,7 @@ def test_inspect_shows_the_recipe_in_words(compiled, capsys) -> None:
     assert main(["inspect", str(compiled["trt11"])]) == 0
     out = capsys.readouterr().out
     assert "target: trt11 (TensorRT 11, strongly typed" in out
-    assert "calibration: mse" in out and "pipeline: upgrade-opset" in out and "qdqc version: " in out
+    assert "calibration: percentile" in out and "pipeline: upgrade-opset" in out and "qdqc version: " in out
     assert main(["inspect", str(compiled["float"])]) == 0
     assert "compiled with: nothing recorded" in capsys.readouterr().out
 
@@ -165,7 +165,7 @@ def test_explain_says_what_to_know_before_flashing(compiled, capsys) -> None:
     trtexec_line = capsys.readouterr().out.strip()
     assert main(["explain", path]) == 0
     out = capsys.readouterr().out
-    assert "target: trt11 (TensorRT 11" in out and "calibration: mse" in out
+    assert "target: trt11 (TensorRT 11" in out and "calibration: percentile" in out
     assert "pipeline: upgrade-opset" in out and "qdqc version: " in out
     assert "lint: 0 error(s), 0 warning(s)" in out
     assert "INT8 MAC share: " in out and "Requantizations " in out
@@ -181,7 +181,7 @@ def test_explain_json_carries_the_same_fields(compiled, capsys) -> None:
     trtexec_line = capsys.readouterr().out.strip()
     assert main(["explain", path, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["recipe"]["target"] == "trt11" and data["recipe"]["calibration"] == "mse"
+    assert data["recipe"]["target"] == "trt11" and data["recipe"]["calibration"] == "percentile"
     assert data["lint"] == {"errors": 0, "warnings": 0}
     assert data["trtexec"] == trtexec_line and data["requantizations"] == []
     assert 0.5 < data["int8_mac_share"] <= 1.0

@@ -25,6 +25,7 @@ class PipelineOption:
     routes: tuple[tuple[str, str], ...]  # (pass name, Options field): every such pass in the pipeline gets it
     help: str
     flag: str | None = None  # e.g. "--exclude-op"
+    off_flag: str | None = None  # a boolean option on by default: the flag that turns it off ("--one-pass")
 
     @property
     def flag_param(self) -> str | None:
@@ -53,7 +54,7 @@ def entry_text(name: str, key: str, value: Any) -> str:
 def flag_text(option: PipelineOption, value: Any) -> str:
     """`--target trt11`, `--io-fp16`, `--exclude a --exclude b`: a flag as the user typed it."""
     if isinstance(value, bool):
-        return str(option.flag)
+        return str(option.flag if value or option.off_flag is None else option.off_flag)
     if isinstance(value, tuple):
         return " ".join(f"{option.flag} {item}" for item in value)
     return f"{option.flag} {value}"
