@@ -18,7 +18,7 @@ from qdq_compiler.accuracy import (
     run_outputs,
     sqnr_db,
 )
-from qdq_compiler.accuracy.sensitivity import _gain, _rank_key, exclude_pattern
+from qdq_compiler.accuracy.sensitivity import exclude_pattern, gain, rank_key
 from qdq_compiler.calib import methods
 from qdq_compiler.calib.histogram import TensorStats
 from qdq_compiler.cli import main
@@ -105,13 +105,13 @@ def test_nan_outputs_rank_last_and_equal_infinities_gain_nothing():
     assert math.isnan(result.per_output["y"]) and math.isnan(result.sqnr_db)
     with pytest.raises(QdqcError, match="NaN or Inf"):
         compare_outputs({"y": np.array([np.inf, 2.0])}, {"y": np.array([1.0, 2.0])})
-    assert _gain(math.inf, math.inf) == 0.0 and math.isnan(_gain(math.nan, 3.0))
+    assert gain(math.inf, math.inf) == 0.0 and math.isnan(gain(math.nan, 3.0))
     layers = [
         LayerSensitivity("n", "Conv", None, math.nan, math.nan),
         LayerSensitivity("b", "Conv", None, 5.0, -1.0),
         LayerSensitivity("a", "Conv", None, 9.0, 3.0),
     ]
-    assert [item.name for item in sorted(layers, key=_rank_key)] == ["a", "b", "n"]
+    assert [item.name for item in sorted(layers, key=rank_key)] == ["a", "b", "n"]
 
 
 def _planted_model(planted: str = PLANTED) -> onnx.ModelProto:
