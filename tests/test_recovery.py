@@ -369,3 +369,41 @@ def test_compile_report_draws_the_fallback_search_steps(tmp_path, monkeypatch):
     html = (report / "index.html").read_text()
     assert "img/fallback.png" in html and "0: all INT8" in html
     assert (report / "img" / "fallback.png").stat().st_size > 1000
+
+
+def test_a_worker_holds_one_batch_of_one_variants_outputs(tmp_path, monkeypatch):
+    """The memory rule: besides the float cache, a worker keeps no more than one batch of one variant's
+    outputs (and input batches read from --eval) alive, across batches and across variants."""
+    import gc
+    import weakref
+
+    from qdq_compiler.cli_options import prepare_pipeline
+    from qdq_compiler.pm import load_passes
+    from qdq_compiler.search import engine
+    from qdq_compiler.search.engine import EvalSource, Evaluator, build_setup
+
+    model_path, calib_path, eval_path = _write_planted(tmp_path)
+    load_passes()
+    opts = {"calib": str(calib_path), "calib_cache": None, "batch_size": 2, "calib_limit": None}
+    manager, ctx = prepare_pipeline(str(model_path), WITHOUT_EQUALIZE, opts, quiet=True)
+    setup, _ = build_setup(onnx.load(model_path), manager, ctx, EvalSource(str(eval_path), batch_size=2))
+    assert len(setup.reference) == 4  # the float cache: 8 samples in batches of 2
+    alive: list[weakref.ref] = []
+    most = []
+
+    class Watched(engine.ModelRunner):
+        def __call__(self, batch):
+            gc.collect()
+            most.append(sum(ref() is not None for ref in alive))  # earlier batches' arrays still held
+            outputs = super().__call__(batch)
+            alive.extend(weakref.ref(value) for value in [*outputs.values(), *batch.values()])
+            return outputs
+
+    monkeypatch.setattr(engine, "ModelRunner", Watched)
+    evaluator = Evaluator(setup)
+    for layers in [(), (PLANTED,), ()]:
+        evaluator(Variant(layers))
+    gc.collect()
+    assert len(most) == 12 and len(alive) == 24  # 3 variants x 4 batches, one output and one input each
+    assert max(most) <= 2  # at most the previous batch's output and input, while the next one runs
+    assert sum(ref() is not None for ref in alive) == 0  # nothing held once a variant is measured
