@@ -141,16 +141,17 @@ def throughput(name: str, limit: int, count: int, workers: list[int], ray: bool)
     configs: list[tuple[str, object]] = [("in-process", lambda: InProcessExecutor(setup))]
     configs += [(f"pool x{n}", lambda n=n: PoolExecutor(setup, n)) for n in workers]
     if ray:
-        configs += [(f"ray x{n}", lambda n=n: RayExecutor(setup, "local", n)) for n in (2,)]
+        configs += [(f"ray x{n}", lambda n=n: RayExecutor(setup, "local", n)) for n in (1, 2, 4)]
     for label, make in configs:
-        started = time.perf_counter()
-        executor = make()  # type: ignore[operator]
-        executor.map(variants[:1] * executor.workers)  # every worker started and warm
-        ready = time.perf_counter()
-        measured = executor.map(variants)
-        seconds = time.perf_counter() - ready
-        worker_rss = _worker_peak_rss_mb(executor)
-        executor.close()
+        with RssSampler() as sampler:
+            started = time.perf_counter()
+            executor = make()  # type: ignore[operator]
+            executor.map(variants[:1] * executor.workers)  # every worker started and warm
+            ready = time.perf_counter()
+            measured = executor.map(variants)
+            seconds = time.perf_counter() - ready
+            worker_rss = _worker_peak_rss_mb(executor)
+            executor.close()
         digests = [m.model_sha256 for m in measured]
         same = reference is None or digests == reference
         reference = reference or digests
@@ -166,10 +167,80 @@ def throughput(name: str, limit: int, count: int, workers: list[int], ray: bool)
                 "float_cache_mb": round(cache_mb, 1),
                 "main_rss_mb": round(_vm_hwm_mb("self")),
                 "worker_peak_rss_mb": worker_rss,
+                "children_peak_sum_mb": round(sampler.children_peak_mb),
+                "total_peak_sum_mb": round(sampler.total_peak_mb),
+                "children": sampler.most_children,
             }
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (its children, theirs, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _rss_mb(pid: object) -> float:
+    """Current RSS of a process (Linux /proc VmRSS), MB; 0 once it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    """Samples, every ``period`` s, the summed RSS of this process's descendants (pool workers; a local Ray
+    instance's gcs_server, raylet and actor workers) and of this process, keeping the peaks of the sums."""
+
+    def __init__(self, period: float = 0.2) -> None:
+        import threading
+
+        self.period = period
+        self.children_peak_mb = 0.0
+        self.total_peak_mb = 0.0
+        self.most_children = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import os
+
+        children = _descendants(os.getpid())
+        summed = sum(_rss_mb(pid) for pid in children)
+        self.most_children = max(self.most_children, len(children))
+        self.children_peak_mb = max(self.children_peak_mb, summed)
+        self.total_peak_mb = max(self.total_peak_mb, summed + _rss_mb("self"))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _vm_hwm_mb(pid: object) -> float:
@@ -205,7 +276,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 SEARCH_COLUMNS = "model target baseline reached int8_mac_share float_layers variants seconds peak_rss_mb exit"
 THROUGHPUT_COLUMNS = (
     "model executor variants startup_s seconds variants_per_s same_results float_cache_mb main_rss_mb "
-    "worker_peak_rss_mb"
+    "worker_peak_rss_mb children_peak_sum_mb total_peak_sum_mb children"
 )
 
 
