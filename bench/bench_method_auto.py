@@ -3,7 +3,9 @@
 For each bundled model: `qdqc calibrate` collects the statistics once (one pass over calib/, timed), then
 `qdqc compile --calib-cache` compiles from them with each single method (max, percentile 99.999 / 99.99 /
 99.9, mse, entropy); with `auto` (which reads calib/ again to validate its choice on the model's outputs);
-with `auto --eval` on the last `--held-out` val/ files (the measurement never reads them); and
+with `auto --eval` on the last `--held-out` val/ files (the measurement never reads them); with
+`auto --eval` on exactly the val/ files the measurement reads (auto's choice then is the best measured
+variant by construction: the check that validation compiles what is written); and
 with `auto{validate=false}` (the per-tensor mix alone). Each compile is timed. Every compiled model is
 measured by `qdqc eval FP32 INT8 --data val/ --limit N` (N: up to --eval-limit, short of the held-out
 files): the task metric against FP32 and the output SQNR.
@@ -32,7 +34,8 @@ from qdq_compiler.quant.auto_method import AUTO_METADATA_KEY
 DATA = Path(__file__).resolve().parent.parent / "qdq_compiler" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 HELD_OUT = "auto --eval held-out"  # auto validated on val/ files past --eval-limit (not measured on)
-METHODS = (*DEFAULT_CANDIDATES, "auto", HELD_OUT, "auto{validate=false}")
+MEASURED = "auto --eval measured"  # auto validated on exactly the val/ files it is measured on
+METHODS = (*DEFAULT_CANDIDATES, "auto", HELD_OUT, MEASURED, "auto{validate=false}")
 
 
 def bundled_models() -> dict[str, dict[str, Path]]:
@@ -68,10 +71,18 @@ def measured_count(val: Path, args) -> int:
 def held_out(val: Path, count: int, work: Path) -> Path:
     """A folder linking the last ``count`` files of ``val`` (sorted): data auto may validate on that the
     measurement never reads."""
-    folder = work / f"{val.parent.name}-held-out"
+    return _linked(val, val_files(val)[-count:], work / f"{val.parent.name}-held-out")
+
+
+def measured_files(val: Path, count: int, work: Path) -> Path:
+    """A folder linking the first ``count`` files of ``val``: exactly what the measurement reads."""
+    return _linked(val, val_files(val)[:count], work / f"{val.parent.name}-measured")
+
+
+def _linked(val: Path, files: list[Path], folder: Path) -> Path:
     if not folder.exists():
         folder.mkdir()
-        for path in val_files(val)[-count:]:
+        for path in files:
             (folder / path.name).symlink_to(path.resolve())
     return folder
 
@@ -82,6 +93,11 @@ def measure(name: str, paths: dict[str, Path], method: str, cache: Path, work: P
     extra = ["--method", method]
     if method == HELD_OUT:
         extra = ["--method", "auto", "--eval", str(held_out(paths["val"], args.held_out, work))]
+    if method == MEASURED:  # every measured sample (auto's default samples=64 would read fewer)
+        folder = measured_files(paths["val"], measured_count(paths["val"], args), work)
+        extra = ["--method", "auto{samples=100000}", "--eval", str(folder)]
+    if method.startswith("auto") and "validate=false" not in method:
+        extra += ["--workers", str(args.workers)]
     compiled, seconds = _qdqc(
         "-q", "compile", str(paths["model"]), "--calib-cache", str(cache), "--calib", str(paths["calib"]),
         *extra, "--no-check", "-o", str(out),
@@ -156,6 +172,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="';'-free list, e.g. mse,auto")
     parser.add_argument("--eval-limit", type=int, default=128, help="val/ files measured on (the first)")
     parser.add_argument("--held-out", type=int, default=32, help="last val/ files for `auto --eval`")
+    parser.add_argument("--workers", type=int, default=2, help="--workers of the auto runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     models = bundled_models()

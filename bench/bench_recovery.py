@@ -4,14 +4,18 @@ engine's throughput by executor.
 Part 1 (``--part search``): for each bundled model, compile with its calibration data and a fallback
 target measured on its validation data (an SQNR target, and a task-metric drop against its labels),
 each in a fresh process: the metric reached, INT8 MAC share, layers kept float, variants measured, wall
-time and peak RSS (the process and its pool workers).
+time, peak RSS (the process or its largest pool worker) and the peak of the summed RSS of the process and
+every descendant (pool workers; with ``--search-ray`` Ray's gcs_server, raylet and workers), sampled from
+/proc. ``--auto`` adds ``--method auto`` (validated on the engine first).
 
 Part 2 (``--part throughput``): one setup of one model, then the same variants (single layers kept float)
-measured in this process, by local pools of 1, 2 and 4 workers, and on a local Ray instance: variants per
-second after start-up, start-up time, peak RSS. Every executor must give the same measurements (checked).
+measured in this process, by local pools of 1, 2 and 4 workers, and on local Ray instances of 1, 2 and 4
+workers: variants per second after start-up, start-up time, peak RSS (and the summed RSS of every
+descendant process). Every executor must give the same measurements (checked).
 
     python bench/bench_recovery.py [--part search,throughput] [--models detector,classifier,segmenter]
-        [--eval-limit 32] [--variants 16] [--ray]  -> bench/results/recovery.md, recovery.json
+        [--eval-limit 32] [--variants 16] [--ray] [--search-ray] [--auto]
+        -> bench/results/recovery.md, recovery.json
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ def _peak_rss_mb() -> float:
 
 
 def run_one(args: list[str]) -> None:
-    """Child process: run one qdqc command, then print its peak RSS as the last line."""
+    """Child process: run one qdqc command, then print its peak RSS, exit code and the peak of its own RSS
+    plus every descendant's (pool workers, Ray's processes; sampled) as the last line."""
     from qdq_compiler.cli import main
 
-    code = main(args)
-    print(f"__rss__ {_peak_rss_mb():.0f} {code}")
+    with RssSampler() as sampler:
+        code = main(args)
+    print(f"__rss__ {_peak_rss_mb():.0f} {code} {sampler.total_peak_mb:.0f}")
 
 
 def _flat_labels(path: Path, tmp: str) -> str:
@@ -68,7 +74,7 @@ def _flat_labels(path: Path, tmp: str) -> str:
     return str(flat)
 
 
-def search_row(name: str, goal: str, limit: int, workers: int, ray: bool) -> dict:
+def search_row(name: str, goal: str, limit: int, workers: int, ray: bool, auto: bool = False) -> dict:
     model, sqnr, (labels, metric, drop) = MODELS[name]
     folder = DATA / name
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,20 +86,22 @@ def search_row(name: str, goal: str, limit: int, workers: int, ray: bool) -> dic
             args += ["--max-metric-drop", str(drop), "--metric", metric]
             args += ["--labels", _flat_labels(folder / labels, tmp)] if labels else []
         args += ["--ray", "--workers", str(workers)] if ray else ["--workers", str(workers)]
+        args += ["--method", "auto"] if auto else []
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, __file__, "--one", json.dumps(args)], capture_output=True, text=True, check=False
         )
         seconds = time.perf_counter() - started
     out = done.stdout
-    rss = re.search(r"__rss__ (\d+) (\d+)", out)
+    rss = re.search(r"__rss__ (\d+) (\d+)(?: (\d+))?", out)
     found = FALLBACK.search(out)
     row = {
         "model": name,
-        "goal": goal,
+        "goal": goal + (" --ray" if ray else "") + (" --method auto" if auto else ""),
         "seconds": round(seconds, 1),
         "peak_rss_mb": int(rss.group(1)) if rss else None,
         "exit": int(rss.group(2)) if rss else done.returncode,
+        "peak_rss_sum_mb": int(rss.group(3)) if rss and rss.group(3) else None,
     }
     header = re.search(r"fallback search: (.*) on (\d+) samples", out)
     baseline = re.search(r"baseline\s+all INT8\s+\d+ float\s+(.*?)\s+INT8 MACs", out)
@@ -141,16 +149,17 @@ def throughput(name: str, limit: int, count: int, workers: list[int], ray: bool)
     configs: list[tuple[str, object]] = [("in-process", lambda: InProcessExecutor(setup))]
     configs += [(f"pool x{n}", lambda n=n: PoolExecutor(setup, n)) for n in workers]
     if ray:
-        configs += [(f"ray x{n}", lambda n=n: RayExecutor(setup, "local", n)) for n in (2,)]
+        configs += [(f"ray x{n}", lambda n=n: RayExecutor(setup, "local", n)) for n in (1, 2, 4)]
     for label, make in configs:
-        started = time.perf_counter()
-        executor = make()  # type: ignore[operator]
-        executor.map(variants[:1] * executor.workers)  # every worker started and warm
-        ready = time.perf_counter()
-        measured = executor.map(variants)
-        seconds = time.perf_counter() - ready
-        worker_rss = _worker_peak_rss_mb(executor)
-        executor.close()
+        with RssSampler() as sampler:
+            started = time.perf_counter()
+            executor = make()  # type: ignore[operator]
+            executor.map(variants[:1] * executor.workers)  # every worker started and warm
+            ready = time.perf_counter()
+            measured = executor.map(variants)
+            seconds = time.perf_counter() - ready
+            worker_rss = _worker_peak_rss_mb(executor)
+            executor.close()
         digests = [m.model_sha256 for m in measured]
         same = reference is None or digests == reference
         reference = reference or digests
@@ -166,10 +175,80 @@ def throughput(name: str, limit: int, count: int, workers: list[int], ray: bool)
                 "float_cache_mb": round(cache_mb, 1),
                 "main_rss_mb": round(_vm_hwm_mb("self")),
                 "worker_peak_rss_mb": worker_rss,
+                "children_peak_sum_mb": round(sampler.children_peak_mb),
+                "total_peak_sum_mb": round(sampler.total_peak_mb),
+                "children": sampler.most_children,
             }
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (its children, theirs, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _rss_mb(pid: object) -> float:
+    """Current RSS of a process (Linux /proc VmRSS), MB; 0 once it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    """Samples, every ``period`` s, the summed RSS of this process's descendants (pool workers; a local Ray
+    instance's gcs_server, raylet and actor workers) and of this process, keeping the peaks of the sums."""
+
+    def __init__(self, period: float = 0.2) -> None:
+        import threading
+
+        self.period = period
+        self.children_peak_mb = 0.0
+        self.total_peak_mb = 0.0
+        self.most_children = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import os
+
+        children = _descendants(os.getpid())
+        summed = sum(_rss_mb(pid) for pid in children)
+        self.most_children = max(self.most_children, len(children))
+        self.children_peak_mb = max(self.children_peak_mb, summed)
+        self.total_peak_mb = max(self.total_peak_mb, summed + _rss_mb("self"))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _vm_hwm_mb(pid: object) -> float:
@@ -202,10 +281,13 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-SEARCH_COLUMNS = "model target baseline reached int8_mac_share float_layers variants seconds peak_rss_mb exit"
+SEARCH_COLUMNS = (
+    "model goal target baseline reached int8_mac_share float_layers variants seconds peak_rss_mb "
+    "peak_rss_sum_mb exit"
+)
 THROUGHPUT_COLUMNS = (
     "model executor variants startup_s seconds variants_per_s same_results float_cache_mb main_rss_mb "
-    "worker_peak_rss_mb"
+    "worker_peak_rss_mb children_peak_sum_mb total_peak_sum_mb children"
 )
 
 
@@ -226,6 +308,8 @@ def main() -> None:
     parser.add_argument("--variants", type=int, default=16, help="variants of the throughput runs")
     parser.add_argument("--throughput-model", default="detector")
     parser.add_argument("--ray", action="store_true", help="also on a local Ray instance")
+    parser.add_argument("--search-ray", action="store_true", help="the searches on a local Ray instance")
+    parser.add_argument("--auto", action="store_true", help="the searches with --method auto")
     args = parser.parse_args()
     if args.one:
         run_one(json.loads(args.one))
@@ -235,7 +319,7 @@ def main() -> None:
     if "search" in parts:
         for name in args.models.split(","):
             for goal in args.goals.split(","):
-                row = search_row(name, goal, args.eval_limit, args.workers, ray=False)
+                row = search_row(name, goal, args.eval_limit, args.workers, args.search_ray, args.auto)
                 print(row, flush=True)
                 results["search"].append(row)
     if "throughput" in parts:

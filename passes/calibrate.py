@@ -55,9 +55,10 @@ class Calibrate(Pass):
     warning naming it; override patterns that match no tensor are warned about (docs/calibration-data.md).
 
     `method=auto` chooses per scale group among its candidates (max, percentile 99.999/99.99/99.9, mse,
-    entropy) by the expected quantization SQNR on each tensor's own histogram, then compiles that mix and
-    each candidate alone, measures each on the model's outputs against float (the first `samples` batches
-    of `--eval` data, else of the calibration data) and keeps the best; it logs a per-method table at info
+    entropy) by the expected quantization SQNR on each tensor's own histogram; the evaluation engine has
+    compiled that mix and each candidate alone and measured each on the model's outputs against float (the
+    first `samples` samples of `--eval` data, else of the calibration data; `ctx.auto_validation`), and
+    the best is kept; it logs a per-method table at info
     level and records its choice in the model (`qdq_compiler.calibration_auto`), docs/calibration-cache.md.
 
     The default method is `percentile` (p=99.99) on the exact histogram: on the three bundled models it met
@@ -110,10 +111,9 @@ class Calibrate(Pass):
                 amax,
                 auto,
                 AutoOptions.of(lead_auto_spec(plan, auto, op_types)),
-                ctx.evaluation_data if ctx.evaluation_data is not None else ctx.calibration_data,
+                ctx.auto_validation,
                 ctx.logger,
                 guard=lambda variant: _zero_tensors_amax(stats, variant),
-                held_out=ctx.evaluation_data is not None,
             )
             amax = outcome.amax
             ctx.logger.info("%s", format_auto_table(outcome))

@@ -23,7 +23,7 @@ from qdq_compiler.cli_options import (
     prepare_pipeline,
     report_option,
 )
-from qdq_compiler.cli_recovery import recover_to_target, recovery_options
+from qdq_compiler.cli_recovery import engine_steps, recovery_options
 from qdq_compiler.cli_replay import ReplayFlags, prepare_opt_calibration
 from qdq_compiler.cli_selfcheck import CompileSelfCheck, selfcheck_options
 from qdq_compiler.errors import (
@@ -202,9 +202,9 @@ def compile(ctx: click.Context, model: str, output: str, pipeline: str | None, *
     load_passes(opts["load_pass_plugin"])  # built-ins, then plugins, before the pipeline is read
     manager, pass_ctx = prepare_pipeline(model, pipeline or DEFAULT_COMPILE_PIPELINE, opts, ctx.obj["quiet"])
     if opts["eval_data"] is not None:  # --method auto validates on it; the fallback search measures on it
-        pass_ctx.evaluation_data = open_evaluation_data(model, opts["eval_data"], opts["batch_size"])
+        open_evaluation_data(model, opts["eval_data"], opts["batch_size"])  # a bad path: one line, early
     self_check = CompileSelfCheck(model, output, manager, pass_ctx, opts)  # its option errors come first
-    search = recover_to_target(model, manager, pass_ctx, opts, ctx.obj["quiet"])  # --target-sqnr, ...
+    search = engine_steps(model, manager, pass_ctx, opts, ctx.obj["quiet"])  # --method auto, --target-sqnr
     compiled, timing = _run_pipeline(
         model, output, manager, opts, ctx.obj["quiet"], pass_ctx, defer_timing=True
     )

@@ -14,6 +14,7 @@ from qdq_compiler.cli_options import (
     report_option,
     target_option,
 )
+from qdq_compiler.cli_recovery import engine_options, engine_runtime, validate_auto
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import load_passes
@@ -44,18 +45,20 @@ from qdq_compiler.report.commands import check_report_dir, sensitivity_report
 @placement_options
 @target_option
 @report_option
+@engine_options
 @click.pass_context
 def sensitivity(
     ctx: click.Context, model: str, eval_data: str | None, eval_limit: int, top: int, as_json: bool, **opts
 ) -> None:
     """Rank MODEL's INT8 layers by the accuracy they cost.
 
-    Each layer's score is the SQNR gained when it alone stays float; compile's options apply.
+    Each layer's score is the SQNR gained when it alone stays float; compile's options apply. The
+    variants run in --workers processes (default: one per core) or on Ray (--ray).
     """
     from qdq_compiler.accuracy import analyze_sensitivity, format_sensitivity, sensitivity_to_json
-    from qdq_compiler.calib import open_calibration_data
-    from qdq_compiler.calib.errors import CalibrationError
     from qdq_compiler.calib.progress import Progress
+    from qdq_compiler.cli_options import open_evaluation_data
+    from qdq_compiler.search import EvalSource
 
     source = eval_data or opts["calib"]
     if source is None:
@@ -65,18 +68,28 @@ def sensitivity(
     load_passes()
     manager, pass_ctx = prepare_pipeline(model, DEFAULT_COMPILE_PIPELINE, opts, quiet)
     float_proto = to_proto(load_model(model))
-    try:
-        data = open_calibration_data(source, float_proto, batch_size=opts["batch_size"], limit=eval_limit)
-        batches = list(data)
-    except CalibrationError as exc:
-        raise QdqcError(f"evaluation data ({'--eval' if eval_data else '--calib'}): {exc}") from None
-    with Progress(desc="sensitivity", unit="variants", quiet=quiet) as bar:
+    opened = open_evaluation_data(model, source, opts["batch_size"])  # a bad path: one line, before any work
+    if opened.num_samples == 0:
+        raise QdqcError(f"evaluation data ({'--eval' if eval_data else '--calib'}): no samples in {source}")
+    batches = EvalSource(source, opts["batch_size"], eval_limit)  # each worker reads them
+    with engine_runtime(pass_ctx, opts):
+        validate_auto(model, manager, pass_ctx, opts, eval_data)  # --method auto: chosen once, reused
+        with Progress(desc="sensitivity", unit="variants", quiet=quiet) as bar:
 
-        def advance(done: int, total: int, what: str) -> None:
-            bar.total = total
-            bar.update(done - bar.done)
+            def advance(done: int, total: int, what: str) -> None:
+                bar.total = total
+                bar.update(done - bar.done)
 
-        report = analyze_sensitivity(float_proto, manager, pass_ctx, batches, top=top, progress=advance)
+            report = analyze_sensitivity(
+                float_proto,
+                manager,
+                pass_ctx,
+                batches,
+                top=top,
+                progress=advance,
+                workers=opts["workers"],
+                ray=opts["ray"],
+            )
     if as_json:
         click.echo(json.dumps(sensitivity_to_json(report), indent=2, sort_keys=True))
     else:

@@ -1,16 +1,19 @@
 """`qdqc compile --target-sqnr DB | --max-metric-drop X`: keep the fewest MACs float that reach the target.
 
-The options are registered on compile by :func:`recovery_options`; :func:`recover_to_target` runs the
+The options are registered on compile by :func:`recovery_options`; :func:`engine_steps` validates
+``--method auto`` on the evaluation engine, then :func:`recover_to_target` runs the
 fallback search (:mod:`qdq_compiler.search.fallback`) before compile's own run and adds the chosen layers
 to place-qdq's ``exclude``, so the written model records them in its pipeline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shlex
 import time
+from collections.abc import Iterator
 
 import click
 
@@ -22,18 +25,29 @@ from qdq_compiler.evaluation.data import open_eval_data
 from qdq_compiler.evaluation.kind import kind_from_metadata, kind_from_outputs
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import PassContext, PassManager
-from qdq_compiler.search.engine import EvalSetup, EvalSource, Measurement, TaskGoal, Variant, build_setup
+from qdq_compiler.search.engine import (
+    DEFAULT_METRICS,
+    EvalSetup,
+    EvalSource,
+    Measurement,
+    TaskGoal,
+    Variant,
+    build_setup,
+)
 from qdq_compiler.search.executors import Executor, default_workers, make_executor, start_ray
 from qdq_compiler.search.fallback import FallbackResult, Goal, SearchStep, fallback_units, search_fallback
+from qdq_compiler.search.method_auto import auto_options, validate_method_auto
 
 DEFAULT_BUDGET = 200
-# the task metric --max-metric-drop holds by default, per kind (any metric `qdqc eval` prints: --metric)
-DEFAULT_METRICS = {"classifier": "top-1", "segmentation": "IoU@0.5", "detector": "mAP@0.5"}
 RECOVERY_FLAGS = ("eval_data", "labels", "eval_limit", "metric", "budget", "workers", "ray")
 
 
 def recovery_options(fn):
-    """The fallback-to-target options of compile."""
+    """The fallback-to-target options of compile, and the engine's (--workers, --ray)."""
+    return engine_options(_recovery_options(fn))
+
+
+def _recovery_options(fn):
     return _apply(
         [
             click.option(
@@ -84,6 +98,15 @@ def recovery_options(fn):
                 default=None,
                 help=f"At most this many variants measured by the search (default {DEFAULT_BUDGET}).",
             ),
+        ],
+        fn,
+    )
+
+
+def engine_options(fn):
+    """Where the evaluation engine measures variants (fallback search, sensitivity, --method auto)."""
+    return _apply(
+        [
             click.option(
                 "--workers",
                 type=click.IntRange(min=1),
@@ -111,8 +134,8 @@ def _check_flags(opts: dict) -> str | None:
         raise QdqcError("--target-sqnr and --max-metric-drop are two targets: give one")
     if sqnr is None and drop is None:
         for flag in RECOVERY_FLAGS:
-            if flag == "eval_data" and _method_is_auto(opts):
-                continue  # --method auto validates on --eval too
+            if flag in ("eval_data", "workers", "ray") and _method_is_auto(opts):
+                continue  # --method auto validates on --eval too, on the engine
             if opts.get(flag) is not None:
                 name = "--eval" if flag == "eval_data" else "--" + flag.replace("_", "-")
                 raise QdqcError(
@@ -132,16 +155,64 @@ def _method_is_auto(opts: dict) -> bool:
     return method == "auto" or method.startswith("auto{")
 
 
-def recover_to_target(
+def engine_steps(
     model_path: str, manager: PassManager, ctx: PassContext, opts: dict, quiet: bool
 ) -> FallbackResult | None:
-    """Run the fallback search when compile's target options ask for it, and add its choice to place-qdq.
+    """What compile measures on the evaluation engine before its own run: --method auto's variants (the
+    choice kept in ``ctx``), then the fallback search when a target is asked for (its choice added to
+    place-qdq). One Ray instance, one statistics pass for both.
 
     Returns the search (its steps are the fallback curve), or None when no target was asked for.
     """
     kind = _check_flags(opts)
-    if kind is None:
-        return None
+    with engine_runtime(ctx, opts):
+        validate_auto(model_path, manager, ctx, opts, opts.get("eval_data"))
+        if kind is None:
+            return None
+        return recover_to_target(model_path, manager, ctx, opts, quiet, kind)
+
+
+@contextlib.contextmanager
+def engine_runtime(ctx: PassContext, opts: dict) -> Iterator[None]:
+    """With --ray: Ray started (when not running) and calibration statistics collected by its workers;
+    stopped and reset at the end."""
+    address = opts.get("ray")
+    started = False
+    try:
+        if address is not None:
+            started = _use_ray_for_statistics(ctx, address, opts.get("workers"))
+        yield
+    finally:
+        ctx.statistics_collector = None
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def validate_auto(
+    model_path: str, manager: PassManager, ctx: PassContext, opts: dict, eval_data: str | None
+) -> None:
+    """--method auto: measure its variants on ``eval_data`` (else the --calib data; held out or not) with
+    the command's --workers / --ray, once; calibrate keeps the best (``ctx.auto_validation``)."""
+    if auto_options(manager) is None:
+        return
+    source = eval_data or opts.get("calib")
+    batches = None
+    if source is not None:
+        limit = None if eval_data else opts.get("calib_limit")
+        batches = EvalSource(source, opts.get("batch_size"), limit)
+    float_proto = to_proto(load_model(model_path))
+    validate_method_auto(
+        float_proto, manager, ctx, batches, eval_data is not None, opts.get("workers"), opts.get("ray")
+    )
+
+
+def recover_to_target(
+    model_path: str, manager: PassManager, ctx: PassContext, opts: dict, quiet: bool, kind: str
+) -> FallbackResult:
+    """Run the fallback search to the target ``kind`` (sqnr or metric-drop), and add its choice to place-qdq;
+    returns the search (its steps are the fallback curve)."""
     names = [p.name for p in manager.passes]
     if "place-qdq" not in names:
         raise QdqcError("--target-sqnr / --max-metric-drop need a pipeline with place-qdq (trt-int8 has it)")
@@ -168,23 +239,12 @@ def recover_to_target(
             batch_size=opts.get("batch_size"),
             limit=opts.get("eval_limit"),
         )
-    ray_address = opts.get("ray")
-    ray_started = False
-    try:
-        if ray_address is not None:
-            ray_started = _use_ray_for_statistics(ctx, ray_address, opts.get("workers"))
-        setup, compiler = build_setup(float_proto, manager, ctx, batches, goal_task)
-        goal = _goal(kind, opts, setup.reference_metric, goal_task)
-        echo = (lambda text: None) if quiet else click.echo
-        echo(f"fallback search: {goal.describe()} on {setup.samples} samples")
-        with make_executor(setup, opts.get("workers"), ray_address) as executor:
-            result = _search(setup, compiler, goal, executor, opts.get("budget") or DEFAULT_BUDGET, echo)
-    finally:
-        ctx.statistics_collector = None
-        if ray_started:
-            import ray
-
-            ray.shutdown()
+    setup, compiler = build_setup(float_proto, manager, ctx, batches, goal_task)
+    goal = _goal(kind, opts, setup.reference_metric, goal_task)
+    echo = (lambda text: None) if quiet else click.echo
+    echo(f"fallback search: {goal.describe()} on {setup.samples} samples")
+    with make_executor(setup, opts.get("workers"), opts.get("ray")) as executor:
+        result = _search(setup, compiler, goal, executor, opts.get("budget") or DEFAULT_BUDGET, echo)
     flags = " ".join(f"--exclude {shlex.quote(pattern)}" for pattern in _patterns(result.chosen))
     seconds = time.perf_counter() - started
     if not result.reached:

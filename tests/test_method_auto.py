@@ -25,15 +25,10 @@ from qdq_compiler.errors import PipelineError
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.models import build_c2f
 from qdq_compiler.pm import PassContext, PassManager
-from qdq_compiler.quant.auto_method import (
-    AUTO_METADATA_KEY,
-    MIX,
-    AutoOptions,
-    VariantTask,
-    choose_auto,
-    evaluate_variants,
-)
+from qdq_compiler.quant.auto_method import AUTO_METADATA_KEY, MIX, AutoOptions, choose_auto
 from qdq_compiler.quant.scale_groups import scale_groups
+from qdq_compiler.search import EvalSource
+from qdq_compiler.search.method_auto import validate_method_auto
 
 
 def _stats(values: np.ndarray, name: str = "") -> TensorStats:
@@ -138,9 +133,13 @@ def c2f() -> onnx.ModelProto:
 def _compile(
     model: onnx.ModelProto, method: str, data, evaluation=None
 ) -> tuple[onnx.ModelProto, PassContext]:
+    """Compile as qdqc compile does: auto's variants measured on the engine first, then the pipeline."""
     ir_model = load_model(model)
-    ctx = PassContext(calibration_data=data, evaluation_data=evaluation)
-    PassManager(f"trt-int8{{method={method}}}").run(ir_model, ctx)
+    ctx = PassContext(calibration_data=data)
+    manager = PassManager(f"trt-int8{{method={method}}}")
+    validation = evaluation if evaluation is not None else data
+    validate_method_auto(model, manager, ctx, validation, held_out=evaluation is not None)
+    manager.run(ir_model, ctx)
     return to_proto(ir_model), ctx
 
 
@@ -165,8 +164,11 @@ def test_auto_on_a_model_is_no_worse_than_the_best_single_method(c2f):
     # rest of the pipeline leave the numbers as in the validated variant)
     assert measured >= max(singles.values()) - 0.05
     assert measured == pytest.approx(ends[record["chosen"]], abs=0.05)
+    # every global candidate was validated on the end metric, as the real pipeline compiles it (the engine
+    # compiles each variant with the pipeline), not only the best local score
     for method, sqnr in singles.items():
-        assert ends[method] == pytest.approx(sqnr, abs=0.05)
+        assert ends[method] == pytest.approx(sqnr, abs=1e-3)
+    assert record["chosen"] == max(ends, key=lambda name: (ends[name], name != MIX))
     # on other data than it chose on, within half a dB of the best single method
     held_out = _data(8, seed=4)
     best_single = max(_sqnr(_compile(c2f, m, calib)[0], c2f, held_out) for m in DEFAULT_CANDIDATES)
@@ -200,16 +202,13 @@ def test_per_tensor_mix_respects_scale_groups(c2f):
         assert len({outcome.mix_methods[name] for name in group}) == 1, group
 
 
-def test_variant_tasks_run_in_order_through_a_plain_map(c2f):
-    calls = []
-
-    def recording_map(fn, tasks):
-        calls.append([task.name for task in tasks])
-        return [float(len(task.name)) for task in tasks]
-
-    tasks = [VariantTask(name, {}, None) for name in ("max", "per-tensor")]  # type: ignore[arg-type]
-    assert evaluate_variants(tasks, recording_map) == [3.0, 10.0]
-    assert calls == [["max", "per-tensor"]]
+def test_auto_without_the_engine_warns_and_keeps_the_mix(c2f, caplog):
+    ir_model = load_model(c2f)
+    with caplog.at_level(logging.WARNING, logger="qdqc"):
+        PassManager("trt-int8{method=auto}").run(ir_model, PassContext(calibration_data=_data(2, seed=12)))
+    assert "was not validated" in caplog.text
+    record = json.loads(ir_model.metadata_props[AUTO_METADATA_KEY])
+    assert record["chosen"] == MIX and not record["validated"]
 
 
 def test_auto_output_is_byte_identical(c2f, tmp_path):
@@ -224,9 +223,10 @@ def test_cache_without_data_warns_and_keeps_the_unvalidated_mix(c2f, caplog):
     _, ctx = _compile(c2f, "max", calib)
     ir_model = load_model(c2f)
     with caplog.at_level(logging.INFO, logger="qdqc"):
-        PassManager("trt-int8{method=auto}").run(
-            ir_model, PassContext(calibration_stats=ctx.calibration_stats)
-        )
+        manager = PassManager("trt-int8{method=auto}")
+        cached = PassContext(calibration_stats=ctx.calibration_stats)
+        assert validate_method_auto(c2f, manager, cached, None) is None
+        manager.run(ir_model, cached)
     assert "no data to validate on" in caplog.text
     record = json.loads(ir_model.metadata_props[AUTO_METADATA_KEY])
     assert record["chosen"] == MIX and not record["validated"]
@@ -297,9 +297,9 @@ def test_score_metric_validates_on_the_task_metric():
     data = open_calibration_data(str(folder / "calib"), float_model, limit=6)
     ir_model = load_model(float_model)
     ctx = PassContext(calibration_data=data)
-    PassManager("trt-int8{method=auto{score=metric,candidates=[max,mse,percentile{p=99.9}]}}").run(
-        ir_model, ctx
-    )
+    manager = PassManager("trt-int8{method=auto{score=metric,candidates=[max,mse,percentile{p=99.9}]}}")
+    validate_method_auto(float_model, manager, ctx, EvalSource(str(folder / "calib"), limit=6))
+    manager.run(ir_model, ctx)
     record = json.loads(ir_model.metadata_props[AUTO_METADATA_KEY])
     assert record["metric"] == "top-1" and record["samples"] == 6
     metrics = {v["name"]: v["end_metric"] for v in record["variants"]}

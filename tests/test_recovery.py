@@ -4,6 +4,7 @@ and calibration statistics collected in shards and merged."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import onnx
@@ -14,6 +15,7 @@ from test_sensitivity import PLANTED, WITHOUT_EQUALIZE, _planted_model, _samples
 from qdq_compiler.accuracy import compare_outputs, run_outputs
 from qdq_compiler.calib import collect_statistics
 from qdq_compiler.cli import main
+from qdq_compiler.quant.auto_method import AUTO_METADATA_KEY
 from qdq_compiler.search.distributed import collect_sharded, local_shard_runner
 from qdq_compiler.search.engine import Measurement, Variant
 from qdq_compiler.search.fallback import Goal, Unit, search_fallback
@@ -248,6 +250,36 @@ def test_same_output_bytes_in_process_in_a_pool_and_on_ray(tmp_path):
         pytest.skip("ray is not installed (pip install -e '.[ray]'): the Ray executor was not compared")
 
 
+def test_method_auto_and_sensitivity_do_not_depend_on_the_executor(tmp_path, capsys):
+    """compile --method auto writes the same bytes (the same choice) and sensitivity prints the same report
+    in-process, with a pool of 2 and on a local Ray instance."""
+    model_path, calib_path, eval_path = _write_planted(tmp_path)
+    executors = {"inproc": ["--workers", "1"], "pool": ["--workers", "2"]}
+    if importlib.util.find_spec("ray") is not None:
+        executors["ray"] = ["--ray", "--workers", "2"]
+    written, reports = {}, {}
+    for name, flags in executors.items():
+        assert (
+            _compile(tmp_path, model_path, calib_path, eval_path, f"{name}.onnx", "--method", "auto", *flags)
+            == 0
+        )
+        written[name] = (tmp_path / f"{name}.onnx").read_bytes()
+        capsys.readouterr()
+        args = ["-q", "sensitivity", str(model_path), "--calib", str(calib_path), "--eval", str(eval_path)]
+        assert main([*args, "--method", "auto", "--top", "2", "--json", *flags]) == 0
+        reports[name] = capsys.readouterr().out
+    assert len(set(written.values())) == 1, {name: len(data) for name, data in written.items()}
+    assert len(set(reports.values())) == 1
+    record = json.loads(
+        {p.key: p.value for p in onnx.load(tmp_path / "inproc.onnx").metadata_props}[AUTO_METADATA_KEY]
+    )
+    assert record["validated"] and record["validation_data"] == "evaluation" and record["samples"] == 8
+    report = json.loads(reports["inproc"])
+    assert len(report["cumulative"]) == 2 and report["layers"]
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install -e '.[ray]'): the Ray executor was not compared")
+
+
 CLOSENESS_SCRIPT = """
 import numpy as np
 from qdq_compiler.evaluation.metrics import Closeness
@@ -315,7 +347,7 @@ def test_workers_reading_the_data_measure_what_a_list_of_batches_measures(tmp_pa
 
 def test_compile_report_draws_the_fallback_search_steps(tmp_path, monkeypatch):
     """compile --target-sqnr --report: the report's fallback curve is the search's steps, baseline first."""
-    import qdq_compiler.cli as cli_module
+    import qdq_compiler.cli_recovery as cli_module
     from qdq_compiler.report.collect import fallback_from_search
 
     pytest.importorskip("matplotlib", reason="--report draws with matplotlib (the report extra)")
@@ -337,3 +369,41 @@ def test_compile_report_draws_the_fallback_search_steps(tmp_path, monkeypatch):
     html = (report / "index.html").read_text()
     assert "img/fallback.png" in html and "0: all INT8" in html
     assert (report / "img" / "fallback.png").stat().st_size > 1000
+
+
+def test_a_worker_holds_one_batch_of_one_variants_outputs(tmp_path, monkeypatch):
+    """The memory rule: besides the float cache, a worker keeps no more than one batch of one variant's
+    outputs (and input batches read from --eval) alive, across batches and across variants."""
+    import gc
+    import weakref
+
+    from qdq_compiler.cli_options import prepare_pipeline
+    from qdq_compiler.pm import load_passes
+    from qdq_compiler.search import engine
+    from qdq_compiler.search.engine import EvalSource, Evaluator, build_setup
+
+    model_path, calib_path, eval_path = _write_planted(tmp_path)
+    load_passes()
+    opts = {"calib": str(calib_path), "calib_cache": None, "batch_size": 2, "calib_limit": None}
+    manager, ctx = prepare_pipeline(str(model_path), WITHOUT_EQUALIZE, opts, quiet=True)
+    setup, _ = build_setup(onnx.load(model_path), manager, ctx, EvalSource(str(eval_path), batch_size=2))
+    assert len(setup.reference) == 4  # the float cache: 8 samples in batches of 2
+    alive: list[weakref.ref] = []
+    most = []
+
+    class Watched(engine.ModelRunner):
+        def __call__(self, batch):
+            gc.collect()
+            most.append(sum(ref() is not None for ref in alive))  # earlier batches' arrays still held
+            outputs = super().__call__(batch)
+            alive.extend(weakref.ref(value) for value in [*outputs.values(), *batch.values()])
+            return outputs
+
+    monkeypatch.setattr(engine, "ModelRunner", Watched)
+    evaluator = Evaluator(setup)
+    for layers in [(), (PLANTED,), ()]:
+        evaluator(Variant(layers))
+    gc.collect()
+    assert len(most) == 12 and len(alive) == 24  # 3 variants x 4 batches, one output and one input each
+    assert max(most) <= 2  # at most the previous batch's output and input, while the next one runs
+    assert sum(ref() is not None for ref in alive) == 0  # nothing held once a variant is measured

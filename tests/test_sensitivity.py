@@ -18,7 +18,7 @@ from qdq_compiler.accuracy import (
     run_outputs,
     sqnr_db,
 )
-from qdq_compiler.accuracy.sensitivity import _gain, _rank_key, exclude_pattern
+from qdq_compiler.accuracy.sensitivity import exclude_pattern, gain, rank_key
 from qdq_compiler.calib import methods
 from qdq_compiler.calib.histogram import TensorStats
 from qdq_compiler.cli import main
@@ -105,13 +105,13 @@ def test_nan_outputs_rank_last_and_equal_infinities_gain_nothing():
     assert math.isnan(result.per_output["y"]) and math.isnan(result.sqnr_db)
     with pytest.raises(QdqcError, match="NaN or Inf"):
         compare_outputs({"y": np.array([np.inf, 2.0])}, {"y": np.array([1.0, 2.0])})
-    assert _gain(math.inf, math.inf) == 0.0 and math.isnan(_gain(math.nan, 3.0))
+    assert gain(math.inf, math.inf) == 0.0 and math.isnan(gain(math.nan, 3.0))
     layers = [
         LayerSensitivity("n", "Conv", None, math.nan, math.nan),
         LayerSensitivity("b", "Conv", None, 5.0, -1.0),
         LayerSensitivity("a", "Conv", None, 9.0, 3.0),
     ]
-    assert [item.name for item in sorted(layers, key=_rank_key)] == ["a", "b", "n"]
+    assert [item.name for item in sorted(layers, key=rank_key)] == ["a", "b", "n"]
 
 
 def _planted_model(planted: str = PLANTED) -> onnx.ModelProto:
@@ -289,3 +289,29 @@ def test_progress_counts_every_variant_once():
     )
     assert [done for done, _ in calls] == [1, 2, 3, 4, 5]  # 3 layers, then 2 cumulative steps
     assert all(total == 5 for _, total in calls)
+
+
+def test_method_auto_is_chosen_once_and_every_variant_reuses_it(monkeypatch):
+    """sensitivity --method auto: auto's seven variants are measured once; the layer variants calibrate
+    with that choice (plain variants, no method of their own) and the report's model records it."""
+    from qdq_compiler.quant.auto_method import AUTO_METADATA_KEY
+    from qdq_compiler.search import engine
+    from qdq_compiler.search.method_auto import validate_method_auto
+
+    seen = []
+    measure = engine.Evaluator.__call__
+    monkeypatch.setattr(engine.Evaluator, "__call__", lambda self, v: seen.append(v) or measure(self, v))
+    manager = PassManager(WITHOUT_EQUALIZE)
+    apply_compile_flags(manager, {"method": "auto"})
+    ctx = PassContext(calibration_data=_samples(16, 1))
+    validation = validate_method_auto(_planted_model(), manager, ctx, _batches())
+    assert validation is not None and len(validation.scores) == len(seen) == 7
+    assert all(variant.method is not None for variant in seen)
+    report = analyze_sensitivity(_planted_model(), manager, ctx, _batches(), top=1)
+    assert len(seen) == 7 + 1 + 3 + 1  # auto once; then all INT8, three layers, one cumulative step
+    assert all(variant.method is None and not variant.overrides for variant in seen[7:])
+    assert report.model is not None
+    record = json.loads(report.model.metadata_props[AUTO_METADATA_KEY])
+    assert record["validated"] and all(v["end_sqnr_db"] is not None for v in record["variants"])
+    best = max(validation.scores.values(), key=lambda result: result.sqnr_db)
+    assert validation.scores[record["chosen"]].sqnr_db == best.sqnr_db

@@ -7,7 +7,8 @@ gained is that layer's sensitivity. Then the most sensitive layers are kept floa
 time, to show accuracy against the INT8 share of the MACs that fusion prediction expects.
 
 The pipeline runs up to place-qdq once; only place-qdq and what follows it run per variant, and the
-statistics collected for the first variant serve all others (no model run for calibration again).
+statistics collected once serve all others (no model run for calibration again). The variants run on the
+evaluation engine (:mod:`qdq_compiler.search`), in this process, a local pool or on Ray.
 """
 
 from __future__ import annotations
@@ -17,21 +18,21 @@ import dataclasses
 import math
 import re
 import shlex
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from qdq_compiler.accuracy.numerics import OutputComparison, compare_outputs, onnxruntime_part, run_outputs
-from qdq_compiler.calib.methods import memoized_amax
+from qdq_compiler.accuracy.numerics import OutputComparison
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.pm import Pass, PassContext, PassManager
-from qdq_compiler.quant.decisions import layer_decisions
-from qdq_compiler.targets import predict_fusions
+
+if TYPE_CHECKING:
+    from qdq_compiler.search.engine import EvalSource
 
 __all__ = [
     "CumulativeStep",
@@ -41,6 +42,8 @@ __all__ = [
     "best_step",
     "exclude_pattern",
     "format_sensitivity",
+    "gain",
+    "rank_key",
     "sensitivity_to_json",
 ]
 
@@ -79,6 +82,8 @@ class SensitivityReport:
     cumulative: list[CumulativeStep]
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (layer, why not measured)
     cut_before: list[str] = dataclasses.field(default_factory=list)  # nodes onnxruntime cannot run
+    # the all-INT8 compile the analysis measured (for the report); not part of the results
+    model: ir.Model | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def exclude_pattern(name: str) -> str:
@@ -135,95 +140,32 @@ def analyze_sensitivity(
     float_model: onnx.ModelProto,
     manager: PassManager,
     ctx: PassContext,
-    batches: Sequence[Batch],
+    batches: Sequence[Batch] | EvalSource,
     top: int = 5,
     progress: Callable[[int, int, str], None] | None = None,
+    workers: int | None = 1,
+    ray: str | None = None,
 ) -> SensitivityReport:
     """Measure every INT8 layer's sensitivity on ``batches``; keep the ``top`` most sensitive float in turn.
 
     ``manager`` is the compile pipeline (with its options); ``ctx`` holds the calibration data or cached
-    statistics. ``progress(done, total, what)`` is called after each compiled and measured variant.
+    statistics. ``batches``: the evaluation batches, or where each worker reads them
+    (:class:`~qdq_compiler.search.EvalSource`). The variants run on the evaluation engine
+    (:mod:`qdq_compiler.search.sensitivity`): in this process for one worker, else a pool of ``workers``
+    processes, or on Ray (``ray``: an address or ``"local"``). ``progress(done, total, what)`` is called as
+    variants are measured.
     """
-    if not batches:
-        raise QdqcError("sensitivity needs at least one evaluation sample")
-    with memoized_amax():  # every variant calibrates the same tensors with the same statistics
-        return _analyze(float_model, manager, ctx, batches, top, progress)
+    from qdq_compiler.search.sensitivity import measure_sensitivity
+
+    return measure_sensitivity(float_model, manager, ctx, batches, top, progress, workers, ray)
 
 
-def _analyze(
-    float_model: onnx.ModelProto,
-    manager: PassManager,
-    ctx: PassContext,
-    batches: Sequence[Batch],
-    top: int,
-    progress: Callable[[int, int, str], None] | None,
-) -> SensitivityReport:
-    reference = run_outputs(float_model, batches)
-    variants = VariantCompiler(float_model, manager, ctx)
-
-    def measure(model: ir.Model) -> OutputComparison:
-        return compare_outputs(reference, run_outputs(to_proto(model), batches))
-
-    base = variants.compile(())
-    baseline = measure(base)
-    fusion = predict_fusions(base)
-    macs = {layer.name: layer.macs for layer in fusion.layers}
-    decisions = layer_decisions(base)
-    candidates = [d for d in decisions.values() if d.int8]
-    already_float = [(d.node_name, d.reason) for d in decisions.values() if not d.int8]
-    if not candidates:
-        raise QdqcError("no INT8 layers to rank: the compiled model quantizes no weighted layer")
-    name_counts = Counter(node.name for node in base.graph)
-
-    layers: list[LayerSensitivity] = []
-    skipped: list[tuple[str, str]] = []
-    for done, decision in enumerate(candidates, start=1):
-        if not decision.node_name or name_counts[decision.node_name] != 1:
-            skipped.append((decision.node_name, "no unique node name to exclude it by"))
-        else:
-            variant = variants.compile([decision.node_name])
-            flipped = layer_decisions(variant).get(decision.node_name)
-            if flipped is None or flipped.int8:
-                skipped.append((decision.node_name, "still INT8 when excluded"))
-            else:
-                result = measure(variant)
-                share = macs.get(decision.node_name)
-                layers.append(
-                    LayerSensitivity(
-                        decision.node_name,
-                        decision.op_type,
-                        share / fusion.total_macs if share is not None and fusion.total_macs else None,
-                        result.sqnr_db,
-                        _gain(result.sqnr_db, baseline.sqnr_db),
-                    )
-                )
-        if progress is not None:
-            progress(done, len(candidates) + min(top, len(candidates)), decision.node_name)
-    layers.sort(key=_rank_key)
-
-    cumulative: list[CumulativeStep] = []
-    steps = min(top, len(layers))
-    for count in range(1, steps + 1):
-        names = tuple(item.name for item in layers[:count])
-        variant = variants.compile(names)
-        cumulative.append(
-            CumulativeStep(names, measure(variant).sqnr_db, predict_fusions(variant).int8_mac_share)
-        )
-        if progress is not None:
-            progress(len(candidates) + count, len(candidates) + steps, f"{count} layer(s) float")
-    samples = sum(int(next(iter(batch.values())).shape[0]) for batch in batches)
-    cut_before = onnxruntime_part(float_model)[1]
-    return SensitivityReport(
-        samples, baseline, fusion.int8_mac_share, already_float, layers, cumulative, skipped, cut_before
-    )
-
-
-def _gain(sqnr: float, baseline: float) -> float:
+def gain(sqnr: float, baseline: float) -> float:
     """SQNR gained over the baseline; 0 when equal (also both inf), nan when either is nan."""
     return 0.0 if sqnr == baseline else sqnr - baseline
 
 
-def _rank_key(item: LayerSensitivity) -> tuple:
+def rank_key(item: LayerSensitivity) -> tuple:
     """Largest gain first; a nan gain (the variant's outputs held NaN) last; ties by name."""
     unknown = math.isnan(item.gain_db)
     return (unknown, 0.0 if unknown else -item.gain_db, item.name)

@@ -192,10 +192,11 @@ def amax_auto(
 ) -> float:
     """amax of the candidate with the best local SQNR on this tensor alone (see the module docstring).
 
-    ``validate``, ``samples`` and ``score`` act in the calibrate pass only: there the per-tensor mix (chosen
-    per scale group) is compared on the model's outputs with every candidate used for all tensors, over the
-    first ``samples`` batches, by output SQNR (``score=sqnr``) or by `qdqc eval`'s task metric against FP32
-    then SQNR (``score=metric``), and the best is kept (:mod:`qdq_compiler.quant.auto_method`).
+    ``validate``, ``samples`` and ``score`` act on a whole model only: there the per-tensor mix (chosen per
+    scale group) is compared on the model's outputs with every candidate used for all tensors, over the
+    first ``samples`` samples, by output SQNR (``score=sqnr``) or by `qdqc eval`'s task metric against FP32
+    then SQNR (``score=metric``), on the evaluation engine (:mod:`qdq_compiler.search.method_auto`), and the
+    calibrate pass keeps the best (:mod:`qdq_compiler.quant.auto_method`).
     """
     from .methods import compute_amax
 

@@ -43,8 +43,9 @@ class PassContext:
 
     calibration_data: Any = None
     calibration_stats: dict[str, Any] = field(default_factory=dict)
-    # data calibrate{method=auto} validates its choice on (default: the calibration data)
-    evaluation_data: Any = None
+    # calibrate{method=auto}'s end scores of its variants, measured by the evaluation engine before the
+    # pipeline runs (qdq_compiler.quant.auto_method.AutoValidation; None: not validated)
+    auto_validation: Any = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("qdqc"))
     progress: bool = False  # draw progress bars (calibration) on a terminal
     # Collects calibration statistics in place of calib.collect_statistics (same arguments and result, e.g.

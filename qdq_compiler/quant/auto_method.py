@@ -4,14 +4,12 @@
 2. The **per-tensor mix**: each scale group (or lone tensor) takes the candidate with the best local SQNR
    (:mod:`qdq_compiler.calib.auto`), one candidate for all members of a group.
 3. **Validation** (``validate=true``): the mix and every candidate used for all auto tensors (the
-   "global" variants) are each applied to a copy of the model, their scale groups tied as unify-scales ties
-   them (its default options), and run in onnxruntime on the first ``samples`` batches of the evaluation
-   data (``PassContext.evaluation_data``, else the calibration data). Each variant's SQNR against the
-   float model's outputs (cached once) is its end score; the best variant is kept, a global one on a tie.
-
-The variants are independent tasks (:class:`VariantTask`); :func:`evaluate_variants` runs them with a
-plain sequential map, the one place an executor (process pool, Ray) would plug in. A task returns one
-number, so no more than one variant's outputs are held at a time.
+   "global" variants) are variants of the evaluation engine (:mod:`qdq_compiler.search.method_auto`):
+   each is compiled by the real pipeline from the one statistics pass and measured against the float
+   model's cached outputs on the first ``samples`` samples of ``--eval`` (else of the calibration data),
+   in-process, in a pool or on Ray, before the pipeline runs. Their end scores reach this pass as
+   ``PassContext.auto_validation`` (:class:`AutoValidation`); the best variant is kept, a global one on a
+   tie, so the kept model is the measured one.
 """
 
 from __future__ import annotations
@@ -21,13 +19,12 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
-from qdq_compiler.calib import MethodPlan, MethodSpec, TensorStats, compute_amax, open_calibration_data
+from qdq_compiler.calib import MethodPlan, MethodSpec, TensorStats, compute_amax
 from qdq_compiler.calib.auto import (
     AUTO,
     DEFAULT_CANDIDATES,
@@ -40,17 +37,8 @@ from qdq_compiler.calib.auto import (
 from qdq_compiler.calib.methods import parse_method_spec
 from qdq_compiler.quant.scale_groups import scale_groups
 
-MIX = "per-tensor"
-# unify-scales' warnings about a variant's groups would repeat the real run's (or describe a variant not kept)
-_SILENT = logging.getLogger("qdqc.auto-variants")
-_SILENT.propagate = False
-_SILENT.addHandler(
-    logging.NullHandler()
-)  # the name of the per-tensor (per scale group) mix among the variants
+MIX = "per-tensor"  # the name of the per-tensor (per scale group) mix among the variants
 AUTO_METADATA_KEY = "qdq_compiler.calibration_auto"
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -139,52 +127,7 @@ def _rounded(value: float | None) -> float | str | None:
     return round(value, 4) if math.isfinite(value) else str(value)
 
 
-# --------------------------------------------------------------------------- variant tasks
-@dataclass(frozen=True)
-class VariantInputs:
-    """What every variant evaluation shares: the model with placeholder scales, the batches, the float
-    outputs on them."""
-
-    model: onnx.ModelProto
-    batches: tuple[Mapping[str, np.ndarray], ...]
-    reference: Mapping[str, np.ndarray]
-    task: TaskMetricSpec | None = None  # score=metric: how to measure the task metric
-
-
-@dataclass(frozen=True)
-class TaskMetricSpec:
-    """The task metric of `qdqc eval` on the validation batches: the model kind and its task output."""
-
-    kind: str
-    output: str
-
-    def measure(self, reference: np.ndarray, quantized: np.ndarray) -> tuple[str, float | None]:
-        """(metric name, INT8-vs-FP32 value) of the first task metric over all samples at once."""
-        from qdq_compiler.evaluation.data import EvalData
-        from qdq_compiler.evaluation.tasks import make_task
-
-        # without labels a task reads only the outputs (and the sample names): no data behind the names
-        data = EvalData(cast(Any, None), [str(index) for index in range(len(reference))], "validation")
-        task = make_task(self.kind, data, None, threshold=0.5, reference_conf=0.25)  # qdqc eval's defaults
-        task.add(reference, quantized)
-        metrics, _ = task.finish()
-        return metrics[0].name, metrics[0].int8_vs_fp32
-
-
-@dataclass(frozen=True)
-class VariantTask:
-    """One independent evaluation: apply ``amax`` to the shared model and measure its SQNR."""
-
-    name: str
-    amax: Mapping[str, float]
-    inputs: VariantInputs
-
-
-def sequential_map(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``[fn(item) for item in items]``: the executor of the variant tasks (an engine may replace it)."""
-    return [fn(item) for item in items]
-
-
+# --------------------------------------------------------------------------- end scores
 @dataclass(frozen=True)
 class VariantResult:
     """A variant's end scores: SQNR (dB, all outputs) and, with score=metric, the task metric."""
@@ -199,46 +142,19 @@ class VariantResult:
         return (metric, self.sqnr_db)
 
 
-def evaluate_variants(
-    tasks: Sequence[VariantTask],
-    run: Callable[[Callable[[VariantTask], VariantResult], Sequence[VariantTask]], list] | None = None,
-) -> list[VariantResult]:
-    """The end scores of every task, in task order, by ``run`` (default :func:`sequential_map`)."""
-    return list((run or sequential_map)(evaluate_variant, tasks))
+@dataclass(frozen=True)
+class AutoValidation:
+    """End scores of auto's variants (each candidate for every auto tensor, and the per-tensor mix), measured
+    by the evaluation engine (:mod:`qdq_compiler.search.method_auto`) before the pipeline runs; calibrate
+    reads them from ``PassContext.auto_validation`` and keeps the best. No scores: keep the mix unvalidated
+    without a warning (the engine's own compiles, or a warning already given)."""
+
+    scores: Mapping[str, VariantResult] = field(default_factory=dict)
+    samples: int = 0
+    held_out: bool = False  # measured on evaluation data rather than on the calibration data
 
 
-def evaluate_variant(task: VariantTask) -> VariantResult:
-    """SQNR (dB, all outputs, :func:`compare_outputs`) of the shared model with ``task.amax`` applied, and
-    the task metric when the inputs name one."""
-    from qdq_compiler.accuracy.numerics import compare_outputs, run_outputs
-
-    variant = variant_model(task.inputs.model, task.amax)
-    outputs = run_outputs(variant, task.inputs.batches)
-    sqnr = compare_outputs(task.inputs.reference, outputs).sqnr_db
-    result = VariantResult(sqnr if not math.isnan(sqnr) else -math.inf)
-    spec = task.inputs.task
-    if spec is None:
-        return result
-    name, metric = spec.measure(task.inputs.reference[spec.output], outputs[spec.output])
-    return VariantResult(result.sqnr_db, metric, name)
-
-
-def variant_model(model: onnx.ModelProto, amax: Mapping[str, float]) -> onnx.ModelProto:
-    """``model`` with every activation Q's scale from ``amax`` and its scale groups tied (unify-scales)."""
-    from qdq_compiler.ir import load_model, to_proto
-    from qdq_compiler.pm import PassContext
-    from qdq_compiler.pm.pipeline import parse_pipeline
-    from qdq_compiler.quant.activation_scales import activation_quantizers, apply_amax
-    from qdq_compiler.quant.activation_scales import quantized_tensor_name as tensor_name
-    from qdq_compiler.rewrite import Rewriter
-
-    copy = load_model(model)
-    rewriter = Rewriter(copy.graph)
-    for quantize in activation_quantizers(copy.graph):
-        apply_amax(quantize, float(amax[tensor_name(quantize)]), rewriter)
-    (unify,) = parse_pipeline("unify-scales")  # its default options, as in trt-int8
-    unify.run(copy, PassContext(logger=_SILENT))
-    return to_proto(copy)
+UNVALIDATED = AutoValidation()
 
 
 # --------------------------------------------------------------------------- the choice
@@ -274,15 +190,14 @@ def choose_auto(
     fixed_amax: Mapping[str, float],
     auto: Sequence[str],
     options: AutoOptions,
-    data: Any,
+    validation: AutoValidation | None,
     logger: logging.Logger,
     guard: Callable[[dict[str, float]], object] = lambda amax: None,
-    held_out: bool = False,
 ) -> AutoOutcome:
     """Choose the amax of the ``auto`` tensors (``fixed_amax`` holds every other calibrated tensor's).
 
-    ``data`` (evaluation data when ``held_out``, else calibration data, or None) feeds the validation;
-    ``guard`` fixes up an amax dict in place (all-zero tensors) before a variant is built.
+    ``validation`` holds the engine's end scores of every variant (None: nobody measured them, which is
+    warned about); ``guard`` fixes up an amax dict in place (all-zero tensors) before a variant is kept.
     """
     candidates = [str(spec) for spec in options.candidates]
     amax_of = {name: [compute_amax(stats[name], spec) for spec in options.candidates] for name in auto}
@@ -325,13 +240,20 @@ def choose_auto(
     )
     if not options.validate:
         return outcome
-    batches = _validation_batches(model, data, options.samples, logger)
-    if batches is None:
+    if validation is None:
+        logger.warning(
+            "method auto: its choice was not validated (the evaluation engine validates it before the "
+            "pipeline runs: qdqc compile / sensitivity, or qdq_compiler.search.validate_method_auto); "
+            "keeping the per-tensor mix"
+        )
         return outcome
-    shared = _shared_inputs(model, batches, options.score == "metric")
     names = list(variants)
-    tasks = [VariantTask(name, variants[name], shared) for name in names]
-    end = evaluate_variants(tasks)
+    missing = [name for name in names if name not in validation.scores]
+    if missing and validation.scores:
+        raise ValueError(f"auto validation lacks the variant(s) {', '.join(missing)}")  # engine bug
+    if missing:
+        return outcome
+    end = [validation.scores[name] for name in names]
     by_metric = options.score == "metric"
     # the first of equal scores: a single method before the mix
     best = max(range(len(names)), key=lambda i: (end[i].key(by_metric), -i))
@@ -339,7 +261,7 @@ def choose_auto(
         VariantScore(score.name, score.tensors_in_mix, score.local_sqnr_db, end[i].sqnr_db, end[i].metric)
         for i, score in enumerate(scores)
     ]
-    outcome.validated, outcome.samples, outcome.held_out = True, len(batches), held_out
+    outcome.validated, outcome.samples, outcome.held_out = True, validation.samples, validation.held_out
     outcome.metric = end[0].metric_name
     outcome.chosen = names[best]
     outcome.amax = variants[names[best]]
@@ -356,49 +278,6 @@ def _own_scores(stats: TensorStats, amaxes: Sequence[float], tolerance: float) -
 def _mean_db(values: Sequence[float]) -> float:
     finite = [value for value in values if math.isfinite(value)]
     return float(np.mean(finite)) if finite else math.inf
-
-
-def _validation_batches(
-    model: ir.Model, data: Any, samples: int, logger: logging.Logger
-) -> tuple[Mapping[str, np.ndarray], ...] | None:
-    """The first ``samples`` batches of ``data``, or None (with a warning) when there are none to read."""
-    if data is None:
-        logger.warning(
-            "method auto: no data to validate on (a calibration cache without --calib): keeping the "
-            "per-tensor choice unvalidated; pass --calib DATA to compare it with each single method"
-        )
-        return None
-    from qdq_compiler.quant.float_view import float_view
-
-    opened = open_calibration_data(data, float_view(model))
-    if not opened.reiterable:
-        logger.warning(
-            "method auto: the calibration data can be read only once: per-tensor choice unvalidated"
-        )
-        return None
-    batches = []
-    for batch in opened:
-        batches.append(dict(batch))
-        if len(batches) >= samples:
-            break
-    return tuple(batches)
-
-
-def _shared_inputs(
-    model: ir.Model, batches: tuple[Mapping[str, np.ndarray], ...], with_metric: bool
-) -> VariantInputs:
-    from qdq_compiler.accuracy.numerics import run_outputs
-    from qdq_compiler.evaluation.kind import kind_from_metadata, kind_from_outputs, task_output
-    from qdq_compiler.ir import to_proto
-    from qdq_compiler.quant.float_view import float_view
-
-    float_model = float_view(model)
-    reference = run_outputs(float_model, batches)
-    task = None
-    if with_metric:
-        kind = kind_from_metadata(float_model) or kind_from_outputs(reference)
-        task = TaskMetricSpec(kind, task_output(kind, reference))
-    return VariantInputs(to_proto(model), batches, reference, task)
 
 
 # --------------------------------------------------------------------------- report

@@ -60,16 +60,15 @@ def compile_report(
 def sensitivity_report(
     report_dir: str, model_path: str, manager, pass_ctx, report, quiet: bool, err: bool = False
 ) -> None:
-    """Write sensitivity's report: the all-INT8 compile (statistics reused), ranking and fallback curve."""
-    from qdq_compiler.ir import load_model
-    from qdq_compiler.pm import PassManager
+    """Write sensitivity's report: the all-INT8 model the analysis compiled (``report.model``, statistics
+    reused), ranking and fallback curve."""
     from qdq_compiler.report import collect
 
     started = time.perf_counter()
-    compiled = load_model(model_path)
-    PassManager(list(manager.passes)).run(compiled, pass_ctx, stamp=False)
+    if report.model is None:
+        raise ValueError("the sensitivity report has no all-INT8 model")  # analyze_sensitivity sets it
     plan = collect.calibration_plan(manager.passes)
-    data = collect.sensitivity_report(model_path, compiled, pass_ctx.calibration_stats, plan, report)
+    data = collect.sensitivity_report(model_path, report.model, pass_ctx.calibration_stats, plan, report)
     _written(write_report(report_dir, data), quiet, started, err)
 
 

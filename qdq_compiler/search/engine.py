@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -40,6 +41,7 @@ from qdq_compiler.quant.decisions import layer_decisions
 from qdq_compiler.targets import predict_fusions
 
 __all__ = [
+    "DEFAULT_METRICS",
     "EvalSetup",
     "EvalSource",
     "Evaluator",
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 Batch = Mapping[str, np.ndarray]
+# the task metric a goal measures by default, per kind (any metric `qdqc eval` prints)
+DEFAULT_METRICS = {"classifier": "top-1", "segmentation": "IoU@0.5", "detector": "mAP@0.5"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class EvalSetup:
     reference_metric: float | None = None  # the goal's metric for FP32 (vs labels, or FP32 against itself)
     samples: int = 0
     notes: list[str] = field(default_factory=list)
+    auto_validation: Any = None  # --method auto's end scores (AutoValidation) once chosen: reused, not re-run
 
 
 def overall_sqnr(per_output: Mapping[str, float]) -> float:
@@ -127,12 +132,12 @@ def overall_sqnr(per_output: Mapping[str, float]) -> float:
     return -10.0 * math.log10(mean) if mean > 0.0 else math.inf
 
 
-def _quiet_context(stats: dict[str, TensorStats]) -> PassContext:
+def _quiet_context(stats: dict[str, TensorStats], auto_validation: Any = None) -> PassContext:
     """A pass context over ready statistics; warnings were given when the setup's first compile ran."""
     logger = logging.getLogger("qdqc.search.worker")
     logger.propagate = False
     logger.setLevel(logging.ERROR)
-    return PassContext(calibration_stats=dict(stats), logger=logger)
+    return PassContext(calibration_stats=dict(stats), logger=logger, auto_validation=auto_validation)
 
 
 def _read_batches(source: EvalSource, float_model: onnx.ModelProto) -> Iterator[dict[str, np.ndarray]]:
@@ -147,7 +152,7 @@ class Evaluator:
         self.setup = setup
         self.float_model = onnx.load_from_string(setup.float_model)
         self.compiler = VariantCompiler.from_prepared(
-            setup.prepared, setup.suffix, _quiet_context(setup.stats)
+            setup.prepared, setup.suffix, _quiet_context(setup.stats, setup.auto_validation)
         )
         self.memo: dict = {}
         self.eval_data = None
@@ -243,6 +248,7 @@ def build_setup(
         reference,
         goal,
         samples=samples,
+        auto_validation=ctx.auto_validation,
     )
     if goal is not None:
         setup.reference_metric = _reference_metric(setup, float_model)
