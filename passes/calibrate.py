@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ from qdq_compiler.rewrite import Rewriter
 from qdq_compiler.targets.recipe import record_calibration
 
 DROWNED_RATIO = 16.0  # the ratio unify-scales unties members at (docs/placement.md)
+# Ops whose output is a gate in [0, 1] that multiplies a feature map (squeeze-excitation, attention)
+GATE_OPS = ("Sigmoid", "HardSigmoid")
 # amax of an activation that was zero on every calibration sample (scale 1/127; zero quantizes exactly)
 ZERO_TENSOR_AMAX = 1.0
 
@@ -66,6 +69,13 @@ class Calibrate(Pass):
     onnxruntime's, classifier top-1 agreement >= 0.99), where `mse` on the exact histogram left the detector's
     SQNR below Model Optimizer's and the classifier's agreement at 0.98 (bench/README.md, bench_accuracy.py).
     On YOLOv7 NVIDIA's QAT study found histogram-MSE best: `--method mse` stays one flag away.
+
+    `gate-method` (default `max`) calibrates the outputs of Sigmoid and HardSigmoid (gates in [0, 1] that
+    multiply a feature map, e.g. squeeze-excitation) whatever `method` says; `default` leaves them to it, and
+    a `--calib-override` naming such a tensor wins. HardSigmoid saturates at exactly 1, so the top of a gate's
+    histogram is a spike, not a tail: a method that clips it (entropy put the bundled classifier's SE gates at
+    0.16-0.28) scales every saturated activation down, a bias no later layer corrects (classifier entropy:
+    0.49 dB without the rule, bench/README.md).
     """
 
     name = "calibrate"
@@ -77,14 +87,16 @@ class Calibrate(Pass):
         overrides: tuple[str, ...] = ()
         num_bins: int = DEFAULT_NUM_BINS
         exact: bool = True
+        gate_method: str = "max"
 
         def __post_init__(self) -> None:
             spec = parse_method_spec(self.method)  # a malformed method fails when the pipeline is read
             if spec.name == "auto":
                 AutoOptions.of(spec)  # and so does a bad candidate of auto
+            if self.gate_method != "default" and parse_method_spec(self.gate_method).name == "auto":
+                raise QdqcError("gate-method takes a single method (or 'default'), not auto")
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
-        plan = MethodPlan(self.options.method, tuple(self.options.overrides))
         quantizers = activation_quantizers(model.graph)
         result = PassResult(modified=False)
         if not quantizers:
@@ -93,7 +105,9 @@ class Calibrate(Pass):
         members = _concat_members(quantizers)
         stats = self._statistics(model, names, sorted(set(members) - set(names)), ctx)
         op_types = {name: _op_types(q) for q in quantizers for name in [_tensor_name(q)]}
-        for pattern in plan.unmatched_patterns(names, op_types):
+        user_plan = MethodPlan(self.options.method, tuple(self.options.overrides))
+        plan = MethodPlan(user_plan.default, (*user_plan.overrides, *self._gate_overrides(quantizers)))
+        for pattern in user_plan.unmatched_patterns(names, op_types):
             warn_once(
                 ctx,
                 "--calib-override %r matches no calibrated tensor (%s)",
@@ -130,6 +144,17 @@ class Calibrate(Pass):
         recorded = record_calibration(model, plan_text(self.options.method, self.options.overrides))
         result.modified = result.modified or result.statistics["num-scales-set"] > 0 or recorded
         return result
+
+    def _gate_overrides(self, quantizers: list[ir.Node]) -> tuple[tuple[str, str], ...]:
+        """``(exact-name pattern, gate-method)`` per quantized gate output, to follow the user overrides."""
+        if self.options.gate_method == "default":
+            return ()
+        gates = set()
+        for quantize in quantizers:
+            producer = input_of(quantize, 0).producer()
+            if producer is not None and producer.op_type in GATE_OPS:
+                gates.add(_tensor_name(quantize))
+        return tuple((glob.escape(name), self.options.gate_method) for name in sorted(gates))
 
     def _statistics(self, model: ir.Model, names: list[str], optional: list[str], ctx: PassContext) -> dict:
         """Statistics of ``names`` (and of ``optional`` when collected here, or cached)."""
