@@ -95,26 +95,39 @@ def main(argv: list[str] | None = None) -> int:
     data = bundled.SEGMENTER
     model = onnx.load(str(args.model))
     calib = bundled.load_images(sorted(data.calib_dir().glob("*.jpg"))[: args.calib_limit])
-    lines = [f"# {args.model.name}", "", f"FP32 IoU vs masks: {bundled.evaluate_segmenter(args.model):.4f}", ""]
+    lines = [
+        f"# {args.model.name}",
+        "",
+        f"FP32 IoU vs masks: {bundled.evaluate_segmenter(args.model):.4f}",
+        "",
+    ]
     lines += activation_ranges(model, calib)
     print("\n".join(lines), flush=True)
     rows = []
     options = SimpleNamespace(
         calib_limit=args.calib_limit, eval_limit=args.eval_limit, modelopt_python=args.modelopt_python
     )
-    paths = {"model": args.model, "calib": data.calib_dir(), "val": data.val_dir(), "labels": data.labels_path()}
+    paths = {
+        "model": args.model,
+        "calib": data.calib_dir(),
+        "val": data.val_dir(),
+        "labels": data.labels_path(),
+    }
     with tempfile.TemporaryDirectory(prefix="seg_wide.") as tmp:
-        npy = bench_accuracy.calibration_array(args.model, data.calib_dir(), args.calib_limit, Path(tmp) / "c.npy")
-        for variant in args.variants.split(","):
+        npy = bench_accuracy.calibration_array(
+            args.model, data.calib_dir(), args.calib_limit, Path(tmp) / "c.npy"
+        )
+        for variant in filter(None, args.variants.split(",")):
             if variant in FLOAT_GROUPS:
                 bench_accuracy.QDQC_VARIANTS[variant] = float_group(model, variant)
             row = bench_accuracy.measure("wide", paths, variant, Path(tmp), npy, options)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    lines += ["", bench_accuracy.table(rows)]
+    if rows:
+        lines += ["", bench_accuracy.table(rows)]
+        print(bench_accuracy.table(rows))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
-    print(bench_accuracy.table(rows))
     return 0
 
 

@@ -12,6 +12,13 @@ Conv+BatchNorm folded by the exporter; the BatchNorms after the ConvTransposes s
 
     nice -n 10 python tools/train_segmenter.py --out qdq_compiler/data/segmenter/segmenter.onnx \
         --log tools/train_log_segmenter.txt
+
+``--recipe wide`` trains the same topology into the activation statistics of long-trained PP-OCR models
+(per-channel ranges spread over decades, a neck Concat with members from +-3 to +-3000), the model that
+reproduces issue 15's INT8 failure (:func:`apply_wide_gains`, docs/models.md):
+
+    nice -n 19 python tools/train_segmenter.py --recipe wide --epochs 12 \
+        --out qdq_compiler/data/segmenter/segmenter_wide.onnx    # log: tools/train_log_segmenter_wide.txt
 """
 
 from __future__ import annotations
@@ -148,8 +155,8 @@ class RepLayer(nn.Module):
 
 
 class GainConv(nn.Conv2d):
-    """A Conv2d (same parameters and init as ``nn.Conv2d``) whose kernel is multiplied by fixed per-output
-    and per-input channel gains while training (``--recipe wide``); :meth:`fold` bakes them into the kernel."""
+    """A Conv2d (parameters and init of ``nn.Conv2d``) whose kernel is multiplied by fixed per-output and
+    per-input channel gains while training (``--recipe wide``); :meth:`fold` bakes them into the kernel."""
 
     out_gain: torch.Tensor | None = None
     in_gain: torch.Tensor | None = None
@@ -280,9 +287,10 @@ def apply_wide_gains(
     the neck's lateral 1x1 convs) reads its input through the inverse gains, so every channel keeps its
     weight in the function (a depthwise reader needs none: its own BatchNorm renormalises each channel).
     The neck's 3x3 output convs (p2, p3, p4, p5, in that order) are multiplied by ``neck_gains`` and the
-    head's conv reads each of them, Concat member by member, through ``gain ** -head_comp``. Gains are constant buffers: training the rest with
-    Adam is the same as initialising the BatchNorm gammas/betas and the neck weights at these scales with
-    learning rates scaled alike. All are folded into the exported convs.
+    head's conv reads each of them, Concat member by member, through ``gain ** -head_comp``. The gains are
+    constant, not trained: training the rest with Adam is the same as initialising the BatchNorm
+    gammas/betas and the neck weights at these scales with learning rates scaled alike. All are folded into
+    the exported convs (the exported graph has the default recipe's nodes).
     """
     layers = [m for m in model.backbone.modules() if isinstance(m, RepLayer)]
     prev: torch.Tensor | None = None  # the gain of the previous layer's output channels
@@ -397,9 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         help="default: the shipped segmenter.onnx; wide: long-trained activation ranges (see docs/models.md)",
     )
     ap.add_argument("--decades", type=float, default=3.0, help="wide: spread of the per-channel gains")
-    ap.add_argument("--neck-gains", default="300,30,3,0.3", help="wide: gains of p2,p3,p4,p5")
-    ap.add_argument("--head-comp", type=float, default=1.0, help="wide: head reads member k via gain**-this")
-    ap.add_argument("--affine-lr-mult", type=float, default=10.0, help="wide: learning-rate factor of affines")
+    ap.add_argument("--neck-gains", default="40,10,3,1", help="wide: gains of p2,p3,p4,p5")
+    ap.add_argument("--head-comp", type=float, default=0.5, help="wide: head reads member k via gain**-this")
+    ap.add_argument("--affine-lr-mult", type=float, default=10.0, help="wide: learning-rate factor, affines")
     ap.add_argument("--checkpoint", type=Path, default=None, help="save the unfolded state_dict (.pt) here")
     ap.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "qdq_zoo_cache")
     ap.add_argument("--train-count", type=int, default=4000)
@@ -407,7 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-3)
-    ap.add_argument("--optim", choices=("adamw", "adam-l2"), default="adamw", help="adamw: AdamW decay 0.01")
+    ap.add_argument(
+        "--optim",
+        choices=("adamw", "adam-l2"),
+        default="adamw",
+        help="adamw: AdamW decay 0.01 (ignored with --recipe wide: its own Adam groups)",
+    )
     ap.add_argument("--l2", type=float, default=5e-5, help="coupled L2 on conv weights with --optim adam-l2")
     ap.add_argument(
         "--max-minutes", type=float, default=25.0, help="stop early after this wall time (0: off)"
