@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         default="default",
         help="default: the shipped segmenter.onnx; wide: long-trained activation ranges (see docs/models.md)",
     )
-    ap.add_argument("--decades", type=float, default=3.0, help="wide: spread of the per-channel gains")
+    ap.add_argument("--decades", type=float, default=2.5, help="wide: spread of the per-channel gains")
     ap.add_argument("--neck-gains", default="40,10,3,1", help="wide: gains of p2,p3,p4,p5")
     ap.add_argument("--head-comp", type=float, default=0.5, help="wide: head reads member k via gain**-this")
     ap.add_argument("--affine-lr-mult", type=float, default=10.0, help="wide: learning-rate factor, affines")
