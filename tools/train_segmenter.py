@@ -12,6 +12,13 @@ Conv+BatchNorm folded by the exporter; the BatchNorms after the ConvTransposes s
 
     nice -n 10 python tools/train_segmenter.py --out qdq_compiler/data/segmenter/segmenter.onnx \
         --log tools/train_log_segmenter.txt
+
+``--recipe wide`` trains the same topology into the activation statistics of long-trained PP-OCR models
+(per-channel ranges spread over decades, a neck Concat with members from +-3 to +-3000), the model that
+reproduces issue 15's INT8 failure (:func:`apply_wide_gains`, docs/models.md):
+
+    nice -n 19 python tools/train_segmenter.py --recipe wide --epochs 12 \
+        --out qdq_compiler/data/segmenter/segmenter_wide.onnx    # log: tools/train_log_segmenter_wide.txt
 """
 
 from __future__ import annotations
@@ -105,16 +112,24 @@ class RepLayer(nn.Module):
         self.fused: nn.Conv2d | None = None
         self.lab = Affine()
         self.act = Act() if act else nn.Identity()
+        # --recipe wide only (set by apply_wide_gains): fixed per-channel gains of the branch sum (out_gain)
+        # and of the input (in_gain, groups == 1 only), folded into the conv by fuse().
+        self.out_gain: torch.Tensor | None = None
+        self.in_gain: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
             y = self.fused(x)
         else:
+            if self.in_gain is not None:
+                x = x * self.in_gain.view(1, -1, 1, 1)
             y = sum(b(x) for b in self.kxk)
             if self.scale is not None:
                 y = y + self.scale(x)
             if self.identity is not None:
                 y = y + self.identity(x)
+            if self.out_gain is not None:
+                y = y * self.out_gain.view(1, -1, 1, 1)
         return self.act(self.lab(y))
 
     @torch.no_grad()
@@ -126,12 +141,47 @@ class RepLayer(nn.Module):
         if self.identity is not None:
             parts.append(_fold(None, self.identity, self.c1, self.groups, self.k))
         conv = nn.Conv2d(self.c1, self.c2, self.k, self.s, self.k // 2, groups=self.groups, bias=True)
-        conv.weight.copy_(sum(p[0] for p in parts))
-        conv.bias.copy_(sum(p[1] for p in parts))
+        weight, bias = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        if self.in_gain is not None:
+            weight = weight * self.in_gain.view(1, -1, 1, 1)
+        if self.out_gain is not None:
+            weight, bias = weight * self.out_gain.view(-1, 1, 1, 1), bias * self.out_gain
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
         self.fused = conv
         del self.kxk
         self.kxk = nn.ModuleList()
         self.scale = self.identity = None
+
+
+class GainConv(nn.Conv2d):
+    """A Conv2d (parameters and init of ``nn.Conv2d``) whose kernel is multiplied by fixed per-output and
+    per-input channel gains while training (``--recipe wide``); :meth:`fold` bakes them into the kernel."""
+
+    out_gain: torch.Tensor | None = None
+    in_gain: torch.Tensor | None = None
+
+    def kernel(self) -> torch.Tensor:
+        w = self.weight
+        if self.in_gain is not None:
+            w = w * self.in_gain.view(1, -1, 1, 1)
+        if self.out_gain is not None:
+            w = w * self.out_gain.view(-1, 1, 1, 1)
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias
+        if bias is not None and self.out_gain is not None:
+            bias = bias * self.out_gain
+        return self._conv_forward(x, self.kernel(), bias)
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        w = self.kernel().detach().clone()
+        if self.bias is not None and self.out_gain is not None:
+            self.bias.mul_(self.out_gain)
+        self.weight.copy_(w)
+        self.out_gain = self.in_gain = None
 
 
 class DepthwiseSeparable(nn.Sequential):
@@ -164,8 +214,8 @@ class DBFPN(nn.Module):
 
     def __init__(self, chs: list[int], c: int) -> None:
         super().__init__()
-        self.ins = nn.ModuleList(nn.Conv2d(ci, c, 1, bias=False) for ci in chs)
-        self.ps = nn.ModuleList(nn.Conv2d(c, c // 4, 3, padding=1, bias=False) for _ in chs)
+        self.ins = nn.ModuleList(GainConv(ci, c, 1, bias=False) for ci in chs)
+        self.ps = nn.ModuleList(GainConv(c, c // 4, 3, padding=1, bias=False) for _ in chs)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         c2, c3, c4, c5 = (conv(f) for conv, f in zip(self.ins, feats))
@@ -186,7 +236,7 @@ class DBHead(nn.Module):
         super().__init__()
         m = c // 4
         self.body = nn.Sequential(
-            nn.Conv2d(c, m, 3, padding=1, bias=False),
+            GainConv(c, m, 3, padding=1, bias=False),
             nn.BatchNorm2d(m),
             nn.ReLU(),
             nn.ConvTranspose2d(m, m, 2, 2),
@@ -218,7 +268,48 @@ def reparameterized(model: DBNet) -> DBNet:
     for m in model.modules():
         if isinstance(m, RepLayer):
             m.fuse()
+        elif isinstance(m, GainConv):
+            m.fold()
     return model
+
+
+def _log_uniform(rng: np.random.Generator, n: int, decades: float) -> torch.Tensor:
+    return torch.from_numpy(10.0 ** rng.uniform(-decades / 2, decades / 2, n)).float()
+
+
+def apply_wide_gains(
+    model: DBNet, rng: np.random.Generator, decades: float, neck_gains: list[float], head_comp: float
+) -> None:
+    """``--recipe wide``: fixed gains that give the exported model a long-trained model's activation ranges.
+
+    Every backbone rep layer's branch sum (its BatchNorms' gamma and beta together) is multiplied per output
+    channel by a gain drawn log-uniformly over ``decades`` decades; a conv that mixes channels (1x1 rep layer,
+    the neck's lateral 1x1 convs) reads its input through the inverse gains, so every channel keeps its
+    weight in the function (a depthwise reader needs none: its own BatchNorm renormalises each channel).
+    The neck's 3x3 output convs (p2, p3, p4, p5, in that order) are multiplied by ``neck_gains`` and the
+    head's conv reads each of them, Concat member by member, through ``gain ** -head_comp``. The gains are
+    constant, not trained: training the rest with Adam is the same as initialising the BatchNorm
+    gammas/betas and the neck weights at these scales with learning rates scaled alike. All are folded into
+    the exported convs (the exported graph has the default recipe's nodes).
+    """
+    layers = [m for m in model.backbone.modules() if isinstance(m, RepLayer)]
+    prev: torch.Tensor | None = None  # the gain of the previous layer's output channels
+    for layer in layers:
+        if layer.groups == 1 and prev is not None:
+            layer.in_gain = 1.0 / prev
+        layer.out_gain = _log_uniform(rng, layer.c2, decades)
+        prev = layer.out_gain
+    last = [stage[-1][-1].out_gain for stage in model.backbone.stages.values()]
+    for conv, gain in zip(model.neck.ins, last):
+        conv.in_gain = 1.0 / gain
+    members = []
+    for conv, g in zip(model.neck.ps, neck_gains):
+        conv.out_gain = torch.full((conv.out_channels,), float(g))
+        members.append(torch.full((conv.out_channels,), float(g) ** -head_comp))
+    # torch.cat order in DBFPN.forward is p5, p4, p3, p2 while ps is ordered p2..p5
+    head = model.head.body[0]
+    assert isinstance(head, GainConv)
+    head.in_gain = torch.cat(members[::-1])
 
 
 # -------------------------------------------------------------------------------------------------- data
@@ -306,7 +397,17 @@ def export_onnx(model: DBNet, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("qdq_compiler/data/segmenter/segmenter.onnx"))
-    ap.add_argument("--log", type=Path, default=Path("tools/train_log_segmenter.txt"))
+    ap.add_argument("--log", type=Path, default=None, help="default tools/train_log_segmenter[_RECIPE].txt")
+    ap.add_argument(
+        "--recipe",
+        choices=("default", "wide"),
+        default="default",
+        help="default: the shipped segmenter.onnx; wide: long-trained activation ranges (see docs/models.md)",
+    )
+    ap.add_argument("--decades", type=float, default=2.5, help="wide: spread of the per-channel gains")
+    ap.add_argument("--neck-gains", default="40,10,3,1", help="wide: gains of p2,p3,p4,p5")
+    ap.add_argument("--head-comp", type=float, default=0.5, help="wide: head reads member k via gain**-this")
+    ap.add_argument("--affine-lr-mult", type=float, default=10.0, help="wide: learning-rate factor, affines")
     ap.add_argument("--checkpoint", type=Path, default=None, help="save the unfolded state_dict (.pt) here")
     ap.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "qdq_zoo_cache")
     ap.add_argument("--train-count", type=int, default=4000)
@@ -314,7 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-3)
-    ap.add_argument("--optim", choices=("adamw", "adam-l2"), default="adamw", help="adamw: AdamW decay 0.01")
+    ap.add_argument(
+        "--optim",
+        choices=("adamw", "adam-l2"),
+        default="adamw",
+        help="adamw: AdamW decay 0.01 (ignored with --recipe wide: its own Adam groups)",
+    )
     ap.add_argument("--l2", type=float, default=5e-5, help="coupled L2 on conv weights with --optim adam-l2")
     ap.add_argument(
         "--max-minutes", type=float, default=25.0, help="stop early after this wall time (0: off)"
@@ -327,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.log is None:
+        suffix = "" if args.recipe == "default" else f"_{args.recipe}"
+        args.log = Path(f"tools/train_log_segmenter{suffix}.txt")
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -348,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         f"({time.time() - t0:.0f}s)"
     )
     model = DBNet()
+    if args.recipe == "wide":  # own generator: the default recipe's random streams stay untouched
+        gains = [float(g) for g in args.neck_gains.split(",")]
+        apply_wide_gains(model, np.random.default_rng([args.seed, 1]), args.decades, gains, args.head_comp)
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.3f} M parameters while training")
     affine = [
         p
@@ -356,7 +468,19 @@ def main(argv: list[str] | None = None) -> int:
     ]
     ids = {id(p) for p in affine}
     rest = [p for p in model.parameters() if id(p) not in ids]
-    if args.optim == "adamw":  # decoupled weight decay on all but the affines (run 1)
+    if args.recipe == "wide":  # Adam, coupled L2 on backbone convs only, affines at a higher learning rate
+        bconvs = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.ndim == 4]
+        bids = {id(p) for p in bconvs} | ids
+        free = [p for p in model.parameters() if id(p) not in bids]
+        opt = torch.optim.Adam(
+            [
+                {"params": bconvs, "weight_decay": args.l2},
+                {"params": free, "weight_decay": 0.0},
+                {"params": affine, "weight_decay": 0.0, "lr_mult": args.affine_lr_mult},
+            ],
+            lr=args.lr,
+        )
+    elif args.optim == "adamw":  # decoupled weight decay on all but the affines (run 1)
         opt: torch.optim.Optimizer = torch.optim.AdamW(
             [{"params": rest, "weight_decay": 0.01}, {"params": affine, "weight_decay": 0.0}], lr=args.lr
         )
@@ -386,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             idx = perm[bi * args.batch : (bi + 1) * args.batch]
             x, y = make_batch(train_x, train_y, idx, rng)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step)
+                g["lr"] = lr_at(step) * g.get("lr_mult", 1.0)
             loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

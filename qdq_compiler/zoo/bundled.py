@@ -23,13 +23,14 @@ class BundledModel:
 
     name: str
     kind: str  # the model's ``qdq_compiler.model_kind``: "classifier" or "segmentation"
+    file: str = ""  # the ONNX file's stem when not ``name`` (a second model sharing a folder's data)
 
     @property
     def folder(self) -> Path:
         return DATA_DIR / self.name
 
     def model_path(self) -> Path:
-        return self.folder / f"{self.name}.onnx"
+        return self.folder / f"{self.file or self.name}.onnx"
 
     def calib_dir(self) -> Path:
         """64 unlabelled calibration JPEGs from the generator's ``calib`` split."""
@@ -55,7 +56,10 @@ class BundledModel:
 
 CLASSIFIER = BundledModel("classifier", "classifier")
 SEGMENTER = BundledModel("segmenter", "segmentation")
-BUNDLED = {m.name: m for m in (CLASSIFIER, SEGMENTER)}
+# The same DB-style topology trained with --recipe wide (long-trained activation ranges; docs/models.md):
+# it shares the segmenter's calib/val/val_masks.
+SEGMENTER_WIDE = BundledModel("segmenter", "segmentation", file="segmenter_wide")
+BUNDLED = {"classifier": CLASSIFIER, "segmenter": SEGMENTER, "segmenter_wide": SEGMENTER_WIDE}
 
 
 def load_images(paths: list[Path]) -> np.ndarray:
