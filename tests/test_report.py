@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from helpers import concat_of_distant_ranges
 from onnx import helper
-from test_silent_errors_abc import _concat_of_distant_ranges, _positive_samples
+from test_silent_errors_abc import _positive_samples
 
 from qdq_compiler.accuracy.numerics import run_outputs
 from qdq_compiler.calib import model_input_specs
@@ -53,7 +54,7 @@ def _intermediates(model: onnx.ModelProto, names: list[str], samples: np.ndarray
 def compiled_case():
     """The Concat-of-distant-ranges model compiled by trt-int8 (one requantization left), its context."""
     load_passes()
-    model = _concat_of_distant_ranges(1e4)
+    model = concat_of_distant_ranges(1e4)
     samples = _positive_samples()
     # without equalize (on in trt-int8): the weight-range test compares the report with the input's weights
     manager = PassManager(TRT_INT8.replace("equalize,", ""))
@@ -157,7 +158,7 @@ def _as_classifier(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _save_case(tmp_path):
     model_path, calib = tmp_path / "m.onnx", tmp_path / "calib.npy"
-    onnx.save_model(_as_classifier(_concat_of_distant_ranges(1e4)), model_path)
+    onnx.save_model(_as_classifier(concat_of_distant_ranges(1e4)), model_path)
     np.save(calib, _positive_samples())
     return str(model_path), str(calib)
 
