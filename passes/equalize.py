@@ -15,6 +15,7 @@ pairs are left alone (the reason is logged at debug).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.rewrite import Rewriter, sole_user
 from qdq_compiler.rewrite.patterns import attribute_value
 
+logger = logging.getLogger("qdqc")
 HOMOGENEOUS_ACTIVATIONS = ("Relu", "LeakyRelu", "PRelu", "Clip")
 
 
@@ -65,6 +67,7 @@ class CrossLayerEqualization(Pass):
         pairs = [pair for node in model.graph if (pair := match_pair(node, rewriter)) is not None]
         rewriter.count("num-pairs", len(pairs))
         weights = WorkingWeights()
+        largest_change = 0.0
         for _sweep in range(self.options.iterations):
             largest_change = 0.0
             for pair in pairs:
@@ -72,7 +75,15 @@ class CrossLayerEqualization(Pass):
                 largest_change = max(largest_change, change)
             rewriter.count("num-sweeps")
             if largest_change <= self.options.tolerance:
+                rewriter.count("converged")  # 1 when the last sweep changed no scale by more than tolerance
                 break
+        else:
+            logger.debug(
+                "equalize: not converged after %d sweep(s): the last changed a scale by %.3g (tolerance %g)",
+                self.options.iterations,
+                largest_change,
+                self.options.tolerance,
+            )
         weights.write(rewriter)
         if pairs:
             rewriter.remove_unused_initializers()
