@@ -246,3 +246,50 @@ def test_equalize_reports_convergence() -> None:
     (pass_,) = parse_pipeline("equalize{iterations=50,tolerance=0.5}")
     statistics = pass_.run(model, PassContext()).statistics
     assert statistics["converged"] == 1 and statistics["num-sweeps"] < 50
+
+
+def _sequential_equalize(model: ir.Model, iterations: int, tolerance: float) -> int:
+    """Sweeps of one pair step at a time (the pass before its waves); the number of sweeps run."""
+    from qdq_compiler.passes import equalize
+
+    rewriter = Rewriter(model.graph)
+    pairs = [pair for node in model.graph if (pair := equalize.match_pair(node, rewriter)) is not None]
+    weights = equalize.WorkingWeights()
+    sweeps = 0
+    while sweeps < iterations:
+        sweeps += 1
+        if max(equalize.equalize_pair(pair, rewriter, 1e4, weights) for pair in pairs) <= tolerance:
+            break
+    weights.write(rewriter)
+    rewriter.remove_unused_initializers()
+    return sweeps
+
+
+def test_equalize_stacks_the_steps_of_a_chain_into_waves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain of 9 pairs over 40 sweeps: the steps of several sweeps run as one numpy computation (fewer
+    square roots than pair steps), stopping where one sweep at a time stops (the sweeps that ran ahead
+    undone) with the same arrays bit for bit."""
+    from qdq_compiler.models.synthetic import build_scale_model
+
+    proto = build_scale_model("chain", 20)  # ten Conv/Relu pairs: nine Conv pairs
+    expected = load_model(proto)
+    sweeps = _sequential_equalize(expected, 40, 0.01)
+    assert 3 < sweeps < 40  # converges, with sweeps to run ahead of it and to undo
+    roots = [0]
+    sqrt = np.sqrt
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        roots[0] += 1
+        return sqrt(*args, **kwargs)
+
+    monkeypatch.setattr(np, "sqrt", counting)
+    model = load_model(proto)
+    (pass_,) = parse_pipeline("equalize{iterations=40,tolerance=0.01}")
+    statistics = pass_.run(model, PassContext()).statistics
+    assert statistics["num-sweeps"] == sweeps and statistics["converged"] == 1
+    assert roots[0] < 9 * sweeps / 2  # one per pair step (9 x sweeps) before
+    got = {init.name: init.const_value.numpy() for init in model.graph.initializers.values()}
+    want = {init.name: init.const_value.numpy() for init in expected.graph.initializers.values()}
+    assert list(got) == list(want)  # the same initializers, in the same order
+    for name, array in want.items():
+        np.testing.assert_array_equal(got[name], array, err_msg=name)
