@@ -156,12 +156,18 @@ class WorkingWeights:
     def __init__(self) -> None:
         self.arrays: dict[Key, np.ndarray] = {}
         self.order: dict[Key, tuple[int, ...]] = {}
+        self._originals: dict[Key, np.ndarray | None] = {}  # a loaded initializer decodes at every read
 
     def read(self, node: ir.Node, index: int) -> np.ndarray | None:
-        """The input's current array: rescaled by an earlier step, or the graph's constant."""
-        array = self.arrays.get((node, index))
-        if array is None and len(node.inputs) > index:
-            array = constant_array(node.inputs[index])
+        """The input's current array: rescaled by an earlier step, or the graph's constant (read once)."""
+        key = (node, index)
+        array = self.arrays.get(key)
+        if array is None:
+            if key not in self._originals:
+                self._originals[key] = (
+                    constant_array(node.inputs[index]) if len(node.inputs) > index else None
+                )
+            array = self._originals[key]
         return array
 
     def set(self, node: ir.Node, index: int, array: np.ndarray, rank: tuple[int, ...] | None = None) -> None:
