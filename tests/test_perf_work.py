@@ -188,3 +188,108 @@ def test_cast_scale_looks_for_underflow_only_when_the_type_changes(monkeypatch: 
     tiny = cast_scale(np.array([1e-9, 0.5]), np.float16)
     assert searches[0] == 1
     assert tiny.dtype == np.float16 and tiny[0] == np.finfo(np.float16).smallest_subnormal and tiny[1] == 0.5
+
+
+def _reference_sweeps(weights: list[np.ndarray], biases: list[np.ndarray], sweeps: int, max_scale: float):
+    """Equalisation of a Conv chain as first written: float64 copies of both weights per pair step."""
+    weights, biases = list(weights), list(biases)
+    for _ in range(sweeps):
+        for k in range(len(weights) - 1):
+            w1, w2 = weights[k].astype(np.float64), weights[k + 1].astype(np.float64)
+            r1 = np.abs(w1).reshape(w1.shape[0], -1).max(axis=1)
+            r2 = np.abs(w2).max(axis=(0, 2, 3))
+            scale = np.ones(w1.shape[0])
+            usable = (r1 > 0) & (r2 > 0)
+            scale[usable] = np.sqrt(r1[usable] / r2[usable])
+            scale = np.clip(scale, 1.0 / max_scale, max_scale)
+            weights[k] = (w1 / scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+            weights[k + 1] = (w2 * scale.reshape(1, -1, 1, 1)).astype(np.float32)
+            biases[k] = (biases[k].astype(np.float64) / scale).astype(np.float32)
+    return weights, biases
+
+
+def test_equalize_reads_each_pairs_group_once_and_keeps_the_float64_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pair step reads the second conv's group once per pair, not once per sweep, and rounds the
+    float64 products back to float32 exactly as float64 copies of the weights would."""
+    from qdq_compiler.models.synthetic import build_scale_model
+    from qdq_compiler.passes import equalize
+
+    model = load_model(build_scale_model("chain", 8))  # four Conv/Relu pairs: three Conv pairs
+    convs = [node for node in model.graph if node.op_type == "Conv"]
+    weights = [node.inputs[1].const_value.numpy().copy() for node in convs]
+    biases = [node.inputs[2].const_value.numpy().copy() for node in convs]
+    group_reads = [0]
+    original = equalize.attribute_value
+
+    def counting(node: ir.Node, name: str, default: object = None) -> object:
+        group_reads[0] += name == "group"
+        return original(node, name, default)
+
+    monkeypatch.setattr(equalize, "attribute_value", counting)
+    (pass_,) = parse_pipeline("equalize{iterations=5,tolerance=0}")
+    result = pass_.run(model, PassContext())
+    assert result.statistics["num-pairs"] == 3 and result.statistics["num-sweeps"] == 5
+    assert group_reads[0] == 3  # once per pair; 15 (pairs x sweeps) before
+    assert "converged" not in result.statistics  # tolerance 0: never met by these random weights
+    expected_w, expected_b = _reference_sweeps(weights, biases, 5, 1e4)
+    for node, w, b in zip(convs, expected_w, expected_b, strict=True):
+        np.testing.assert_array_equal(node.inputs[1].const_value.numpy(), w)
+        np.testing.assert_array_equal(node.inputs[2].const_value.numpy(), b)
+
+
+def test_equalize_reports_convergence() -> None:
+    from qdq_compiler.models.synthetic import build_scale_model
+
+    model = load_model(build_scale_model("chain", 8))
+    (pass_,) = parse_pipeline("equalize{iterations=50,tolerance=0.5}")
+    statistics = pass_.run(model, PassContext()).statistics
+    assert statistics["converged"] == 1 and statistics["num-sweeps"] < 50
+
+
+def _sequential_equalize(model: ir.Model, iterations: int, tolerance: float) -> int:
+    """Sweeps of one pair step at a time (the pass before its waves); the number of sweeps run."""
+    from qdq_compiler.passes import equalize
+
+    rewriter = Rewriter(model.graph)
+    pairs = [pair for node in model.graph if (pair := equalize.match_pair(node, rewriter)) is not None]
+    weights = equalize.WorkingWeights()
+    sweeps = 0
+    while sweeps < iterations:
+        sweeps += 1
+        if max(equalize.equalize_pair(pair, rewriter, 1e4, weights) for pair in pairs) <= tolerance:
+            break
+    weights.write(rewriter)
+    rewriter.remove_unused_initializers()
+    return sweeps
+
+
+def test_equalize_stacks_the_steps_of_a_chain_into_waves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain of 9 pairs over 40 sweeps: the steps of several sweeps run as one numpy computation (fewer
+    square roots than pair steps), stopping where one sweep at a time stops (the sweeps that ran ahead
+    undone) with the same arrays bit for bit."""
+    from qdq_compiler.models.synthetic import build_scale_model
+
+    proto = build_scale_model("chain", 20)  # ten Conv/Relu pairs: nine Conv pairs
+    expected = load_model(proto)
+    sweeps = _sequential_equalize(expected, 40, 0.01)
+    assert 3 < sweeps < 40  # converges, with sweeps to run ahead of it and to undo
+    roots = [0]
+    sqrt = np.sqrt
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        roots[0] += 1
+        return sqrt(*args, **kwargs)
+
+    monkeypatch.setattr(np, "sqrt", counting)
+    model = load_model(proto)
+    (pass_,) = parse_pipeline("equalize{iterations=40,tolerance=0.01}")
+    statistics = pass_.run(model, PassContext()).statistics
+    assert statistics["num-sweeps"] == sweeps and statistics["converged"] == 1
+    assert roots[0] < 9 * sweeps / 2  # one per pair step (9 x sweeps) before
+    got = {init.name: init.const_value.numpy() for init in model.graph.initializers.values()}
+    want = {init.name: init.const_value.numpy() for init in expected.graph.initializers.values()}
+    assert list(got) == list(want)  # the same initializers, in the same order
+    for name, array in want.items():
+        np.testing.assert_array_equal(got[name], array, err_msg=name)
