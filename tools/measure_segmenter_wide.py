@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -108,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         calib_limit=args.calib_limit, eval_limit=args.eval_limit, modelopt_python=args.modelopt_python
     )
     paths = {
-        "model": args.model,
+        "model": args.model,  # replaced by a copy below: Model Optimizer rewrites its input file in place
         "calib": data.calib_dir(),
         "val": data.val_dir(),
         "labels": data.labels_path(),
     }
     with tempfile.TemporaryDirectory(prefix="seg_wide.") as tmp:
+        paths["model"] = Path(tmp) / args.model.name
+        shutil.copyfile(args.model, paths["model"])
         npy = bench_accuracy.calibration_array(
             args.model, data.calib_dir(), args.calib_limit, Path(tmp) / "c.npy"
         )
