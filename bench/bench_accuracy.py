@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,7 +116,11 @@ def quantize_command(variant: str, paths: dict[str, Path], out: Path, npy: Path,
         return [sys.executable, "-m", "qdq_compiler", *common, *QDQC_VARIANTS[variant]]
     if variant == "ort":
         return [sys.executable, __file__, "--ort-child", str(paths["model"]), str(out), str(npy)]
-    cmd = [args.modelopt_python, "-m", "modelopt.onnx.quantization", "--onnx_path", str(paths["model"])]
+    # Model Optimizer adds shape value_info to the file it is given, in place: hand it a copy, never the
+    # bundled model
+    source = out.with_name(out.stem + ".input.onnx")
+    shutil.copyfile(paths["model"], source)
+    cmd = [args.modelopt_python, "-m", "modelopt.onnx.quantization", "--onnx_path", str(source)]
     cmd += ["--quantize_mode", "int8", "--calibration_data_path", str(npy), "--calibration_eps", "cpu"]
     cmd += ["--high_precision_dtype", "fp32", "--output_path", str(out)]
     return cmd + (["--calibration_method", "max"] if variant == "modelopt-max" else [])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,9 @@ def quantize(tool: str, model: Path, calib_dir: Path, out: Path, args) -> str | 
     else:
         npy = out.with_suffix(".calib.npy")
         np.save(npy, bundled.load_images(sorted(calib_dir.glob("*.jpg"))))
-        command = ["-m", "modelopt.onnx.quantization", "--onnx_path", str(model), "--quantize_mode", "int8",
+        source = out.with_suffix(".input.onnx")  # Model Optimizer edits its input in place: give it a copy
+        shutil.copyfile(model, source)
+        command = ["-m", "modelopt.onnx.quantization", "--onnx_path", str(source), "--quantize_mode", "int8",
                    "--calibration_data_path", str(npy), "--calibration_eps", "cpu", "--high_precision_dtype",
                    "fp32", "--output_path", str(out)]  # fmt: skip
         if tool == "modelopt-max":

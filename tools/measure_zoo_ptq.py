@@ -16,6 +16,7 @@ default calibration and with ``--calibration_method max`` (``--high_precision_dt
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,7 +87,9 @@ def quantize_qdqc(src: Path, out: Path, calib_dir: Path) -> str:
 def quantize_modelopt(python: str, src: Path, out: Path, calib: np.ndarray, method: str | None) -> None:
     npy = out.with_suffix(".calib.npy")
     np.save(npy, calib)
-    cmd = [python, "-m", "modelopt.onnx.quantization", "--onnx_path", str(src), "--quantize_mode", "int8"]
+    source = out.with_suffix(".input.onnx")  # Model Optimizer edits its input in place: give it a copy
+    shutil.copyfile(src, source)
+    cmd = [python, "-m", "modelopt.onnx.quantization", "--onnx_path", str(source), "--quantize_mode", "int8"]
     cmd += ["--calibration_data_path", str(npy), "--calibration_eps", "cpu", "--high_precision_dtype", "fp32"]
     cmd += ["--output_path", str(out)]
     if method:
