@@ -71,3 +71,16 @@ def segmenter_calib():
     from qdq_compiler.zoo.bundled import SEGMENTER
 
     return SEGMENTER.calib_dir()
+
+
+@pytest.fixture(scope="module")
+def se_block_prepared() -> onnx.ModelProto:
+    """The SE-block idiom after `prepare`: the float model whose tensors calibrate reads, by name."""
+    from qdq_compiler.ir import load_model, to_proto
+    from qdq_compiler.pipelines import PREPARE
+    from qdq_compiler.pm import PassContext, PassManager, load_passes
+
+    load_passes()
+    model = load_model(TEST_MODELS["se_block"]())
+    PassManager(PREPARE).run(model, PassContext())
+    return to_proto(model)

@@ -16,20 +16,14 @@ from onnx import helper
 
 from qdq_compiler.accuracy.numerics import run_outputs
 from qdq_compiler.calib import DEFAULT_NUM_BINS
-from qdq_compiler.ir import load_model, to_proto
-from qdq_compiler.models import TEST_MODELS
-from qdq_compiler.pipelines import PREPARE
-from qdq_compiler.pm import PassContext, PassManager, load_passes, parse_pipeline
+from qdq_compiler.ir import load_model
+from qdq_compiler.pm import PassContext, PassManager, parse_pipeline
 from qdq_compiler.report.collect import activation_amax
 
 
 @pytest.fixture(scope="module")
-def prepared() -> onnx.ModelProto:
-    """The SE-block idiom after `prepare`: the float model whose tensors calibrate reads, by name."""
-    load_passes()
-    model = load_model(TEST_MODELS["se_block"]())
-    PassManager(PREPARE).run(model, PassContext())
-    return to_proto(model)
+def prepared(se_block_prepared) -> onnx.ModelProto:
+    return se_block_prepared
 
 
 def _samples() -> np.ndarray:

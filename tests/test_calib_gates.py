@@ -15,8 +15,6 @@ import pytest
 from qdq_compiler.accuracy.numerics import run_outputs, sqnr_db
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import load_model, to_proto
-from qdq_compiler.models import TEST_MODELS
-from qdq_compiler.pipelines import PREPARE
 from qdq_compiler.pm import PassContext, PassManager, load_passes
 from qdq_compiler.report.collect import activation_amax
 
@@ -24,11 +22,8 @@ GATE = "se.gate"  # the SE idiom's HardSigmoid output, quantized for the gate Mu
 
 
 @pytest.fixture(scope="module")
-def prepared() -> onnx.ModelProto:
-    load_passes()
-    model = load_model(TEST_MODELS["se_block"]())
-    PassManager(PREPARE).run(model, PassContext())
-    return to_proto(model)
+def prepared(se_block_prepared) -> onnx.ModelProto:
+    return se_block_prepared
 
 
 def _samples(count: int = 16, seed: int = 0) -> np.ndarray:
