@@ -12,6 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from qdq_compiler.accuracy.numerics import sqnr_from_powers
 from qdq_compiler.cli import main
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.evaluation import evaluate_models
@@ -444,3 +445,19 @@ def test_eval_of_the_bundled_classifier_against_its_shipped_labels(classifier_pa
     report = json.loads(capsys.readouterr().out)
     top1 = report["metrics"]["top-1"]
     assert top1["int8_vs_fp32"] == 1.0 and 0.5 <= top1["fp32_vs_labels"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("signal", "noise", "expected"),
+    [
+        (10.0, 1.0, 10.0),
+        (1.0, 0.0, math.inf),
+        (1.0, -1e-18, math.inf),  # the rounding of a zero sum of squares: no error, not a math error
+        (0.0, 1.0, -math.inf),
+        (1.0, math.inf, math.nan),
+    ],
+)
+def test_sqnr_from_powers_conventions(signal, noise, expected) -> None:
+    """The one SQNR-from-sums rule (qdqc eval, the self-check and --method auto's local scores)."""
+    found = sqnr_from_powers(signal, noise)
+    assert (math.isnan(found) and math.isnan(expected)) or found == pytest.approx(expected)

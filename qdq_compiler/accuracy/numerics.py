@@ -114,7 +114,7 @@ def sqnr_from_powers(signal: float, noise: float) -> float:
     :func:`sqnr_db`'s conventions (``inf``, ``-inf``, ``nan``)."""
     if not math.isfinite(noise):  # NaN or Inf in either: no meaningful ratio
         return math.nan
-    if noise == 0.0:
+    if noise <= 0.0:  # no error (a negative sum of squares is the rounding of zero)
         return math.inf
     return 10.0 * math.log10(signal / noise) if signal > 0.0 else -math.inf
 

@@ -54,16 +54,9 @@ class TensorError:
 
     @property
     def sqnr_db(self) -> float:
-        return sqnr_of(self.noise, self.signal)
+        from qdq_compiler.accuracy.numerics import sqnr_from_powers  # accuracy imports calib: late
 
-
-def sqnr_of(noise: float, signal: float) -> float:
-    """``10 log10(signal / noise)``; ``inf`` without noise, ``-inf`` without signal."""
-    if noise <= 0.0:
-        return math.inf
-    if signal <= 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
+        return sqnr_from_powers(self.signal, self.noise)
 
 
 def _grid(stats: TensorStats) -> tuple[np.ndarray, np.ndarray]:
