@@ -29,6 +29,7 @@ import onnx_ir as ir
 
 from qdq_compiler.calib import open_calibration_data
 from qdq_compiler.calib.channel_amax import channel_amax
+from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import to_proto
 from qdq_compiler.ir.editing import constant_array, is_constant
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -91,11 +92,13 @@ class EqualizeChannels(Pass):
         rewriter.count("num-sites", len(sites))
         if not sites:
             return PassResult(modified=False, statistics=rewriter.statistics)
-        if ctx.calibration_data is None:
-            ctx.logger.warning("equalize-channels: no calibration data (--calib); channels left as they are")
-            return PassResult(modified=False, statistics=rewriter.statistics)
+        if ctx.calibration_data is None:  # a calibration cache alone: its statistics are of equalised tensors
+            raise QdqcError("equalize-channels needs calibration data (--calib DATA) to measure the ranges")
         proto = to_proto(model)
         data = open_calibration_data(ctx.calibration_data, proto)
+        if not data.reiterable:
+            ctx.logger.warning("equalize-channels: the calibration data can be read only once; left as it is")
+            return PassResult(modified=False, statistics=rewriter.statistics)
         names = [site.value.name or "" for site in sites]
         ranges = channel_amax(proto, names, data, limit=self.options.samples)
         weights = _Working()
@@ -207,14 +210,15 @@ def _segments(value: ir.Value, offset: int, affine_ok: bool, top: bool) -> list[
         return [Segment(producer, None, offset, count)]
     if not affine_ok:
         return None
-    mul, add = producer, None
+    mul: ir.Node | None = producer
+    add: ir.Node | None = None
     if _is_op(producer, "Add"):
         add = producer
-        inner = _variable_input(producer)
-        if inner is None:
+        product = _variable_input(producer)
+        if product is None:
             return None
-        mul = inner.producer()
-        if not _is_op(mul, "Mul") or len(list(inner.uses())) != 1 or inner.is_graph_output():
+        mul = product.producer()
+        if not _is_op(mul, "Mul") or len(list(product.uses())) != 1 or product.is_graph_output():
             return None
     if mul is None or not _is_op(mul, "Mul") or _variable_input(mul) is None:
         return None
