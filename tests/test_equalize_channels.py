@@ -7,6 +7,8 @@ each float function and lifts each INT8 SQNR."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -174,3 +176,18 @@ def test_without_calibration_data_is_one_line_error(tmp_path, capsys):
     assert code == 2
     assert err.startswith("qdqc: error: ") and "needs calibration data" in err
     assert "\n" not in err
+
+
+def test_per_channel_affine_constants_add_no_standalone_qdq(tmp_path, capsys):
+    """TensorRT fuses a [1, C, 1, 1] constant Mul/Add as it fuses a scalar one: qdqc explain predicts the
+    same reformat layers with and without the pass (segmenter_wide: 20 and 20)."""
+    counts = {}
+    for label, pipeline in (
+        ("plain", f"prepare,{STEPS}"),
+        ("equalized", f"prepare,equalize-channels,{STEPS}"),
+    ):
+        _int8_sqnr(tmp_path, affine_chain(), pipeline, label)
+        capsys.readouterr()
+        assert main(["explain", str(tmp_path / f"{label}.onnx"), "--json"]) == 0
+        counts[label] = len(json.loads(capsys.readouterr().out)["reformats"])
+    assert counts["equalized"] == counts["plain"], counts
