@@ -1,16 +1,17 @@
 """Benchmark: INT8 accuracy of every bundled model by qdqc, onnxruntime and Model Optimizer in one run.
 
-For each bundled model (qdq_compiler/data/{detector,classifier,segmenter}) and each variant:
+For each bundled model (qdq_compiler/data/{detector,classifier,segmenter}, and ``segmenter_wide``: the
+segmenter that reproduces issue 15's failure, on the segmenter's data) and each variant:
 
 - qdqc's default pipeline (``default``);
 - each calibration method, one pass and two passes (``max``, ``percentile``, ``entropy``, ``mse``:
   ``--method M --one-pass``; ``max-2p`` ... ``mse-2p``: ``--method M --two-pass``, the default path);
 - each policy of bench_policies.py (``trt-kernels``, ``pooled-float``, ``equalize``, ``correct-bias``,
-  ``all``, ``no-equalize``; those equal to the default are skipped), and the scale-group policies
-  ``group-float`` (``unify-scales{disagree=float}``: a group whose ranges differ more than max-ratio stays
-  float) and ``group-ratio4`` (``unify-scales{max-ratio=4}``: members more than 4x below their group keep
-  their own scale), and ``no-int8-mul`` (``place-qdq{int8-mul=false}``: the SE Mul in float), as pipeline
-  texts derived from the registered trt-int8 (bench_policies.pipeline);
+  ``equalize-channels``, ``all``, ``no-equalize``; those equal to the default are skipped), and the
+  scale-group policies ``group-float`` (``unify-scales{disagree=float}``: a group whose ranges differ more
+  than max-ratio stays float) and ``group-ratio4`` (``unify-scales{max-ratio=4}``: members more than 4x
+  below their group keep their own scale), and ``no-int8-mul`` (``place-qdq{int8-mul=false}``: the SE Mul
+  in float), as pipeline texts derived from the registered trt-int8 (bench_policies.pipeline);
 - onnxruntime ``quantize_static`` (``ort``: QDQ, per-channel, MinMax, symmetric int8) and Model Optimizer
   0.47 (``modelopt``: ``--quantize_mode int8`` default calibration; ``modelopt-max``), all calibrated on
   the same images as qdqc reads them (``open_calibration_data``: RGB / 255, NCHW);
@@ -202,6 +203,17 @@ def ort_child(src: str, out: str, npy: str) -> None:
     quantize_ort(Path(src), Path(out), np.load(npy))
 
 
+def accuracy_models() -> dict[str, dict[str, Path]]:
+    """bench_policies' bundled models, plus segmenter_wide (the segmenter's calib and val) when shipped."""
+    models = bundled_models()
+    segmenter = models.get("segmenter")
+    if segmenter is not None:
+        wide = segmenter["model"].with_name("segmenter_wide.onnx")
+        if wide.exists():
+            models["segmenter_wide"] = segmenter | {"model": wide}
+    return models
+
+
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--ort-child":
         ort_child(*sys.argv[2:])
@@ -215,7 +227,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="accuracy", help="result file stem")
     args = parser.parse_args()
-    models = bundled_models()
+    models = accuracy_models()
     chosen = [m for m in args.models.split(",") if m] or list(models)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(ALL_VARIANTS))

@@ -51,6 +51,7 @@ VARIANTS = {
     "equalize": pipeline(before="equalize"),
     "no-equalize": pipeline(drop="equalize"),
     "correct-bias": pipeline(after_calibrate="correct-bias"),
+    "equalize-channels": pipeline(before="equalize-channels"),
     "all": pipeline("place-qdq{small-layers=trt-kernels,pooled-float=true}", "equalize", "correct-bias"),
 }
 

@@ -38,7 +38,7 @@ from qdq_compiler.zoo import bundled  # noqa: E402
 
 FLOAT_GROUPS = ("float-backbone", "float-neck", "float-depthwise")
 DEFAULT_VARIANTS = (
-    "default,mse-2p,max,entropy,percentile,group-float,trt-kernels,ort,modelopt,modelopt-max,"
+    "default,equalize-channels,mse-2p,max,entropy,percentile,group-float,trt-kernels,ort,modelopt,modelopt-max,"
     + ",".join(FLOAT_GROUPS)
 )
 
