@@ -38,9 +38,11 @@ from qdq_compiler.pm import PassContext, PassManager
 MODES = {"one pass": False, "exact": True}
 
 
-def _compile(model_path: Path, method: str, stats: dict[str, TensorStats]) -> onnx.ModelProto:
+def _compile(model_path: Path, method: str, stats: dict[str, TensorStats], calib: str) -> onnx.ModelProto:
+    """trt-int8 from the statistics; the data serve only equalize-channels' per-channel ranges."""
     model = load_model(model_path)
-    PassManager(f"trt-int8{{method={method}}}").run(model, PassContext(calibration_stats=dict(stats)))
+    context = PassContext(calibration_stats=dict(stats), calibration_data=calib)
+    PassManager(f"trt-int8{{method={method}}}").run(model, context)
     return to_proto(model)
 
 
@@ -57,7 +59,7 @@ def collect(model_path: Path, calib: str, exact: bool, repeat: int) -> tuple[dic
         with_data = min(with_data, time.perf_counter() - start)
         stats = dict(ctx.calibration_stats)
         start = time.perf_counter()
-        _compile(model_path, "max", stats)
+        _compile(model_path, "max", stats, calib)
         from_stats = min(from_stats, time.perf_counter() - start)
     return stats, with_data - from_stats
 
@@ -129,7 +131,7 @@ def main() -> None:
         distances = np.array(found)
         sqnr = {}
         for mode in MODES:
-            compiled = _compile(args.model, method, stats[mode])
+            compiled = _compile(args.model, method, stats[mode], args.calib)
             outputs = run_outputs(compiled, eval_batches)
             joined = [np.concatenate([reference[n].ravel() for n in sorted(reference)])]
             joined.append(np.concatenate([outputs[n].ravel() for n in sorted(reference)]))

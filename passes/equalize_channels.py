@@ -93,7 +93,11 @@ class EqualizeChannels(Pass):
         if not sites:
             return PassResult(modified=False, statistics=rewriter.statistics)
         if ctx.calibration_data is None:  # a calibration cache alone: its statistics are of equalised tensors
-            raise QdqcError("equalize-channels needs calibration data (--calib DATA) to measure the ranges")
+            raise QdqcError(
+                f"equalize-channels measures the channel ranges of {len(sites)} tensor(s) on calibration "
+                "data: give --calib DATA (with --calib-cache, the data the cache was made from), or a "
+                "pipeline without equalize-channels"
+            )
         proto = to_proto(model)
         data = open_calibration_data(ctx.calibration_data, proto)
         if not data.reiterable:

@@ -174,7 +174,7 @@ def test_without_calibration_data_is_one_line_error(tmp_path, capsys):
     code = main(["opt", str(path), "--pipeline", "prepare,equalize-channels", "-o", str(tmp_path / "o.onnx")])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err.startswith("qdqc: error: ") and "needs calibration data" in err
+    assert err.startswith("qdqc: error: ") and "measures the channel ranges" in err and "--calib DATA" in err
     assert "\n" not in err
 
 
