@@ -52,6 +52,7 @@ VARIANTS = {
     "no-equalize": pipeline(drop="equalize"),
     "correct-bias": pipeline(after_calibrate="correct-bias"),
     "equalize-channels": pipeline(before="equalize-channels"),
+    "no-equalize-channels": pipeline(drop="equalize-channels"),
     "all": pipeline("place-qdq{small-layers=trt-kernels,pooled-float=true}", "equalize", "correct-bias"),
 }
 
