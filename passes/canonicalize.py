@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.op_facts import is_onnx_op
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.rewrite import RewritePattern, Rewriter, apply_patterns_greedily
 
@@ -49,10 +50,6 @@ class Canonicalize(Pass):
         if self.options.name_nodes:
             stats["num-nodes-named"] += name_unnamed_nodes(rewriter)
         return PassResult(modified=any(stats.values()), statistics=stats)
-
-
-def _is_op(node: ir.Node, op_type: str) -> bool:
-    return node.op_type == op_type and node.domain in ("", "ai.onnx")
 
 
 def _bypass(node: ir.Node, rewriter: Rewriter) -> bool:
@@ -106,7 +103,7 @@ class RemoveInferenceDropout(RewritePattern):
 
 def _is_inference_dropout(node: ir.Node) -> bool:
     """A Dropout that is the identity at inference: training_mode absent or constant false, no mask used."""
-    if not _is_op(node, "Dropout"):
+    if not is_onnx_op(node, "Dropout"):
         return False
     if len(node.outputs) > 1 and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
         return False

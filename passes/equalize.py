@@ -23,7 +23,9 @@ import numpy as np
 import onnx_ir as ir
 
 from qdq_compiler.ir.editing import constant_array, is_constant
+from qdq_compiler.ir.op_facts import is_onnx_op
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.conv_channels import input_channel_ranges, scale_input_channels
 from qdq_compiler.rewrite import Rewriter, sole_user
 from qdq_compiler.rewrite.patterns import attribute_value
 
@@ -75,10 +77,6 @@ class CrossLayerEqualization(Pass):
         return PassResult(modified=bool(pairs), statistics=rewriter.statistics)
 
 
-def _is_op(node: ir.Node | None, *op_types: str) -> bool:
-    return node is not None and node.op_type in op_types and node.domain in ("", "ai.onnx")
-
-
 def _is_homogeneous(node: ir.Node, rewriter: Rewriter) -> bool:
     """True for activations with f(s*x) = s*f(x), s > 0 (Clip only as Clip(x, 0, +inf) or Clip(x, 0))."""
     if node.op_type != "Clip":
@@ -105,42 +103,25 @@ def _constant_weights(conv: ir.Node) -> bool:
 
 def match_pair(node: ir.Node, rewriter: Rewriter) -> ConvPair | None:
     """The pair that starts at Conv `node`, or None (with the reason logged at debug)."""
-    if not _is_op(node, "Conv") or not _constant_weights(node):
+    if not is_onnx_op(node, "Conv") or not _constant_weights(node):
         return None
     output = node.outputs[0]
     if output.is_graph_output():
         return None
     user = sole_user(output)
     activation = None
-    if _is_op(user, *HOMOGENEOUS_ACTIVATIONS):
+    if is_onnx_op(user, *HOMOGENEOUS_ACTIVATIONS):
         assert user is not None
         if not _is_homogeneous(user, rewriter) or user.outputs[0].is_graph_output():
             return None
         activation, user = user, sole_user(user.outputs[0])
-    if not _is_op(user, "Conv") or user is None or user.inputs[0] is not (activation or node).outputs[0]:
+    if not is_onnx_op(user, "Conv") or user is None or user.inputs[0] is not (activation or node).outputs[0]:
         rewriter.notify_match_failure(node, "output does not feed exactly one Conv (through one activation)")
         return None
     if not _constant_weights(user):
         rewriter.notify_match_failure(user, "second conv's weight is not constant")
         return None
     return ConvPair(node, activation, user)
-
-
-def input_channel_ranges(weight: np.ndarray, group: int) -> np.ndarray:
-    """max |w| over everything that reads input channel i, for a grouped Conv weight [O, I/group, kh, kw]."""
-    out_channels, per_group_in = weight.shape[0], weight.shape[1]
-    per_group_out = out_channels // group
-    grouped = np.abs(weight).reshape(group, per_group_out, per_group_in, -1)
-    return grouped.max(axis=(1, 3)).reshape(group * per_group_in)
-
-
-def scale_input_channels(weight: np.ndarray, group: int, scale: np.ndarray) -> np.ndarray:
-    """Multiply every weight that reads input channel i by scale[i]."""
-    out_channels, per_group_in = weight.shape[0], weight.shape[1]
-    per_group_out = out_channels // group
-    grouped = weight.reshape(group, per_group_out, per_group_in, *weight.shape[2:])
-    factors = scale.reshape(group, 1, per_group_in, *([1] * (weight.ndim - 2)))
-    return (grouped * factors).reshape(weight.shape)
 
 
 Key = tuple[ir.Node, int]  # (conv, input index): its weight (1) or bias (2)

@@ -32,7 +32,9 @@ from qdq_compiler.calib.channel_amax import channel_amax
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import to_proto
 from qdq_compiler.ir.editing import constant_array, is_constant
+from qdq_compiler.ir.op_facts import is_onnx_op
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.quant.conv_channels import input_channel_ranges, scale_input_channels
 from qdq_compiler.rewrite import Rewriter
 from qdq_compiler.rewrite.patterns import attribute_value
 
@@ -119,10 +121,6 @@ class EqualizeChannels(Pass):
         return PassResult(modified=rewriter.modified, statistics=rewriter.statistics)
 
 
-def _is_op(node: ir.Node | None, *op_types: str) -> bool:
-    return node is not None and node.op_type in op_types and node.domain in ("", "ai.onnx")
-
-
 def _candidate_values(graph: ir.Graph) -> list[ir.Value]:
     """Every value read by at least one node, in graph order of its producer."""
     return [value for node in graph for value in node.outputs if value.name and list(value.uses())]
@@ -130,7 +128,7 @@ def _candidate_values(graph: ir.Graph) -> list[ir.Value]:
 
 def _conv_weight(conv: ir.Node) -> np.ndarray | None:
     """A Conv's constant float 4-D weight (with a constant or absent bias), else None."""
-    if not _is_op(conv, "Conv") or len(conv.inputs) < 2:
+    if not is_onnx_op(conv, "Conv") or len(conv.inputs) < 2:
         return None
     bias = conv.inputs[2] if len(conv.inputs) > 2 else None
     if bias is not None and not is_constant(bias):
@@ -167,11 +165,11 @@ def match_site(value: ir.Value, affine: bool, concat: bool) -> Site | None:
         if weight.shape[1] * int(attribute_value(reader, "group", 1)) != channels:
             return None
     producer = value.producer()
-    if _is_op(producer, "Concat"):
+    if is_onnx_op(producer, "Concat"):
         if not concat:
             return None
         segments = _segments(value, 0, affine_ok=affine, top=True)
-    elif _is_op(producer, "Mul", "Add") and affine:
+    elif is_onnx_op(producer, "Mul", "Add") and affine:
         segments = _segments(value, 0, affine_ok=True, top=True)
     else:
         return None
@@ -188,7 +186,7 @@ def _segments(value: ir.Value, offset: int, affine_ok: bool, top: bool) -> list[
     if producer is None:
         return None
     count = _channels(value)
-    if _is_op(producer, "Concat"):
+    if is_onnx_op(producer, "Concat"):
         axis = int(attribute_value(producer, "axis", 1))
         if axis not in (1, -3):
             return None
@@ -202,12 +200,12 @@ def _segments(value: ir.Value, offset: int, affine_ok: bool, top: bool) -> list[
             found.extend(inner)
             offset += sum(s.count for s in inner)
         return found
-    if _is_op(producer, *RESAMPLING_OPS):
+    if is_onnx_op(producer, *RESAMPLING_OPS):
         source = producer.inputs[0]
         return None if source is None else _segments(source, offset, affine_ok, top=False)
     if count is None:
         return None
-    if _is_op(producer, "Conv") and not top:
+    if is_onnx_op(producer, "Conv") and not top:
         weight = _conv_weight(producer)
         if weight is None or weight.shape[0] != count:
             return None
@@ -216,15 +214,15 @@ def _segments(value: ir.Value, offset: int, affine_ok: bool, top: bool) -> list[
         return None
     mul: ir.Node | None = producer
     add: ir.Node | None = None
-    if _is_op(producer, "Add"):
+    if is_onnx_op(producer, "Add"):
         add = producer
         product = _variable_input(producer)
         if product is None:
             return None
         mul = product.producer()
-        if not _is_op(mul, "Mul") or len(list(product.uses())) != 1 or product.is_graph_output():
+        if not is_onnx_op(mul, "Mul") or len(list(product.uses())) != 1 or product.is_graph_output():
             return None
-    if mul is None or not _is_op(mul, "Mul") or _variable_input(mul) is None:
+    if mul is None or not is_onnx_op(mul, "Mul") or _variable_input(mul) is None:
         return None
     if not all(_channel_constant(c, count) for c in _constant_inputs(mul) + _constant_inputs(add)):
         return None
@@ -278,20 +276,6 @@ class _Working:
             rewriter.set_input(node, index, rewriter.add_constant(array, f"{base}.channel_equalized"))
 
 
-def input_channel_range(weight: np.ndarray, group: int) -> np.ndarray:
-    """max |w| over every weight reading input channel i of a grouped Conv weight [O, I/group, kh, kw]."""
-    out_channels, per_group_in = weight.shape[0], weight.shape[1]
-    grouped = np.abs(weight.astype(np.float64)).reshape(group, out_channels // group, per_group_in, -1)
-    return grouped.max(axis=(1, 3)).reshape(group * per_group_in)
-
-
-def _scale_input_channels(weight: np.ndarray, group: int, factor: np.ndarray) -> np.ndarray:
-    out_channels, per_group_in = weight.shape[0], weight.shape[1]
-    grouped = weight.astype(np.float64).reshape(group, out_channels // group, per_group_in, -1)
-    scaled = grouped * factor.reshape(group, 1, per_group_in, 1)
-    return scaled.reshape(weight.shape).astype(weight.dtype)
-
-
 def channel_scales(site: Site, amax: np.ndarray, weights: _Working, max_scale: float) -> np.ndarray | None:
     """s_c for the site (None when every channel keeps 1)."""
     depthwise_only = True
@@ -302,7 +286,7 @@ def channel_scales(site: Site, amax: np.ndarray, weights: _Working, max_scale: f
         group = int(attribute_value(reader, "group", 1))
         if group == 1 or weight.shape[1] != 1:
             depthwise_only = False
-        per_input = input_channel_range(weight, group)
+        per_input = input_channel_ranges(weight, group).astype(np.float64)
         top = per_input.max()
         if top > 0:
             weight_range = np.maximum(weight_range, per_input / top)
@@ -324,7 +308,7 @@ def apply_scales(site: Site, scale: np.ndarray, weights: _Working) -> None:
     """T's channel c times scale[c] at its producers, every reader's input-channel-c weights over it."""
     for segment in site.segments:
         part = scale[segment.offset : segment.offset + segment.count]
-        if segment.add is None and _is_op(segment.node, "Conv"):
+        if segment.add is None and is_onnx_op(segment.node, "Conv"):
             weight = weights.read(segment.node, 1)
             assert weight is not None
             weights.set(segment.node, 1, (weight * part.reshape(-1, 1, 1, 1)).astype(weight.dtype))
@@ -344,4 +328,4 @@ def apply_scales(site: Site, scale: np.ndarray, weights: _Working) -> None:
         weight = weights.read(reader, 1)
         assert weight is not None
         group = int(attribute_value(reader, "group", 1))
-        weights.set(reader, 1, _scale_input_channels(weight, group, 1.0 / scale))
+        weights.set(reader, 1, scale_input_channels(weight, group, 1.0 / scale).astype(weight.dtype))

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 from qdq_compiler.accuracy.numerics import run_outputs, sqnr_db
 from qdq_compiler.cli import main
 from qdq_compiler.ir import load_model, to_proto
-from qdq_compiler.passes.equalize import input_channel_ranges
 from qdq_compiler.pm import PassContext, PassManager
 from qdq_compiler.pm.registry import load_passes
+from qdq_compiler.quant.conv_channels import input_channel_ranges
 
 load_passes()
 

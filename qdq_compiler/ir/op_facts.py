@@ -59,14 +59,19 @@ QUANTIZE = "QuantizeLinear"
 DEQUANTIZE = "DequantizeLinear"
 
 
+def is_onnx_op(node: ir.Node | None, *op_types: str) -> TypeGuard[ir.Node]:
+    """True for a node of the default ONNX domain whose op type is one of ``op_types``."""
+    return node is not None and node.op_type in op_types and node.domain in ("", "ai.onnx")
+
+
 def is_quantize(node: ir.Node | None) -> TypeGuard[ir.Node]:
     """True for an ONNX QuantizeLinear node."""
-    return node is not None and node.op_type == QUANTIZE and node.domain in ("", "ai.onnx")
+    return is_onnx_op(node, QUANTIZE)
 
 
 def is_dequantize(node: ir.Node | None) -> TypeGuard[ir.Node]:
     """True for an ONNX DequantizeLinear node."""
-    return node is not None and node.op_type == DEQUANTIZE and node.domain in ("", "ai.onnx")
+    return is_onnx_op(node, DEQUANTIZE)
 
 
 # The ONNX opset each Q/DQ feature needs, and the float types they concern.
