@@ -13,6 +13,7 @@ from qdq_compiler.calib.methods import AMAX_FLOOR, parse_method_spec
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir.access import input_of
 from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.op_facts import GATE_OPS
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 from qdq_compiler.quant.activation_scales import activation_quantizers, apply_amax
 from qdq_compiler.quant.activation_scales import quantized_tensor_name as _tensor_name
@@ -32,8 +33,6 @@ from qdq_compiler.rewrite import Rewriter
 from qdq_compiler.targets.recipe import record_calibration
 
 DROWNED_RATIO = 16.0  # the ratio unify-scales unties members at (docs/placement.md)
-# Ops whose output is a gate in [0, 1] that multiplies a feature map (squeeze-excitation, attention)
-GATE_OPS = ("Sigmoid", "HardSigmoid")
 # amax of an activation that was zero on every calibration sample (scale 1/127; zero quantizes exactly)
 ZERO_TENSOR_AMAX = 1.0
 

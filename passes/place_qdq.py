@@ -24,7 +24,7 @@ import onnx_ir as ir
 from qdq_compiler.calib.weights import per_channel_amax
 from qdq_compiler.ir.analysis import nodes_reaching
 from qdq_compiler.ir.editing import constant_array, is_constant, topological_sort
-from qdq_compiler.ir.op_facts import weight_channels, weighted_op
+from qdq_compiler.ir.op_facts import GATE_OPS, weight_channels, weighted_op
 from qdq_compiler.ir.qdq import is_dequantize
 from qdq_compiler.ir.validate import check_weighted_ranks
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
@@ -334,7 +334,7 @@ def _gated_input(mul: ir.Node) -> ir.Value | None:
         producer = gate.producer()  # type: ignore[union-attr]
         if (
             producer is not None
-            and producer.op_type in ("Sigmoid", "HardSigmoid")
+            and producer.op_type in GATE_OPS
             and producer.inputs[0] is x
             and len(gate.uses()) == 1  # type: ignore[union-attr]
         ):

@@ -57,6 +57,9 @@ def default_opset(opset_imports: Mapping[str, int], missing: int = 0) -> int:
 
 QUANTIZE = "QuantizeLinear"
 DEQUANTIZE = "DequantizeLinear"
+# Ops whose output is a gate in [0, 1] multiplied onto a feature map: SiLU and HardSwish (x * gate(x)),
+# squeeze-excitation (x * gate(fc(pool(x))))
+GATE_OPS = ("Sigmoid", "HardSigmoid")
 
 
 def is_onnx_op(node: ir.Node | None, *op_types: str) -> TypeGuard[ir.Node]:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.ir.op_facts import GATE_OPS
 from qdq_compiler.targets import trt_rules as rules
 from qdq_compiler.targets.macs import layer_macs, model_shapes
 from qdq_compiler.targets.qdq_propagation import Propagated, collector_paused, propagate, same_scale
@@ -181,7 +182,7 @@ def _gate_pattern(v: _View, value: ir.Value) -> tuple[ir.Node, ir.Node] | None:
     users = [u for u, _ in v.consumers(value)]
     if len(users) != 2 or value.is_graph_output():
         return None
-    gate = next((u for u in users if u.op_type in ("Sigmoid", "HardSigmoid") and u.inputs[0] is value), None)
+    gate = next((u for u in users if u.op_type in GATE_OPS and u.inputs[0] is value), None)
     mul = next((u for u in users if u.op_type == "Mul"), None)
     if (
         gate is None
