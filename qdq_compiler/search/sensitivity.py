@@ -140,6 +140,5 @@ def _map(
     for start in range(0, len(variants), chunk):
         part = variants[start : start + chunk]
         results += executor.map(part)
-        if progress is not None:
-            progress(*where(part[-1]))
+        progress(*where(part[-1]))
     return results
