@@ -147,65 +147,49 @@ def test_failure_names_pass_pipeline_and_node(tmp_path) -> None:
     assert [n.op_type for n in saved.graph] == ["Relu"]
 
 
-def _tracked(obj: object) -> bool:
-    """Whether the cyclic garbage collector scans `obj` in its collections (frozen objects it skips)."""
+def test_no_collection_runs_during_a_run_and_the_collector_comes_back() -> None:
+    """Every collection walks the objects a run keeps (a million at 20k nodes) to find little garbage: a
+    run making 300k objects sees none (Python's default thresholds run hundreds), and the collector is
+    on again after it, also after a failing pass."""
     import gc
 
-    return any(o is obj for o in gc.get_objects())
+    collections: list[int] = []
 
-
-def test_collector_skips_the_model_and_earlier_passes_objects_during_a_run() -> None:
-    """Each full collection would scan the whole model again (a million objects at 20k nodes); during a
-    run the collector sees only what the current pass made, and everything is scanned again after it."""
-    import gc
-
-    model = tiny_model()
-    node = next(iter(model.graph))
-    made_by_first: list[list[int]] = []
-    seen: dict[str, bool] = {}
-
-    @function_pass("make-object-test", "Makes an object (test only).")
-    def make(model, ctx):
-        made_by_first.append([1])
-        seen["model node scanned in pass 1"] = _tracked(node)
-        seen["own object scanned in pass 1"] = _tracked(made_by_first[0])
-        return False
-
-    @function_pass("look-test", "Looks (test only).")
-    def look(model, ctx):
-        seen["pass 1 object scanned in pass 2"] = _tracked(made_by_first[0])
-        return False
-
-    assert gc.get_freeze_count() == 0
-    PassManager([make(), look()]).run(model, PassContext())
-    assert seen == {
-        "model node scanned in pass 1": False,
-        "own object scanned in pass 1": True,
-        "pass 1 object scanned in pass 2": False,
-    }
-    assert gc.get_freeze_count() == 0 and _tracked(node) and _tracked(made_by_first[0])
-
-
-def test_a_pass_making_many_objects_triggers_no_full_collection() -> None:
-    """A full collection scans everything the pass made so far; with Python's default thresholds a pass
-    making 300k objects ran several (quadratic in what it makes), during a run none."""
-    import gc
-
-    full: list[int] = []
-
-    def count_full(phase: str, info: dict) -> None:
-        if phase == "start" and info["generation"] == 2:
-            full.append(1)
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
 
     @function_pass("make-many-test", "Makes 300k objects (test only).")
     def make_many(model, ctx):
         ctx.extra["made"] = [[k] for k in range(300_000)]
+        ctx.extra["collections during the run"] = list(collections)
         return False
 
-    thresholds = gc.get_threshold()
-    gc.callbacks.append(count_full)
+    @function_pass("fail-test", "Fails (test only).")
+    def fail(model, ctx):
+        raise RuntimeError("boom")
+
+    assert gc.isenabled()
+    manager, model, failing = PassManager([make_many()]), tiny_model(), PassManager([fail()])
+    ctx = PassContext()
+    gc.callbacks.append(count)
     try:
-        PassManager([make_many()]).run(tiny_model(), PassContext())
+        manager.run(model, ctx)
+        with pytest.raises(PassFailure):
+            failing.run(model, PassContext())
+        enabled_after_failure = gc.isenabled()
+        [[k] for k in range(300_000)]  # outside a run the collector works as before
     finally:
-        gc.callbacks.remove(count_full)
-    assert full == [] and gc.get_threshold() == thresholds
+        gc.callbacks.remove(count)
+    assert ctx.extra["collections during the run"] == [] and enabled_after_failure and len(collections) > 0
+
+
+def test_a_run_inside_a_paused_block_leaves_the_collector_paused() -> None:
+    import gc
+
+    from qdq_compiler.collector import collector_paused
+
+    with collector_paused():
+        PassManager("canonicalize").run(tiny_model(), PassContext())
+        inside = gc.isenabled()
+    assert not inside and gc.isenabled()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable
 
 import onnx_ir as ir
 
 import qdq_compiler
+from qdq_compiler.collector import collector_paused
 from qdq_compiler.errors import PassFailure
 from qdq_compiler.pm.base import Pass, PassContext, PassResult
 from qdq_compiler.pm.instruments import Instrument
@@ -17,7 +16,6 @@ from qdq_compiler.pm.pipeline_options import settle_pipeline
 
 PIPELINE_METADATA_KEY = "qdq_compiler.pipeline"
 VERSION_METADATA_KEY = "qdq_compiler.version"
-YOUNG_COLLECTION_ALLOCATIONS = 10_000  # the collector's generation-0 threshold during a run (Python: 700)
 
 
 class PassManager:
@@ -42,20 +40,17 @@ class PassManager:
         ctx = ctx or PassContext()
         facts: set[Hashable] = set()  # nothing is known about a model this run has not looked at
         ctx.facts = facts
-        with _collector_skips_older_objects() as pass_boundary:
-            results = self._run_passes(model, ctx, facts, pass_boundary)
+        with collector_paused():  # a run keeps what it makes; collections would only walk it again
+            results = self._run_passes(model, ctx, facts)
         for instrument in self.instruments:
             instrument.finish()
         if stamp:
             stamp_model(model, self.pipeline_text)
         return results
 
-    def _run_passes(
-        self, model: ir.Model, ctx: PassContext, facts: set[Hashable], pass_boundary: Callable[[], None]
-    ) -> list[PassResult]:
+    def _run_passes(self, model: ir.Model, ctx: PassContext, facts: set[Hashable]) -> list[PassResult]:
         results: list[PassResult] = []
         for index, pass_ in enumerate(self.passes):
-            pass_boundary()
             for instrument in self.instruments:
                 instrument.before_pass(index, pass_, model)
             try:
@@ -76,33 +71,6 @@ class PassManager:
                 raise failure from error
             results.append(result)
         return results
-
-
-@contextmanager
-def _collector_skips_older_objects() -> Iterator[Callable[[], None]]:
-    """Within the block, Python's cyclic garbage collector looks only at objects made since the last
-    call of the function it yields (the PassManager calls it before each pass).
-
-    A full collection scans every tracked object, and a pass that allocates a lot triggers several: on a
-    20k-node graph each scanned the whole model (over a million objects) again. The model's objects
-    from before a pass are frozen instead (`gc.freeze`); they are unfrozen when the block ends, so cyclic
-    garbage among them (erased nodes) is collected after the run rather than during it.
-    Nested runs leave the freezing to the outermost one.
-
-    Young collections also run less often (every `YOUNG_COLLECTION_ALLOCATIONS` allocations): each tenth
-    of a tenth of them is a full one, and place-qdq on a 20k-node graph, which makes some 800k objects,
-    otherwise ran seven, each over everything it had made so far.
-    """
-    if gc.get_freeze_count():  # an enclosing run (or the application) froze objects already
-        yield lambda: None
-        return
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], YOUNG_COLLECTION_ALLOCATIONS), *thresholds[1:])
-    try:
-        yield gc.freeze
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def stamp_model(model: ir.Model, pipeline_text: str) -> None:
