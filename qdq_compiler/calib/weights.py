@@ -66,8 +66,9 @@ def per_channel_amax(
     else:
         if not -values.ndim <= axis < values.ndim:
             raise ValueError(f"axis {axis} is out of range for a weight of shape {list(values.shape)}")
-        moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
-    absmax = np.max(np.abs(moved), axis=1).astype(np.float64)
+        leading = values if axis % values.ndim == 0 else np.moveaxis(values, axis, 0)  # a no-op costs 20 us
+        moved = leading.reshape(values.shape[axis], -1)
+    absmax = np.abs(moved).max(axis=1).astype(np.float64)
     if spec.name == "max":
         amax = np.maximum(absmax, AMAX_FLOOR)
     else:

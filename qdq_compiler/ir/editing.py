@@ -73,9 +73,10 @@ def add_constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
     unique = name if name not in graph.initializers else NameScope(graph).value(name)
     # ir.Tensor directly: what ir.tensor() makes of an ndarray, without its slow protocol isinstance checks
     tensor = ir.Tensor(np.asarray(array, order="C"), name=unique)
-    value = ir.Value(name=unique, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype))
-    value.const_value = tensor
-    graph.register_initializer(value)
+    value = ir.Value(
+        name=unique, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype), const_value=tensor
+    )
+    graph.initializers[unique] = value  # register_initializer's checks hold: a fresh name, a constant value
     return value
 
 
@@ -118,12 +119,14 @@ def insert_on_edge(
     Graph outputs keep pointing at `value`. Returns the number of rewired uses.
     """
     graph = value.graph if value.graph is not None else _graph_of_consumers(value)
-    new_nodes = [nodes] if isinstance(nodes, ir.Node) else list(nodes)
+    # a list first: isinstance against ir.Node goes through typing's protocol machinery when it fails
+    new_nodes = list(nodes) if isinstance(nodes, list | tuple) else [nodes]
     chosen = None if consumers is None else set(map(id, consumers))
+    new_ids = set(map(id, new_nodes))
     uses = [
         (user, index)
         for user, index in value.uses()
-        if user not in new_nodes and (chosen is None or id(user) in chosen)
+        if id(user) not in new_ids and (chosen is None or id(user) in chosen)
     ]
     producer = value.producer()
     if producer is not None:

@@ -71,23 +71,25 @@ def insert_qdq_pair(
     names = names if names is not None else NameScope(graph)
     base = value.name or "tensor"
     scale = _in_float_type_of(value, np.asarray(scale))
-    scale_value = add_constant(graph, np.asarray(scale), names.value(f"{base}_scale"))
-    zero = np.zeros(np.asarray(scale).shape, dtype=quant_dtype)
+    scale_value = add_constant(graph, scale, names.value(f"{base}_scale"))
+    zero = np.zeros(scale.shape, dtype=quant_dtype)
     zero_value = add_constant(graph, zero, names.value(f"{base}_zero_point"))
-    attrs = {"axis": ir.AttrInt64("axis", axis)} if axis is not None else {}
-    q_type = ir.TensorType(ir.DataType.from_numpy(np.dtype(quant_dtype)))
-    q_out = ir.Value(name=names.value(f"{base}_quantized"), shape=value.shape, type=q_type)
-    quantize = ir.Node(
-        "", QUANTIZE, [value, scale_value, zero_value], attrs, outputs=[q_out], name=names.node(f"{base}_Q")
+    attrs = (ir.AttrInt64("axis", axis),) if axis is not None else ()
+    q_out = ir.Value(
+        name=names.value(f"{base}_quantized"), shape=value.shape, type=ir.TensorType(zero_value.dtype)
     )
-    dq_type = ir.TensorType(ir.DataType.from_numpy(np.asarray(scale).dtype))
-    dq_out = ir.Value(name=names.value(f"{base}_dequantized"), shape=value.shape, type=dq_type)
+    quantize = ir.Node(
+        "", QUANTIZE, (value, scale_value, zero_value), attrs, outputs=(q_out,), name=names.node(f"{base}_Q")
+    )
+    dq_out = ir.Value(
+        name=names.value(f"{base}_dequantized"), shape=value.shape, type=ir.TensorType(scale_value.dtype)
+    )
     dequantize = ir.Node(
         "",
         DEQUANTIZE,
-        [q_out, scale_value, zero_value],
-        dict(attrs),
-        outputs=[dq_out],
+        (q_out, scale_value, zero_value),
+        attrs,
+        outputs=(dq_out,),
         name=names.node(f"{base}_DQ"),
     )
     insert_on_edge(value, [quantize, dequantize], dq_out, consumers)

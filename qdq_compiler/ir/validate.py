@@ -152,13 +152,15 @@ def _typed_values(data_type: int, count: int) -> int:
 
 
 # --------------------------------------------------------------------------- weighted-op shapes
+_RANK_CHECKED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})  # the ops rank_problem knows
+
+
 def rank_problem(node: ir.Node) -> str:
     """Why a weighted op's known input ranks or channel counts are invalid ('' when fine or unknown)."""
-    shapes = [_dims(v) for v in node.inputs]
-    if len(shapes) < 2:
+    if node.op_type not in _RANK_CHECKED_OPS or len(node.inputs) < 2:
         return ""
+    shapes = [_dims(v) for v in node.inputs]
     data, weight = shapes[0], shapes[1]
-    label = describe_node(node)
     if node.op_type in ("Conv", "ConvTranspose"):
         problem = _conv_problem(node, data, weight, shapes[2] if len(shapes) > 2 else None)
     elif node.op_type == "Gemm":
@@ -167,7 +169,7 @@ def rank_problem(node: ir.Node) -> str:
         problem = _matmul_problem(data, weight)
     else:
         problem = ""
-    return f"{label}: {problem}" if problem else ""
+    return f"{describe_node(node)}: {problem}" if problem else ""
 
 
 def _dims(value: ir.Value | None) -> tuple[int | None, ...] | None:

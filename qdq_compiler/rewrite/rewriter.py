@@ -89,12 +89,11 @@ class Rewriter:
         """QuantizeLinear -> DequantizeLinear on `value` for `consumers` (all if None); see
         `qdq_compiler.ir.qdq.insert_qdq_pair`. Names come from this Rewriter's scope."""
         chosen = None if consumers is None else list(consumers)
-        before = {id(user) for user, _ in value.uses()}
+        before = {id(user) for user, _ in value.uses()} if self.listeners else set()
         quantize, dequantize = insert_qdq_pair(value, scale, consumers=chosen, axis=axis, names=self.names)
         self._inserted([quantize, dequantize])
-        for user, _ in dequantize.outputs[0].uses():
-            if id(user) in before:
-                self._changed(user)
+        if self.listeners:
+            self._changed_all(user for user, _ in dequantize.outputs[0].uses() if id(user) in before)
         return quantize, dequantize
 
     def set_scale(self, quantize: ir.Node, scale: np.ndarray) -> None:
@@ -171,9 +170,7 @@ class Rewriter:
         """Remove a node whose outputs are no longer used."""
         for listener in self.listeners:
             listener.node_erased(node)
-        for index in range(len(node.inputs)):
-            node.replace_input_with(index, None)
-        self.graph.remove(node, safe=True)
+        self.graph.remove(node, safe=True)  # checks that nothing reads it, then detaches its inputs
         self.modified = True
 
     def erase_all(self, nodes: Sequence[ir.Node]) -> None:
