@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import onnx
 import onnx_ir as ir
 
-from qdq_compiler.ir.external import proto_for_tools
+from qdq_compiler.ir.external import proto_for_inference
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 
@@ -35,7 +35,7 @@ class InferShapes(Pass):
         return result
 
     def _annotate(self, model: ir.Model) -> PassResult:
-        proto = proto_for_tools(model)  # past 2 GB: without the weights, which inference does not read
+        proto = proto_for_inference(model)  # past 256 MB without the weights, which inference does not read
         inferred = onnx.shape_inference.infer_shapes(
             proto, check_type=True, strict_mode=self.options.strict, data_prop=self.options.data_prop
         )

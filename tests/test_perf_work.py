@@ -293,3 +293,38 @@ def test_equalize_stacks_the_steps_of_a_chain_into_waves(monkeypatch: pytest.Mon
     assert list(got) == list(want)  # the same initializers, in the same order
     for name, array in want.items():
         np.testing.assert_array_equal(got[name], array, err_msg=name)
+
+
+def test_shape_inference_reads_no_value_info_for_initializers_and_infers_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """infer-shapes used to serialize a value_info entry per initializer (a third of its serialization on
+    a 20k-node graph: one per weight); inference takes those types from the tensors, so the node outputs
+    get the same types and shapes without them."""
+    from qdq_compiler.ir.external import proto_for_inference, proto_for_tools
+
+    model = load_model(build_chain_model(40))
+    seen: list[onnx.ModelProto] = []
+    original = onnx.shape_inference.infer_shapes
+
+    def spying(proto: onnx.ModelProto, *args: object, **kwargs: object) -> onnx.ModelProto:
+        seen.append(proto)
+        return original(proto, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", spying)
+    for pass_ in parse_pipeline("infer-shapes"):
+        pass_.run(model, PassContext())
+    initializers = set(model.graph.initializers)
+    assert len(seen) == 1 and initializers
+    assert not initializers & {info.name for info in seen[0].graph.value_info}
+
+    def node_output_types(proto: onnx.ModelProto) -> dict[str, bytes]:
+        inferred = original(proto, check_type=True, data_prop=True)
+        return {
+            i.name: i.type.SerializeToString()
+            for i in inferred.graph.value_info
+            if i.name not in initializers
+        }
+
+    lean, full = node_output_types(proto_for_inference(model)), node_output_types(proto_for_tools(model))
+    assert lean == full and len(lean) == len(model.graph) - 1  # every node output but the graph output

@@ -56,6 +56,9 @@ class NameScope:
     def _fresh(self, base: str, taken: set[str], *, is_node: bool, numbered: bool) -> str:
         # Names are only ever added while the scope lives, so every suffix below the remembered one
         # is still taken and the search can resume there: the first free name, as a scan from 0 finds.
+        if not numbered and base not in taken:
+            taken.add(base)  # the common case: a base name nobody has
+            return base
         key = (base, is_node, numbered)
         suffix = self._next_suffix.get(key, 0)
         while True:

@@ -75,15 +75,13 @@ def insert_qdq_pair(
     zero = np.zeros(scale.shape, dtype=quant_dtype)
     zero_value = add_constant(graph, zero, names.value(f"{base}_zero_point"))
     attrs = (ir.AttrInt64("axis", axis),) if axis is not None else ()
-    q_out = ir.Value(
-        name=names.value(f"{base}_quantized"), shape=value.shape, type=ir.TensorType(zero_value.dtype)
-    )
+    q_type = ir.TensorType(ir.DataType.from_numpy(zero.dtype))
+    q_out = ir.Value(name=names.value(f"{base}_quantized"), shape=value.shape, type=q_type)
     quantize = ir.Node(
         "", QUANTIZE, (value, scale_value, zero_value), attrs, outputs=(q_out,), name=names.node(f"{base}_Q")
     )
-    dq_out = ir.Value(
-        name=names.value(f"{base}_dequantized"), shape=value.shape, type=ir.TensorType(scale_value.dtype)
-    )
+    dq_type = ir.TensorType(ir.DataType.from_numpy(scale.dtype))
+    dq_out = ir.Value(name=names.value(f"{base}_dequantized"), shape=value.shape, type=dq_type)
     dequantize = ir.Node(
         "",
         DEQUANTIZE,
