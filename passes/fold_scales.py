@@ -46,6 +46,7 @@ class FoldScales(Pass):
         if self.options.weights == "qdq":  # float weights stay behind Q -> DQ
             return result
         rewriter = Rewriter(graph)  # one naming scope for every INT8 initializer made below
+        folded: list[ir.Node] = []  # Qs nothing reads any more, erased together
         for node in list(graph):
             if not is_quantize(node):
                 continue
@@ -56,12 +57,13 @@ class FoldScales(Pass):
             stored = quantize_weight(weight, scale, qdq_axis(node))
             base = input_of(node, 0).name or "weight"
             int8_value = rewriter.add_constant(stored, f"{base}_int8")
-            for user, index in list(node.outputs[0].uses()):
+            for user, index in node.outputs[0].uses():
                 if is_dequantize(user) and index == 0:
                     rewriter.set_input(user, 0, int8_value)
             if not node.outputs[0].uses():
-                rewriter.erase(node)
+                folded.append(node)
             result.statistics["num-weights-folded"] += 1
+        rewriter.erase_all(folded)
         if result.statistics:
             rewriter.remove_unused_initializers()
             result.modified = True

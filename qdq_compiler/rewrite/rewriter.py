@@ -174,7 +174,7 @@ class Rewriter:
         self.modified = True
 
     def erase_all(self, nodes: Sequence[ir.Node]) -> None:
-        """Remove nodes that only feed each other (dead code) together."""
+        """Remove nodes that nothing outside them reads (dead code), together: one pass over the graph."""
         if not nodes:
             return
         for node in nodes:
