@@ -20,16 +20,28 @@ def all_value_names(graph: ir.Graph) -> set[str]:
 class NameScope:
     """Hands out value and node names that are unique in one graph and deterministic.
 
-    Built once per graph (one scan of its names) and then kept up to date by whoever edits the graph:
-    every name it hands out is taken, and `reserve_*` records names made elsewhere. A name is never
-    handed out twice while the scope lives, even if its node is erased meanwhile. Each base name
-    remembers where its suffix search stopped, so asking for `Relu_<n>` a thousand times stays linear.
+    Scans the graph's names once, when first asked for a name (or told to :meth:`scan`), and is then kept
+    up to date by whoever edits the graph: every name it hands out is taken, and `reserve_*` records names
+    made elsewhere. A name is never handed out twice while the scope lives, even if its node is erased
+    meanwhile: an editor that frees a name calls :meth:`scan` first (the Rewriter does), so the names
+    the graph had are all taken. Each base name remembers where its suffix search stopped, so asking for
+    `Relu_<n>` a thousand times stays linear. A pass that never names anything costs no scan.
     """
 
     def __init__(self, graph: ir.Graph):
-        self._values = all_value_names(graph)
-        self._nodes = {node.name for node in graph if node.name}
+        self._graph = graph
+        self._scanned = False
+        self._values: set[str] = set()  # taken value names (before the scan: those reserved)
+        self._nodes: set[str] = set()  # taken node names (before the scan: those reserved)
         self._next_suffix: dict[tuple[str, bool, bool], int] = {}
+
+    def scan(self) -> None:
+        """Take every name the graph has now (once; later calls do nothing)."""
+        if self._scanned:
+            return
+        self._scanned = True
+        self._values |= all_value_names(self._graph)
+        self._nodes |= {node.name for node in self._graph if node.name}
 
     def value(self, base: str) -> str:
         """A fresh value name: `base`, else `base_1`, `base_2`, ..."""
@@ -56,6 +68,8 @@ class NameScope:
     def _fresh(self, base: str, taken: set[str], *, is_node: bool, numbered: bool) -> str:
         # Names are only ever added while the scope lives, so every suffix below the remembered one
         # is still taken and the search can resume there: the first free name, as a scan from 0 finds.
+        if not self._scanned:
+            self.scan()
         if not numbered and base not in taken:
             taken.add(base)  # the common case: a base name nobody has
             return base

@@ -131,6 +131,7 @@ class Rewriter:
 
     def replace_value(self, old: ir.Value, new: ir.Value) -> None:
         """Redirect every use of `old` to `new`; `new` takes `old`'s name (graph outputs included)."""
+        self.names.scan()  # `new` gives up its name: the scope must have seen it
         users = [user for user, _ in old.uses()]
         replace_value(old, new, self.graph)
         self.modified = True
@@ -159,6 +160,7 @@ class Rewriter:
 
     def set_name(self, node: ir.Node, name: str) -> None:
         """Rename a node (take `name` from `names` so it is unique)."""
+        self.names.scan()  # the old name stays taken
         node.name = name
         self.names.reserve_node(name)
         self.modified = True
@@ -168,6 +170,7 @@ class Rewriter:
 
     def erase(self, node: ir.Node) -> None:
         """Remove a node whose outputs are no longer used."""
+        self.names.scan()  # its names stay taken
         for listener in self.listeners:
             listener.node_erased(node)
         self.graph.remove(node, safe=True)  # checks that nothing reads it, then detaches its inputs
@@ -177,6 +180,7 @@ class Rewriter:
         """Remove nodes that nothing outside them reads (dead code), together: one pass over the graph."""
         if not nodes:
             return
+        self.names.scan()  # their names stay taken
         for node in nodes:
             for listener in self.listeners:
                 listener.node_erased(node)
@@ -189,6 +193,7 @@ class Rewriter:
     def remove_initializer(self, value: ir.Value) -> None:
         """Drop an initializer nothing reads any more (its name stays reserved)."""
         assert value.name is not None and not value.uses(), "only unused initializers can be removed"
+        self.names.scan()
         self.graph.initializers.pop(value.name)
         self.modified = True
 
