@@ -208,29 +208,36 @@ def _conv_problem(node: ir.Node, data: tuple | None, weight: tuple | None, bias:
     return _conv_attribute_problem(node, weight)
 
 
+_SPATIAL_ATTRIBUTES = (  # a Conv's spatial attributes and how many values each takes per spatial dim
+    ("strides", 1),
+    ("dilations", 1),
+    ("kernel_shape", 1),
+    ("pads", 2),
+    ("output_padding", 1),
+)
+
+
 def _conv_attribute_problem(node: ir.Node, weight: tuple) -> str:
     """Spatial attributes whose length or values do not fit the weight's spatial dims."""
     spatial = len(weight) - 2
-    expected = {
-        "strides": spatial,
-        "dilations": spatial,
-        "kernel_shape": spatial,
-        "pads": 2 * spatial,
-        "output_padding": spatial,
-    }
-    for name, length in expected.items():
-        attribute = node.attributes.get(name)
+    attributes = node.attributes
+    for name, per_dim in _SPATIAL_ATTRIBUTES:
+        attribute = attributes.get(name)
         if attribute is None:
             continue
-        values = list(attribute.as_ints())
+        values = attribute.as_ints()
+        length = per_dim * spatial
         if len(values) != length:
-            return f"{name}={values} has {len(values)} values; the {spatial}-D {node.op_type} needs {length}"
-        if name in ("strides", "dilations") and any(v < 1 for v in values):
-            return f"{name}={values} must be >= 1"
-        if name in ("pads", "output_padding") and any(v < 0 for v in values):
-            return f"{name}={values} must be >= 0"
-        if name == "kernel_shape" and all(d is not None for d in weight[2:]) and tuple(values) != weight[2:]:
-            return f"kernel_shape={values} differs from the weight's spatial dims {list(weight[2:])}"
+            shown = list(values)
+            return f"{name}={shown} has {len(shown)} values; the {spatial}-D {node.op_type} needs {length}"
+        if not values:
+            continue
+        if name in ("strides", "dilations") and min(values) < 1:
+            return f"{name}={list(values)} must be >= 1"
+        if name in ("pads", "output_padding") and min(values) < 0:
+            return f"{name}={list(values)} must be >= 0"
+        if name == "kernel_shape" and tuple(values) != weight[2:] and None not in weight[2:]:
+            return f"kernel_shape={list(values)} differs from the weight's spatial dims {list(weight[2:])}"
     return ""
 
 
