@@ -28,8 +28,9 @@ import onnx_ir as ir
 
 from qdq_compiler.ir.op_facts import GATE_OPS
 from qdq_compiler.targets import trt_rules as rules
+from qdq_compiler.targets.collector import collector_paused
 from qdq_compiler.targets.macs import layer_macs, model_shapes
-from qdq_compiler.targets.qdq_propagation import Propagated, collector_paused, propagate, same_scale
+from qdq_compiler.targets.qdq_propagation import Propagated, propagate, same_scale
 
 PREDICTION_NOTE = (
     "Prediction from an offline simulation of TensorRT's Q/DQ processing (no TensorRT build); "
@@ -109,8 +110,8 @@ class _View:
         self.graph = propagated.graph
         self.facts = propagated.facts
         self.position = {node: index for index, node in enumerate(self.graph)}
-        self.constants = set(self.graph.initializers.values())
-        self.constants.update(n.outputs[0] for n in self.graph if n.op_type == "Constant" and n.outputs)
+        self.constants = propagated.constants
+        self.dequantized_weights = propagated.dequantized_weights
         self.absorbed = _Absorbed()
 
     def consumers(self, value: ir.Value | None) -> list[tuple[ir.Node, int]]:
@@ -123,7 +124,8 @@ class _View:
         return uses
 
     def from_dq(self, value: ir.Value | None) -> bool:
-        return value is not None and self.facts.is_dq(value.producer())
+        """Whether `value` is a DQ's output (a weight's DQ left out of the copy included)."""
+        return value is not None and (self.facts.is_dq(value.producer()) or value in self.dequantized_weights)
 
     def single_user(self, value: ir.Value) -> ir.Node | None:
         users = self.consumers(value)

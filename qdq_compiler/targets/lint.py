@@ -17,7 +17,6 @@ import onnx_ir as ir
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import op_facts
 from qdq_compiler.ir.analysis import all_nodes
-from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import (
     default_opset,
     is_weight_qdq,
@@ -29,6 +28,8 @@ from qdq_compiler.ir.op_facts import (
 from qdq_compiler.ir.qdq import DEQUANTIZE, QUANTIZE, is_dequantize, is_quantize
 from qdq_compiler.quant.grid import INT8_WEIGHT_RANGE
 from qdq_compiler.targets import trt_rules as rules
+from qdq_compiler.targets.collector import collector_paused
+from qdq_compiler.targets.constant_arrays import ConstantArrays
 from qdq_compiler.targets.recipe import read_recipe
 
 Severity = Literal["error", "warning"]
@@ -95,12 +96,16 @@ def lint_model(model: ir.Model) -> list[Violation]:
     The target the model records (targets/recipe.py) decides the build mode: a trt11 model is built strongly
     typed, so float16 scales are fine; any other model may meet a weakly typed TensorRT 10 build.
     """
+    with collector_paused():
+        return _lint(model, ConstantArrays())
+
+
+def _lint(model: ir.Model, constants: ConstantArrays) -> list[Violation]:
     opset = onnx_opset(model)
     strongly_typed = read_recipe(model).strongly_typed_only
     found: list[Violation] = []
     has_qdq = False
     per_channel_below_13 = False
-    constants = _Constants()
     for node in all_nodes(model.graph):
         label = node_label(node)
         if node.op_type in rules.QOPERATOR_OPS:
@@ -132,23 +137,6 @@ def lint_model(model: ir.Model) -> list[Violation]:
     return sorted(found, key=lambda v: v.severity != "error")
 
 
-class _Constants:
-    """The arrays of constant values, each read once per lint run: a loaded initializer's array is decoded
-    from its proto at every read, and one scale is read by its Q, its DQ and the layer's bias check."""
-
-    def __init__(self) -> None:
-        self._arrays: dict[int, tuple[ir.Value, np.ndarray | None]] = {}  # the value kept: ids stay unique
-
-    def array(self, value: ir.Value | None) -> np.ndarray | None:
-        """`constant_array(value)`, read once."""
-        if value is None:
-            return None
-        known = self._arrays.get(id(value))
-        if known is None:
-            known = self._arrays[id(value)] = (value, constant_array(value))
-        return known[1]
-
-
 def format_violations(violations: Iterable[Violation]) -> str:
     """One line per violation naming the node, then a count line."""
     items = list(violations)
@@ -173,7 +161,7 @@ def onnx_opset(model: ir.Model) -> int:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool, constants: _Constants) -> list[Violation]:
+def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool, constants: ConstantArrays) -> list[Violation]:
     label = node_label(node)
     found: list[Violation] = []
     scale_value = node.inputs[1] if len(node.inputs) > 1 else None
@@ -224,7 +212,7 @@ def _check_scale(
     if scale.size == 0:
         return found
     lowest = _smallest(scale)  # NaN when any value is NaN
-    highest = float(np.max(scale)) if scale.size > 1 else lowest
+    highest = float(scale.max()) if scale.size > 1 else lowest
     if not (math.isfinite(lowest) and math.isfinite(highest)):
         found.append(_error("scale-value", label, "scale holds NaN or infinity"))
     elif lowest <= 0:
@@ -235,7 +223,7 @@ def _check_scale(
 def _smallest(array: np.ndarray) -> float:
     """The smallest value as a Python float (NaN if any is NaN); a one-value array without numpy's
     reduction machinery, which costs more than the check itself on the scalars most scales are."""
-    return float(array.reshape(-1)[0]) if array.size == 1 else float(np.min(array))
+    return float(array.reshape(-1)[0]) if array.size == 1 else float(array.min())
 
 
 def _float_side_type(node: ir.Node) -> ir.DataType | None:
@@ -274,7 +262,7 @@ def _check_float16_opset(
     ]
 
 
-def _check_zero_point(node: ir.Node, label: str, constants: _Constants) -> list[Violation]:
+def _check_zero_point(node: ir.Node, label: str, constants: ConstantArrays) -> list[Violation]:
     zp_value = node.inputs[2] if len(node.inputs) > 2 else None
     if zp_value is None:
         return []
@@ -340,7 +328,7 @@ def _check_q_feeds_dq(node: ir.Node, label: str) -> list[Violation]:
     return found
 
 
-def _check_weight_range(node: ir.Node, label: str, constants: _Constants) -> list[Violation]:
+def _check_weight_range(node: ir.Node, label: str, constants: ConstantArrays) -> list[Violation]:
     data = node.inputs[0]
     if data is None or value_dtype(data) != ir.DataType.INT8:
         return []
@@ -361,7 +349,7 @@ def _check_weight_range(node: ir.Node, label: str, constants: _Constants) -> lis
 
 
 def _check_per_channel(
-    node: ir.Node, label: str, scale: np.ndarray, opset: int, constants: _Constants
+    node: ir.Node, label: str, scale: np.ndarray, opset: int, constants: ConstantArrays
 ) -> list[Violation]:
     found: list[Violation] = []
     if opset < op_facts.PER_CHANNEL_MIN_OPSET:
@@ -436,7 +424,9 @@ def _check_bias(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
     ]
 
 
-def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule, constants: _Constants) -> list[Violation]:
+def _check_bias_overflow(
+    node: ir.Node, rule: rules.WeightedOpRule, constants: ConstantArrays
+) -> list[Violation]:
     """A float bias that overflows INT32 when folded into the accumulator as bias / (s_in * s_w)."""
     if rule.bias_input is None or len(node.inputs) <= rule.bias_input:
         return []
@@ -479,11 +469,11 @@ def _fits_int32(bias: np.ndarray, activation_scale: float, s_w: np.ndarray) -> b
     value). False when that bound says nothing (empty, zero, negative or NaN scales): check per channel."""
     if not bias.size or not s_w.size:
         return False
-    product = activation_scale * float(np.min(s_w))
-    return product > 0 and float(np.max(bias)) / product <= rules.INT32_MAX
+    product = activation_scale * float(s_w.min())
+    return product > 0 and float(bias.max()) / product <= rules.INT32_MAX
 
 
-def _dequantize_scale(value: ir.Value | None, constants: _Constants) -> np.ndarray | None:
+def _dequantize_scale(value: ir.Value | None, constants: ConstantArrays) -> np.ndarray | None:
     """The constant scale of the DequantizeLinear producing `value` (None when there is none)."""
     producer = value.producer() if value is not None else None
     if not is_dequantize(producer) or len(producer.inputs) < 2:
@@ -501,7 +491,7 @@ def _defaults_to_uint8(node: ir.Node) -> bool:
     return is_quantize(node) and no_zp and node.attributes.get("output_dtype") is None
 
 
-def _data_shape(node: ir.Node, constants: _Constants) -> tuple | None:
+def _data_shape(node: ir.Node, constants: ConstantArrays) -> tuple | None:
     """Shape of the tensor a Q/DQ (de)quantizes; looks through Q -> DQ to the constant."""
     data = node.inputs[0]
     if data is None:
