@@ -14,6 +14,7 @@ import onnx_ir as ir
 from onnx_ir.serde import TensorProtoTensor
 
 from qdq_compiler.ir.editing import constant_array
+from qdq_compiler.ir.op_facts import value_dtype
 
 # Raw-data element types numpy reads as they are (onnx-ir's `numpy()` takes the same path for these).
 _PLAIN_TYPES: dict[int, np.dtype] = {
@@ -33,6 +34,8 @@ _PLAIN_TYPES: dict[int, np.dtype] = {
     )
 }
 
+_DATA_TYPES: dict[int, ir.DataType] = {int(t): t for t in ir.DataType}
+
 
 def tensor_array(tensor: ir.TensorProtocol) -> np.ndarray:
     """`tensor.numpy()`, decoding a loaded proto's raw bytes directly when its type is plain numeric."""
@@ -44,8 +47,23 @@ def tensor_array(tensor: ir.TensorProtocol) -> np.ndarray:
             and proto.data_location == onnx.TensorProto.DEFAULT
             and proto.HasField("raw_data")
         ):
-            return np.frombuffer(proto.raw_data, dtype=dtype).reshape(proto.dims)
+            array = np.frombuffer(proto.raw_data, dtype=dtype)
+            dims = proto.dims
+            if len(dims) == 1 and dims[0] == array.size:
+                return array  # of its shape already (a reshape from proto dims costs more than the decode)
+            return array.reshape(list(dims))
     return tensor.numpy()
+
+
+def constant_dtype(value: ir.Value | None) -> ir.DataType | None:
+    """`value_dtype(value)`, reading a loaded initializer's element type without an enum construction."""
+    if value is not None and not value.is_graph_input():
+        tensor = value.const_value
+        if type(tensor) is TensorProtoTensor:
+            dtype = _DATA_TYPES.get(tensor.raw.data_type)
+            if dtype is not None:
+                return dtype
+    return value_dtype(value)
 
 
 def value_array(value: ir.Value | None) -> np.ndarray | None:

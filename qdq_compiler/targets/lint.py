@@ -23,13 +23,12 @@ from qdq_compiler.ir.op_facts import (
     node_label,
     qdq_axis,
     quantized_type,
-    value_dtype,
 )
 from qdq_compiler.ir.qdq import DEQUANTIZE, QUANTIZE, is_dequantize, is_quantize
 from qdq_compiler.quant.grid import INT8_WEIGHT_RANGE
 from qdq_compiler.targets import trt_rules as rules
 from qdq_compiler.targets.collector import collector_paused
-from qdq_compiler.targets.constant_arrays import ConstantArrays
+from qdq_compiler.targets.constant_arrays import ConstantArrays, constant_dtype
 from qdq_compiler.targets.recipe import read_recipe
 
 Severity = Literal["error", "warning"]
@@ -166,7 +165,7 @@ def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool, constants: Const
     found: list[Violation] = []
     scale_value = node.inputs[1] if len(node.inputs) > 1 else None
     scale = constants.array(scale_value)
-    scale_type = value_dtype(scale_value)
+    scale_type = constant_dtype(scale_value)
     float_type = _float_side_type(node)
     if scale is None:
         found.append(
@@ -229,7 +228,7 @@ def _smallest(array: np.ndarray) -> float:
 def _float_side_type(node: ir.Node) -> ir.DataType | None:
     """The float type a Q reads or a DQ writes (None when not declared)."""
     if is_quantize(node):
-        return value_dtype(node.inputs[0]) if node.inputs and node.inputs[0] is not None else None
+        return constant_dtype(node.inputs[0]) if node.inputs and node.inputs[0] is not None else None
     return node.outputs[0].dtype if node.outputs else None
 
 
@@ -330,7 +329,7 @@ def _check_q_feeds_dq(node: ir.Node, label: str) -> list[Violation]:
 
 def _check_weight_range(node: ir.Node, label: str, constants: ConstantArrays) -> list[Violation]:
     data = node.inputs[0]
-    if data is None or value_dtype(data) != ir.DataType.INT8:
+    if data is None or constant_dtype(data) != ir.DataType.INT8:
         return []
     array = constants.array(data)
     if array is None:
