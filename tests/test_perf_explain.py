@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx_ir.serde import TensorProtoTensor
@@ -173,3 +176,26 @@ def test_a_weight_dq_read_otherwise_stays_in_the_copy() -> None:
     assert "w_DQ" in [node.name for node in working.graph] and not working.dequantized_weights
     report = predict_fusions(model)
     assert [(layer.name, layer.precision) for layer in report.layers] == [("conv", "int8")]
+
+
+def test_explain_decodes_each_constant_once_for_lint_and_prediction(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The lint and the prediction read the same activation scales: explain decodes each value once."""
+    from qdq_compiler.targets import constant_arrays
+    from qdq_compiler.targets.explain import explain_model
+
+    reads: Counter[int] = Counter()
+    original = constant_arrays.value_array
+
+    def counting(value: ir.Value | None) -> np.ndarray | None:
+        reads[id(value)] += 1
+        return original(value)
+
+    monkeypatch.setattr(constant_arrays, "value_array", counting)
+    model = load_model(_conv_model())
+    explained = explain_model(str(tmp_path / "conv.onnx"), model)
+    assert explained.lint_errors == 0 and explained.fusion.layers[0].precision == "int8"
+    scales = [model.graph.initializers[name] for name in ("s", "s2")]
+    assert [reads[id(value)] for value in scales] == [1, 1]  # twice before: by the lint, by the prediction
+    assert max(reads.values()) == 1

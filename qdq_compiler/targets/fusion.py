@@ -29,6 +29,7 @@ import onnx_ir as ir
 from qdq_compiler.ir.op_facts import GATE_OPS
 from qdq_compiler.targets import trt_rules as rules
 from qdq_compiler.targets.collector import collector_paused
+from qdq_compiler.targets.constant_arrays import ConstantArrays
 from qdq_compiler.targets.macs import layer_macs, model_shapes
 from qdq_compiler.targets.qdq_propagation import Propagated, propagate, same_scale
 
@@ -350,18 +351,21 @@ def _reformats(v: _View) -> list[Reformat]:
 # ----------------------------------------------------------------------------------------------------
 
 
-def predict_fusions(model: ir.Model, excluded: Iterable[str] = ()) -> FusionReport:
+def predict_fusions(
+    model: ir.Model, excluded: Iterable[str] = (), constants: ConstantArrays | None = None
+) -> FusionReport:
     """Simulate TensorRT's Q/DQ processing on a copy of `model` (not modified); predict per-layer precision.
 
-    `excluded` names layers the user kept in float on purpose; their reason reads "excluded".
+    `excluded` names layers the user kept in float on purpose; their reason reads "excluded". Pass
+    `constants` to share decoded constants with other work on the same model (`qdqc explain`).
     """
     with collector_paused():
-        return _predict(model, set(excluded))
+        return _predict(model, set(excluded), constants)
 
 
-def _predict(model: ir.Model, excluded_names: set[str]) -> FusionReport:
+def _predict(model: ir.Model, excluded_names: set[str], constants: ConstantArrays | None) -> FusionReport:
     shapes = model_shapes(model)
-    propagated = propagate(model.graph)
+    propagated = propagate(model.graph, constants)
     v = _View(propagated)
     requants, cancelled = _pairs(v)
     layers: list[LayerPrediction] = []

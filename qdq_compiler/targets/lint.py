@@ -89,14 +89,15 @@ class TrtLintError(QdqcError):
         )
 
 
-def lint_model(model: ir.Model) -> list[Violation]:
+def lint_model(model: ir.Model, constants: ConstantArrays | None = None) -> list[Violation]:
     """Check every node of `model` against TensorRT's Q/DQ rules; errors first, then warnings.
 
     The target the model records (targets/recipe.py) decides the build mode: a trt11 model is built strongly
-    typed, so float16 scales are fine; any other model may meet a weakly typed TensorRT 10 build.
+    typed, so float16 scales are fine; any other model may meet a weakly typed TensorRT 10 build. Pass
+    `constants` to share decoded constants with other work on the same, unchanged model (`qdqc explain`).
     """
     with collector_paused():
-        return _lint(model, ConstantArrays())
+        return _lint(model, constants if constants is not None else ConstantArrays())
 
 
 def _lint(model: ir.Model, constants: ConstantArrays) -> list[Violation]:
@@ -106,23 +107,25 @@ def _lint(model: ir.Model, constants: ConstantArrays) -> list[Violation]:
     has_qdq = False
     per_channel_below_13 = False
     for node in all_nodes(model.graph):
-        label = node_label(node)
-        if node.op_type in rules.QOPERATOR_OPS:
+        op_type = node.op_type
+        if op_type in rules.QOPERATOR_OPS:
             found.append(
                 _error(
                     "qoperator-op",
-                    label,
-                    f"{node.op_type} is a QOperator-format op; TensorRT imports only Q/DQ",
+                    node_label(node),
+                    f"{op_type} is a QOperator-format op; TensorRT imports only Q/DQ",
                 )
             )
-        if node.op_type in (QUANTIZE, DEQUANTIZE) and node.domain not in ("", "ai.onnx"):
-            message = f"{node.op_type} of domain '{node.domain}' is not the ONNX op TensorRT parses"
-            found.append(_error("contrib-qdq", label, message))
-        if is_quantize(node) or is_dequantize(node):
+        if op_type in (QUANTIZE, DEQUANTIZE):  # a Q/DQ is no weighted op: its checks are all it gets
+            if node.domain not in ("", "ai.onnx"):
+                message = f"{op_type} of domain '{node.domain}' is not the ONNX op TensorRT parses"
+                found.append(_error("contrib-qdq", node_label(node), message))
+                continue
             has_qdq = True
             node_found = _check_qdq(node, opset, strongly_typed, constants)
             per_channel_below_13 |= any(v.rule == "opset" for v in node_found)
             found.extend(node_found)
+            continue
         rule = rules.weighted_rule(node)
         if rule is not None:
             found.extend(_check_bias(node, rule))

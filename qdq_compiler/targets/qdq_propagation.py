@@ -26,7 +26,7 @@ from qdq_compiler.rewrite.driver import apply_patterns_greedily
 from qdq_compiler.rewrite.rewriter import RewritePattern, Rewriter
 from qdq_compiler.targets import trt_rules as rules
 from qdq_compiler.targets.collector import collector_paused
-from qdq_compiler.targets.constant_arrays import value_array
+from qdq_compiler.targets.constant_arrays import ConstantArrays
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 MAX_ROUNDS = 16  # DQ phase + Q phase rounds; a topologically sorted graph settles in one (a second checks)
@@ -156,8 +156,9 @@ class QdqFacts:
     moves: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, originals: dict[ir.Node, ir.Node]) -> QdqFacts:
-        """Annotate each copied node from its original."""
+    def of(cls, originals: dict[ir.Node, ir.Node], constants: ConstantArrays | None = None) -> QdqFacts:
+        """Annotate each copied node from its original (scales read through `constants`)."""
+        constants = constants if constants is not None else ConstantArrays()
         facts = cls(originals=originals)
         flat_scales: dict[int, np.ndarray | None] = {}  # by scale value: Q and DQ pairs share theirs
         for node, original in originals.items():
@@ -167,7 +168,7 @@ class QdqFacts:
                 kind = ("const-" if is_weight_qdq(original) else "act-") + ("q" if quantize else "dq")
                 key = id(original.inputs[1])
                 if key not in flat_scales:
-                    scale = value_array(original.inputs[1])
+                    scale = constants.array(original.inputs[1])
                     flat_scales[key] = None if scale is None else np.asarray(scale, np.float64).reshape(-1)
                 facts.annotate(node, kind, flat_scales[key], node_label(original))
             elif op_type in rules.COMMUTING_OPS:
@@ -349,7 +350,7 @@ class Propagated:
     dequantized_weights: set[ir.Value]  # what a weight's DQ left out of the copy writes
 
 
-def propagate(graph: ir.Graph) -> Propagated:
+def propagate(graph: ir.Graph, constants: ConstantArrays | None = None) -> Propagated:
     """Copy `graph` and move its activation DQs forward and Qs backward until nothing moves.
 
     The moves are those of the rule "always make the first possible move in node order, DQ moves before
@@ -360,7 +361,7 @@ def propagate(graph: ir.Graph) -> Propagated:
     with collector_paused():
         working = working_copy(graph)
         copy = working.graph
-        facts = QdqFacts.of(working.originals)
+        facts = QdqFacts.of(working.originals, constants)
         rewriter = Rewriter(copy, NameScope(graph))  # the copy's names are the graph's
         slice_splits(copy, facts, rewriter)
         phases = [MoveDqForward(facts)], [MoveQBackward(facts)]
