@@ -199,3 +199,25 @@ def test_explain_decodes_each_constant_once_for_lint_and_prediction(
     scales = [model.graph.initializers[name] for name in ("s", "s2")]
     assert [reads[id(value)] for value in scales] == [1, 1]  # twice before: by the lint, by the prediction
     assert max(reads.values()) == 1
+
+
+def test_the_prediction_scans_names_only_when_something_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh names are for moved Q/DQ copies: with nothing to move, the graph's names are never scanned."""
+    from qdq_compiler.ir import editing
+
+    scans = [0]
+    original = editing.all_value_names
+
+    def counting(graph: ir.Graph) -> set[str]:
+        scans[0] += 1
+        return original(graph)
+
+    monkeypatch.setattr(editing, "all_value_names", counting)
+    report = predict_fusions(load_model(_conv_model()))
+    assert report.moves == [] and scans[0] == 0  # one scan per prediction before
+    pooled = _conv_model()
+    relu = next(node for node in pooled.graph.node if node.name == "relu")
+    relu.op_type = "MaxPool"
+    relu.attribute.extend([helper.make_attribute("kernel_shape", [1, 1])])
+    report = predict_fusions(load_model(pooled))
+    assert report.moves == ["Q 'out_Q' moved before MaxPool 'relu'"] and scans[0] == 1

@@ -15,7 +15,7 @@ from typing import Any
 import onnx_ir as ir
 
 from qdq_compiler.errors import ChecksFailed, QdqcError
-from qdq_compiler.ir import count_qdq
+from qdq_compiler.ir.op_facts import is_dequantize, is_quantize
 from qdq_compiler.targets.collector import collector_paused
 from qdq_compiler.targets.constant_arrays import ConstantArrays
 from qdq_compiler.targets.fusion import FusionReport, format_report, predict_fusions, report_to_json
@@ -43,7 +43,7 @@ class Explanation:
 
 def explain_model(model_path: str, model: ir.Model) -> Explanation:
     """Explain a Q/DQ model; raise ChecksFailed (exit 1) for a model without Q/DQ."""
-    if not any(count_qdq(model.graph)):
+    if not any(is_quantize(node) or is_dequantize(node) for node in model.graph):  # stops at the first
         raise ChecksFailed(
             f"{model_path} holds no Q/DQ: a float model, nothing TensorRT would run in INT8; compile it "
             f"first (qdqc compile {shlex.quote(model_path)} --calib DATA -o OUT.onnx) and explain the output"

@@ -110,7 +110,8 @@ class _View:
     def __init__(self, propagated: Propagated):
         self.graph = propagated.graph
         self.facts = propagated.facts
-        self.position = {node: index for index, node in enumerate(self.graph)}
+        self.nodes = list(self.graph)  # in graph order: the steps below walk it several times, never edit
+        self.position = {node: index for index, node in enumerate(self.nodes)}
         self.constants = propagated.constants
         self.dequantized_weights = propagated.dequantized_weights
         self.absorbed = _Absorbed()
@@ -152,7 +153,7 @@ def _pairs(v: _View) -> tuple[list[Requantization], int]:
     facts = v.facts
     requants: list[Requantization] = []
     cancelled = 0
-    for q in v.graph:
+    for q in v.nodes:
         if facts.kind(q) != "act-q" or q.inputs[0] is None:
             continue
         dq = q.inputs[0].producer()
@@ -267,7 +268,7 @@ def _int8_capable_ops(v: _View) -> list[str]:
     facts = v.facts
     found: list[str] = []
     int8: dict[ir.Node, bool] = {}
-    for node in v.graph:
+    for node in v.nodes:
         if not v.is_op(node):
             continue
         indices = facts.data_inputs(node)
@@ -320,7 +321,7 @@ def _int8_op(v: _View, node: ir.Node, known: dict[ir.Node, bool]) -> bool:
 def _reformats(v: _View) -> list[Reformat]:
     facts = v.facts
     found: dict[tuple[str, str], Reformat] = {}
-    for node in v.graph:
+    for node in v.nodes:
         kind = facts.kind(node)
         if kind == "act-dq":
             out = node.outputs[0]
@@ -370,7 +371,7 @@ def _predict(model: ir.Model, excluded_names: set[str], constants: ConstantArray
     requants, cancelled = _pairs(v)
     layers: list[LayerPrediction] = []
     outputs: list[tuple[ir.Node, list[ir.Node]]] = []
-    for node in v.graph:
+    for node in v.nodes:
         if not v.is_op(node):
             continue
         rule = rules.weighted_rule(node)

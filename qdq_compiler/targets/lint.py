@@ -437,13 +437,13 @@ def _check_bias_overflow(
     s_w = _dequantize_scale(node.inputs[rule.weight_input], constants)
     if bias is None or s_in is None or s_w is None or s_in.size != 1 or bias.dtype.kind != "f":
         return []
-    bias = np.abs(bias.astype(np.float64).reshape(-1))
-    activation_scale = float(s_in.reshape(-1)[0])
-    s_w = s_w.astype(np.float64).reshape(-1)  # per output channel, or one
     if 1 not in (bias.size, s_w.size) and bias.size != s_w.size:
         return []  # the axis / weight-axis rules report a scale that does not match the output channels
+    activation_scale = float(s_in.reshape(-1)[0])
     if _fits_int32(bias, activation_scale, s_w):
         return []
+    bias = np.abs(bias.astype(np.float64).reshape(-1))
+    s_w = s_w.astype(np.float64).reshape(-1)  # per output channel, or one
     bias, s_w = np.broadcast_arrays(bias, s_w)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # a zero scale: scale-value's job
         folded = bias / (activation_scale * s_w)
@@ -466,13 +466,15 @@ def _check_bias_overflow(
 
 
 def _fits_int32(bias: np.ndarray, activation_scale: float, s_w: np.ndarray) -> bool:
-    """True when no channel's folded bias can exceed INT32, from the largest bias over the smallest scale
+    """True when no channel's folded bias can exceed INT32, from the largest |bias| over the smallest scale
     product (float64 products and quotients are monotone, so this bound is at least every channel's
-    value). False when that bound says nothing (empty, zero, negative or NaN scales): check per channel."""
+    value). False when that bound says nothing (empty, zero, negative or NaN scales): check per channel.
+    The extremes are taken in the arrays' own float type: converting to float64 is exact and monotone,
+    so they are those of the float64 values, without converting every channel first."""
     if not bias.size or not s_w.size:
         return False
     product = activation_scale * float(s_w.min())
-    return product > 0 and float(bias.max()) / product <= rules.INT32_MAX
+    return product > 0 and float(np.abs(bias).max()) / product <= rules.INT32_MAX
 
 
 def _dequantize_scale(value: ir.Value | None, constants: ConstantArrays) -> np.ndarray | None:
