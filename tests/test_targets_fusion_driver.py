@@ -136,8 +136,8 @@ def test_collector_state_is_restored() -> None:
 def test_pattern_anchors() -> None:
     """MoveDqForward anchors on the ops of trt_rules' commuting table, MoveQBackward on activation Qs."""
     model = load_model(_pool_chain(1))
-    copy, originals = qdq_propagation.working_copy(model.graph)
-    facts = qdq_propagation.QdqFacts.of(originals)
+    working = qdq_propagation.working_copy(model.graph)
+    copy, facts = working.graph, qdq_propagation.QdqFacts.of(working.originals)
     dq_anchors = [n.name for n in copy if MoveDqForward(facts).matches_anchor(n)]
     q_anchors = [n.name for n in copy if MoveQBackward(facts).matches_anchor(n)]
     assert (dq_anchors, q_anchors) == (["pool0"], ["in_Q", "out_Q"])

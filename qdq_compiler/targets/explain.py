@@ -15,7 +15,9 @@ from typing import Any
 import onnx_ir as ir
 
 from qdq_compiler.errors import ChecksFailed, QdqcError
-from qdq_compiler.ir import count_qdq
+from qdq_compiler.ir.op_facts import is_dequantize, is_quantize
+from qdq_compiler.targets.collector import collector_paused
+from qdq_compiler.targets.constant_arrays import ConstantArrays
 from qdq_compiler.targets.fusion import FusionReport, format_report, predict_fusions, report_to_json
 from qdq_compiler.targets.lint import lint_model
 from qdq_compiler.targets.model_build import DEFAULT_DEVICE, default_engine_path, default_trtexec_command
@@ -41,12 +43,18 @@ class Explanation:
 
 def explain_model(model_path: str, model: ir.Model) -> Explanation:
     """Explain a Q/DQ model; raise ChecksFailed (exit 1) for a model without Q/DQ."""
-    if not any(count_qdq(model.graph)):
+    if not any(is_quantize(node) or is_dequantize(node) for node in model.graph):  # stops at the first
         raise ChecksFailed(
             f"{model_path} holds no Q/DQ: a float model, nothing TensorRT would run in INT8; compile it "
             f"first (qdqc compile {shlex.quote(model_path)} --calib DATA -o OUT.onnx) and explain the output"
         )
-    violations = lint_model(model)
+    with collector_paused():  # one collection after the lint and the prediction, not one between them
+        return _explain(model_path, model, ConstantArrays())
+
+
+def _explain(model_path: str, model: ir.Model, constants: ConstantArrays) -> Explanation:
+    """explain_model's work; `constants` decodes each constant once for the lint and the prediction."""
+    violations = lint_model(model, constants)
     errors = sum(1 for v in violations if v.severity == "error")
     try:
         command, plan = default_trtexec_command(model_path, model)
@@ -59,7 +67,7 @@ def explain_model(model_path: str, model: ir.Model) -> Explanation:
         recipe=read_recipe(model),
         lint_errors=errors,
         lint_warnings=len(violations) - errors,
-        fusion=predict_fusions(model),
+        fusion=predict_fusions(model, constants=constants),
         trt_major=trt_major,
         trtexec=trtexec,
         trtexec_problem=problem,

@@ -28,8 +28,10 @@ import onnx_ir as ir
 
 from qdq_compiler.ir.op_facts import GATE_OPS
 from qdq_compiler.targets import trt_rules as rules
+from qdq_compiler.targets.collector import collector_paused
+from qdq_compiler.targets.constant_arrays import ConstantArrays
 from qdq_compiler.targets.macs import layer_macs, model_shapes
-from qdq_compiler.targets.qdq_propagation import Propagated, collector_paused, propagate, same_scale
+from qdq_compiler.targets.qdq_propagation import Propagated, propagate, same_scale
 
 PREDICTION_NOTE = (
     "Prediction from an offline simulation of TensorRT's Q/DQ processing (no TensorRT build); "
@@ -108,9 +110,10 @@ class _View:
     def __init__(self, propagated: Propagated):
         self.graph = propagated.graph
         self.facts = propagated.facts
-        self.position = {node: index for index, node in enumerate(self.graph)}
-        self.constants = set(self.graph.initializers.values())
-        self.constants.update(n.outputs[0] for n in self.graph if n.op_type == "Constant" and n.outputs)
+        self.nodes = list(self.graph)  # in graph order: the steps below walk it several times, never edit
+        self.position = {node: index for index, node in enumerate(self.nodes)}
+        self.constants = propagated.constants
+        self.dequantized_weights = propagated.dequantized_weights
         self.absorbed = _Absorbed()
 
     def consumers(self, value: ir.Value | None) -> list[tuple[ir.Node, int]]:
@@ -123,7 +126,8 @@ class _View:
         return uses
 
     def from_dq(self, value: ir.Value | None) -> bool:
-        return value is not None and self.facts.is_dq(value.producer())
+        """Whether `value` is a DQ's output (a weight's DQ left out of the copy included)."""
+        return value is not None and (self.facts.is_dq(value.producer()) or value in self.dequantized_weights)
 
     def single_user(self, value: ir.Value) -> ir.Node | None:
         users = self.consumers(value)
@@ -149,7 +153,7 @@ def _pairs(v: _View) -> tuple[list[Requantization], int]:
     facts = v.facts
     requants: list[Requantization] = []
     cancelled = 0
-    for q in v.graph:
+    for q in v.nodes:
         if facts.kind(q) != "act-q" or q.inputs[0] is None:
             continue
         dq = q.inputs[0].producer()
@@ -264,7 +268,7 @@ def _int8_capable_ops(v: _View) -> list[str]:
     facts = v.facts
     found: list[str] = []
     int8: dict[ir.Node, bool] = {}
-    for node in v.graph:
+    for node in v.nodes:
         if not v.is_op(node):
             continue
         indices = facts.data_inputs(node)
@@ -317,7 +321,7 @@ def _int8_op(v: _View, node: ir.Node, known: dict[ir.Node, bool]) -> bool:
 def _reformats(v: _View) -> list[Reformat]:
     facts = v.facts
     found: dict[tuple[str, str], Reformat] = {}
-    for node in v.graph:
+    for node in v.nodes:
         kind = facts.kind(node)
         if kind == "act-dq":
             out = node.outputs[0]
@@ -348,23 +352,26 @@ def _reformats(v: _View) -> list[Reformat]:
 # ----------------------------------------------------------------------------------------------------
 
 
-def predict_fusions(model: ir.Model, excluded: Iterable[str] = ()) -> FusionReport:
+def predict_fusions(
+    model: ir.Model, excluded: Iterable[str] = (), constants: ConstantArrays | None = None
+) -> FusionReport:
     """Simulate TensorRT's Q/DQ processing on a copy of `model` (not modified); predict per-layer precision.
 
-    `excluded` names layers the user kept in float on purpose; their reason reads "excluded".
+    `excluded` names layers the user kept in float on purpose; their reason reads "excluded". Pass
+    `constants` to share decoded constants with other work on the same model (`qdqc explain`).
     """
     with collector_paused():
-        return _predict(model, set(excluded))
+        return _predict(model, set(excluded), constants)
 
 
-def _predict(model: ir.Model, excluded_names: set[str]) -> FusionReport:
+def _predict(model: ir.Model, excluded_names: set[str], constants: ConstantArrays | None) -> FusionReport:
     shapes = model_shapes(model)
-    propagated = propagate(model.graph)
+    propagated = propagate(model.graph, constants)
     v = _View(propagated)
     requants, cancelled = _pairs(v)
     layers: list[LayerPrediction] = []
     outputs: list[tuple[ir.Node, list[ir.Node]]] = []
-    for node in v.graph:
+    for node in v.nodes:
         if not v.is_op(node):
             continue
         rule = rules.weighted_rule(node)

@@ -17,18 +17,18 @@ import onnx_ir as ir
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import op_facts
 from qdq_compiler.ir.analysis import all_nodes
-from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import (
     default_opset,
     is_weight_qdq,
     node_label,
     qdq_axis,
     quantized_type,
-    value_dtype,
 )
 from qdq_compiler.ir.qdq import DEQUANTIZE, QUANTIZE, is_dequantize, is_quantize
 from qdq_compiler.quant.grid import INT8_WEIGHT_RANGE
 from qdq_compiler.targets import trt_rules as rules
+from qdq_compiler.targets.collector import collector_paused
+from qdq_compiler.targets.constant_arrays import ConstantArrays, constant_dtype
 from qdq_compiler.targets.recipe import read_recipe
 
 Severity = Literal["error", "warning"]
@@ -89,36 +89,43 @@ class TrtLintError(QdqcError):
         )
 
 
-def lint_model(model: ir.Model) -> list[Violation]:
+def lint_model(model: ir.Model, constants: ConstantArrays | None = None) -> list[Violation]:
     """Check every node of `model` against TensorRT's Q/DQ rules; errors first, then warnings.
 
     The target the model records (targets/recipe.py) decides the build mode: a trt11 model is built strongly
-    typed, so float16 scales are fine; any other model may meet a weakly typed TensorRT 10 build.
+    typed, so float16 scales are fine; any other model may meet a weakly typed TensorRT 10 build. Pass
+    `constants` to share decoded constants with other work on the same, unchanged model (`qdqc explain`).
     """
+    with collector_paused():
+        return _lint(model, constants if constants is not None else ConstantArrays())
+
+
+def _lint(model: ir.Model, constants: ConstantArrays) -> list[Violation]:
     opset = onnx_opset(model)
     strongly_typed = read_recipe(model).strongly_typed_only
     found: list[Violation] = []
     has_qdq = False
     per_channel_below_13 = False
-    constants = _Constants()
     for node in all_nodes(model.graph):
-        label = node_label(node)
-        if node.op_type in rules.QOPERATOR_OPS:
+        op_type = node.op_type
+        if op_type in rules.QOPERATOR_OPS:
             found.append(
                 _error(
                     "qoperator-op",
-                    label,
-                    f"{node.op_type} is a QOperator-format op; TensorRT imports only Q/DQ",
+                    node_label(node),
+                    f"{op_type} is a QOperator-format op; TensorRT imports only Q/DQ",
                 )
             )
-        if node.op_type in (QUANTIZE, DEQUANTIZE) and node.domain not in ("", "ai.onnx"):
-            message = f"{node.op_type} of domain '{node.domain}' is not the ONNX op TensorRT parses"
-            found.append(_error("contrib-qdq", label, message))
-        if is_quantize(node) or is_dequantize(node):
+        if op_type in (QUANTIZE, DEQUANTIZE):  # a Q/DQ is no weighted op: its checks are all it gets
+            if node.domain not in ("", "ai.onnx"):
+                message = f"{op_type} of domain '{node.domain}' is not the ONNX op TensorRT parses"
+                found.append(_error("contrib-qdq", node_label(node), message))
+                continue
             has_qdq = True
             node_found = _check_qdq(node, opset, strongly_typed, constants)
             per_channel_below_13 |= any(v.rule == "opset" for v in node_found)
             found.extend(node_found)
+            continue
         rule = rules.weighted_rule(node)
         if rule is not None:
             found.extend(_check_bias(node, rule))
@@ -130,23 +137,6 @@ def lint_model(model: ir.Model) -> list[Violation]:
             )
         )
     return sorted(found, key=lambda v: v.severity != "error")
-
-
-class _Constants:
-    """The arrays of constant values, each read once per lint run: a loaded initializer's array is decoded
-    from its proto at every read, and one scale is read by its Q, its DQ and the layer's bias check."""
-
-    def __init__(self) -> None:
-        self._arrays: dict[int, tuple[ir.Value, np.ndarray | None]] = {}  # the value kept: ids stay unique
-
-    def array(self, value: ir.Value | None) -> np.ndarray | None:
-        """`constant_array(value)`, read once."""
-        if value is None:
-            return None
-        known = self._arrays.get(id(value))
-        if known is None:
-            known = self._arrays[id(value)] = (value, constant_array(value))
-        return known[1]
 
 
 def format_violations(violations: Iterable[Violation]) -> str:
@@ -173,12 +163,12 @@ def onnx_opset(model: ir.Model) -> int:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool, constants: _Constants) -> list[Violation]:
+def _check_qdq(node: ir.Node, opset: int, strongly_typed: bool, constants: ConstantArrays) -> list[Violation]:
     label = node_label(node)
     found: list[Violation] = []
     scale_value = node.inputs[1] if len(node.inputs) > 1 else None
     scale = constants.array(scale_value)
-    scale_type = value_dtype(scale_value)
+    scale_type = constant_dtype(scale_value)
     float_type = _float_side_type(node)
     if scale is None:
         found.append(
@@ -224,7 +214,7 @@ def _check_scale(
     if scale.size == 0:
         return found
     lowest = _smallest(scale)  # NaN when any value is NaN
-    highest = float(np.max(scale)) if scale.size > 1 else lowest
+    highest = float(scale.max()) if scale.size > 1 else lowest
     if not (math.isfinite(lowest) and math.isfinite(highest)):
         found.append(_error("scale-value", label, "scale holds NaN or infinity"))
     elif lowest <= 0:
@@ -235,13 +225,13 @@ def _check_scale(
 def _smallest(array: np.ndarray) -> float:
     """The smallest value as a Python float (NaN if any is NaN); a one-value array without numpy's
     reduction machinery, which costs more than the check itself on the scalars most scales are."""
-    return float(array.reshape(-1)[0]) if array.size == 1 else float(np.min(array))
+    return float(array.reshape(-1)[0]) if array.size == 1 else float(array.min())
 
 
 def _float_side_type(node: ir.Node) -> ir.DataType | None:
     """The float type a Q reads or a DQ writes (None when not declared)."""
     if is_quantize(node):
-        return value_dtype(node.inputs[0]) if node.inputs and node.inputs[0] is not None else None
+        return constant_dtype(node.inputs[0]) if node.inputs and node.inputs[0] is not None else None
     return node.outputs[0].dtype if node.outputs else None
 
 
@@ -274,7 +264,7 @@ def _check_float16_opset(
     ]
 
 
-def _check_zero_point(node: ir.Node, label: str, constants: _Constants) -> list[Violation]:
+def _check_zero_point(node: ir.Node, label: str, constants: ConstantArrays) -> list[Violation]:
     zp_value = node.inputs[2] if len(node.inputs) > 2 else None
     if zp_value is None:
         return []
@@ -340,9 +330,9 @@ def _check_q_feeds_dq(node: ir.Node, label: str) -> list[Violation]:
     return found
 
 
-def _check_weight_range(node: ir.Node, label: str, constants: _Constants) -> list[Violation]:
+def _check_weight_range(node: ir.Node, label: str, constants: ConstantArrays) -> list[Violation]:
     data = node.inputs[0]
-    if data is None or value_dtype(data) != ir.DataType.INT8:
+    if data is None or constant_dtype(data) != ir.DataType.INT8:
         return []
     array = constants.array(data)
     if array is None:
@@ -361,7 +351,7 @@ def _check_weight_range(node: ir.Node, label: str, constants: _Constants) -> lis
 
 
 def _check_per_channel(
-    node: ir.Node, label: str, scale: np.ndarray, opset: int, constants: _Constants
+    node: ir.Node, label: str, scale: np.ndarray, opset: int, constants: ConstantArrays
 ) -> list[Violation]:
     found: list[Violation] = []
     if opset < op_facts.PER_CHANNEL_MIN_OPSET:
@@ -436,7 +426,9 @@ def _check_bias(node: ir.Node, rule: rules.WeightedOpRule) -> list[Violation]:
     ]
 
 
-def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule, constants: _Constants) -> list[Violation]:
+def _check_bias_overflow(
+    node: ir.Node, rule: rules.WeightedOpRule, constants: ConstantArrays
+) -> list[Violation]:
     """A float bias that overflows INT32 when folded into the accumulator as bias / (s_in * s_w)."""
     if rule.bias_input is None or len(node.inputs) <= rule.bias_input:
         return []
@@ -445,13 +437,13 @@ def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule, constants: _
     s_w = _dequantize_scale(node.inputs[rule.weight_input], constants)
     if bias is None or s_in is None or s_w is None or s_in.size != 1 or bias.dtype.kind != "f":
         return []
-    bias = np.abs(bias.astype(np.float64).reshape(-1))
-    activation_scale = float(s_in.reshape(-1)[0])
-    s_w = s_w.astype(np.float64).reshape(-1)  # per output channel, or one
     if 1 not in (bias.size, s_w.size) and bias.size != s_w.size:
         return []  # the axis / weight-axis rules report a scale that does not match the output channels
+    activation_scale = float(s_in.reshape(-1)[0])
     if _fits_int32(bias, activation_scale, s_w):
         return []
+    bias = np.abs(bias.astype(np.float64).reshape(-1))
+    s_w = s_w.astype(np.float64).reshape(-1)  # per output channel, or one
     bias, s_w = np.broadcast_arrays(bias, s_w)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # a zero scale: scale-value's job
         folded = bias / (activation_scale * s_w)
@@ -474,16 +466,18 @@ def _check_bias_overflow(node: ir.Node, rule: rules.WeightedOpRule, constants: _
 
 
 def _fits_int32(bias: np.ndarray, activation_scale: float, s_w: np.ndarray) -> bool:
-    """True when no channel's folded bias can exceed INT32, from the largest bias over the smallest scale
+    """True when no channel's folded bias can exceed INT32, from the largest |bias| over the smallest scale
     product (float64 products and quotients are monotone, so this bound is at least every channel's
-    value). False when that bound says nothing (empty, zero, negative or NaN scales): check per channel."""
+    value). False when that bound says nothing (empty, zero, negative or NaN scales): check per channel.
+    The extremes are taken in the arrays' own float type: converting to float64 is exact and monotone,
+    so they are those of the float64 values, without converting every channel first."""
     if not bias.size or not s_w.size:
         return False
-    product = activation_scale * float(np.min(s_w))
-    return product > 0 and float(np.max(bias)) / product <= rules.INT32_MAX
+    product = activation_scale * float(s_w.min())
+    return product > 0 and float(np.abs(bias).max()) / product <= rules.INT32_MAX
 
 
-def _dequantize_scale(value: ir.Value | None, constants: _Constants) -> np.ndarray | None:
+def _dequantize_scale(value: ir.Value | None, constants: ConstantArrays) -> np.ndarray | None:
     """The constant scale of the DequantizeLinear producing `value` (None when there is none)."""
     producer = value.producer() if value is not None else None
     if not is_dequantize(producer) or len(producer.inputs) < 2:
@@ -501,7 +495,7 @@ def _defaults_to_uint8(node: ir.Node) -> bool:
     return is_quantize(node) and no_zp and node.attributes.get("output_dtype") is None
 
 
-def _data_shape(node: ir.Node, constants: _Constants) -> tuple | None:
+def _data_shape(node: ir.Node, constants: ConstantArrays) -> tuple | None:
     """Shape of the tensor a Q/DQ (de)quantizes; looks through Q -> DQ to the constant."""
     data = node.inputs[0]
     if data is None:

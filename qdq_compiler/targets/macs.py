@@ -37,7 +37,7 @@ __all__ = [
 
 
 def _dims(shape: ir.Shape) -> tuple[int | None, ...]:
-    return tuple(d if isinstance(d, int) else None for d in shape)
+    return tuple([d if isinstance(d, int) else None for d in shape.dims])
 
 
 def _recorded_shapes(model: ir.Model) -> Shapes | None:
@@ -52,7 +52,7 @@ def _recorded_shapes(model: ir.Model) -> Shapes | None:
     for node in model.graph:
         if node.op_type not in WEIGHTED_OPS or not node.outputs:
             continue
-        for value in (*node.inputs, node.outputs[0]):
+        for value in (*node.inputs[:2], node.outputs[0]):  # the bias never counts
             record(value)
         weight = node.inputs[1] if len(node.inputs) > 1 else None
         producer = weight.producer() if weight is not None else None

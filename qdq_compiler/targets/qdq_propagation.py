@@ -1,7 +1,7 @@
 """TensorRT's Q/DQ propagation, simulated on a copy of the IR with rewrite patterns under the shared driver.
 
-:func:`propagate` copies the model's main graph (:func:`working_copy`: new nodes and values, tensors and
-attributes shared, nothing of the input model touched) and runs two patterns with
+:func:`propagate` copies the model's main graph (:func:`working_copy`: new nodes and values, tensors
+shared, nothing of the input model touched) and runs two patterns with
 :func:`qdq_compiler.rewrite.driver.apply_patterns_greedily`, in phases: every DQ forward first
 (:class:`MoveDqForward`), then every Q backward (:class:`MoveQBackward`), again until neither moves. The
 rules (which ops commute, Concat's shared-scale condition) are those of `targets/trt_rules.py`.
@@ -13,53 +13,84 @@ Q/DQ it stands for, whose name the report shows.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.ir.editing import NameScope
 from qdq_compiler.ir.op_facts import is_weight_qdq, node_label
-from qdq_compiler.ir.qdq import is_dequantize, is_quantize, scale_of
+from qdq_compiler.ir.qdq import is_dequantize, is_quantize
 from qdq_compiler.rewrite.driver import apply_patterns_greedily
 from qdq_compiler.rewrite.rewriter import RewritePattern, Rewriter
 from qdq_compiler.targets import trt_rules as rules
+from qdq_compiler.targets.collector import collector_paused
+from qdq_compiler.targets.constant_arrays import ConstantArrays
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 MAX_ROUNDS = 16  # DQ phase + Q phase rounds; a topologically sorted graph settles in one (a second checks)
 
 
-def working_copy(graph: ir.Graph) -> tuple[ir.Graph, dict[ir.Node, ir.Node]]:
-    """A copy of `graph` (top level) to rewrite, and each copied node's original.
+@dataclass
+class WorkingCopy:
+    """The copy to rewrite: its graph, each copied node's original, the copy's constant values, and the
+    values a weight's DQ writes where that DQ is left out (see :func:`working_copy`)."""
 
-    New nodes and values, in the same order with the same names; initializers share their tensors and
-    nodes their attributes with the original (the simulation never edits either), shapes and types are
-    left out (nothing here reads them), so the copy costs one pass over the graph.
+    graph: ir.Graph
+    originals: dict[ir.Node, ir.Node]
+    constants: set[ir.Value]  # initializers and Constant outputs, as the copy's nodes read them
+    dequantized_weights: set[ir.Value]
+
+
+def working_copy(graph: ir.Graph) -> WorkingCopy:
+    """A copy of `graph`'s structure (top level) to rewrite, and each copied node's original.
+
+    New nodes and values, in the same order with the same names and op types; only what the simulation
+    reads on the copy is copied, so it costs one pass over the graph and few objects: attributes, shapes and
+    types stay on the originals (:class:`QdqFacts` and the rules read them there); a Q/DQ keeps only its
+    data input, and a Conv/ConvTranspose/Gemm/MatMul only its activation and weight inputs, when the others
+    are constants (a scale's value is in :class:`QdqFacts`); a DQ of a constant read only as the weight of
+    such layers, which nothing moves, is left out and its output recorded in `dequantized_weights`; an
+    initializer is a value with the original's tensor only where a copied node reads it, never registered
+    in the copy.
     """
-    originals = list(graph)
+    originals: list[ir.Node] = []
     values: dict[int, ir.Value] = {id(v): ir.Value(name=v.name) for v in graph.inputs}
-    for v in graph.initializers.values():
-        values[id(v)] = ir.Value(name=v.name, const_value=v.const_value)
-    for node in originals:  # outputs first, so a graph listed out of order copies too
+    constants: set[ir.Value] = set()
+    dequantized: set[ir.Value] = set()
+    for node in graph:  # outputs first, so a graph listed out of order copies too
         for v in node.outputs:
             values[id(v)] = ir.Value(name=v.name)
+        if _weight_dq(node):
+            dequantized.add(values[id(node.outputs[0])])
+            continue
+        originals.append(node)
+        if node.op_type == "Constant" and node.outputs:
+            constants.add(values[id(node.outputs[0])])
 
     def twin(value: ir.Value | None) -> ir.Value | None:
         if value is None:
             return None
         copied = values.get(id(value))
-        if copied is None:  # read but defined nowhere in this graph
-            copied = values[id(value)] = ir.Value(name=value.name)
+        if copied is None:  # an initializer, or read but defined nowhere in this graph
+            if value.is_initializer():
+                copied = ir.Value(name=value.name, const_value=value.const_value)
+                constants.add(copied)
+            else:
+                copied = ir.Value(name=value.name)
+            values[id(value)] = copied
         return copied
 
+    for v in graph.inputs:  # a graph input that is also an initializer: one constant value, as in the model
+        if v.is_initializer():
+            del values[id(v)]
+            twin(v)
     nodes = [
         ir.Node(
             node.domain,
             node.op_type,
-            [twin(v) for v in node.inputs],
-            node.attributes.data.values(),  # the dict under the Attributes mapping: no per-item wrapping
+            [twin(v) for v in _copied_inputs(node)],
             overload=node.overload,
             outputs=[values[id(v)] for v in node.outputs],
             version=node.version,
@@ -68,12 +99,42 @@ def working_copy(graph: ir.Graph) -> tuple[ir.Graph, dict[ir.Node, ir.Node]]:
         for node in originals
     ]
     inputs = [values[id(v)] for v in graph.inputs]
-    initializers = [values[id(v)] for v in graph.initializers.values()]
     outputs = [values.get(id(v)) or ir.Value(name=v.name) for v in graph.outputs]
-    copy = ir.Graph(
-        inputs, outputs, nodes=nodes, initializers=initializers, opset_imports=dict(graph.opset_imports)
-    )
-    return copy, dict(zip(nodes, originals, strict=True))
+    copy = ir.Graph(inputs, outputs, nodes=nodes, opset_imports=dict(graph.opset_imports))
+    return WorkingCopy(copy, dict(zip(nodes, originals, strict=True)), constants, dequantized)
+
+
+def _weight_dq(node: ir.Node) -> bool:
+    """A DQ of a constant read only as the weight input of Conv/ConvTranspose/Gemm/MatMul layers."""
+    if node.op_type != "DequantizeLinear" or node.domain != "" or not node.outputs:
+        return False
+    output = node.outputs[0]
+    uses = output.uses()
+    if not uses or output.is_graph_output() or not is_weight_qdq(node):
+        return False
+    for user, index in uses:
+        rule = rules.weighted_rule(user)
+        if rule is None or index != rule.weight_input:
+            return False
+    return True
+
+
+def _copied_inputs(node: ir.Node) -> Sequence[ir.Value | None]:
+    """The inputs a node's copy reads: up to the data input of a Q/DQ, up to the weight of a weighted
+    layer, when the inputs after those are not computed (constants, graph inputs or absent)."""
+    inputs = node.inputs
+    if node.domain != "":
+        return inputs
+    if node.op_type in _QDQ_OPS:
+        keep = 1
+    else:
+        rule = rules.weighted_rule(node)
+        if rule is None:
+            return inputs
+        keep = max(rule.activation_input, rule.weight_input) + 1
+    if len(inputs) > keep and all(v is None or v.producer() is None for v in inputs[keep:]):
+        return inputs[:keep]
+    return inputs
 
 
 @dataclass
@@ -95,8 +156,9 @@ class QdqFacts:
     moves: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, originals: dict[ir.Node, ir.Node]) -> QdqFacts:
-        """Annotate each copied node from its original."""
+    def of(cls, originals: dict[ir.Node, ir.Node], constants: ConstantArrays | None = None) -> QdqFacts:
+        """Annotate each copied node from its original (scales read through `constants`)."""
+        constants = constants if constants is not None else ConstantArrays()
         facts = cls(originals=originals)
         flat_scales: dict[int, np.ndarray | None] = {}  # by scale value: Q and DQ pairs share theirs
         for node, original in originals.items():
@@ -106,7 +168,7 @@ class QdqFacts:
                 kind = ("const-" if is_weight_qdq(original) else "act-") + ("q" if quantize else "dq")
                 key = id(original.inputs[1])
                 if key not in flat_scales:
-                    scale = scale_of(original)
+                    scale = constants.array(original.inputs[1])
                     flat_scales[key] = None if scale is None else np.asarray(scale, np.float64).reshape(-1)
                 facts.annotate(node, kind, flat_scales[key], node_label(original))
             elif op_type in rules.COMMUTING_OPS:
@@ -277,17 +339,33 @@ def slice_splits(graph: ir.Graph, facts: QdqFacts, rewriter: Rewriter) -> None:
         rewriter.erase(split)
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector (restored after): copying and rewriting allocate many
-    objects that stay alive, and each collection would walk the whole graph again to find no garbage."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+class _LazyNames(NameScope):
+    """`NameScope(graph)`, its scan of the graph's names made when the first name is asked for: a
+    prediction where nothing moves asks for none."""
+
+    def __init__(self, graph: ir.Graph):  # no super().__init__: the scope below does the scan
+        self._graph = graph
+        self._scope: NameScope | None = None
+
+    def _built(self) -> NameScope:
+        if self._scope is None:
+            self._scope = NameScope(self._graph)
+        return self._scope
+
+    def value(self, base: str) -> str:
+        return self._built().value(base)
+
+    def node(self, base: str) -> str:
+        return self._built().node(base)
+
+    def numbered_node(self, prefix: str) -> str:
+        return self._built().numbered_node(prefix)
+
+    def reserve_value(self, name: str | None) -> None:
+        self._built().reserve_value(name)
+
+    def reserve_node(self, name: str | None) -> None:
+        self._built().reserve_node(name)
 
 
 @dataclass
@@ -297,9 +375,11 @@ class Propagated:
     graph: ir.Graph
     facts: QdqFacts
     rewriter: Rewriter
+    constants: set[ir.Value]  # the copy's constant values (initializers, Constant outputs)
+    dequantized_weights: set[ir.Value]  # what a weight's DQ left out of the copy writes
 
 
-def propagate(graph: ir.Graph) -> Propagated:
+def propagate(graph: ir.Graph, constants: ConstantArrays | None = None) -> Propagated:
     """Copy `graph` and move its activation DQs forward and Qs backward until nothing moves.
 
     The moves are those of the rule "always make the first possible move in node order, DQ moves before
@@ -308,9 +388,10 @@ def propagate(graph: ir.Graph) -> Propagated:
     second round only moves anything in a graph listed out of order).
     """
     with collector_paused():
-        copy, originals = working_copy(graph)
-        facts = QdqFacts.of(originals)
-        rewriter = Rewriter(copy)
+        working = working_copy(graph)
+        copy = working.graph
+        facts = QdqFacts.of(working.originals, constants)
+        rewriter = Rewriter(copy, _LazyNames(graph))  # the copy's names are the graph's
         slice_splits(copy, facts, rewriter)
         phases = [MoveDqForward(facts)], [MoveQBackward(facts)]
         for _ in range(MAX_ROUNDS):
@@ -321,4 +402,4 @@ def propagate(graph: ir.Graph) -> Propagated:
                 moved |= rewriter.modified
             if not moved:
                 break
-    return Propagated(copy, facts, rewriter)
+    return Propagated(copy, facts, rewriter, working.constants, working.dequantized_weights)
