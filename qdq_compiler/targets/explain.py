@@ -14,9 +14,9 @@ from typing import Any
 
 import onnx_ir as ir
 
+from qdq_compiler.collector import collector_paused
 from qdq_compiler.errors import ChecksFailed, QdqcError
 from qdq_compiler.ir.op_facts import is_dequantize, is_quantize
-from qdq_compiler.targets.collector import collector_paused
 from qdq_compiler.targets.constant_arrays import ConstantArrays
 from qdq_compiler.targets.fusion import FusionReport, format_report, predict_fusions, report_to_json
 from qdq_compiler.targets.lint import lint_model

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.collector import collector_paused
 from qdq_compiler.ir.op_facts import GATE_OPS
 from qdq_compiler.targets import trt_rules as rules
-from qdq_compiler.targets.collector import collector_paused
 from qdq_compiler.targets.constant_arrays import ConstantArrays
 from qdq_compiler.targets.macs import layer_macs, model_shapes
 from qdq_compiler.targets.qdq_propagation import Propagated, propagate, same_scale

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.collector import collector_paused
 from qdq_compiler.errors import QdqcError
 from qdq_compiler.ir import op_facts
 from qdq_compiler.ir.analysis import all_nodes
@@ -27,7 +28,6 @@ from qdq_compiler.ir.op_facts import (
 from qdq_compiler.ir.qdq import DEQUANTIZE, QUANTIZE, is_dequantize, is_quantize
 from qdq_compiler.quant.grid import INT8_WEIGHT_RANGE
 from qdq_compiler.targets import trt_rules as rules
-from qdq_compiler.targets.collector import collector_paused
 from qdq_compiler.targets.constant_arrays import ConstantArrays, constant_dtype
 from qdq_compiler.targets.recipe import read_recipe
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.collector import collector_paused
 from qdq_compiler.ir.editing import NameScope
 from qdq_compiler.ir.op_facts import is_weight_qdq, node_label
 from qdq_compiler.ir.qdq import is_dequantize, is_quantize
 from qdq_compiler.rewrite.driver import apply_patterns_greedily
 from qdq_compiler.rewrite.rewriter import RewritePattern, Rewriter
 from qdq_compiler.targets import trt_rules as rules
-from qdq_compiler.targets.collector import collector_paused
 from qdq_compiler.targets.constant_arrays import ConstantArrays
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
