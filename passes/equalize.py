@@ -416,15 +416,22 @@ def _equalize_steps(
     changes nothing (all scales 1) writes its arrays back unchanged: x / 1 and x * 1 are exact.
     With `undo`, the arrays replaced are logged there (with `highest` and the steps' `sweeps`)."""
     group, first_bank, second_bank, bias_bank = kind
-    firsts, seconds = banks[first_bank][rows[0]], banks[second_bank][rows[1]]
+    if first_bank == second_bank:  # one gather and one |w| for both convs of every step
+        both = banks[first_bank][rows[:2]]
+        firsts, seconds = both[0], both[1]
+        magnitudes = np.abs(both)
+        first_abs, second_abs = magnitudes[0], magnitudes[1]
+    else:
+        firsts, seconds = banks[first_bank][rows[0]], banks[second_bank][rows[1]]
+        first_abs, second_abs = np.abs(firsts), np.abs(seconds)
     count, channels = firsts.shape[0], firsts.shape[1]
     if channels == 0:
         return np.ones((count, 0))
     # |w| and max are exact in float32; the ranges widen to float64 exactly for the division
-    r1 = np.abs(firsts.reshape(count, channels, -1)).max(axis=2)
+    r1 = first_abs.reshape(count, channels, -1).max(axis=2)
     out2, per_group_in = seconds.shape[1], seconds.shape[2]
     grouped = seconds.reshape(count, group, out2 // group, per_group_in, -1)
-    r2 = np.abs(grouped).max(axis=(2, 4)).reshape(count, channels)
+    r2 = second_abs.reshape(grouped.shape).max(axis=(2, 4)).reshape(count, channels)
     scale = np.ones((count, channels))
     np.divide(r1, r2, out=scale, where=np.minimum(r1, r2) > 0, dtype=np.float64)  # both ranges > 0
     np.sqrt(scale, out=scale)

@@ -293,3 +293,33 @@ def test_equalize_stacks_the_steps_of_a_chain_into_waves(monkeypatch: pytest.Mon
     assert list(got) == list(want)  # the same initializers, in the same order
     for name, array in want.items():
         np.testing.assert_array_equal(got[name], array, err_msg=name)
+
+
+def test_equalize_stacks_each_weight_once_and_hands_over_each_rescaled_input_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweeps keep one stacked array per weight shape (rows gathered and scattered per wave), not
+    three np.stack calls per wave and three WorkingWeights.set calls per pair step."""
+    from qdq_compiler.models.synthetic import build_scale_model
+    from qdq_compiler.passes import equalize
+
+    model = load_model(build_scale_model("chain", 20))  # ten Conv/Relu pairs: nine Conv pairs
+    stacks, sets = [0], [0]
+    stack, set_ = np.stack, equalize.WorkingWeights.set
+
+    def counting_stack(*args: object, **kwargs: object) -> np.ndarray:
+        stacks[0] += 1
+        return stack(*args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    def counting_set(self: equalize.WorkingWeights, *args: object, **kwargs: object) -> None:
+        sets[0] += 1
+        set_(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(np, "stack", counting_stack)
+    monkeypatch.setattr(equalize.WorkingWeights, "set", counting_set)
+    (pass_,) = parse_pipeline("equalize{iterations=8,tolerance=0}")
+    statistics = pass_.run(model, PassContext()).statistics
+    assert statistics["num-sweeps"] == 8
+    assert stacks[0] == 2  # the weights (all 4x4x3x3) and the biases; 69 before (3 per wave)
+    rescaled = [init for init in model.graph.initializers if init.endswith("_equalized")]
+    assert sets[0] == len(rescaled) == 10 + 9  # every weight, the biases of the nine first convs
