@@ -323,3 +323,35 @@ def test_equalize_stacks_each_weight_once_and_hands_over_each_rescaled_input_onc
     assert stacks[0] == 2  # the weights (all 4x4x3x3) and the biases; 69 before (3 per wave)
     rescaled = [init for init in model.graph.initializers if init.endswith("_equalized")]
     assert sets[0] == len(rescaled) == 10 + 9  # every weight, the biases of the nine first convs
+
+
+def test_percentile_parses_p_once_and_ranks_as_the_rational_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    """amax_percentile reads p as a decimal fraction once per p (not a Fraction per tensor) and its integer
+    rank is ceil(p * n / 100) in rationals, for counts that make p * n / 100 land on and off an integer."""
+    import math
+    from fractions import Fraction
+
+    from qdq_compiler.calib import methods
+    from qdq_compiler.calib.histogram import TensorStats
+
+    made = [0]
+    fraction = methods.Fraction
+
+    def counting(*args: object) -> Fraction:
+        made[0] += 1
+        return fraction(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(methods, "Fraction", counting)
+    methods._decimal_ratio.cache_clear()
+    rng = np.random.default_rng(0)
+    for total in [1, 7, 1000, 10_000, 100_001, 123_456_789]:
+        hist = np.zeros(64, dtype=np.int64)
+        np.add.at(hist, rng.integers(0, 64, 50), 1)
+        hist[rng.integers(0, 64)] += total
+        stats = TensorStats.from_histogram(hist, 64.0, min_value=0.0, max_value=64.0)
+        cumulative = np.cumsum(hist)
+        for p in (99.9, 99.99, 50.0, 12.5, 100.0):
+            rank = max(1, math.ceil(Fraction(repr(p)) * int(cumulative[-1]) / 100))
+            index = min(int(np.searchsorted(cumulative, rank, side="left")), 63)
+            assert methods.amax_percentile(stats, p) == min(float(index + 1), 64.0)
+    assert made[0] == 5  # one per p; one per call (30) before
