@@ -355,3 +355,46 @@ def test_percentile_parses_p_once_and_ranks_as_the_rational_formula(monkeypatch:
             index = min(int(np.searchsorted(cumulative, rank, side="left")), 63)
             assert methods.amax_percentile(stats, p) == min(float(index + 1), 64.0)
     assert made[0] == 5  # one per p; one per call (30) before
+
+
+def test_merging_duplicate_initializers_reads_dtype_and_shape_only_where_bytes_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Loaded initializers build a Shape at every read: canonicalize reads one only for initializers whose
+    bytes another one has too, and still merges exactly those of equal dtype, shape and bytes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qdq_compiler.passes.canonicalize import merge_duplicate_initializers
+
+    unique = [numpy_helper.from_array(np.full(2, i, np.float32), f"u{i}") for i in range(20)]
+    same = np.array([7.0, 8.0], np.float32)
+    inits = [
+        *unique,
+        numpy_helper.from_array(same, "a"),
+        numpy_helper.from_array(same, "b"),  # a's bytes, dtype and shape: merged into a
+        numpy_helper.from_array(same.reshape(1, 2), "c"),  # a's bytes, another shape: kept
+    ]
+    names = [init.name for init in inits]
+    nodes = [helper.make_node("Add", ["x", name], [f"y{i}"]) for i, name in enumerate(names)]
+    nodes.append(helper.make_node("Concat", [f"y{i}" for i in range(len(names))], ["y"], axis=0))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    reads = [0]
+    shape = ir.serde.TensorProtoTensor.shape
+
+    def counting(tensor: ir.serde.TensorProtoTensor) -> ir.Shape:
+        reads[0] += 1
+        return shape.fget(tensor)  # type: ignore[attr-defined,no-any-return]
+
+    monkeypatch.setattr(ir.serde.TensorProtoTensor, "shape", property(counting))
+    assert merge_duplicate_initializers(Rewriter(model.graph)) == 1
+    assert reads[0] == 3  # b, a (compared with b), c; 23 (one per initializer) before
+    assert "b" not in model.graph.initializers and {"a", "c"} <= set(model.graph.initializers)
+    users = {node.inputs[1].name for node in model.graph if node.op_type == "Add"}
+    assert users == set(names) - {"b"}
