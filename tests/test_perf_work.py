@@ -398,3 +398,47 @@ def test_merging_duplicate_initializers_reads_dtype_and_shape_only_where_bytes_r
     assert "b" not in model.graph.initializers and {"a", "c"} <= set(model.graph.initializers)
     users = {node.inputs[1].name for node in model.graph if node.op_type == "Add"}
     assert users == set(names) - {"b"}
+
+
+def _concat_of_two_quantized(scale_a: float, scale_b: float) -> ir.Model:
+    text = f"""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,2] x) => (float[2,2] y) {{
+        sa = Constant <value = float {{{scale_a}}}> ()
+        sb = Constant <value = float {{{scale_b}}}> ()
+        zp = Constant <value = int8 {{0}}> ()
+        a = Relu(x)
+        b = Neg(x)
+        qa = QuantizeLinear(a, sa, zp)
+        da = DequantizeLinear(qa, sa, zp)
+        qb = QuantizeLinear(b, sb, zp)
+        db = DequantizeLinear(qb, sb, zp)
+        y = Concat <axis = 0> (da, db)
+    }}"""
+    model = load_model(onnx.parser.parse_model(text))
+    for pass_ in parse_pipeline("canonicalize"):
+        pass_.run(model, PassContext())  # Constants -> initializers
+    return model
+
+
+def test_unify_scales_scans_names_only_when_it_sets_a_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """unify-scales builds its naming scope (a scan of every name in the graph) at its first edit: a graph
+    whose groups already agree costs no scan; one with a scale to set still gets exactly one."""
+    from qdq_compiler.ir import editing
+    from qdq_compiler.ir.qdq import scale_of
+
+    scans = [0]
+    original = editing.NameScope.__init__
+
+    def counting(self: editing.NameScope, graph: ir.Graph) -> None:
+        scans[0] += 1
+        original(self, graph)
+
+    agreeing, differing = _concat_of_two_quantized(0.25, 0.25), _concat_of_two_quantized(0.125, 0.25)
+    monkeypatch.setattr(editing.NameScope, "__init__", counting)
+    (unify,) = parse_pipeline("unify-scales")
+    assert unify.run(agreeing, PassContext()).statistics["num-scales-unified"] == 0
+    assert scans[0] == 0  # 1 before
+    assert unify.run(differing, PassContext()).statistics["num-scales-unified"] == 1
+    assert scans[0] == 1
+    scales = [scale_of(node) for node in differing.graph if node.op_type == "QuantizeLinear"]
+    assert [float(np.asarray(scale)) for scale in scales] == [0.25, 0.25]
