@@ -442,3 +442,37 @@ def test_unify_scales_scans_names_only_when_it_sets_a_scale(monkeypatch: pytest.
     assert scans[0] == 1
     scales = [scale_of(node) for node in differing.graph if node.op_type == "QuantizeLinear"]
     assert [float(np.asarray(scale)) for scale in scales] == [0.25, 0.25]
+
+
+def test_fold_constants_evaluates_only_nodes_whose_inputs_are_all_constant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fold-constants tells a node with an activation input apart before looking at its attributes (for
+    subgraphs) or trying to evaluate it: none of a Conv/Relu chain is tried, a constant Add is folded."""
+    from qdq_compiler.passes import fold_constants
+
+    model = load_model(build_chain_model(60))
+    ctx = PassContext()
+    for pass_ in parse_pipeline("canonicalize"):
+        pass_.run(model, ctx)
+    one = ir.Value(name="one", shape=ir.Shape([1]), type=ir.TensorType(ir.DataType.FLOAT))
+    one.const_value = ir.tensor(np.ones(1, np.float32), name="one")
+    model.graph.register_initializer(one)
+    last = list(model.graph)[-1]
+    add = ir.Node("", "Add", [one, one], num_outputs=1, name="constant_add")
+    model.graph.insert_before(last, add)
+    user = ir.Node("", "Add", [last.inputs[0], add.outputs[0]], num_outputs=1, name="user")
+    model.graph.insert_before(last, user)
+    last.replace_input_with(0, user.outputs[0])
+    tried: list[str] = []
+    evaluate = fold_constants._evaluate
+
+    def counting(node: ir.Node, opset: int) -> list[np.ndarray] | None:
+        tried.append(node.name or "")
+        return evaluate(node, opset)
+
+    monkeypatch.setattr(fold_constants, "_evaluate", counting)
+    (fold,) = parse_pipeline("fold-constants")
+    assert fold.run(model, ctx).statistics["num-nodes-folded"] == 1
+    assert "constant_add" not in {node.name for node in model.graph}
+    assert tried == ["constant_add"]  # every node of the graph before
