@@ -330,13 +330,20 @@ def run_sweeps(
     highest = np.maximum.reduceat(step_sweeps, starts).tolist() if starts else []
     step_rows = plan.banks.rows[plan.keys[:, step_pairs[steps]]]  # a missing bias (-1) is never read
     converged = False
-    for start, end, ahead in zip(starts, [*cuts, len(steps)][: len(starts)], highest, strict=True):
-        wave = step_waves[start]
-        while not converged and state.done < sweeps and last_wave[state.done] < wave:
+    last_waves = last_wave.tolist()
+    batches = zip(
+        starts,
+        [*cuts, len(steps)][: len(starts)],
+        step_waves[starts].tolist(),
+        step_kinds[starts].tolist(),
+        highest,
+        strict=True,
+    )
+    for start, end, wave, kind, ahead in batches:
+        while not converged and state.done < sweeps and last_waves[state.done] < wave:
             converged = _complete_sweep(pairs, mismatched, rewriter, options.tolerance, plan, state)
         if converged:
             break
-        kind = int(step_kinds[start])
         part = slice(start, end)
         undo = state.undo if ahead > state.done else None  # steps ahead of the sweep under way
         rows = step_rows[:, part]
