@@ -142,24 +142,51 @@ class HoistConstant(RewritePattern):
 
 
 def merge_duplicate_initializers(rewriter: Rewriter) -> int:
-    """Point every use of an initializer at the first one with equal dtype, shape and bytes."""
+    """Point every use of an initializer at the first one with equal dtype, shape and bytes.
+
+    Initializers are told apart by a digest of their bytes first; dtype and shape (slow to read from a
+    loaded tensor) are read only for initializers whose bytes another one has too."""
     graph = rewriter.graph
-    first_by_content: dict[tuple, ir.Value] = {}
+    first_by_digest: dict[bytes, list[_Kept]] = {}
     merged = 0
     for name in list(graph.initializers):
         value = graph.initializers[name]
         if value.is_graph_input() or value.is_graph_output() or value.const_value is None:
             continue
         tensor = value.const_value
-        digest = hashlib.sha256(tensor.tobytes()).hexdigest()
-        key = (tensor.dtype, tuple(tensor.shape), digest)
-        kept = first_by_content.setdefault(key, value)
-        if kept is value:
+        candidates = first_by_digest.setdefault(hashlib.sha256(tensor.tobytes()).digest(), [])
+        if not candidates:
+            candidates.append(_Kept(value))
+            continue
+        key = _type_key(tensor)
+        kept = next((candidate.value for candidate in candidates if candidate.key() == key), None)
+        if kept is None:
+            candidates.append(_Kept(value, key))
             continue
         rewriter.replace_all_uses(value, kept)
         rewriter.remove_initializer(value)
         merged += 1
     return merged
+
+
+class _Kept:
+    """An initializer others with its bytes merge into, its (dtype, shape) read when first compared."""
+
+    def __init__(self, value: ir.Value, key: tuple | None = None) -> None:
+        self.value = value
+        self._key = key
+
+    def key(self) -> tuple:
+        """(dtype, shape) of the initializer."""
+        if self._key is None:
+            assert self.value.const_value is not None
+            self._key = _type_key(self.value.const_value)
+        return self._key
+
+
+def _type_key(tensor: ir.TensorProtocol) -> tuple:
+    """What besides the bytes two initializers must share to be merged: dtype and shape."""
+    return (tensor.dtype, tuple(tensor.shape))
 
 
 def name_unnamed_nodes(rewriter: Rewriter) -> int:

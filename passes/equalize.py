@@ -174,39 +174,132 @@ class WorkingWeights:
             _set_constant(rewriter, node, index, array, suffix)
 
 
-def schedule(pairs: list[ConvPair], sweeps: int) -> list[list[tuple[int, int]]]:
-    """The steps (sweep, pair index) of `sweeps` sweeps over `pairs` in waves.
+def wave_numbers(pairs: list[ConvPair], sweeps: int) -> np.ndarray:
+    """The wave of each step of `sweeps` sweeps over `pairs`, at step id ``sweep * len(pairs) + index``.
 
     Steps are placed in sweep order, each one wave after the last step that touched one of its two convs.
     So the steps of a wave touch disjoint convs (any order, or all at once, gives the same arrays), and
     each conv sees its steps in sweep order: the waves compute exactly what the sweeps one pair at a time
     do. A chain of pairs gets waves of up to `sweeps` steps (sweep t + 1 trails sweep t by two pairs),
     independent pairs share waves."""
-    last: dict[ir.Node, int] = {}
-    waves: list[list[tuple[int, int]]] = []
-    for sweep in range(sweeps):
+    convs: dict[ir.Node, int] = {}
+    ends = [
+        (convs.setdefault(pair.first, len(convs)), convs.setdefault(pair.second, len(convs)))
+        for pair in pairs
+    ]
+    last = [-1] * len(convs)
+    waves: list[int] = []
+    for _ in range(sweeps):
+        for first, second in ends:
+            wave = 1 + (last[first] if last[first] > last[second] else last[second])
+            last[first] = last[second] = wave
+            waves.append(wave)
+    return np.array(waves, dtype=np.int64)
+
+
+class _Banks:
+    """The working arrays of :func:`run_sweeps`: one stacked array per (shape, dtype), a row per input.
+
+    A batch of steps gathers its rows by index and scatters its results back: no per-step arrays, lists
+    or dictionaries. Biases are kept flat (as a step writes them)."""
+
+    def __init__(self) -> None:
+        self.keys: list[Key] = []
+        self.where: list[tuple[int, int]] = []  # per key id: (bank, row)
+        self._ids: dict[Key, int] = {}
+        self._banks: dict[tuple[Any, ...], int] = {}
+        self._rows: list[list[np.ndarray]] = []
+        self.data: list[np.ndarray] = []
+        self.rows = np.zeros(0, dtype=np.int64)  # per key id: its row (after freeze)
+
+    def add(self, key: Key, array: np.ndarray) -> int:
+        """The key's id, giving it a row holding `array` the first time."""
+        known = self._ids.get(key)
+        if known is not None:
+            return known
+        bank = self._banks.setdefault((array.shape, array.dtype), len(self._banks))
+        if bank == len(self._rows):
+            self._rows.append([])
+        self.where.append((bank, len(self._rows[bank])))
+        self._rows[bank].append(array)
+        self._ids[key] = len(self.keys)
+        self.keys.append(key)
+        return self._ids[key]
+
+    def freeze(self) -> None:
+        """Stack each bank's rows (no more keys after this)."""
+        self.data = [np.stack(rows) for rows in self._rows]
+        self.rows = np.array([row for _, row in self.where], dtype=np.int64)
+        self._rows = []
+
+    def bank(self, key_id: int) -> int:
+        """The bank of a key."""
+        return self.where[key_id][0]
+
+    def row(self, key_id: int) -> np.ndarray:
+        """The key's current array (a view into its bank)."""
+        bank, row = self.where[key_id]
+        return self.data[bank][row]
+
+
+class _Plan:
+    """Per pair: its signature (steps of one signature stack) and the key ids of its first weight, second
+    weight and first bias (-1: none)."""
+
+    def __init__(self, pairs: list[ConvPair], mismatched: set[int], weights: WorkingWeights) -> None:
+        self.banks = _Banks()
+        signatures: dict[tuple[Any, ...], int] = {}
+        self.kinds: list[tuple[int, int, int, int]] = []  # per signature: group, banks of w1, w2, bias
+        count = len(pairs)
+        self.signature = np.zeros(count, dtype=np.int64)
+        self.keys = np.full((3, count), -1, dtype=np.int64)
         for index, pair in enumerate(pairs):
-            wave = 1 + max(last.get(pair.first, -1), last.get(pair.second, -1))
-            last[pair.first] = last[pair.second] = wave
-            if wave == len(waves):
-                waves.append([])
-            waves[wave].append((sweep, index))
-    return waves
+            if index in mismatched:
+                continue
+            first_w, second_w = weights.read(pair.first, 1), weights.read(pair.second, 1)
+            bias = weights.read(pair.first, 2)
+            assert first_w is not None and second_w is not None and pair.group is not None
+            ids = [self.banks.add((pair.first, 1), first_w), self.banks.add((pair.second, 1), second_w)]
+            if bias is not None:  # as the step reads it: flat, broadcast to the channels
+                flat = bias.reshape(-1)
+                if flat.shape != first_w.shape[:1]:  # one value for every channel: as bias / scale reads it
+                    flat = np.broadcast_to(flat, first_w.shape[:1])
+                ids.append(self.banks.add((pair.first, 2), flat))
+            banks = tuple(self.banks.bank(key) for key in ids)
+            kind = (pair.group, *banks, *([-1] * (3 - len(banks))))
+            self.signature[index] = signatures.setdefault(kind, len(signatures))
+            if len(self.kinds) < len(signatures):
+                self.kinds.append(kind)  # type: ignore[arg-type]
+            self.keys[: len(ids), index] = ids
+        self.banks.freeze()
 
 
 class _Sweeps:
-    """Per-sweep bookkeeping of :func:`run_sweeps`: steps left, largest change, channels rescaled, and the
-    undo log of the sweeps that run ahead of the last completed one."""
+    """What :func:`run_sweeps` keeps of its steps: each step's scale (per signature, a row per step in
+    step-id order, so a sweep's steps are a block of rows), the sweeps completed, and the undo log of the
+    batches that ran steps ahead of the last completed sweep."""
 
-    def __init__(self, sweeps: int, steps: int) -> None:
-        self.left = [steps] * sweeps
-        self.largest = [0.0] * sweeps
-        self.rescaled = [0] * sweeps
-        self.undo: dict[int, list[tuple[Key, np.ndarray | None]]] = {}
+    def __init__(self, count: int, steps: np.ndarray, kinds: np.ndarray, channels: list[int]) -> None:
+        self.count = count  # pairs
         self.done = 0  # sweeps completed
+        self.largest: list[float] = []  # per completed sweep
+        # per batch run ahead: its highest sweep, its steps' sweeps, and (bank, rows, old arrays)
+        self.undo: list[tuple[int, np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]] = []
+        by_kind = np.lexsort((steps, kinds))
+        self.ids = [steps[by_kind[kinds[by_kind] == kind]] for kind in range(len(channels))]
+        self.scales = [np.ones((len(ids), width)) for ids, width in zip(self.ids, channels, strict=True)]
+        self.row = np.empty(len(steps), dtype=np.int64)  # per step (in the order of `steps`): its row
+        for kind, ids in enumerate(self.ids):
+            self.row[by_kind[kinds[by_kind] == kind]] = np.arange(len(ids))
 
-
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # a step's first weight, second weight, bias
+    def blocks(self, sweeps: slice) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per signature: the step ids and scales of the steps of `sweeps` (a range of sweep numbers)."""
+        found = []
+        for ids, scales in zip(self.ids, self.scales, strict=True):
+            low, high = np.searchsorted(ids, [sweeps.start * self.count, sweeps.stop * self.count])
+            if high > low and scales.shape[1]:
+                found.append((ids[low:high], scales[low:high]))
+        return found
 
 
 def run_sweeps(
@@ -217,40 +310,57 @@ def run_sweeps(
 ) -> None:
     """Up to `options.iterations` sweeps of :func:`equalize_pair` over `pairs`, stopping after the first
     whose largest change is at most `options.tolerance`: the same arrays as one pair at a time, computed
-    in waves (:func:`schedule`) with each wave's steps of one shape stacked into one numpy computation.
-    A wave may run steps of sweeps after one that turns out to converge; those are undone."""
+    in waves (:func:`wave_numbers`) with each wave's steps of one signature stacked into one numpy
+    computation on rows of :class:`_Banks`. A wave may run steps of sweeps after one that turns out to
+    converge; those are undone. The rescaled arrays go to `weights`, ranked by first touch."""
     mismatched = {index for index, pair in enumerate(pairs) if not _channels_match(pair, weights)}
-    state = _Sweeps(options.iterations, len(pairs))
-
-    def settle() -> bool:
-        """Complete every sweep whose steps all ran; True once one converged."""
-        while state.done < options.iterations and state.left[state.done] == 0:
-            if _complete_sweep(pairs, mismatched, rewriter, options.tolerance, weights, state):
-                return True
-        return False
-
-    if settle():  # no pairs: one empty sweep, converged
-        return
-    for wave in schedule(pairs, options.iterations):
-        batches: dict[tuple[Any, ...], list[tuple[int, int, Arrays]]] = {}
-        for sweep, index in wave:
-            if index not in mismatched:
-                pair = pairs[index]
-                first_w, second_w = weights.read(pair.first, 1), weights.read(pair.second, 1)
-                assert first_w is not None and second_w is not None
-                arrays = (first_w, second_w, weights.read(pair.first, 2))
-                batches.setdefault(_signature(pair, arrays), []).append((sweep, index, arrays))
-            state.left[sweep] -= 1
-        for steps in batches.values():
-            _equalize_steps(pairs, steps, weights, options.max_scale, state)
-        if settle():
-            return
-    logger.debug(
-        "equalize: not converged after %d sweep(s): the last changed a scale by %.3g (tolerance %g)",
-        options.iterations,
-        state.largest[-1],
-        options.tolerance,
+    sweeps, count = options.iterations, len(pairs)
+    plan = _Plan(pairs, mismatched, weights)
+    waves = wave_numbers(pairs, sweeps)
+    last_wave = waves.reshape(sweeps, count).max(axis=1) if count else np.full(sweeps, -1)
+    step_pairs = np.tile(np.arange(count), sweeps)
+    steps = np.flatnonzero(~np.isin(step_pairs, sorted(mismatched)))
+    steps = steps[np.lexsort((plan.signature[step_pairs[steps]], waves[steps]))]
+    step_waves, step_kinds = waves[steps], plan.signature[step_pairs[steps]]
+    channels = [plan.banks.data[kind[1]].shape[1] for kind in plan.kinds]
+    state = _Sweeps(count, steps, step_kinds, channels)
+    cuts = (np.flatnonzero((np.diff(step_waves) != 0) | (np.diff(step_kinds) != 0)) + 1).tolist()
+    starts = [0, *cuts] if len(steps) else []
+    step_sweeps = steps // max(count, 1)
+    highest = np.maximum.reduceat(step_sweeps, starts).tolist() if starts else []
+    step_rows = plan.banks.rows[plan.keys[:, step_pairs[steps]]]  # a missing bias (-1) is never read
+    converged = False
+    last_waves = last_wave.tolist()
+    batches = zip(
+        starts,
+        [*cuts, len(steps)][: len(starts)],
+        step_waves[starts].tolist(),
+        step_kinds[starts].tolist(),
+        highest,
+        strict=True,
     )
+    for start, end, wave, kind, ahead in batches:
+        while not converged and state.done < sweeps and last_waves[state.done] < wave:
+            converged = _complete_sweep(pairs, mismatched, rewriter, options.tolerance, plan, state)
+        if converged:
+            break
+        part = slice(start, end)
+        undo = state.undo if ahead > state.done else None  # steps ahead of the sweep under way
+        rows = step_rows[:, part]
+        scale = _equalize_steps(
+            rows, plan.kinds[kind], plan.banks.data, options.max_scale, undo, ahead, step_sweeps[part]
+        )
+        state.scales[kind][state.row[part]] = scale
+    while not converged and state.done < sweeps:
+        converged = _complete_sweep(pairs, mismatched, rewriter, options.tolerance, plan, state)
+    _hand_over(plan, state, weights)
+    if not converged:
+        logger.debug(
+            "equalize: not converged after %d sweep(s): the last changed a scale by %.3g (tolerance %g)",
+            options.iterations,
+            state.largest[-1],
+            options.tolerance,
+        )
 
 
 def _complete_sweep(
@@ -258,7 +368,7 @@ def _complete_sweep(
     mismatched: set[int],
     rewriter: Rewriter,
     tolerance: float,
-    weights: WorkingWeights,
+    plan: _Plan,
     state: _Sweeps,
 ) -> bool:
     """Account for sweep `state.done`, all of whose steps ran; True when it converged (the steps of later
@@ -268,17 +378,24 @@ def _complete_sweep(
         rewriter.notify_match_failure(
             pairs[index].second, "input channels do not match the first conv's outputs"
         )
-    if state.rescaled[sweep]:
-        rewriter.count("num-channels-rescaled", state.rescaled[sweep])
+    largest, rescaled = 0.0, 0
+    for _, scales in state.blocks(slice(sweep, sweep + 1)):
+        changes = np.abs(scales - 1.0).max(axis=1)  # a step's change; NaN if any channel's is
+        largest = max(largest, float(np.fmax.reduce(changes, initial=0.0)))  # a NaN change is passed over
+        rescaled += int(np.count_nonzero(scales != 1.0))  # a step that changed nothing has none
+    state.largest.append(largest)
+    if rescaled:
+        rewriter.count("num-channels-rescaled", rescaled)
     rewriter.count("num-sweeps")
     state.done += 1
-    if state.largest[sweep] <= tolerance:
+    if largest <= tolerance:
         rewriter.count("converged")  # 1 when the last sweep changed no scale by more than tolerance
-        for later in sorted(state.undo, reverse=True):
-            for key, array in reversed(state.undo[later]):
-                weights.restore(key, array)
+        for _, step_sweeps, saved in reversed(state.undo):
+            later = step_sweeps > sweep
+            for bank, rows, old in saved:
+                plan.banks.data[bank][rows[later]] = old[later]
         return True
-    state.undo.pop(sweep + 1, None)  # sweep + 1 runs to its end now: its steps stand
+    state.undo = [entry for entry in state.undo if entry[0] > sweep + 1]  # sweep + 1 now stands
     return False
 
 
@@ -291,62 +408,78 @@ def _channels_match(pair: ConvPair, weights: WorkingWeights) -> bool:
     return second_w.shape[1] * pair.group == first_w.shape[0] and second_w.shape[0] % pair.group == 0
 
 
-def _signature(pair: ConvPair, arrays: Arrays) -> tuple[Any, ...]:
-    """Steps with equal signatures stack: the group, shapes and dtypes of both weights and the bias."""
-    return (pair.group, *((None if a is None else (a.shape, a.dtype)) for a in arrays))
-
-
 def _equalize_steps(
-    pairs: list[ConvPair],
-    steps: list[tuple[int, int, Arrays]],
-    weights: WorkingWeights,
+    rows: np.ndarray,
+    kind: tuple[int, int, int, int],
+    banks: list[np.ndarray],
     max_scale: float,
-    state: _Sweeps,
-) -> None:
+    undo: list[tuple[int, np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]] | None,
+    highest: int,
+    sweeps: np.ndarray,
+) -> np.ndarray:
     """:func:`equalize_pair`'s arithmetic for steps of one signature on disjoint convs, stacked: the same
-    elementwise operations in the same types, so the same bits."""
-    chosen = [pairs[index] for _, index, _ in steps]
-    group = chosen[0].group
-    assert group is not None
-    firsts = np.stack([arrays[0] for _, _, arrays in steps])
-    seconds = np.stack([arrays[1] for _, _, arrays in steps])
-    biases = [arrays[2] for _, _, arrays in steps]
+    elementwise operations in the same types, so the same bits. `rows` holds each step's bank rows of its
+    first weight, second weight and bias (rows 0, 1, 2). Returns the scales (a row per step). A step that
+    changes nothing (all scales 1) writes its arrays back unchanged: x / 1 and x * 1 are exact.
+    With `undo`, the arrays replaced are logged there (with `highest` and the steps' `sweeps`)."""
+    group, first_bank, second_bank, bias_bank = kind
+    if first_bank == second_bank:  # one gather and one |w| for both convs of every step
+        both = banks[first_bank][rows[:2]]
+        firsts, seconds = both[0], both[1]
+        magnitudes = np.abs(both)
+        first_abs, second_abs = magnitudes[0], magnitudes[1]
+    else:
+        firsts, seconds = banks[first_bank][rows[0]], banks[second_bank][rows[1]]
+        first_abs, second_abs = np.abs(firsts), np.abs(seconds)
     count, channels = firsts.shape[0], firsts.shape[1]
     if channels == 0:
-        return
-    r1 = np.abs(firsts.reshape(count, channels, -1)).max(axis=2).astype(np.float64)
+        return np.ones((count, 0))
+    # |w| and max are exact in float32; the ranges widen to float64 exactly for the division
+    r1 = first_abs.reshape(count, channels, -1).max(axis=2)
     out2, per_group_in = seconds.shape[1], seconds.shape[2]
-    grouped = seconds.reshape(count, group, out2 // group, per_group_in, *seconds.shape[3:])
-    r2 = np.abs(grouped.reshape(count, group, out2 // group, per_group_in, -1)).max(axis=(2, 4))
-    r2 = r2.reshape(count, channels).astype(np.float64)
-    usable = (r1 > 0) & (r2 > 0)
-    scale = np.sqrt(np.divide(r1, r2, out=np.ones((count, channels)), where=usable))
+    grouped = seconds.reshape(count, group, out2 // group, per_group_in, -1)
+    r2 = second_abs.reshape(grouped.shape).max(axis=(2, 4)).reshape(count, channels)
+    scale = np.ones((count, channels))
+    np.divide(r1, r2, out=scale, where=np.minimum(r1, r2) > 0, dtype=np.float64)  # both ranges > 0
+    np.sqrt(scale, out=scale)
     np.minimum(np.maximum(scale, 1.0 / max_scale, out=scale), max_scale, out=scale)
-    changes = np.abs(scale - 1.0).max(axis=1)
+    factors = scale.reshape(count, group, 1, per_group_in, 1)
+    new_seconds = (grouped * factors).astype(seconds.dtype).reshape(seconds.shape)
     spatial = (1,) * (firsts.ndim - 2)
     new_firsts = (firsts / scale.reshape(count, channels, *spatial)).astype(firsts.dtype)
-    factors = scale.reshape(count, group, 1, per_group_in, *spatial[1:])  # kernel dims: one fewer
-    new_seconds = (grouped * factors).reshape(seconds.shape).astype(seconds.dtype)
-    new_biases = None
-    if biases[0] is not None:
-        stacked = np.stack([bias.reshape(-1) for bias in biases if bias is not None])
-        new_biases = (stacked / scale).astype(stacked.dtype)
-    rescaled = np.count_nonzero(scale != 1.0, axis=1).tolist()
-    rows = zip(steps, chosen, changes.tolist(), rescaled, list(new_firsts), list(new_seconds), strict=True)
-    bias_rows = list(new_biases) if new_biases is not None else None
-    for row, ((sweep, index, _), pair, change, count_rescaled, new_first, new_second) in enumerate(rows):
-        if change == 0.0:
-            continue
-        state.largest[sweep] = max(state.largest[sweep], change)
-        state.rescaled[sweep] += count_rescaled
-        updates = [((pair.first, 1), new_first), ((pair.second, 1), new_second)]
-        if bias_rows is not None:
-            updates.append(((pair.first, 2), bias_rows[row]))
-        undo = state.undo.setdefault(sweep, []) if sweep > state.done else None
-        for slot, (key, array) in enumerate(updates):
-            if undo is not None:
-                undo.append((key, weights.arrays.get(key)))
-            weights.set(key[0], key[1], array, rank=(sweep, index, slot))
+    if undo is not None:
+        saved = [(first_bank, rows[0], firsts), (second_bank, rows[1], seconds)]
+    banks[first_bank][rows[0]] = new_firsts
+    banks[second_bank][rows[1]] = new_seconds
+    if bias_bank >= 0:
+        biases = banks[bias_bank][rows[2]]
+        banks[bias_bank][rows[2]] = (biases / scale).astype(biases.dtype)
+        if undo is not None:
+            saved.append((bias_bank, rows[2], biases))
+    if undo is not None:
+        undo.append((highest, sweeps, saved))
+    return scale
+
+
+def _hand_over(plan: _Plan, state: _Sweeps, weights: WorkingWeights) -> None:
+    """Give `weights` every input a standing step changed, ranked by that first step (sweep, pair, slot):
+    each conv sees its steps in sweep order, so the smallest is the first touch."""
+    standing = [
+        ids[np.abs(scales - 1.0).max(axis=1) != 0.0] for ids, scales in state.blocks(slice(0, state.done))
+    ]
+    if not standing:
+        return
+    changed = np.concatenate(standing)
+    never = np.iinfo(np.int64).max
+    first_touch = np.full(len(plan.banks.keys), never)
+    for slot in range(3):
+        keys = plan.keys[slot, changed % state.count]
+        present = keys >= 0
+        np.minimum.at(first_touch, keys[present], changed[present] * 3 + slot)
+    touched = np.flatnonzero(first_touch < never)
+    for key_id in touched[np.argsort(first_touch[touched])].tolist():
+        node, index = plan.banks.keys[key_id]
+        weights.set(node, index, plan.banks.row(key_id), rank=(int(first_touch[key_id]),))
 
 
 def equalize_pair(

@@ -10,7 +10,7 @@ import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
 from qdq_compiler.ir import eliminate_dead_code
-from qdq_compiler.ir.editing import constant_array, topological_sort
+from qdq_compiler.ir.editing import constant_array, is_constant, topological_sort
 from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
 
 # Ops never folded: quantization must stay explicit, random ops are not constant.
@@ -47,6 +47,8 @@ class FoldConstants(Pass):
         for node in list(graph):
             if node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLD or node.graph is not graph:
                 continue
+            if node.op_type != "Shape" and not _all_inputs_constant(node):
+                continue  # what _evaluate would find, without reading an array or an attribute
             if any(
                 a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()
             ):
@@ -73,6 +75,11 @@ def _static_shape_of(node: ir.Node) -> list[np.ndarray] | None:
     begin = start.as_int() if start is not None else 0
     stop = end.as_int() if end is not None else len(dims)
     return [dims[begin:stop]]
+
+
+def _all_inputs_constant(node: ir.Node) -> bool:
+    """Whether `node` has inputs and every one given is a constant (not a graph input)."""
+    return bool(node.inputs) and all(value is None or is_constant(value) for value in node.inputs)
 
 
 def _evaluate(node: ir.Node, opset: int) -> list[np.ndarray] | None:

@@ -66,7 +66,8 @@ class UnifyScales(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         result = PassResult(modified=False)
-        rewriter = Rewriter(model.graph)  # one naming scope for every scale constant made below
+        # one naming scope for every scale constant made below, built at the first edit (none: no scan)
+        rewriter: Rewriter | None = None
         for group in scale_groups(model.graph, self.options.tie_residual_add):
             members = [(tensor, _per_tensor_quantizers(tensor)) for tensor in group]
             unquantized = [tensor for tensor, quantizers in members if not quantizers]
@@ -80,6 +81,7 @@ class UnifyScales(Pass):
             if self.options.disagree == "float":
                 ratio = _largest_ratio(shared, known, unquantized, ctx)
                 if ratio > self.options.max_ratio:
+                    rewriter = rewriter or Rewriter(model.graph)  # its scope keeps the names removed here
                     _keep_float(model, ctx, members, widest, ratio)
                     result.statistics["num-groups-kept-float"] += 1
                     continue
@@ -96,6 +98,7 @@ class UnifyScales(Pass):
                     current = scale_of(quantize)
                     if current is not None and float(np.asarray(current).reshape(())) == shared:
                         continue
+                    rewriter = rewriter or Rewriter(model.graph)
                     rewriter.set_scale(quantize, np.float32(shared))
                     result.statistics["num-scales-unified"] += 1
         if result.statistics["num-groups-kept-float"]:

@@ -328,3 +328,186 @@ def test_shape_inference_reads_no_value_info_for_initializers_and_infers_the_sam
 
     lean, full = node_output_types(proto_for_inference(model)), node_output_types(proto_for_tools(model))
     assert lean == full and len(lean) == len(model.graph) - 1  # every node output but the graph output
+
+
+def test_equalize_stacks_each_weight_once_and_hands_over_each_rescaled_input_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweeps keep one stacked array per weight shape (rows gathered and scattered per wave), not
+    three np.stack calls per wave and three WorkingWeights.set calls per pair step."""
+    from qdq_compiler.models.synthetic import build_scale_model
+    from qdq_compiler.passes import equalize
+
+    model = load_model(build_scale_model("chain", 20))  # ten Conv/Relu pairs: nine Conv pairs
+    stacks, sets = [0], [0]
+    stack, set_ = np.stack, equalize.WorkingWeights.set
+
+    def counting_stack(*args: object, **kwargs: object) -> np.ndarray:
+        stacks[0] += 1
+        return stack(*args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    def counting_set(self: equalize.WorkingWeights, *args: object, **kwargs: object) -> None:
+        sets[0] += 1
+        set_(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(np, "stack", counting_stack)
+    monkeypatch.setattr(equalize.WorkingWeights, "set", counting_set)
+    (pass_,) = parse_pipeline("equalize{iterations=8,tolerance=0}")
+    statistics = pass_.run(model, PassContext()).statistics
+    assert statistics["num-sweeps"] == 8
+    assert stacks[0] == 2  # the weights (all 4x4x3x3) and the biases; 69 before (3 per wave)
+    rescaled = [init for init in model.graph.initializers if init.endswith("_equalized")]
+    assert sets[0] == len(rescaled) == 10 + 9  # every weight, the biases of the nine first convs
+
+
+def test_percentile_parses_p_once_and_ranks_as_the_rational_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    """amax_percentile reads p as a decimal fraction once per p (not a Fraction per tensor) and its integer
+    rank is ceil(p * n / 100) in rationals, for counts that make p * n / 100 land on and off an integer."""
+    import math
+    from fractions import Fraction
+
+    from qdq_compiler.calib import methods
+    from qdq_compiler.calib.histogram import TensorStats
+
+    made = [0]
+    fraction = methods.Fraction
+
+    def counting(*args: object) -> Fraction:
+        made[0] += 1
+        return fraction(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(methods, "Fraction", counting)
+    methods._decimal_ratio.cache_clear()
+    rng = np.random.default_rng(0)
+    for total in [1, 7, 1000, 10_000, 100_001, 123_456_789]:
+        hist = np.zeros(64, dtype=np.int64)
+        np.add.at(hist, rng.integers(0, 64, 50), 1)
+        hist[rng.integers(0, 64)] += total
+        stats = TensorStats.from_histogram(hist, 64.0, min_value=0.0, max_value=64.0)
+        cumulative = np.cumsum(hist)
+        for p in (99.9, 99.99, 50.0, 12.5, 100.0):
+            rank = max(1, math.ceil(Fraction(repr(p)) * int(cumulative[-1]) / 100))
+            index = min(int(np.searchsorted(cumulative, rank, side="left")), 63)
+            assert methods.amax_percentile(stats, p) == min(float(index + 1), 64.0)
+    assert made[0] == 5  # one per p; one per call (30) before
+
+
+def test_merging_duplicate_initializers_reads_dtype_and_shape_only_where_bytes_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Loaded initializers build a Shape at every read: canonicalize reads one only for initializers whose
+    bytes another one has too, and still merges exactly those of equal dtype, shape and bytes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qdq_compiler.passes.canonicalize import merge_duplicate_initializers
+
+    unique = [numpy_helper.from_array(np.full(2, i, np.float32), f"u{i}") for i in range(20)]
+    same = np.array([7.0, 8.0], np.float32)
+    inits = [
+        *unique,
+        numpy_helper.from_array(same, "a"),
+        numpy_helper.from_array(same, "b"),  # a's bytes, dtype and shape: merged into a
+        numpy_helper.from_array(same.reshape(1, 2), "c"),  # a's bytes, another shape: kept
+    ]
+    names = [init.name for init in inits]
+    nodes = [helper.make_node("Add", ["x", name], [f"y{i}"]) for i, name in enumerate(names)]
+    nodes.append(helper.make_node("Concat", [f"y{i}" for i in range(len(names))], ["y"], axis=0))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    reads = [0]
+    shape = ir.serde.TensorProtoTensor.shape
+
+    def counting(tensor: ir.serde.TensorProtoTensor) -> ir.Shape:
+        reads[0] += 1
+        return shape.fget(tensor)  # type: ignore[attr-defined,no-any-return]
+
+    monkeypatch.setattr(ir.serde.TensorProtoTensor, "shape", property(counting))
+    assert merge_duplicate_initializers(Rewriter(model.graph)) == 1
+    assert reads[0] == 3  # b, a (compared with b), c; 23 (one per initializer) before
+    assert "b" not in model.graph.initializers and {"a", "c"} <= set(model.graph.initializers)
+    users = {node.inputs[1].name for node in model.graph if node.op_type == "Add"}
+    assert users == set(names) - {"b"}
+
+
+def _concat_of_two_quantized(scale_a: float, scale_b: float) -> ir.Model:
+    text = f"""<ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,2] x) => (float[2,2] y) {{
+        sa = Constant <value = float {{{scale_a}}}> ()
+        sb = Constant <value = float {{{scale_b}}}> ()
+        zp = Constant <value = int8 {{0}}> ()
+        a = Relu(x)
+        b = Neg(x)
+        qa = QuantizeLinear(a, sa, zp)
+        da = DequantizeLinear(qa, sa, zp)
+        qb = QuantizeLinear(b, sb, zp)
+        db = DequantizeLinear(qb, sb, zp)
+        y = Concat <axis = 0> (da, db)
+    }}"""
+    model = load_model(onnx.parser.parse_model(text))
+    for pass_ in parse_pipeline("canonicalize"):
+        pass_.run(model, PassContext())  # Constants -> initializers
+    return model
+
+
+def test_unify_scales_scans_names_only_when_it_sets_a_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """unify-scales builds its naming scope (a scan of every name in the graph) at its first edit: a graph
+    whose groups already agree costs no scan; one with a scale to set still gets exactly one."""
+    from qdq_compiler.ir import editing
+    from qdq_compiler.ir.qdq import scale_of
+
+    scans = [0]
+    original = editing.NameScope.__init__
+
+    def counting(self: editing.NameScope, graph: ir.Graph) -> None:
+        scans[0] += 1
+        original(self, graph)
+
+    agreeing, differing = _concat_of_two_quantized(0.25, 0.25), _concat_of_two_quantized(0.125, 0.25)
+    monkeypatch.setattr(editing.NameScope, "__init__", counting)
+    (unify,) = parse_pipeline("unify-scales")
+    assert unify.run(agreeing, PassContext()).statistics["num-scales-unified"] == 0
+    assert scans[0] == 0  # 1 before
+    assert unify.run(differing, PassContext()).statistics["num-scales-unified"] == 1
+    assert scans[0] == 1
+    scales = [scale_of(node) for node in differing.graph if node.op_type == "QuantizeLinear"]
+    assert [float(np.asarray(scale)) for scale in scales] == [0.25, 0.25]
+
+
+def test_fold_constants_evaluates_only_nodes_whose_inputs_are_all_constant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fold-constants tells a node with an activation input apart before looking at its attributes (for
+    subgraphs) or trying to evaluate it: none of a Conv/Relu chain is tried, a constant Add is folded."""
+    from qdq_compiler.passes import fold_constants
+
+    model = load_model(build_chain_model(60))
+    ctx = PassContext()
+    for pass_ in parse_pipeline("canonicalize"):
+        pass_.run(model, ctx)
+    one = ir.Value(name="one", shape=ir.Shape([1]), type=ir.TensorType(ir.DataType.FLOAT))
+    one.const_value = ir.tensor(np.ones(1, np.float32), name="one")
+    model.graph.register_initializer(one)
+    last = list(model.graph)[-1]
+    add = ir.Node("", "Add", [one, one], num_outputs=1, name="constant_add")
+    model.graph.insert_before(last, add)
+    user = ir.Node("", "Add", [last.inputs[0], add.outputs[0]], num_outputs=1, name="user")
+    model.graph.insert_before(last, user)
+    last.replace_input_with(0, user.outputs[0])
+    tried: list[str] = []
+    evaluate = fold_constants._evaluate
+
+    def counting(node: ir.Node, opset: int) -> list[np.ndarray] | None:
+        tried.append(node.name or "")
+        return evaluate(node, opset)
+
+    monkeypatch.setattr(fold_constants, "_evaluate", counting)
+    (fold,) = parse_pipeline("fold-constants")
+    assert fold.run(model, ctx).statistics["num-nodes-folded"] == 1
+    assert "constant_add" not in {node.name for node in model.graph}
+    assert tried == ["constant_add"]  # every node of the graph before

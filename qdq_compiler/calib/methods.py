@@ -35,7 +35,6 @@ import dataclasses
 import functools
 import hashlib
 import inspect
-import math
 import re
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -154,11 +153,19 @@ def amax_percentile(stats: TensorStats, p: float = 99.99) -> float:
         _calibration_histogram(stats)  # raises
     cumulative = np.cumsum(stats.hist)
     total = int(cumulative[-1])
-    # nearest rank ceil(p * n / 100), in rationals: p as the decimal it prints as (99.9, not the binary
+    # nearest rank ceil(p * n / 100), in integers: p as the decimal it prints as (99.9, not the binary
     # 99.9000000000000057), so an exact rank is not rounded up, and no float error for any count
-    rank = max(1, math.ceil(Fraction(repr(float(p))) * total / 100))
+    numerator, denominator = _decimal_ratio(float(p))
+    rank = max(1, -(-numerator * total // (denominator * 100)))
     index = min(int(np.searchsorted(cumulative, rank, side="left")), stats.hist.size - 1)
     return min((index + 1) * stats.hist_width, stats.absmax)
+
+
+@functools.lru_cache(maxsize=64)
+def _decimal_ratio(p: float) -> tuple[int, int]:
+    """``p`` as the decimal it prints as, a reduced fraction (numerator, denominator): parsed once per p."""
+    exact = Fraction(repr(p))
+    return exact.numerator, exact.denominator
 
 
 def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
