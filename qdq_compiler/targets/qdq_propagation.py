@@ -339,35 +339,6 @@ def slice_splits(graph: ir.Graph, facts: QdqFacts, rewriter: Rewriter) -> None:
         rewriter.erase(split)
 
 
-class _LazyNames(NameScope):
-    """`NameScope(graph)`, its scan of the graph's names made when the first name is asked for: a
-    prediction where nothing moves asks for none."""
-
-    def __init__(self, graph: ir.Graph):  # no super().__init__: the scope below does the scan
-        self._graph = graph
-        self._scope: NameScope | None = None
-
-    def _built(self) -> NameScope:
-        if self._scope is None:
-            self._scope = NameScope(self._graph)
-        return self._scope
-
-    def value(self, base: str) -> str:
-        return self._built().value(base)
-
-    def node(self, base: str) -> str:
-        return self._built().node(base)
-
-    def numbered_node(self, prefix: str) -> str:
-        return self._built().numbered_node(prefix)
-
-    def reserve_value(self, name: str | None) -> None:
-        self._built().reserve_value(name)
-
-    def reserve_node(self, name: str | None) -> None:
-        self._built().reserve_node(name)
-
-
 @dataclass
 class Propagated:
     """The rewritten copy, its annotations, and the Rewriter that made the moves (names, statistics)."""
@@ -391,7 +362,7 @@ def propagate(graph: ir.Graph, constants: ConstantArrays | None = None) -> Propa
         working = working_copy(graph)
         copy = working.graph
         facts = QdqFacts.of(working.originals, constants)
-        rewriter = Rewriter(copy, _LazyNames(graph))  # the copy's names are the graph's
+        rewriter = Rewriter(copy, NameScope(graph))  # the graph's names, scanned at a first move
         slice_splits(copy, facts, rewriter)
         phases = [MoveDqForward(facts)], [MoveQBackward(facts)]
         for _ in range(MAX_ROUNDS):
