@@ -19,8 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_ir.serde import TensorProtoTensor
 
 from qdq_compiler.ir import load_model
+from qdq_compiler.ir.tensor_data import tensor_array
 from qdq_compiler.targets import lint
-from qdq_compiler.targets.constant_arrays import ConstantArrays, constant_dtype, tensor_array
+from qdq_compiler.targets.constant_arrays import ConstantArrays, constant_dtype
 from qdq_compiler.targets.fusion import predict_fusions
 from qdq_compiler.targets.lint import lint_model
 from qdq_compiler.targets.qdq_propagation import working_copy

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import numpy as np
 import onnx_ir as ir
 
+from qdq_compiler.ir.tensor_data import tensor_array
+
 
 def all_value_names(graph: ir.Graph) -> set[str]:
     """Names of every value in the graph: inputs, initializers and node outputs."""
@@ -100,7 +102,7 @@ def add_constant(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
     """The numpy array of a constant value (initializer or Constant node output), else None."""
     tensor = _constant_tensor(value)
-    return tensor.numpy() if tensor is not None else None
+    return tensor_array(tensor) if tensor is not None else None
 
 
 def is_constant(value: ir.Value | None) -> bool:

@@ -2,57 +2,21 @@
 
 A loaded initializer (onnx-ir's TensorProtoTensor) decodes its proto at every `numpy()` call, and one scale
 is read by its Q, its DQ and the layer's bias check. :class:`ConstantArrays` keeps each value's array for
-one run; :func:`tensor_array` decodes the common case (little-endian raw bytes of a plain numeric type)
-without the per-call type lookups of `numpy()`, to the same array.
+one run, decoded by :func:`qdq_compiler.ir.tensor_data.tensor_array` (raw bytes of a plain numeric type read
+directly, to the same array as `numpy()`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 from onnx_ir.serde import TensorProtoTensor
 
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import value_dtype
-
-# Raw-data element types numpy reads as they are (onnx-ir's `numpy()` takes the same path for these).
-_PLAIN_TYPES: dict[int, np.dtype] = {
-    int(t): t.numpy().newbyteorder("<")
-    for t in (
-        ir.DataType.FLOAT,
-        ir.DataType.DOUBLE,
-        ir.DataType.FLOAT16,
-        ir.DataType.INT8,
-        ir.DataType.UINT8,
-        ir.DataType.INT16,
-        ir.DataType.UINT16,
-        ir.DataType.INT32,
-        ir.DataType.UINT32,
-        ir.DataType.INT64,
-        ir.DataType.UINT64,
-    )
-}
+from qdq_compiler.ir.tensor_data import tensor_array
 
 _DATA_TYPES: dict[int, ir.DataType] = {int(t): t for t in ir.DataType}
-
-
-def tensor_array(tensor: ir.TensorProtocol) -> np.ndarray:
-    """`tensor.numpy()`, decoding a loaded proto's raw bytes directly when its type is plain numeric."""
-    if type(tensor) is TensorProtoTensor:
-        proto = tensor.raw
-        dtype = _PLAIN_TYPES.get(proto.data_type)
-        if (
-            dtype is not None
-            and proto.data_location == onnx.TensorProto.DEFAULT
-            and proto.HasField("raw_data")
-        ):
-            array = np.frombuffer(proto.raw_data, dtype=dtype)
-            dims = proto.dims
-            if len(dims) == 1 and dims[0] == array.size:
-                return array  # of its shape already (a reshape from proto dims costs more than the decode)
-            return array.reshape(list(dims))
-    return tensor.numpy()
 
 
 def constant_dtype(value: ir.Value | None) -> ir.DataType | None:
