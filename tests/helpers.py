@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -78,3 +80,18 @@ def concat_of_distant_ranges(ratio: float, channels: int = 8, side: int = 6) -> 
     ]
     shape = (1, channels, side, side)
     return graph_model(nodes, {k: v.astype(np.float32) for k, v in weights.items()}, shape, {"y": shape})
+
+
+def count_name_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the graph-wide name scans (`editing.all_value_names`) a NameScope costs; `[n]`, updated live."""
+    from qdq_compiler.ir import editing
+
+    scans = [0]
+    original = editing.all_value_names
+
+    def counting(graph: ir.Graph) -> set[str]:
+        scans[0] += 1
+        return original(graph)
+
+    monkeypatch.setattr(editing, "all_value_names", counting)
+    return scans

@@ -204,16 +204,9 @@ def test_explain_decodes_each_constant_once_for_lint_and_prediction(
 
 def test_the_prediction_scans_names_only_when_something_moves(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fresh names are for moved Q/DQ copies: with nothing to move, the graph's names are never scanned."""
-    from qdq_compiler.ir import editing
+    from helpers import count_name_scans
 
-    scans = [0]
-    original = editing.all_value_names
-
-    def counting(graph: ir.Graph) -> set[str]:
-        scans[0] += 1
-        return original(graph)
-
-    monkeypatch.setattr(editing, "all_value_names", counting)
+    scans = count_name_scans(monkeypatch)
     report = predict_fusions(load_model(_conv_model()))
     assert report.moves == [] and scans[0] == 0  # one scan per prediction before
     pooled = _conv_model()

@@ -12,10 +12,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from helpers import count_name_scans
 
 from qdq_compiler.accuracy.numerics import run_outputs
 from qdq_compiler.errors import PassFailure
-from qdq_compiler.ir import editing, load_model, to_proto
+from qdq_compiler.ir import load_model, to_proto
 from qdq_compiler.ir.editing import NameScope
 from qdq_compiler.models.synthetic import build_chain_model
 from qdq_compiler.pipelines import TRT_INT8
@@ -171,25 +172,12 @@ def test_match_failures_are_logged_at_debug(caplog: pytest.LogCaptureFixture) ->
     assert "_EraseUnused did not apply at kept: output is used" in caplog.text
 
 
-def _count_name_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count calls of the graph-wide name scan that building a NameScope costs."""
-    scans = [0]
-    original = editing.all_value_names
-
-    def counting(graph: ir.Graph) -> set[str]:
-        scans[0] += 1
-        return original(graph)
-
-    monkeypatch.setattr(editing, "all_value_names", counting)
-    return scans
-
-
 def test_place_qdq_scans_names_once_not_per_inserted_pair(monkeypatch: pytest.MonkeyPatch) -> None:
     model = load_model(build_chain_model(100))
     ctx = PassContext()
     for pass_ in parse_pipeline("infer-shapes"):
         pass_.run(model, ctx)
-    scans = _count_name_scans(monkeypatch)
+    scans = count_name_scans(monkeypatch)
     (place,) = parse_pipeline("place-qdq")
     result = place.run(model, ctx)
     pairs = result.statistics["num-activation-qdq-inserted"] + result.statistics["num-weight-qdq-inserted"]
@@ -226,7 +214,7 @@ def test_a_scope_scans_when_first_asked_and_keeps_the_names_its_rewriter_freed(
     model = _relu_chain(length=3)
     for index, node in enumerate(model.graph):
         node.name = f"relu{index}"
-    scans = _count_name_scans(monkeypatch)
+    scans = count_name_scans(monkeypatch)
     rewriter = Rewriter(model.graph)
     first = next(iter(model.graph))
     assert scans[0] == 0  # made, nothing named yet
@@ -239,7 +227,7 @@ def test_canonicalize_names_nodes_through_one_scope(monkeypatch: pytest.MonkeyPa
     model = _relu_chain(length=50)
     for node in model.graph:
         node.name = None
-    scans = _count_name_scans(monkeypatch)
+    scans = count_name_scans(monkeypatch)
     (canonicalize,) = parse_pipeline("canonicalize")
     result = canonicalize.run(model, PassContext())
     assert result.statistics["num-nodes-named"] == 50
@@ -283,7 +271,7 @@ def test_rewriter_set_scale_names_a_shared_scale_from_its_scope(monkeypatch: pyt
     # Three Q/DQ groups read one scale constant: the first two get new constants, named without a rescan;
     # the last is then the only reader and is updated in place.
     model = load_model(onnx.parser.parse_model(THREE_TWINS))
-    scans = _count_name_scans(monkeypatch)
+    scans = count_name_scans(monkeypatch)
     rewriter = Rewriter(model.graph)
     recorder = _Recorder()
     rewriter.listeners.append(recorder)
@@ -316,7 +304,7 @@ def _uint8_qdq_chain(pairs: int) -> str:
 
 def test_strip_qdq_scans_names_once_for_all_restored_clamps(monkeypatch: pytest.MonkeyPatch) -> None:
     model = load_model(onnx.parser.parse_model(_uint8_qdq_chain(8)))
-    scans = _count_name_scans(monkeypatch)
+    scans = count_name_scans(monkeypatch)
     (strip,) = parse_pipeline("strip-qdq")
     result = strip.run(model, PassContext())
     assert result.statistics["num-clamps-restored"] >= 7
@@ -349,7 +337,7 @@ def test_calibrate_and_unify_scales_scan_names_once_when_scales_are_shared(
         stats = TensorStats(DEFAULT_NUM_BINS)
         stats.update(sample * np.float32(1 + k))
         ctx.calibration_stats[quantized_tensor_name(quantize)] = stats
-    scans = _count_name_scans(monkeypatch)
+    scans = count_name_scans(monkeypatch)
     (calibrate,) = parse_pipeline("calibrate{method=max}")
     assert calibrate.run(model, ctx).statistics["num-scales-set"] == len(quantizers)
     assert scans[0] <= 1
