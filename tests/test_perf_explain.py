@@ -187,13 +187,13 @@ def test_explain_decodes_each_constant_once_for_lint_and_prediction(
     from qdq_compiler.targets.explain import explain_model
 
     reads: Counter[int] = Counter()
-    original = constant_arrays.value_array
+    original = constant_arrays.constant_array
 
     def counting(value: ir.Value | None) -> np.ndarray | None:
         reads[id(value)] += 1
         return original(value)
 
-    monkeypatch.setattr(constant_arrays, "value_array", counting)
+    monkeypatch.setattr(constant_arrays, "constant_array", counting)
     model = load_model(_conv_model())
     explained = explain_model(str(tmp_path / "conv.onnx"), model)
     assert explained.lint_errors == 0 and explained.fusion.layers[0].precision == "int8"

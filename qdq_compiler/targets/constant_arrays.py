@@ -14,7 +14,6 @@ from onnx_ir.serde import TensorProtoTensor
 
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import value_dtype
-from qdq_compiler.ir.tensor_data import tensor_array
 
 _DATA_TYPES: dict[int, ir.DataType] = {int(t): t for t in ir.DataType}
 
@@ -30,16 +29,6 @@ def constant_dtype(value: ir.Value | None) -> ir.DataType | None:
     return value_dtype(value)
 
 
-def value_array(value: ir.Value | None) -> np.ndarray | None:
-    """`constant_array(value)` (initializer or Constant output, else None), with :func:`tensor_array`."""
-    if value is None:
-        return None
-    tensor = value.const_value
-    if tensor is not None and not value.is_graph_input():
-        return tensor_array(tensor)
-    return constant_array(value)
-
-
 class ConstantArrays:
     """Each constant value's array, read once while this object lives (one lint run, one prediction)."""
 
@@ -48,11 +37,11 @@ class ConstantArrays:
         self.decoded = 0  # values read (the work tests count)
 
     def array(self, value: ir.Value | None) -> np.ndarray | None:
-        """:func:`value_array`, read once per value."""
+        """`constant_array(value)`, read once per value."""
         if value is None:
             return None
         known = self._arrays.get(id(value))
         if known is None:
             self.decoded += 1
-            known = self._arrays[id(value)] = (value, value_array(value))
+            known = self._arrays[id(value)] = (value, constant_array(value))
         return known[1]
