@@ -371,7 +371,6 @@ def test_trt_int8_decodes_a_loaded_weight_only_where_it_needs_the_values(
     monkeypatch.setattr(ir.TensorProtoTensor, "numpy", counting)
     from qdq_compiler.ir import editing as editing_module
     from qdq_compiler.ir import tensor_data
-    from qdq_compiler.targets import constant_arrays
 
     def counting_raw(tensor):  # the raw-byte decode of a loaded tensor (numpy() for other tensors)
         if type(tensor) is ir.TensorProtoTensor:
@@ -380,7 +379,6 @@ def test_trt_int8_decodes_a_loaded_weight_only_where_it_needs_the_values(
         return tensor_data.tensor_array(tensor)
 
     monkeypatch.setattr(editing_module, "tensor_array", counting_raw)
-    monkeypatch.setattr(constant_arrays, "tensor_array", counting_raw)
     without_data = TRT_INT8.replace("equalize-channels,", "").replace("calibrate", "calibrate{method=max}")
     PassManager(without_data).run(model, PassContext(calibration_stats=dict.fromkeys(names, stats)))
     assert convs >= 20 and 0 < decoded[0] <= 3 * convs
