@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import is_onnx_op
-from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass, shape_facts
 from qdq_compiler.rewrite import RewritePattern, Rewriter, apply_patterns_greedily
 
 
@@ -42,6 +42,9 @@ class Canonicalize(Pass):
         rewriter = Rewriter(graph)
         if patterns:
             apply_patterns_greedily(graph, patterns, rewriter=rewriter)
+        # Merging equal constants, removing dead nodes and naming nodes change no value's type, shape or
+        # contents: inferred shapes stay inferred unless a pattern (Identity, Dropout, Constant) rewrote.
+        keeps_shapes = not rewriter.modified
         stats = rewriter.statistics
         if self.options.merge_duplicate_constants:
             stats["num-duplicate-constants-merged"] += merge_duplicate_initializers(rewriter)
@@ -49,7 +52,8 @@ class Canonicalize(Pass):
             stats["num-dead-removed"] += rewriter.eliminate_dead_code()
         if self.options.name_nodes:
             stats["num-nodes-named"] += name_unnamed_nodes(rewriter)
-        return PassResult(modified=any(stats.values()), statistics=stats)
+        preserved = shape_facts(ctx.facts) if keeps_shapes else frozenset()
+        return PassResult(modified=any(stats.values()), statistics=stats, preserved=preserved)
 
 
 def _bypass(node: ir.Node, rewriter: Rewriter) -> bool:

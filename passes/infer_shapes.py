@@ -8,7 +8,7 @@ import onnx
 import onnx_ir as ir
 
 from qdq_compiler.ir.external import proto_for_inference
-from qdq_compiler.pm import Pass, PassContext, PassResult, register_pass
+from qdq_compiler.pm import SHAPES_INFERRED, Pass, PassContext, PassResult, register_pass
 
 
 @register_pass
@@ -25,7 +25,7 @@ class InferShapes(Pass):
 
     def run(self, model: ir.Model, ctx: PassContext) -> PassResult:
         # Inference on a graph no pass changed since it last ran here (same options) finds nothing new.
-        inferred_fact = (self.name, self.options)
+        inferred_fact = (SHAPES_INFERRED, self.options)
         if ctx.facts is not None and inferred_fact in ctx.facts:
             return PassResult(modified=False)
         result = self._annotate(model)

@@ -5,7 +5,8 @@ A thin re-export; every name lives in the module listed here, which documents it
 Passes (``qdq_compiler.pm``)
     ``Pass`` (subclass: ``name``, ``summary``, an ``Options`` frozen dataclass, ``run(model, ctx)``),
     ``PassContext`` (runtime inputs: calibration data and statistics, ``logger``), ``PassResult``
-    (``modified`` and named ``statistics``), ``register_pass`` (class decorator), ``function_pass``
+    (``modified``, named ``statistics``, ``preserved`` facts: ``shape_facts`` of ``ctx.facts`` for an edit that
+    changes no value's type or shape), ``register_pass`` (class decorator), ``function_pass``
     (a function as an option-less pass), ``NoOptions``, ``PassManager`` (run a pipeline text),
     ``register_pipeline``. Options are a ``@dataclass(frozen=True) class Options`` inside the pass, every
     field with a default; ``dataclass`` and ``field`` are re-exported for it.
@@ -75,6 +76,7 @@ from qdq_compiler.pm import (
     PassResult,
     register_pass,
     register_pipeline,
+    shape_facts,
 )
 from qdq_compiler.pm.base import function_pass
 from qdq_compiler.quant.grid import INT8_MAX, scale_from_amax
@@ -105,6 +107,7 @@ __all__ = [
     "function_pass",
     "register_pass",
     "register_pipeline",
+    "shape_facts",
     # IR
     "NameScope",
     "add_constant",

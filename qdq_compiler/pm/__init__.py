@@ -1,6 +1,6 @@
 """Pass infrastructure: Pass, PassContext, PassResult, registry, pipeline text, PassManager, instruments."""
 
-from qdq_compiler.pm.base import NoOptions, Pass, PassContext, PassResult
+from qdq_compiler.pm.base import SHAPES_INFERRED, NoOptions, Pass, PassContext, PassResult, shape_facts
 from qdq_compiler.pm.manager import PassManager, stamp_model
 from qdq_compiler.pm.pipeline import format_pipeline, parse_pipeline, pipeline_options
 from qdq_compiler.pm.pipeline_options import PipelineOption, set_option, settle_pipeline
@@ -18,6 +18,7 @@ from qdq_compiler.pm.registry import (
 )
 
 __all__ = [
+    "SHAPES_INFERRED",
     "NamedPipeline",
     "NoOptions",
     "Pass",
@@ -39,5 +40,6 @@ __all__ = [
     "register_pipeline",
     "set_option",
     "settle_pipeline",
+    "shape_facts",
     "stamp_model",
 ]

@@ -17,6 +17,19 @@ class NoOptions:
     """Options of a pass that takes none."""
 
 
+# The first item of every fact that says "shape inference finds nothing new on this model": infer-shapes
+# records (SHAPES_INFERRED, its options). A pass whose edits change no value's type, shape or constant
+# contents (merging equal constants, removing dead nodes, naming nodes) lists these facts as preserved.
+SHAPES_INFERRED = "shapes-inferred"
+
+
+def shape_facts(facts: set[Hashable] | None) -> frozenset[Hashable]:
+    """The facts in ``facts`` (a PassContext's) that say shapes are inferred; empty when none are known."""
+    if not facts:
+        return frozenset()
+    return frozenset(f for f in facts if isinstance(f, tuple) and f and f[0] == SHAPES_INFERRED)
+
+
 @dataclass
 class PassResult:
     """What a pass did: whether it changed the model, and named counters (`num-bn-folded`).
