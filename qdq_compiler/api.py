@@ -5,8 +5,8 @@ A thin re-export; every name lives in the module listed here, which documents it
 Passes (``qdq_compiler.pm``)
     ``Pass`` (subclass: ``name``, ``summary``, an ``Options`` frozen dataclass, ``run(model, ctx)``),
     ``PassContext`` (runtime inputs: calibration data and statistics, ``logger``), ``PassResult``
-    (``modified``, named ``statistics``, ``preserved`` facts: ``shape_facts`` of ``ctx.facts`` for an edit that
-    changes no value's type or shape), ``register_pass`` (class decorator), ``function_pass``
+    (``modified``, named ``statistics``, ``preserved`` facts: ``shape_facts`` of ``ctx.facts`` for an
+    edit that changes no value's type or shape), ``register_pass`` (class decorator), ``function_pass``
     (a function as an option-less pass), ``NoOptions``, ``PassManager`` (run a pipeline text),
     ``register_pipeline``. Options are a ``@dataclass(frozen=True) class Options`` inside the pass, every
     field with a default; ``dataclass`` and ``field`` are re-exported for it.
