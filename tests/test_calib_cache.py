@@ -111,6 +111,29 @@ def test_round_trip(tmp_path):
         assert again.base == original.base
 
 
+def test_loaded_histograms_of_one_size_share_one_block_and_stay_independent(tmp_path):
+    """load_cache puts histograms of one size in one block (40k separately allocated ones fragmented the
+    heap: every later pass of the 40k-node bench ran ~20% slower); each row still updates on its own."""
+    stats = _stats()
+    stats.update({f"twin {k}": collect_exact([np.full(50, k + 1.0, np.float32)]) for k in range(3)})
+    path = tmp_path / "model.calib"
+    save_cache(path, stats, KEY)
+    loaded = load_cache(path, KEY)
+    by_size: dict[int, set[int]] = {}
+    for item in loaded.values():
+        assert item.hist.base is not None and item.hist.flags.writeable
+        by_size.setdefault(item.hist.size, set()).add(id(item.hist.base))
+    assert all(len(blocks) == 1 for blocks in by_size.values()) and len(by_size[2048]) == 1
+    assert sum(1 for item in loaded.values() if item.hist.size == 2048) >= 6
+    before = {name: item.hist.copy() for name, item in loaded.items()}
+    loaded["twin 0"].update(np.array([0.5, 1.0], np.float32))  # fixed binning: counts added in place
+    assert loaded["twin 0"].hist.sum() == before["twin 0"].sum() + 2
+    for name, item in loaded.items():
+        if name != "twin 0":
+            np.testing.assert_array_equal(item.hist, before[name])
+            np.testing.assert_array_equal(item.hist, stats[name].hist)
+
+
 def test_meta_entries(tmp_path):
     stats = _stats()
     save_cache(tmp_path / "c.calib", stats, KEY)

@@ -246,6 +246,7 @@ def load_cache(
             except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
                 label = entry.get("name") if isinstance(entry, dict) else entry
                 raise CalibrationCacheError(f"{where}: corrupt entry for tensor {label!r} ({exc})") from None
+    _pack_histograms(stats.values())
     if require is not None:
         missing = sorted(set(require) - set(stats))
         if missing:
@@ -254,3 +255,20 @@ def load_cache(
                 shown += f" and {len(missing) - 5} more"
             raise CalibrationCacheError(f"calibration cache {where} lacks tensor(s) {shown}: recalibrate")
     return stats
+
+
+def _pack_histograms(stats: Iterable[TensorStats]) -> None:
+    """Move histograms of one size into one block, each ``hist`` a row of it (a writable view).
+
+    A cache of a large graph holds tens of thousands of 16 KB histograms; allocated one by one they are
+    scattered through the C heap between the graph's objects, and every later pass ran about 20% slower
+    on a 40k-node graph (bench/bench_ir.py). One block per size keeps the heap compact.
+    """
+    by_size: dict[int, list[TensorStats]] = {}
+    for item in stats:
+        by_size.setdefault(item.hist.size, []).append(item)
+    for size, items in by_size.items():
+        block = np.empty((len(items), size), dtype=np.int64)
+        for row, item in zip(block, items):
+            row[:] = item.hist
+            item.hist = row
