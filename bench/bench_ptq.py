@@ -210,8 +210,6 @@ def worker_ort(args: argparse.Namespace) -> dict[str, Any]:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
-        QuantFormat,
-        QuantType,
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -271,12 +269,8 @@ def worker_ort(args: argparse.Namespace) -> dict[str, Any]:
         source,
         args.output,
         None if cache else Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
         calibrate_method=method,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        **ort_static_options(),
         **({"calibration_cache_path": cache} if cache else {}),
     )
     info["quantize_s"] = time.perf_counter() - start
@@ -295,6 +289,41 @@ def worker_modelopt(args: argparse.Namespace) -> dict[str, Any]:
         if done.code not in (None, 0):
             raise
     return {"command": "python -m " + " ".join(sys.argv)}
+
+
+def ort_static_options() -> dict[str, Any]:
+    """The keyword arguments of onnxruntime's ``quantize_static`` for what TensorRT runs: QDQ, per-channel
+    weights, symmetric INT8 activations and weights (the calibration method is each caller's)."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    return {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "activation_type": QuantType.QInt8,
+        "weight_type": QuantType.QInt8,
+        "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True},
+    }
+
+
+def modelopt_args(model: Path, calib: Path, method: str, output: Path) -> list[str]:
+    """Arguments of ``python -m modelopt.onnx.quantization``: INT8 with ``method``, calibrated on the CPU,
+    float32 outside the quantized layers. Model Optimizer writes into ``model``: give it a copy."""
+    return [
+        "--onnx_path",
+        str(model),
+        "--quantize_mode",
+        "int8",
+        "--calibration_data_path",
+        str(calib),
+        "--calibration_method",
+        method,
+        "--calibration_eps",
+        "cpu",
+        "--high_precision_dtype",
+        "fp32",
+        "--output_path",
+        str(output),
+    ]
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -728,22 +757,9 @@ def bench_model(
                 row["error"] = f"not installed here: {mo_detail}"
                 rows.append(row)
                 continue
-            mo_args = [
-                "--onnx_path",
-                str(fp32),
-                "--quantize_mode",
-                "int8",
-                "--calibration_data_path",
-                str(calib_path),
-                "--calibration_method",
-                variant.method,
-                "--calibration_eps",
-                "cpu",
-                "--high_precision_dtype",
-                "fp32",
-                "--output_path",
-                str(out),
-            ]
+            source = folder / f"{variant.key}.input.onnx"  # ModelOpt writes into its input: a copy
+            shutil.copyfile(fp32, source)
+            mo_args = modelopt_args(source, calib_path, variant.method, out)
             cmd = [
                 mo_python,
                 str(Path(__file__).resolve()),

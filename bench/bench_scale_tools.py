@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
-from bench_ptq import log_tail, probe_modelopt, run_child
+from bench_ptq import log_tail, modelopt_args, ort_static_options, probe_modelopt, run_child
 
 from qdq_compiler.models.synthetic import SCALE_SHAPES, build_scale_model
 
@@ -40,13 +41,7 @@ TOOLS = ("qdqc", "qdqc (no check)", "ModelOpt", "onnxruntime")
 def worker_onnxruntime(model: str, calib: str, output: str) -> None:
     """onnxruntime's static QDQ quantizer on ``model`` with the samples in ``calib``."""
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]  # its tools import torch when present
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, quantize_static
 
     name = onnx.load(model, load_external_data=False).graph.input[0].name
     samples = np.load(calib)
@@ -59,15 +54,7 @@ def worker_onnxruntime(model: str, calib: str, output: str) -> None:
             return next(self._batches, None)
 
     quantize_static(
-        model,
-        output,
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        model, output, Reader(), calibrate_method=CalibrationMethod.MinMax, **ort_static_options()
     )
 
 
@@ -78,24 +65,13 @@ def tool_commands(tool: str, model: Path, calib: Path, out: Path, modelopt_pytho
         compile_ = [sys.executable, "-m", "qdq_compiler", "compile", str(model), "--calib", str(calib)]
         return [*compile_, *check, "-o", str(out)]
     if tool == "ModelOpt":
+        source = out.with_suffix(".input.onnx")  # Model Optimizer writes into its input: give it a copy
+        shutil.copyfile(model, source)
         return [
             modelopt_python,
             "-m",
             "modelopt.onnx.quantization",
-            "--onnx_path",
-            str(model),
-            "--quantize_mode",
-            "int8",
-            "--calibration_data_path",
-            str(calib),
-            "--calibration_method",
-            "max",
-            "--calibration_eps",
-            "cpu",
-            "--high_precision_dtype",
-            "fp32",
-            "--output_path",
-            str(out),
+            *modelopt_args(source, calib, "max", out),
         ]
     return [sys.executable, str(Path(__file__).resolve()), "--worker", str(model), str(calib), str(out)]
 
