@@ -199,7 +199,8 @@ _PLAIN_ATTRIBUTES = {
 def _node_for_inference(proto: onnx.NodeProto, node: ir.Node) -> None:
     """What inference reads of ``node``: op, domain, name, inputs, outputs and attributes (no doc string,
     overload or metadata). Int and float attributes are written directly; others (strings, tensors,
-    subgraphs, references) through serde. About half of ``serde.serialize_node_into``'s time."""
+    subgraphs, references) through serde. About a fifth faster than ``serde.serialize_node_into`` (0.32 ->
+    0.25 s for a 20k-node graph's nodes)."""
     proto.op_type = node.op_type
     if node.domain:
         proto.domain = node.domain
