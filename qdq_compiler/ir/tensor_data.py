@@ -1,8 +1,9 @@
-"""The array of a tensor, decoding a loaded initializer's raw bytes directly (one home for that fast path).
+"""The array and element type of a tensor, read from a loaded initializer's proto directly (the one home
+for these fast paths into onnx-ir's `TensorProtoTensor`).
 
 onnx-ir's `TensorProtoTensor.numpy()` looks its types up again at every call; for little-endian raw bytes
 of a plain numeric type :func:`tensor_array` reads the same array (read-only, as `numpy()` returns it)
-straight from the bytes.
+straight from the bytes. Its `dtype` builds an enum member per call; :func:`tensor_dtype` looks it up.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.serde import TensorProtoTensor
 
-__all__ = ["tensor_array"]
+__all__ = ["tensor_array", "tensor_dtype"]
 
 # Raw-data element types numpy reads as they are (onnx-ir's `numpy()` takes the same path for these).
 _PLAIN_TYPES: dict[int, np.dtype] = {
@@ -31,6 +32,16 @@ _PLAIN_TYPES: dict[int, np.dtype] = {
         ir.DataType.UINT64,
     )
 }
+_DATA_TYPES: dict[int, ir.DataType] = {int(t): t for t in ir.DataType}
+
+
+def tensor_dtype(tensor: ir.TensorProtocol) -> ir.DataType:
+    """`tensor.dtype`, looked up from a loaded proto's element type without building the enum member."""
+    if type(tensor) is TensorProtoTensor:
+        dtype = _DATA_TYPES.get(tensor.raw.data_type)
+        if dtype is not None:
+            return dtype
+    return tensor.dtype
 
 
 def tensor_array(tensor: ir.TensorProtocol) -> np.ndarray:

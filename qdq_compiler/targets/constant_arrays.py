@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.serde import TensorProtoTensor
 
 from qdq_compiler.ir.editing import constant_array
 from qdq_compiler.ir.op_facts import value_dtype
-
-_DATA_TYPES: dict[int, ir.DataType] = {int(t): t for t in ir.DataType}
+from qdq_compiler.ir.tensor_data import tensor_dtype
 
 
 def constant_dtype(value: ir.Value | None) -> ir.DataType | None:
-    """`value_dtype(value)`, reading a loaded initializer's element type without an enum construction."""
-    if value is not None and not value.is_graph_input():
-        tensor = value.const_value
-        if type(tensor) is TensorProtoTensor:
-            dtype = _DATA_TYPES.get(tensor.raw.data_type)
-            if dtype is not None:
-                return dtype
+    """`value_dtype(value)`, an initializer's element type read by :func:`tensor_dtype`."""
+    if value is not None and value.const_value is not None and not value.is_graph_input():
+        return tensor_dtype(value.const_value)
     return value_dtype(value)
 
 
